@@ -1,0 +1,55 @@
+# tessera-stac: every target sets up what it needs on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: help setup sysdeps test test-fast lint format typecheck bench demo clean
+
+help:
+	@echo "make demo   - set up, publish sample data, load pgSTAC and serve the API + STAC Browser"
+	@echo "make test   - set up and run the test suite"
+	@echo "make lint   - ruff (lint + format check) and mypy (strict)"
+	@echo "make bench  - benchmarks (ratios against reference tools, written to bench/results/)"
+
+# System packages: PostgreSQL server + PostGIS (apt-get when missing and we may).
+sysdeps:
+	@bash scripts/ensure-sysdeps.sh
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+setup: sysdeps $(STAMP)
+
+test: setup
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+.typecheck: 
+	@mkdir -p .typecheck/tessera_stac
+	@for p in publisher catalog api schemas; do ln -sfn ../../$$p .typecheck/tessera_stac/$$p; done
+
+lint: setup .typecheck
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy -p tessera_stac.catalog -p tessera_stac.publisher -p tessera_stac.api
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: setup
+	$(PY) -m bench
+
+demo: setup
+	$(BIN)/tessera-stac demo
+
+clean:
+	rm -rf $(VENV) .typecheck .pytest_cache .mypy_cache .ruff_cache build *.egg-info

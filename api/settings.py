@@ -1,0 +1,37 @@
+"""API settings (pydantic-settings), built by callers and passed in explicitly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ApiSettings(BaseSettings):
+    """How the STAC API is served. Reads ``TESSERA_STAC_API_*`` from the environment."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", env_prefix="TESSERA_STAC_API_"
+    )
+
+    host: str = Field(default="127.0.0.1")
+    port: int = Field(default=8080)
+    workers: int = Field(default=1)
+    title: str = Field(default="TESSERA embeddings and CoRE Stack watersheds")
+    description: str = Field(
+        default=(
+            "Annual TESSERA Earth-observation embeddings (128-d, 10 m, int8 codes with per-pixel "
+            "float32 scales) as Cloud-Optimized GeoTIFFs, next to CoRE Stack micro-watershed "
+            "layers and per-watershed embedding summaries."
+        )
+    )
+    cors_origins: str = Field(default="*", description="Comma-separated allowed origins.")
+    enable_transactions: bool = Field(default=False, description="Enable write routes.")
+    write_token: str | None = Field(default=None, description="Bearer token for write routes.")
+    data_dir: Path | None = Field(
+        default=None, description="Published files served under /data with HTTP Range."
+    )
+    browser_dir: Path | None = Field(default=None, description="Built STAC Browser to serve.")
+    db_min_conn: int = Field(default=1)
+    db_max_conn: int = Field(default=10)

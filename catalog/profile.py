@@ -1,0 +1,110 @@
+"""The one source of truth for what the published files are.
+
+The COG writer, the STAC item builder and the tests all read these profiles: change a block
+size or a compression here and every part follows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+EMBEDDING_DIM = 128
+
+
+@dataclass(frozen=True)
+class CogProfile:
+    """A Cloud-Optimized GeoTIFF layout: dtype, nodata, bands, tiling, compression, overviews.
+
+    Attributes:
+        asset_key: STAC asset key the file is published under.
+        filename: object name within a tile's folder.
+        dtype: numpy / GDAL dtype name.
+        count: number of bands.
+        nodata: nodata value (``"nan"`` for float NaN).
+        blocksize: internal tile size in pixels (square).
+        compress: GDAL compression name (lossless).
+        predictor: GDAL predictor (1 none, 2 horizontal, 3 floating point).
+        level: compression level (``ZLEVEL``/``ZSTD_LEVEL``), None for the codec default.
+        interleave: ``PIXEL`` so one read returns whole vectors.
+        overview_levels: decimation factors of the overviews.
+        band_names: one name per band.
+        media_type: IANA media type of the file.
+        roles: STAC asset roles.
+    """
+
+    asset_key: str
+    filename: str
+    dtype: str
+    count: int
+    nodata: float | int
+    blocksize: int
+    compress: str
+    predictor: int
+    level: int | None
+    interleave: str
+    overview_levels: tuple[int, ...]
+    band_names: tuple[str, ...]
+    media_type: str = "image/tiff; application=geotiff; profile=cloud-optimized"
+    roles: tuple[str, ...] = ("data",)
+    description: str = ""
+    extra_creation_options: dict[str, str] = field(default_factory=dict)
+
+    def creation_options(self) -> dict[str, Any]:
+        """GDAL GTiff creation options for this profile (used for the COG write)."""
+        opts: dict[str, Any] = {
+            "TILED": "YES",
+            "BLOCKXSIZE": self.blocksize,
+            "BLOCKYSIZE": self.blocksize,
+            "COMPRESS": self.compress,
+            "PREDICTOR": self.predictor,
+            "INTERLEAVE": self.interleave,
+            "BIGTIFF": "IF_SAFER",
+        }
+        if self.level is not None:
+            key = {"ZSTD": "ZSTD_LEVEL", "DEFLATE": "ZLEVEL", "LZMA": "LZMA_PRESET"}.get(
+                self.compress.upper()
+            )
+            if key:
+                opts[key] = self.level
+        opts.update(self.extra_creation_options)
+        return opts
+
+
+EMBEDDINGS = CogProfile(
+    asset_key="embeddings",
+    filename="embeddings.tif",
+    dtype="int8",
+    count=EMBEDDING_DIM,
+    nodata=-128,
+    blocksize=256,
+    compress="ZSTD",
+    predictor=1,
+    level=9,
+    interleave="PIXEL",
+    overview_levels=(2, 4, 8),
+    band_names=tuple(f"A{i:02d}" for i in range(EMBEDDING_DIM)),
+    roles=("data", "embeddings"),
+    description="TESSERA embedding codes: int8, 128 bands; multiply by the per-pixel scale",
+)
+
+SCALES = CogProfile(
+    asset_key="scales",
+    filename="scales.tif",
+    dtype="float32",
+    count=1,
+    nodata=float("nan"),
+    blocksize=256,
+    compress="ZSTD",
+    predictor=3,
+    level=9,
+    interleave="PIXEL",
+    overview_levels=(2, 4, 8),
+    band_names=("scale",),
+    roles=("data", "scales"),
+    description="Per-pixel float32 scale of the embedding codes; NaN where the pixel is invalid",
+)
+
+PREVIEW_KEY = "preview"
+PREVIEW_FILENAME = "preview.png"
+PREVIEW_MEDIA_TYPE = "image/png"

@@ -1,0 +1,235 @@
+"""Shared test harness: real PostgreSQL + pgSTAC, a real S3 endpoint on loopback, a live API.
+
+Fixtures other test modules reuse:
+
+* ``pg_cluster`` (session): a project-local cluster in a temp dir, pgSTAC migrated once
+  into the template database ``pgstac_template``.
+* ``pg_dsn``: a fresh database cloned from the template for one test.
+* ``s3_server`` (session) / ``s3``: moto in server mode on 127.0.0.1, with boto3 and GDAL
+  (``/vsis3/``) configured through the environment; ``s3`` gives a fresh bucket per test.
+* ``live_api``: serve a FastAPI app with uvicorn on a free loopback port, return its URL.
+* ``stac_validate``: validate a STAC dict offline against core + every declared extension.
+* ``SHARED``: the ``../shared`` folder beside the checkout.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+TEMPLATE_DB = "pgstac_template"
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+@pytest.fixture(scope="session")
+def open_tmp() -> Iterator[Callable[[str], Path]]:
+    """Factory of temp dirs the PostgreSQL server user can enter (pytest's are 0700)."""
+    import shutil
+    import tempfile
+
+    made: list[Path] = []
+
+    def make(prefix: str) -> Path:
+        path = Path(tempfile.mkdtemp(prefix=f"tessera-stac-{prefix}-"))
+        os.chmod(path, 0o755)
+        made.append(path)
+        return path
+
+    yield make
+    for path in made:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(open_tmp: Callable[[str], Path]) -> Iterator[Any]:
+    """A session-wide local cluster with pgSTAC migrated into a template database."""
+    from tessera_stac.catalog.localdb import LocalCluster
+
+    home = open_tmp("pg")
+    cluster = LocalCluster(home, dbname=TEMPLATE_DB, fast=True)
+    cluster.init()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_dsn(pg_cluster: Any) -> Iterator[str]:
+    """DSN of a fresh pgSTAC database cloned from the template for this test."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with pg_cluster.template_clone(TEMPLATE_DB, name) as dsn:
+        yield dsn
+
+
+# --------------------------------------------------------------------------------- S3
+@dataclass
+class S3Server:
+    """A moto S3 server on loopback and the settings that reach it."""
+
+    endpoint_url: str
+    port: int
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    def storage_settings(self) -> Any:
+        from tessera_stac.publisher.settings import StorageSettings
+
+        return StorageSettings(
+            endpoint_url=self.endpoint_url,
+            region="us-east-1",
+            access_key_id="testing",
+            secret_access_key="testing",
+        )
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3 in server mode on a free loopback port; env set for boto3 and GDAL."""
+    from moto.server import ThreadedMotoServer
+
+    from tessera_stac.catalog.localdb import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,  # boto3
+        "AWS_S3_ENDPOINT": f"127.0.0.1:{port}",  # GDAL /vsis3/
+        "AWS_HTTPS": "NO",
+        "AWS_VIRTUAL_HOSTING": "FALSE",
+        "TESSERA_STAC_S3_ENDPOINT_URL": endpoint,
+        "TESSERA_STAC_S3_ACCESS_KEY_ID": "testing",
+        "TESSERA_STAC_S3_SECRET_ACCESS_KEY": "testing",
+    }
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield S3Server(endpoint, port)
+    finally:
+        server.stop()
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture
+def s3(s3_server: S3Server) -> Iterator[tuple[S3Server, str]]:
+    """A fresh bucket on the loopback S3 server: ``(server, bucket_name)``."""
+    bucket = f"b-{uuid.uuid4().hex[:12]}"
+    client = s3_server.client()
+    client.create_bucket(Bucket=bucket)
+    yield s3_server, bucket
+
+
+# -------------------------------------------------------------------------------- API
+class LiveServer:
+    """uvicorn serving an ASGI app in a thread on a free 127.0.0.1 port."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        from tessera_stac.catalog.localdb import free_port
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+
+@pytest.fixture
+def live_api() -> Iterator[Callable[[Any], str]]:
+    """Factory: ``url = live_api(app)`` serves ``app`` over real HTTP until the test ends."""
+    servers: list[LiveServer] = []
+
+    def start(app: Any) -> str:
+        server = LiveServer(app).start()
+        servers.append(server)
+        return server.url
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+# --------------------------------------------------------------------- STAC validation
+def _offline_module() -> Any:
+    tools = str(SHARED / "tools")
+    if tools not in sys.path:
+        sys.path.insert(0, tools)
+    import stac_offline
+
+    return stac_offline
+
+
+def our_schemas() -> dict[str, str]:
+    """Our extension schema(s) by identifier URL, for the offline mirror."""
+    try:
+        from tessera_stac.catalog import embedding
+    except ImportError:
+        return {}
+    return {embedding.SCHEMA_URI: str(embedding.schema_path())}
+
+
+@pytest.fixture(scope="session")
+def stac_offline() -> Any:
+    """The shared offline schema mirror, installed (our own schema included)."""
+    if not SHARED.is_dir():
+        pytest.skip(f"{SHARED} (the shared folder beside the checkout) is missing")
+    module = _offline_module()
+    module.install(extra=our_schemas())
+    return module
+
+
+@pytest.fixture(scope="session")
+def stac_validate(stac_offline: Any) -> Callable[[dict[str, Any]], None]:
+    """``stac_validate(d)`` raises if ``d`` breaks core STAC or any declared extension."""
+    import pystac
+
+    validator = stac_offline.pystac_validator()
+
+    def validate(obj: dict[str, Any]) -> None:
+        pystac.validation.validate_dict(obj, validator=validator)
+
+    return validate
