@@ -315,7 +315,7 @@ class LocalCluster:
         if self.fast:
             lines += ["fsync = off", "full_page_writes = off"]
         conf = self.pgdata / "postgresql.conf"
-        with open(conf, "a") as fh:  # noqa: PTH123 - root may append to postgres' file
+        with open(conf, "a") as fh:
             fh.write("\n# tessera-stac\n" + "\n".join(lines) + "\n")
 
     def is_running(self) -> bool:
@@ -398,7 +398,9 @@ class LocalCluster:
 
         name = dbname or self.dbname
         with psycopg.connect(self.dsn("postgres"), autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+            ).fetchone()
             if not exists:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
@@ -460,7 +462,10 @@ def migrate(dsn: str) -> str:
             db.close()
     except Exception as exc:  # pypgstac raises plain exceptions
         raise DatabaseError(f"pgSTAC migration failed on {redact(dsn)}: {exc}") from exc
-    return installed_pgstac_version(dsn)
+    version = installed_pgstac_version(dsn)
+    if version is None:
+        raise DatabaseError(f"pgSTAC migration left no version in {redact(dsn)}")
+    return version
 
 
 def installed_pgstac_version(dsn: str) -> str | None:

@@ -48,7 +48,9 @@ class GridCell:
         """Parse ``grid_X_Y``; raises ValueError naming the problem."""
         match = GRID_RE.match(name)
         if not match:
-            raise ValueError(f"not a TESSERA grid name (grid_<lon>_<lat> with 2 decimals): {name!r}")
+            raise ValueError(
+                f"not a TESSERA grid name (grid_<lon>_<lat> with 2 decimals): {name!r}"
+            )
         return cls(float(match.group(1)), float(match.group(2)))
 
     @classmethod

@@ -32,14 +32,21 @@ def init_cmd(as_json: bool = JSON_OPTION) -> None:
     if is_external(settings):
         dsn = resolve_dsn(settings)
         version = migrate(dsn)
-        emit({"external": True, "pgstac_version": version}, as_json,
-             f"external database {redact(dsn)}: pgSTAC {version}")
+        emit(
+            {"external": True, "pgstac_version": version},
+            as_json,
+            f"external database {redact(dsn)}: pgSTAC {version}",
+        )
         return
     cluster = _cluster(settings)
     created = cluster.init()
     info = cluster.status()
-    emit(info, as_json, f"{'created' if created else 'already initialised'}: "
-         f"{info['home']} on port {info['port']}, pgSTAC {info.get('pgstac_version')}")
+    emit(
+        info,
+        as_json,
+        f"{'created' if created else 'already initialised'}: "
+        f"{info['home']} on port {info['port']}, pgSTAC {info.get('pgstac_version')}",
+    )
 
 
 @db_app.command("start")
@@ -52,8 +59,11 @@ def start_cmd(as_json: bool = JSON_OPTION) -> None:
     cluster = _cluster(settings)
     started = cluster.start()
     info = cluster.status()
-    emit({**info, "started": started}, as_json,
-         f"{'started' if started else 'already running'} on port {info['port']}")
+    emit(
+        {**info, "started": started},
+        as_json,
+        f"{'started' if started else 'already running'} on port {info['port']}",
+    )
 
 
 @db_app.command("stop")
@@ -74,11 +84,15 @@ def status_cmd(as_json: bool = JSON_OPTION) -> None:
     if is_external(settings):
         dsn = resolve_dsn(settings)
         version = installed_pgstac_version(dsn)
-        info = {"external": True, "url": redact(dsn), "running": version is not None,
-                "pgstac_version": version}
+        info = {
+            "external": True,
+            "url": redact(dsn),
+            "running": version is not None,
+            "pgstac_version": version,
+        }
     else:
         info = _cluster(settings).status()
-        info["url"] = redact(info["url"]) if "url" in info else None
+        info["url"] = redact(str(info["url"])) if "url" in info else None
     text = "running" if info["running"] else "stopped"
     if info.get("pgstac_version"):
         text += f" (pgSTAC {info['pgstac_version']})"

@@ -12,7 +12,9 @@ class StorageSettings(BaseSettings):
     Reads ``TESSERA_STAC_S3_*`` and the standard ``AWS_*`` credentials from the environment.
     """
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_prefix="TESSERA_STAC_S3_")
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", env_prefix="TESSERA_STAC_S3_"
+    )
 
     endpoint_url: str | None = Field(default=None, description="e.g. http://127.0.0.1:9000")
     region: str = Field(default="us-east-1")

@@ -47,7 +47,9 @@ def test_db_lifecycle_keeps_data(db_home: Path) -> None:
     if psql:
         out = subprocess.run(
             [psql, url, "-At", "-c", "select version from pgstac.migrations"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         assert __version__ in out.split()
     import psycopg
@@ -137,9 +139,10 @@ def test_external_database_from_pg_variables(pg_dsn: str, tmp_path: Path) -> Non
 def test_cloned_databases_are_independent(pg_cluster: Any) -> None:
     import psycopg
 
-    with pg_cluster.template_clone("pgstac_template", "clone_a") as a, pg_cluster.template_clone(
-        "pgstac_template", "clone_b"
-    ) as b:
+    with (
+        pg_cluster.template_clone("pgstac_template", "clone_a") as a,
+        pg_cluster.template_clone("pgstac_template", "clone_b") as b,
+    ):
         with psycopg.connect(a, autocommit=True) as conn:
             conn.execute(
                 """SELECT pgstac.create_collection('{"id": "only-in-a", "type": "Collection",
@@ -161,8 +164,15 @@ def test_s3_fixture_serves_boto3_and_gdal(s3: Any, tmp_path: Path) -> None:
     path = tmp_path / "x.tif"
     data = np.arange(64, dtype="int16").reshape(8, 8)
     with rasterio.open(
-        path, "w", driver="GTiff", width=8, height=8, count=1, dtype="int16",
-        crs="EPSG:32643", transform=from_origin(500000, 2400000, 10, 10),
+        path,
+        "w",
+        driver="GTiff",
+        width=8,
+        height=8,
+        count=1,
+        dtype="int16",
+        crs="EPSG:32643",
+        transform=from_origin(500000, 2400000, 10, 10),
     ) as dst:
         dst.write(data, 1)
     server.client().upload_file(str(path), bucket, "a/x.tif")
