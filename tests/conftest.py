@@ -26,6 +26,15 @@ from typing import Any
 
 import pytest
 
+pytest_plugins = [
+    "tests.fixtures_publisher",
+    "tests.fixtures_catalog",
+    "tests.fixtures_api",
+    "tests.fixtures_corestack",
+    "tests.fixtures_demo",
+    "tests.fixtures_scale",
+]
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 TEMPLATE_DB = "pgstac_template"

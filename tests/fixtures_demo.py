@@ -1,0 +1,1 @@
+"""Reusable pytest fixtures of the demo area (registered in tests/conftest.py)."""

@@ -1,0 +1,1 @@
+"""Reusable pytest fixtures of the scale area (registered in tests/conftest.py)."""
