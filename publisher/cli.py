@@ -19,7 +19,15 @@ import traceback
 import typer
 
 from tessera_stac.catalog.errors import TesseraStacError
-from tessera_stac.publisher import cli_catalog, cli_corestack, cli_db, cli_publish, cli_serve
+from tessera_stac.publisher import (
+    cli_catalog,
+    cli_corestack,
+    cli_db,
+    cli_demo,
+    cli_publish,
+    cli_scale,
+    cli_serve,
+)
 from tessera_stac.publisher.cli_common import state
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_USER_ERROR, EXIT_INTERNAL = 0, 1, 2, 3, 4
@@ -47,6 +55,8 @@ cli_publish.register(app)
 cli_catalog.register(app)
 cli_serve.register(app)
 cli_corestack.register(app)
+cli_scale.register(app)
+cli_demo.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:
