@@ -102,12 +102,15 @@ def _tune_middlewares(app: FastAPI) -> None:
     """Expose range headers to browsers; never compress the byte ranges of ``/data``."""
     tuned = []
     for middleware in app.user_middleware:
-        if middleware.cls is CORSMiddleware:
-            kwargs = {**middleware.kwargs, "expose_headers": EXPOSE_HEADERS}
-            middleware = Middleware(CORSMiddleware, *middleware.args, **kwargs)
-        elif middleware.cls is BrotliMiddleware:
-            kwargs = {**middleware.kwargs, "excluded_handlers": [r"^/data/"]}
-            middleware = Middleware(BrotliMiddleware, *middleware.args, **kwargs)
+        cls: Any = middleware.cls
+        kwargs: dict[str, Any] = dict(middleware.kwargs)
+        args: tuple[Any, ...] = tuple(middleware.args)
+        if cls is CORSMiddleware:
+            kwargs["expose_headers"] = EXPOSE_HEADERS
+            middleware = Middleware(cls, *args, **kwargs)
+        elif cls is BrotliMiddleware:
+            kwargs["excluded_handlers"] = [r"^/data/"]
+            middleware = Middleware(cls, *args, **kwargs)
         tuned.append(middleware)
     app.user_middleware[:] = tuned
 
