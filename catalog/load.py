@@ -40,6 +40,11 @@ QUERYABLES: dict[str, dict[str, Any]] = {
     "start_datetime": {"title": "Start of the period", "type": "string", "format": "date-time"},
     "end_datetime": {"title": "End of the period", "type": "string", "format": "date-time"},
     "processing:level": {"title": "Processing level", "type": "string"},
+    "instruments": {
+        "title": "Instruments the source data came from",
+        "type": "array",
+        "items": {"type": "string"},
+    },
     "embedding:dimensions": {"title": "Embedding dimensions", "type": "integer"},
     "embedding:type": {"title": "Embedding type (pixel/chip)", "type": "string"},
     "embedding:model_name": {"title": "Model name", "type": "string"},
@@ -371,6 +376,8 @@ def _json_type(value: Any) -> str | None:
         return "number"
     if isinstance(value, str):
         return "string"
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return "array"
     return None
 
 
@@ -392,6 +399,8 @@ class _QueryableCollector:
         for key, kinds in sorted(self.types.items()):
             if key in QUERYABLES:
                 out[key] = QUERYABLES[key]
+            elif kinds == {"array"}:
+                out[key] = {"title": key, "type": "array", "items": {"type": "string"}}
             elif len(kinds) == 1:
                 out[key] = {"title": key, "type": next(iter(kinds))}
             elif kinds <= {"integer", "number"}:

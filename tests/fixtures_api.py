@@ -72,6 +72,7 @@ def make_item(
     item["properties"].setdefault("embedding:dimensions", dims)
     item["properties"].setdefault("embedding:model_version", "v1")
     item["properties"].setdefault("tessera:grid", cell.name)
+    item["properties"].setdefault("instruments", ["sentinel-1", "sentinel-2"])
     return item
 
 
