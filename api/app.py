@@ -26,17 +26,17 @@ from urllib.parse import unquote, urlsplit
 from brotli_asgi import BrotliMiddleware
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
+from stac_fastapi.extensions.query import QueryConformanceClasses
 from stac_fastapi.pgstac.app import instantiate_api
 from stac_fastapi.pgstac.config import PostgresSettings, Settings
-from stac_fastapi.extensions.query import QueryConformanceClasses
 from stac_fastapi.pgstac.models.extensions import Extensions
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 from tessera_stac.api import db
 from tessera_stac.api.auth import BearerTokenMiddleware
-from tessera_stac.api.errors import UNAVAILABLE, add_error_handlers
 from tessera_stac.api.client import FullQueryExtension, StrictFieldsExtension, TesseraClient
+from tessera_stac.api.errors import UNAVAILABLE, add_error_handlers
 from tessera_stac.api.settings import ApiSettings
 from tessera_stac.catalog.errors import ConfigurationError
 

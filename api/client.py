@@ -17,12 +17,12 @@ from typing import Annotated, Any
 import attr
 from fastapi import Request
 from pydantic import BaseModel, BeforeValidator, Field
-from stac_fastapi.pgstac.core import CoreCrudClient
 from stac_fastapi.extensions import FieldsExtension
 from stac_fastapi.extensions.fields.request import PostFieldsExtension
+from stac_fastapi.pgstac.core import CoreCrudClient
 from stac_fastapi.pgstac.extensions import QueryExtension
-from starlette.responses import Response
 from stac_fastapi.types.requests import get_base_url
+from starlette.responses import Response
 
 #: Collection id prefixes listed first on the landing page, in this order.
 FEATURED_PREFIXES: tuple[str, ...] = ("tessera-embeddings-", "tessera-models", "corestack-")
