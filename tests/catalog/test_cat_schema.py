@@ -109,7 +109,7 @@ SIGNED_SQUARE = {"method": "signed-square", "scope": "global", "dtype": "float32
         (LINEAR, "offset"),
         (SIGNED_SQUARE, "divisor"),
         (SIGNED_SQUARE, "exponent"),
-    ],  # fmt: skip
+    ],
 )
 def test_method_required_fields(q: dict[str, Any], field: str, schema_errors: Errors) -> None:
     assert messages(schema_errors(quant_item(q))) == []
