@@ -69,6 +69,46 @@ def publish_cmd(
     emit(data, as_json, f"published {result.row_count} MWS as {result.item_path}")
 
 
+@corestack_app.command("import")
+def import_cmd(
+    source: str = typer.Argument(
+        ..., help="CoRE Stack static catalog: a folder, its catalog.json, or an http(s) URL."
+    ),
+    out: Path = OUT_OPTION,
+    strict: bool = typer.Option(
+        False, "--strict", help="Exit 1 when any document had to be skipped."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Import a CoRE Stack static catalog: one collection per block, defects repaired/listed.
+
+    Example: tessera-stac corestack import ./CorestackCatalogs --out published
+    """
+    from tessera_stac.publisher.corestack import read_corestack_catalog, write_import
+
+    result = write_import(read_corestack_catalog(source), out)
+    skipped = [d for d in result.defects if d.action == "skipped"]
+    data = {
+        "source": result.source,
+        "collections": [c["id"] for c in result.collections],
+        "items": len(result.items),
+        "written": [str(p) for p in result.written],
+        "defects": [d.as_dict() for d in result.defects],
+    }
+    lines = [
+        f"imported {len(result.items)} items into {len(result.collections)} collections "
+        f"under {out}: {', '.join(data['collections'])}",
+        f"{len(result.defects)} defects ({len(skipped)} documents skipped):",
+        *(
+            f"  {d.action:8} {d.kind:24} {d.object_id or d.source}: {d.detail}"
+            for d in result.defects
+        ),
+    ]
+    emit(data, as_json, "\n".join(lines))
+    if strict and skipped:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     """Attach this module's commands to the root CLI."""
     app.add_typer(watersheds_app, name="watersheds")
