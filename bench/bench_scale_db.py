@@ -256,8 +256,8 @@ def scenarios(years: tuple[int, ...], ext_filter: dict[str, Any] | None) -> dict
         return Query("POST", "/search", {**body, "filter-lang": "cql2-json", "filter": flt})
 
     def item_get(rng: random.Random) -> Query:
-        lon = round(CENTRE[0] - 1 + rng.randrange(0, 20) / 10 + 0.05, 2)
-        lat = round(CENTRE[1] - 1 + rng.randrange(0, 20) / 10 + 0.05, 2)
+        lon = round(CENTRE[0] - 1 + rng.randrange(0, 20) / 10, 2)  # CENTRE is a cell centre
+        lat = round(CENTRE[1] - 1 + rng.randrange(0, 20) / 10, 2)
         item = f"grid_{lon:.2f}_{lat:.2f}_{rng.choice(years)}"
         return Query("GET", f"/collections/{COLLECTION}/items/{item}")
 
@@ -297,6 +297,7 @@ async def _run(url: str, make: Callable[[random.Random], Query], n: int, conc: i
             await one(q)
         latencies.clear()
         counts.clear()
+        errors.clear()
         start = time.perf_counter()
         await asyncio.gather(*(one(q) for q in queries))
         wall = time.perf_counter() - start
