@@ -396,8 +396,37 @@ def _round(x: float, digits: int | None) -> float:
     return x if digits is None else round(x, digits)
 
 
-def _renamer(text: str, name0: str) -> Formatter:
-    return lambda t: json.dumps(text.replace(name0, t.cell.name))
+def _string_atoms(t0: PublishedTile) -> list[tuple[str, Callable[[PublishedTile], str]]]:
+    """Per-tile values a builder may write inside strings (titles, lineage, hrefs)."""
+    atoms: list[tuple[str, Callable[[PublishedTile], str]]] = [
+        (t0.cell.name, lambda t: t.cell.name),
+        (str(t0.counts.valid), lambda t: str(t.counts.valid)),
+        (str(t0.counts.invalid), lambda t: str(t.counts.invalid)),
+    ]
+    return sorted(atoms, key=lambda a: -len(a[0]))  # longest first
+
+
+def _string_formatter(
+    text: str, atoms: list[tuple[str, Callable[[PublishedTile], str]]]
+) -> Formatter | None:
+    """A formatter re-making ``text`` with each tile's atoms, or None when it holds none."""
+    present = [(value, get) for value, get in atoms if value in text]
+    if not present:
+        return None
+    pattern = re.compile("|".join(re.escape(value) for value, _ in present))
+    getters = dict(present)
+    pieces: list[str | Callable[[PublishedTile], str]] = []
+    pos = 0
+    for match in pattern.finditer(text):
+        pieces.append(text[pos : match.start()])
+        pieces.append(getters[match.group(0)])
+        pos = match.end()
+    pieces.append(text[pos:])
+
+    def fmt(t: PublishedTile) -> str:
+        return json.dumps("".join(p if isinstance(p, str) else p(t) for p in pieces))
+
+    return fmt
 
 
 def _number(getter: Callable[[PublishedTile], float], as_int: bool) -> Formatter:
@@ -414,7 +443,7 @@ class _Template:
         self.formatters: list[Formatter] = []
         known = _known_paths()
         scalars = _scalar_rules(t0)
-        name0 = t0.cell.name
+        atoms = _string_atoms(t0)
 
         def token(fmt: Formatter) -> str:
             self.formatters.append(fmt)
@@ -433,8 +462,10 @@ class _Template:
                 return {k: walk(v, (*path, k)) for k, v in node.items()}
             if isinstance(node, list):
                 return [walk(v, (*path, str(i))) for i, v in enumerate(node)]
-            if isinstance(node, str) and name0 in node:
-                return token(_renamer(node, name0))
+            if isinstance(node, str):
+                fmt = _string_formatter(node, atoms)
+                if fmt is not None:
+                    return token(fmt)
             if isinstance(node, int | float) and not isinstance(node, bool) and abs(node) > 1:
                 for value, getter in scalars:
                     if node == value:
