@@ -43,6 +43,8 @@ SRC="$WORK/stac-browser"
 rm -rf "$WORK"
 mkdir -p "$WORK"
 cp -r node_modules/@radiantearth/stac-browser "$SRC"
+# its sources import some files by relative path (../../node_modules/ol/ol.css)
+ln -s "$HERE/node_modules" "$SRC/node_modules"
 # 1. enable the runtime config script (commented out upstream), relative to the path prefix
 sed -i 's#<!-- <script defer="defer" src="/config.js"></script> -->#<script src="<%= BASE_URL %>config.js"></script>#' \
   "$SRC/public/index.html"
