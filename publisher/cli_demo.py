@@ -42,6 +42,12 @@ def demo_cmd(
     serve_it: bool = typer.Option(
         True, "--serve/--no-serve", help="Serve at the end (--no-serve: print the URLs and exit)."
     ),
+    bbox: str = typer.Option(
+        "86.0,24.5,86.2,24.7",
+        "--bbox",
+        help="Area W,S,E,N in degrees, 0.1-aligned (default: 4 tiles of the Tisri block).",
+    ),
+    year: int = typer.Option(2024, "--year", help="Embedding year to generate and join."),
     force: bool = typer.Option(False, "--force", help="Redo every step, even those done."),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -49,7 +55,7 @@ def demo_cmd(
     from tessera_stac.api.settings import ApiSettings
     from tessera_stac.publisher import demo
 
-    region = demo.DemoRegion()
+    region = demo.DemoRegion(bbox=demo.parse_bbox(bbox), year=year)
     paths = demo.DemoPaths(data.absolute())
     chosen_port = demo.pick_port(host, port, ApiSettings().port)
     browser = browser_dir or demo.DEFAULT_BROWSER_DIR

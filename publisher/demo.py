@@ -30,7 +30,7 @@ from typing import Any
 
 import typer
 
-from tessera_stac.catalog.errors import ConfigurationError, TesseraStacError
+from tessera_stac.catalog.errors import ConfigurationError, InputError, TesseraStacError
 
 #: The repository root (this file is publisher/demo.py in an editable install).
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,6 +71,24 @@ class DemoRegion:
     def bbox_arg(self) -> str:
         """The bbox as a CLI argument (``W,S,E,N``)."""
         return ",".join(f"{v:g}" for v in self.bbox)
+
+
+def parse_bbox(text: str) -> tuple[float, float, float, float]:
+    """Parse ``W,S,E,N`` into a 0.1-degree aligned bbox.
+
+    Raises:
+        InputError: Not four numbers, empty, or not on the 0.1-degree grid.
+    """
+    try:
+        west, south, east, north = (float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--bbox {text!r}: expected four numbers W,S,E,N") from None
+    if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
+        raise InputError(f"--bbox {text!r}: expected W < E and S < N within lon/lat bounds")
+    for value in (west, south, east, north):
+        if abs(value * 10 - round(value * 10)) > 1e-6:
+            raise InputError(f"--bbox {text!r}: {value:g} is not on the 0.1-degree tile grid")
+    return west, south, east, north
 
 
 @dataclass(frozen=True)
@@ -169,20 +187,17 @@ class DemoState:
 
 def cli_commands() -> set[tuple[str, ...]]:
     """Every command path of the installed ``tessera-stac`` CLI, e.g. ``("db", "start")``."""
-    import click
-
     from tessera_stac.publisher.cli import app
 
-    root = typer.main.get_command(app)
     found: set[tuple[str, ...]] = set()
 
-    def walk(command: click.Command, path: tuple[str, ...]) -> None:
+    def walk(command: Any, path: tuple[str, ...]) -> None:
         found.add(path)
-        if isinstance(command, click.Group):
-            for name, sub in command.commands.items():
-                walk(sub, (*path, name))
+        # click groups (typer may vendor its own click: recognise them by shape)
+        for name, sub in (getattr(command, "commands", None) or {}).items():
+            walk(sub, (*path, name))
 
-    walk(root, ())
+    walk(typer.main.get_command(app), ())
     return found
 
 

@@ -36,9 +36,7 @@ def _app_with_browser(dsn: str, build: Path) -> Any:
     return app
 
 
-def test_browser_routes(
-    pg_dsn: str, fake_build: Path, live_api: Callable[[Any], str]
-) -> None:
+def test_browser_routes(pg_dsn: str, fake_build: Path, live_api: Callable[[Any], str]) -> None:
     base = live_api(_app_with_browser(pg_dsn, fake_build))
     with httpx.Client(base_url=base, timeout=10) as client:
         redirect = client.get("/browser")
@@ -90,7 +88,7 @@ def test_runtime_config_points_at_this_api(
 
 def test_missing_build_is_a_clear_error(pg_dsn: str, tmp_path: Path) -> None:
     app = create_app(ApiSettings(), pg_dsn)
-    with pytest.raises(ConfigurationError, match="no STAC Browser build in .*make browser"):
+    with pytest.raises(ConfigurationError, match=r"no STAC Browser build in .*make browser"):
         mount_browser(app, tmp_path / "nothing-here")
 
 
