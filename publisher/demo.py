@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -492,8 +493,19 @@ def serve(app: Any, host: str, port: int, on_started: Callable[[], None]) -> Non
             if self.started:
                 on_started()
 
+    def _stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     server = _Server(config)
-    server.run()
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal with the
+    # handlers it found: make both a KeyboardInterrupt, which here means "stopped on request"
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if not server.started:
         raise ConfigurationError(f"could not serve on {host}:{port} (see the message above)")
