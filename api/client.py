@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Annotated, Any
 
 import attr
@@ -103,7 +103,7 @@ class TesseraClient(CoreCrudClient):
         return await super()._search_base(search_request, request=request)
 
 
-class QueryOperator(str, Enum):
+class QueryOperator(StrEnum):
     """Query extension operators: pgstac's comparisons plus the spec's string/set ones."""
 
     eq = "eq"

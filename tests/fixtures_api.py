@@ -69,7 +69,7 @@ def make_item(
         processed=datetime(2025, 1, 1, tzinfo=UTC),
     )
     item = create_item(tile).to_dict(include_self_link=False, transform_hrefs=False)
-    item["properties"].setdefault("embedding:dimensions", dims)
+    item["properties"]["embedding:dimensions"] = dims
     item["properties"].setdefault("embedding:model_version", "v1")
     item["properties"].setdefault("tessera:grid", cell.name)
     item["properties"].setdefault("instruments", ["sentinel-1", "sentinel-2"])
