@@ -225,8 +225,10 @@ def _vrt_xml(
 ) -> str:
     """A VRT over the base array with our overview arrays declared per band."""
     gdal_type = {"int8": "Int8", "float32": "Float32"}[profile.dtype]
-    nodata = "nan" if isinstance(profile.nodata, float) and math.isnan(profile.nodata) else str(
-        profile.nodata
+    nodata = (
+        "nan"
+        if isinstance(profile.nodata, float) and math.isnan(profile.nodata)
+        else str(profile.nodata)
     )
     base_uri = escape(_mem_uri(base))
     ov_uris = [escape(_mem_uri(o)) for o in overviews]

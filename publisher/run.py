@@ -16,6 +16,7 @@ scratch folder and completes what is missing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -190,9 +191,7 @@ def outputs_match(store: LocalStore | S3Store, prefix: str, item_id: str) -> boo
     if not checks:
         return False
     for href, size, checksum in checks:
-        if not href.startswith("./") or not store.matches(
-            f"{prefix}/{href[2:]}", size, checksum
-        ):
+        if not href.startswith("./") or not store.matches(f"{prefix}/{href[2:]}", size, checksum):
             return False
     return True
 
@@ -205,8 +204,19 @@ def publish_tile(task: TileTask) -> TileOutcome:
     start = time.perf_counter()
     src, opts = task.source, task.options
     timer = _Timer()
-    base = {"item_id": src.item_id, "grid": src.grid, "year": src.year}
     scratch = Path(opts.scratch) / f"{src.item_id}-{uuid.uuid4().hex[:8]}"
+
+    def outcome(status: str, **fields: Any) -> TileOutcome:
+        return TileOutcome(
+            item_id=src.item_id,
+            grid=src.grid,
+            year=src.year,
+            status=status,
+            seconds=time.perf_counter() - start,
+            timings=timer.timings,
+            **fields,
+        )
+
     try:
         store = open_store(opts.dest, opts.settings())
         prefix = tile_prefix(opts.collection_id, src.year, src.grid)
@@ -215,14 +225,8 @@ def publish_tile(task: TileTask) -> TileOutcome:
             with timer("check_existing"):
                 done = outputs_match(store, prefix, src.item_id)
             if done:
-                return TileOutcome(
-                    **base,
-                    status="skipped",
-                    seconds=time.perf_counter() - start,
-                    reason="outputs already match (use --overwrite to republish)",
-                    timings=timer.timings,
-                    item_href=store.join(item_key),
-                )
+                reason = "outputs already match (use --overwrite to republish)"
+                return outcome("skipped", reason=reason, item_href=store.join(item_key))
         scratch.mkdir(parents=True, exist_ok=False)
         with timer("read"):
             loaded = load_tile(src, scratch, opts.settings())
@@ -230,28 +234,15 @@ def publish_tile(task: TileTask) -> TileOutcome:
         with timer("item"):
             item = create_item(tile).to_dict(include_self_link=False, transform_hrefs=False)
             item_file = scratch / f"{src.item_id}.json"
-            data = json.dumps(item, indent=2).encode()
-            item_file.write_bytes(data)
+            item_file.write_bytes(json.dumps(item, indent=2).encode())
             store.put_file(item_file, item_key, ITEM_MEDIA_TYPE, sha256_file(item_file))
-        return TileOutcome(
-            **base,
-            status="ok",
-            seconds=time.perf_counter() - start,
-            timings=timer.timings,
-            counts=counts,
-            item_href=store.join(item_key),
-            tile=tile,
-        )
+        return outcome("ok", counts=counts, item_href=store.join(item_key), tile=tile)
     except TesseraStacError as exc:
-        return TileOutcome(
-            **base, status="failed", seconds=time.perf_counter() - start, reason=str(exc)
-        )
+        return outcome("failed", reason=str(exc))
     except Exception as exc:  # a bug or an environment problem: keep the other tiles going
         where = traceback.extract_tb(exc.__traceback__)[-1]
-        return TileOutcome(
-            **base,
-            status="failed",
-            seconds=time.perf_counter() - start,
+        return outcome(
+            "failed",
             reason=(
                 f"{src.embeddings}: internal error {type(exc).__name__}: {exc} "
                 f"(at {Path(where.filename).name}:{where.lineno})"
@@ -427,15 +418,15 @@ def scratch_root(store: LocalStore | S3Store) -> Path:
 
 def clean_stale_scratch(root: Path) -> list[Path]:
     """Remove scratch folders of runs whose process is gone (killed runs); returns them."""
-    removed = []
+    removed: list[Path] = []
     if not root.is_dir():
         return removed
     for child in root.iterdir():
         parts = child.name.split("-")
-        if len(parts) >= 3 and parts[0] == "run" and parts[1].isdigit():
-            if not _pid_alive(int(parts[1])):
-                shutil.rmtree(child, ignore_errors=True)
-                removed.append(child)
+        stale = len(parts) >= 3 and parts[0] == "run" and parts[1].isdigit()
+        if stale and not _pid_alive(int(parts[1])):
+            shutil.rmtree(child, ignore_errors=True)
+            removed.append(child)
     return removed
 
 
@@ -531,10 +522,8 @@ def _engine_failure(task: TileTask, error: BaseException | None) -> TileOutcome:
 
 
 def _remove_if_empty(path: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):
         path.rmdir()
-    except OSError:
-        pass
 
 
 def _write_report(

@@ -207,7 +207,9 @@ class S3Store:
         from botocore.exceptions import ClientError
 
         try:
-            return dict(s3_client(self.settings).head_object(Bucket=self.bucket, Key=self._key(key)))
+            return dict(
+                s3_client(self.settings).head_object(Bucket=self.bucket, Key=self._key(key))
+            )
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None

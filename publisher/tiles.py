@@ -237,7 +237,9 @@ def _discover_mirror(
     if landmasks is not None:
         masks = _landmask_index(open_store(landmasks, settings), "")
     elif versions:
-        version = chosen if chosen in versions else _pick_one(versions, "landmask version", "", None)
+        version = (
+            chosen if chosen in versions else _pick_one(versions, "landmask version", "", None)
+        )
         masks = _landmask_index(store, f"landmasks/{version}")
     prefix = f"npy/{chosen}"
     manifest_key = f"{prefix}/manifest.parquet"
@@ -270,7 +272,8 @@ def _from_manifest(
     variants = {(r.get("version"), r.get("variant")) for r in rows}
     if len(variants) > 1:
         raise InputError(
-            f"{store.join(manifest_key)}: manifest mixes model versions/variants {sorted(map(str, variants))}"
+            f"{store.join(manifest_key)}: manifest mixes model versions/variants "
+            f"{sorted(map(str, variants))}; publish each into its own collection"
         )
     found = []
     for row in rows:
