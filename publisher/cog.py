@@ -137,32 +137,64 @@ class Overview:
 
 
 def _pair_sum(a: np.ndarray) -> np.ndarray:
-    """Sum 2x2 blocks over the first two axes (odd sizes padded with zeros)."""
+    """Sum 2x2 blocks over the first two axes (an odd last row/column is kept alone)."""
     h, w = a.shape[:2]
-    if h % 2 or w % 2:
-        pad = [(0, h % 2), (0, w % 2)] + [(0, 0)] * (a.ndim - 2)
-        a = np.pad(a, pad)
-    h2, w2 = a.shape[0] // 2, a.shape[1] // 2
-    return a.reshape(h2, 2, w2, 2, *a.shape[2:]).sum(axis=(1, 3))
+    rows = a[0 : h - 1 : 2] + a[1:h:2]
+    if h % 2:
+        rows = np.concatenate([rows, a[h - 1 : h]], axis=0)
+    out = rows[:, 0 : w - 1 : 2] + rows[:, 1:w:2]
+    if w % 2:
+        out = np.concatenate([out, rows[:, w - 1 : w]], axis=1)
+    return out
 
 
 def requantise(sums: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean vectors (sums / count) quantised like the producer: ``(codes, scales)``.
+    """Quantise mean vectors ``sums / count`` like the producer: ``(codes, scales)``.
 
-    Pixels with ``count == 0`` are nodata; an all-zero mean gets codes 0 and scale 1/127.
+    ``scale = max|mean| / 127`` and ``code = round(mean / scale)``; as the count cancels,
+    ``code = round(sums * 127 / max|sums|)``. ``sums`` is overwritten. Pixels with
+    ``count == 0`` are nodata; an all-zero mean gets codes 0 and scale 1/127.
     """
     has = count > 0
-    mean = sums / np.where(has, count, 1).astype(np.float32)[..., None]
-    peak = np.maximum(mean.max(axis=-1), -mean.min(axis=-1))
-    scale = (peak / np.float32(127)).astype(np.float32)
-    scale = np.where(has & (scale == 0), np.float32(1 / 127), scale).astype(np.float32)
-    inverse = np.divide(np.float32(1), scale, out=np.zeros_like(scale), where=has)
-    mean *= inverse[..., None]
-    np.rint(mean, out=mean)
-    np.clip(mean, -127, 127, out=mean)
-    codes = mean.astype(np.int8)
+    peak = np.maximum(sums.max(axis=-1), -sums.min(axis=-1))
+    nonzero = has & (peak > 0)
+    factor = np.divide(np.float32(127), peak, out=np.zeros_like(peak), where=nonzero)
+    sums *= factor[..., None]
+    np.rint(sums, out=sums)
+    np.clip(sums, -127, 127, out=sums)
+    codes = sums.astype(np.int8)
     codes[~has] = NODATA_CODE
-    return codes, np.where(has, scale, np.float32(np.nan)).astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = (peak / (np.float32(127) * count)).astype(np.float32)
+    scale[has & ~nonzero] = np.float32(1 / 127)
+    scale[~has] = np.float32(np.nan)
+    return codes, scale
+
+
+def _level1_sums(
+    codes: np.ndarray, scales: np.ndarray, valid: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sums of dequantised valid vectors over 2x2 blocks, and valid counts (strip by strip)."""
+    height, width, bands = codes.shape
+    s_eff = np.where(valid, scales, np.float32(0)).astype(np.float32)
+    sums = np.empty((math.ceil(height / 2), math.ceil(width / 2), bands), np.float32)
+    work = np.empty((ROWS_PER_STRIP, width, bands), np.float32)
+    half = width // 2
+    for r0 in range(0, height, ROWS_PER_STRIP):  # ROWS_PER_STRIP is even
+        r1 = min(r0 + ROWS_PER_STRIP, height)
+        n = r1 - r0
+        x = work[:n]
+        x[...] = codes[r0:r1]
+        x *= s_eff[r0:r1, :, None]
+        rows = x[0 : n - 1 : 2]
+        rows += x[1:n:2]
+        if n % 2:
+            rows = np.concatenate([rows, x[n - 1 : n]], axis=0)
+        target = sums[r0 // 2 : r0 // 2 + rows.shape[0]]
+        np.add(rows[:, 0 : 2 * half : 2], rows[:, 1 : 2 * half : 2], out=target[:, :half])
+        if width % 2:
+            target[:, half] = rows[:, width - 1]
+    return sums, _pair_sum(valid.astype(np.int32))
 
 
 def build_overviews(
@@ -177,26 +209,17 @@ def build_overviews(
         return []
     if any(f < 2 or f & (f - 1) for f in factors):
         raise ValueError(f"overview factors must be powers of two >= 2: {factors}")
-    height, width = scales.shape
-    s_eff = np.where(valid, scales, np.float32(0)).astype(np.float32)
-    sums = np.zeros((math.ceil(height / 2), math.ceil(width / 2), codes.shape[2]), np.float32)
-    for r0 in range(0, height, ROWS_PER_STRIP):  # ROWS_PER_STRIP is even
-        r1 = min(r0 + ROWS_PER_STRIP, height)
-        x = np.asarray(codes[r0:r1]).astype(np.float32)
-        x *= s_eff[r0:r1, :, None]
-        sums[r0 // 2 : (r1 + 1) // 2] = _pair_sum(x)
-    count = _pair_sum(valid.astype(np.int32))
+    sums, count = _level1_sums(codes, scales, valid)
     levels: list[Overview] = []
-    factor = 2
-    wanted = set(factors)
+    factor, last = 2, max(factors)
     while True:
-        if factor in wanted:
+        following = (_pair_sum(sums), _pair_sum(count)) if factor < last else None
+        if factor in factors:
             q, s = requantise(sums, count)
             levels.append(Overview(factor, q, s, count))
-        if factor >= max(wanted):
-            break
-        sums, count, factor = _pair_sum(sums), _pair_sum(count), factor * 2
-    return levels
+        if following is None:
+            return levels
+        (sums, count), factor = following, factor * 2
 
 
 # -------------------------------------------------------------------------------- writer
