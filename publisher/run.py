@@ -486,8 +486,7 @@ def publish(
     outcomes: list[TileOutcome] = []
     clock = time.perf_counter()
     try:
-        for done in run_engine.map_unordered(publish_tile, tasks):
-            outcome = done.result or _engine_failure(done.task, done.error)
+        for outcome in run_engine.map(publish_tile, tasks, on_error=_engine_failure):
             outcomes.append(outcome)
             if on_done is not None:
                 on_done(outcome)
@@ -509,7 +508,7 @@ def publish(
     return _write_report(result, store, report, settings)
 
 
-def _engine_failure(task: TileTask, error: BaseException | None) -> TileOutcome:
+def _engine_failure(task: TileTask, error: BaseException) -> TileOutcome:
     src = task.source
     return TileOutcome(
         item_id=src.item_id,
