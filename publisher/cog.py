@@ -287,7 +287,7 @@ def cog_options(profile: CogProfile, threads: int = 1) -> dict[str, Any]:
     opts: dict[str, Any] = {
         "BLOCKSIZE": profile.blocksize,
         "COMPRESS": profile.compress,
-        "PREDICTOR": profile.predictor,
+        "PREDICTOR": {1: "NO", 2: "STANDARD", 3: "FLOATING_POINT"}[profile.predictor],
         "BIGTIFF": "IF_SAFER",
         "OVERVIEWS": "FORCE_USE_EXISTING" if profile.overview_levels else "NONE",
         "NUM_THREADS": threads,
