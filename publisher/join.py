@@ -439,3 +439,240 @@ def _summary_table(
     }
     data.update({name: means[:, i] for i, name in enumerate(MEAN_COLUMNS)})
     return gpd.GeoDataFrame(data, geometry=frame.geometry.to_numpy(), crs=frame.crs)
+
+
+# ------------------------------------------------------------------------------- output
+JOIN_COLLECTION_ID = "corestack-mws-embeddings"
+CSV_MEDIA_TYPE = "text/csv"
+PNG_MEDIA_TYPE = "image/png"
+SUMMARY_DESCRIPTIONS = {
+    "uid": "Micro-watershed identifier (join key of the MWS layer)",
+    "count": "Valid embedding pixels whose centre lies in the MWS (each pixel once)",
+    "pixels": "All pixels whose centre lies in the MWS, in the tiles read",
+    "valid_fraction": "count / pixels (NaN when no pixel was read)",
+    "flag": "ok, partial_coverage (some cells have no tile) or no_valid_pixels",
+    "missing_cells": "Comma-separated 0.1° cells under the MWS without a tile of this year",
+    "geometry": "MWS outline, EPSG:4326",
+}
+
+
+def join_item_id(mws_item_id: str, year: int) -> str:
+    """Id of the derived item: ``{mws item}_embeddings_{year}``."""
+    return f"{mws_item_id}_embeddings_{year}"
+
+
+def summary_columns(table: gpd.GeoDataFrame) -> list[dict[str, str]]:
+    """``table:columns`` of the per-MWS table."""
+    from tessera_stac.publisher.watersheds import table_columns
+
+    described = dict(SUMMARY_DESCRIPTIONS)
+    described.update({n: f"Mean dequantised embedding, dimension {n}" for n in MEAN_COLUMNS})
+    return table_columns(table, described)
+
+
+def create_join_collection(bbox: Sequence[float], interval: tuple[Any, Any]) -> Any:
+    """The derived collection of per-MWS embedding summaries (pure)."""
+    import pystac
+
+    from tessera_stac.publisher.watersheds import CORESTACK_LICENSE, TABLE_SCHEMA
+
+    return pystac.Collection(
+        id=JOIN_COLLECTION_ID,
+        title="TESSERA embeddings per CoRE Stack micro-watershed",
+        description=(
+            "Per-MWS summaries of the annual TESSERA embeddings: for every micro-watershed "
+            "`uid`, the number of valid 10 m pixels whose centre lies inside it (each pixel "
+            "counted once, in the tile whose 0.1° cell holds its centre), the valid fraction "
+            "and the mean dequantised 128-d vector. One item per (block, year), derived from "
+            "the corestack-mws item and the embedding items it read."
+        ),
+        extent=pystac.Extent(
+            pystac.SpatialExtent([list(bbox)]), pystac.TemporalExtent([list(interval)])
+        ),
+        license=CORESTACK_LICENSE,
+        keywords=["TESSERA", "embeddings", "CoRE Stack", "micro-watershed"],
+        stac_extensions=[TABLE_SCHEMA],
+    )
+
+
+def create_join_item(
+    result: JoinResult,
+    mws_item: dict[str, Any],
+    mws_href: str,
+    tile_hrefs: Sequence[str],
+    assets: dict[str, Any],
+    processed: Any,
+) -> Any:
+    """The derived STAC item of one (block, year) join (pure; hrefs passed in relative)."""
+    from datetime import UTC, datetime
+
+    import pystac
+
+    from tessera_stac.publisher.watersheds import FILE_SCHEMA, TABLE_SCHEMA, footprint
+
+    start = datetime(result.year, 1, 1, tzinfo=UTC)
+    end = datetime(result.year, 12, 31, 23, 59, 59, tzinfo=UTC)
+    table = result.table
+    item = pystac.Item(
+        id=join_item_id(str(mws_item["id"]), result.year),
+        geometry=shapely.geometry.mapping(footprint(table)),
+        bbox=[round(float(v), 8) for v in table.total_bounds],
+        datetime=start,
+        start_datetime=start,
+        end_datetime=end,
+        properties={},
+        collection=JOIN_COLLECTION_ID,
+        stac_extensions=[TABLE_SCHEMA, FILE_SCHEMA],
+    )
+    flags = table["flag"].value_counts().to_dict()
+    props = item.properties
+    props["title"] = f"Mean TESSERA embeddings {result.year} per MWS: {mws_item['id']}"
+    props["description"] = (
+        f"{len(table)} micro-watersheds; {flags.get(FLAG_OK, 0)} fully covered, "
+        f"{flags.get(FLAG_PARTIAL, 0)} partly covered, {flags.get(FLAG_NO_VALID, 0)} without "
+        "a valid pixel. Pixel-centre rule; each pixel counted once."
+    )
+    for key in ("corestack:state", "corestack:district", "corestack:block"):
+        if key in mws_item.get("properties", {}):
+            props[key] = mws_item["properties"][key]
+    props["corestack:layer"] = "mws_embeddings"
+    props["tessera:year"] = result.year
+    props["processing:datetime"] = pystac.utils.datetime_to_str(processed)
+    props["table:primary_geometry"] = "geometry"
+    props["table:row_count"] = len(table)
+    props["table:columns"] = summary_columns(table)
+    for key, record in assets.items():
+        asset = pystac.Asset(record.href, media_type=record.media_type, roles=list(record.roles))
+        asset.extra_fields["file:size"] = record.size
+        asset.extra_fields["file:checksum"] = record.checksum
+        item.add_asset(key, asset)
+    item.add_link(pystac.Link("derived_from", mws_href, "application/geo+json", "MWS layer item"))
+    for href in tile_hrefs:
+        item.add_link(pystac.Link("derived_from", href, "application/geo+json"))
+    return item
+
+
+@dataclass(frozen=True)
+class JoinOutput:
+    """Where :func:`write_join` put the results."""
+
+    item_id: str
+    item_path: Path
+    parquet: Path
+    csv: Path | None
+    map_png: Path
+    collection_path: Path
+
+
+def _rel(target: str, folder: Path) -> str:
+    import os
+
+    if "://" in target:
+        return target
+    rel = os.path.relpath(target, folder)
+    return rel if rel.startswith(".") else f"./{rel}"
+
+
+def write_join(
+    result: JoinResult,
+    root: Path,
+    mws_item: dict[str, Any],
+    mws_href: str,
+    processed: Any,
+    csv: bool = False,
+) -> JoinOutput:
+    """Write ``{root}/corestack-mws-embeddings/{item}/`` (GeoParquet, CSV, PNG map, item JSON).
+
+    The folder is staged and swapped in whole; the collection and root catalog are updated.
+    """
+    import shutil
+
+    from tessera_stac.publisher.pca_map import render_pca_map
+    from tessera_stac.publisher.watersheds import (
+        PARQUET_MEDIA_TYPE,
+        asset_record,
+        collection_extent,
+        item_dict,
+        read_items_in,
+        replace_dir,
+        staging_dir,
+        write_collection,
+        write_json_atomic,
+    )
+
+    item_id = join_item_id(str(mws_item["id"]), result.year)
+    coll_dir = root / JOIN_COLLECTION_ID
+    final = coll_dir / item_id
+    staged = staging_dir(coll_dir, item_id)
+    try:
+        table = result.table
+        parquet = staged / f"{item_id}.parquet"
+        table.to_parquet(parquet, index=False, compression="zstd", schema_version="1.1.0")
+        records = {"data": asset_record(parquet, "data", PARQUET_MEDIA_TYPE, ("data",))}
+        if csv:
+            path = staged / f"{item_id}.csv"
+            table.drop(columns="geometry").to_csv(path, index=False, float_format="%.7g")
+            records["csv"] = asset_record(path, "csv", CSV_MEDIA_TYPE, ("data",))
+        png = staged / f"{item_id}_pca.png"
+        means = table[list(MEAN_COLUMNS)].to_numpy(dtype=np.float64)
+        title = f"{mws_item['id']}: MWS by PCA of mean embeddings, {result.year}"
+        render_pca_map(table, means, png, title)
+        records["map"] = asset_record(png, "map", PNG_MEDIA_TYPE, ("overview", "visual"))
+        item = create_join_item(
+            result,
+            mws_item,
+            _rel(mws_href, final),
+            [_rel(t.item_href, final) for t in result.tiles],
+            records,
+            processed,
+        )
+        write_json_atomic(
+            staged / f"{item_id}.json", item_dict(item, "../collection.json", "../../catalog.json")
+        )
+        replace_dir(staged, final)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    items = read_items_in(coll_dir)
+    bbox, times = collection_extent(items)
+    collection = create_join_collection(bbox, (times[0], times[-1]))
+    coll_path = write_collection(root, collection, items)
+    return JoinOutput(
+        item_id=item_id,
+        item_path=final / f"{item_id}.json",
+        parquet=final / f"{item_id}.parquet",
+        csv=final / f"{item_id}.csv" if csv else None,
+        map_png=final / f"{item_id}_pca.png",
+        collection_path=coll_path,
+    )
+
+
+def mws_source(
+    root: Path, item_id: str | None, file: Path | None
+) -> tuple[dict[str, Any], str, Any]:
+    """The MWS layer to join: a published ``corestack-mws`` item, or a layer file.
+
+    Returns:
+        (item dict, item href, checked layer). For a file, a stand-in item (id from the file
+        name normalised as CoRE Stack does) with the file as its href.
+
+    Raises:
+        InputError: the item is not published under ``root`` or the file is unusable.
+    """
+    from tessera_stac.publisher.watersheds import (
+        MWS_COLLECTION_ID,
+        normalise_name,
+        read_mws_layer,
+    )
+
+    if item_id is not None:
+        path = root / MWS_COLLECTION_ID / item_id / f"{item_id}.json"
+        if not path.exists():
+            raise InputError(f"{path}: no published MWS item {item_id!r} (run watersheds publish)")
+        item = json.loads(path.read_text())
+        data = _resolve(str(path), item["assets"]["data"]["href"])
+        return item, str(path.resolve()), read_mws_layer(data)
+    assert file is not None
+    layer = read_mws_layer(file)
+    stem = normalise_name(file.stem.replace("-", "_"))
+    return {"id": stem, "properties": {}}, str(Path(file).resolve()), layer
