@@ -141,3 +141,95 @@ def test_overlapping_polygons_count_for_both() -> None:
 def test_year_without_tiles(layer: Any, tiles: list[Any]) -> None:
     with pytest.raises(InputError, match="no embedding tile of 2019"):
         join_embeddings(layer.frame, tiles, 2019)
+
+
+def test_join_cli_writes_item_table_and_map(
+    join_tiles: Path, bhavnagar_geojson: Path, tmp_path: Path, stac_validate: Any, expected: Any
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    import geopandas as gpd
+
+    from tessera_stac.publisher.watersheds import BlockName, publish_mws_layer
+
+    out = tmp_path / "cat"
+    publish_mws_layer(bhavnagar_geojson, BlockName("Gujarat", "Bhavnagar", "Bhavnagar"), out)
+    cli = [sys.executable, "-m", "tessera_stac.publisher.cli", "watersheds", "join"]
+    args = ["--year", str(YEAR), "-o", str(out), "--tiles", str(join_tiles), "--csv", "--json"]
+    run = subprocess.run(
+        [*cli, "--mws", "gujarat_bhavnagar_bhavnagar_mws", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    data = json.loads(run.stdout)
+    assert data["tiles_read"] == 4 and data["flags"] == {
+        FLAG_NO_VALID: 83,
+        FLAG_OK: 18,
+        FLAG_PARTIAL: 15,
+    }
+    item_path = Path(data["item"])
+    item = json.loads(item_path.read_text())
+    stac_validate(item)
+    assert item["id"] == "gujarat_bhavnagar_bhavnagar_mws_embeddings_2024"
+    assert item["properties"]["start_datetime"].startswith("2024-01-01")
+    derived = [
+        (item_path.parent / link["href"]).resolve()
+        for link in item["links"]
+        if link["rel"] == "derived_from"
+    ]
+    assert len(derived) == 5 and all(p.exists() for p in derived)
+    assert derived[0].name == "gujarat_bhavnagar_bhavnagar_mws.json"
+    assert {p.stem for p in derived[1:]} == {
+        f"grid_{x:.2f}_{y:.2f}_{YEAR}"
+        for x, y in [(71.95, 21.75), (72.05, 21.75), (71.95, 21.85), (72.05, 21.85)]
+    }
+    table = gpd.read_parquet(data["parquet"])
+    assert table.crs.to_epsg() == 4326 and table["uid"].is_unique and len(table) == 116
+    covered = table[expected["covered"]]
+    np.testing.assert_array_equal(covered["count"].to_numpy(), expected["count"])
+    names = [c["name"] for c in item["properties"]["table:columns"]]
+    assert names[:6] == ["uid", "count", "pixels", "valid_fraction", "flag", "missing_cells"]
+    assert names[6:134] == list(MEAN_COLUMNS)
+    import pandas as pd
+
+    csv = pd.read_csv(data["csv"], dtype={"uid": str})
+    assert list(csv["uid"]) == list(table["uid"]) and "geometry" not in csv.columns
+    assert Path(data["map"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    coll = json.loads((out / "corestack-mws-embeddings" / "collection.json").read_text())
+    stac_validate(coll)
+    root = json.loads((out / "catalog.json").read_text())
+    assert {"./corestack-mws/collection.json", "./corestack-mws-embeddings/collection.json"} <= {
+        link["href"] for link in root["links"]
+    }
+
+    # a year without tiles: one clear line, exit 3, nothing written
+    bad = subprocess.run(
+        [
+            *cli,
+            "--mws",
+            "gujarat_bhavnagar_bhavnagar_mws",
+            *args[:0],
+            "--year",
+            "2019",
+            "-o",
+            str(out),
+            "--tiles",
+            str(join_tiles),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode == 3 and "no embedding tile of 2019" in bad.stderr
+    assert not list((out / "corestack-mws-embeddings").glob("*2019*"))
+    both = subprocess.run(
+        [*cli, str(bhavnagar_geojson), "--mws", "x", "--year", "2024", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert both.returncode == 3 and "exactly one" in both.stderr
