@@ -22,6 +22,10 @@ for tool in node npm; do
   fi
 done
 
+# one build at a time (the demo and the tests may start it together)
+exec 9>"$HERE/.build.lock"
+flock 9
+
 KEY="$(cat "$HERE/package-lock.json" "$HERE/build.sh" | sha256sum | cut -c1-16)-${PREFIX}"
 if [ -f "$OUT/index.html" ] && [ "$(cat "$OUT/.build-key" 2>/dev/null)" = "$KEY" ]; then
   echo "STAC Browser: up to date in $OUT"

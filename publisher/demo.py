@@ -468,6 +468,44 @@ def print_links(links: DemoLinks) -> None:
     typer.echo("```")
 
 
+# ------------------------------------------------------------------------- STAC Browser
+@dataclass
+class BrowserBuild:
+    """``browser/build.sh`` running in the background while the demo's steps run."""
+
+    out: Path
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def start(cls, out: Path, log: Path) -> BrowserBuild:
+        """Start the (cached) STAC Browser build; a no-op build returns at once."""
+        script = ROOT / "browser" / "build.sh"
+        build = cls(out, log)
+        if not script.is_file():  # an installed package without the repository
+            return build
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("wb") as sink:
+            build.proc = subprocess.Popen(
+                ["bash", str(script), str(out)], stdout=sink, stderr=subprocess.STDOUT
+            )
+        return build
+
+    def wait(self) -> bool:
+        """Wait for the build; True when ``out`` holds a usable STAC Browser."""
+        if self.proc is not None and self.proc.poll() is None:
+            typer.echo("waiting for the STAC Browser build to finish...")
+            self.proc.wait()
+        ok = (self.out / "index.html").is_file()
+        if self.proc is not None and self.proc.returncode != 0:
+            last = self.log.read_text(errors="replace").strip().splitlines()[-1:]
+            typer.echo(
+                f"warning: STAC Browser build failed ({' '.join(last)}); full log: {self.log}",
+                err=True,
+            )
+        return ok
+
+
 # -------------------------------------------------------------------------------- serving
 def build_app(dsn: str, published: Path, browser_dir: Path | None) -> Any:
     """The API app serving the demo's database, published files and STAC Browser."""
