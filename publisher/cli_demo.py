@@ -71,9 +71,10 @@ def demo_cmd(
     )
     dsn = demo.start_database()
     state = demo.DemoState.load(paths.state_file)
-    results = demo.run_steps(demo.demo_steps(region, paths, dsn), state, force=force)
-    browser_ok = build.wait()
     base = f"http://{host}:{chosen_port}"
+    steps = demo.demo_steps(region, paths, dsn, base)
+    results = demo.run_steps(steps, state, force=force)
+    browser_ok = build.wait()
     links = demo.demo_links(base, dsn, region, with_browser=browser_ok)
     summary = {
         "base_url": base,

@@ -293,13 +293,17 @@ def _loaded_items(dsn: str) -> int:
     return int(row[0]) if row else 0
 
 
-def demo_steps(region: DemoRegion, paths: DemoPaths, dsn: str) -> list[Step]:
-    """The demo's steps for ``region``, writing under ``paths``, loading into ``dsn``."""
+def demo_steps(region: DemoRegion, paths: DemoPaths, dsn: str, base_url: str) -> list[Step]:
+    """The demo's steps for ``region``, writing under ``paths``, loading into ``dsn``.
+
+    ``base_url`` is where the API will serve: asset hrefs are loaded as ``{base_url}/data/...``.
+    """
     from tessera_stac.publisher.sample_mws import MwsLayerSpec, write_mws_layer
 
     mws_file = paths.mws / f"{region.state}_{region.district}_{region.block}_mws.geojson"
     spec = MwsLayerSpec(bbox=region.bbox, district=region.district, block=region.block)
     year = str(region.year)
+    out = str(paths.published)
 
     def make_mws() -> str:
         return f"{write_mws_layer(spec, mws_file)} micro-watersheds in {mws_file}"
@@ -321,38 +325,39 @@ def demo_steps(region: DemoRegion, paths: DemoPaths, dsn: str) -> list[Step]:
         Step(
             "publish",
             "publish the tiles as Cloud-Optimized GeoTIFFs + previews",
-            ("publish", str(paths.source), str(paths.published)),
+            ("publish", str(paths.source), out),
             outputs=lambda: _count(paths.published, "embeddings.tif") >= region.tile_count,
             needs=("publish",),
         ),
         Step(
             "catalog",
             "build the static STAC catalog",
-            ("catalog", "build", str(paths.published)),
+            ("catalog", "build", out),
             outputs=(paths.published / "catalog.json").is_file,
             needs=("catalog", "build"),
         ),
         Step(
-            "load",
-            "load the catalog into pgSTAC",
-            ("load", str(paths.published)),
-            outputs=lambda: _loaded_items(dsn) >= region.tile_count,
-            needs=("load",),
-        ),
-        Step(
             "watersheds",
-            "publish the micro-watershed layer as STAC",
+            "publish the micro-watershed layer as STAC (collection corestack-mws)",
             (
                 "watersheds", "publish", str(mws_file), "--state", region.state,
-                "--district", region.district, "--block", region.block,
+                "--district", region.district, "--block", region.block, "--out", out,
             ),
+            outputs=lambda: _count(paths.published / "corestack-mws", "*.parquet") > 0,
             needs=("watersheds", "publish"),
         ),
         Step(
             "join",
             "join the embeddings to the micro-watersheds",
-            ("watersheds", "join", "--year", year, str(mws_file)),
+            ("watersheds", "join", "--year", year, str(mws_file), "--out", out),
             needs=("watersheds", "join"),
+        ),
+        Step(
+            "load",
+            "load everything into pgSTAC (asset hrefs served by the API under /data)",
+            ("load", out, "--base-url", f"{base_url}/data"),
+            outputs=lambda: _loaded_items(dsn) > 0,
+            needs=("load",),
         ),
     ]  # fmt: skip
 
