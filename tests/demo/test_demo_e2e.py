@@ -53,12 +53,14 @@ class DemoRun:
 
     data: Path
     env: dict[str, str]
+    port: int
     first: dict[str, Any] = field(default_factory=dict)
 
     def args(self, *extra: str) -> list[str]:
+        # the same port both times: asset hrefs are loaded with the API's URL
         return [
             sys.executable, "-m", CLI_MODULE, "demo", "--data", str(self.data),
-            "--bbox", BBOX, "--year", YEAR, *extra,
+            "--bbox", BBOX, "--year", YEAR, "--port", str(self.port), *extra,
         ]  # fmt: skip
 
     def steps(self) -> dict[str, str]:
@@ -76,7 +78,7 @@ def demo_run(open_tmp: Callable[[str], Path]) -> Iterator[DemoRun]:
     from tessera_stac.catalog.localdb import free_port
 
     base = open_tmp("demo-e2e")
-    run = DemoRun(base / "data", _env(base / "home", free_port()))
+    run = DemoRun(base / "data", _env(base / "home", free_port()), free_port())
     proc = subprocess.run(
         run.args("--no-serve", "--json"),
         env=run.env,
@@ -135,10 +137,8 @@ def _parse_announcement(text: str) -> tuple[str, dict[str, str], str]:
 @pytest.fixture(scope="module")
 def served(demo_run: DemoRun) -> Iterator[Served]:
     """Second run: ``tessera-stac demo`` reusing everything and serving on a free port."""
-    from tessera_stac.catalog.localdb import free_port
-
     proc = subprocess.Popen(
-        demo_run.args("--port", str(free_port())),
+        demo_run.args(),
         env={**demo_run.env, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
