@@ -213,12 +213,15 @@ def test_stac_browser_shows_collection_item_and_thumbnails(
     item_url = served.urls.get("one item")
     assert item_url, served.urls
     collection, item = re.search(r"/collections/([^/]+)/items/([^/]+)$", item_url).groups()  # type: ignore[union-attr]
+    # the other collections (CoRE Stack watersheds, summaries) are listed and open too
+    others = [m.group(1) for n in served.urls if (m := re.match(r"collection (\S+) \(", n))]
     out = ARTIFACTS / "browser"
     shutil.rmtree(out, ignore_errors=True)
     result = subprocess.run(
         [
             "node", str(BROWSER_DIR / "e2e.cjs"), "--base", served.base,
             "--collection", collection, "--item", item, "--out", str(out),
+            "--others", ",".join(others),
         ],
         capture_output=True, text=True, timeout=300, check=False,
         env={**os.environ, "TESSERA_STAC_CHROMIUM": chromium},
@@ -234,6 +237,10 @@ def test_stac_browser_shows_collection_item_and_thumbnails(
     assert all("/data/" in t["src"] and t["src"].endswith(".png") for t in thumbs), thumbs
     assert pages["item"]["found"], "the item page does not list the embeddings asset"
     assert any(i["loaded"] and "/data/" in i["src"] for i in pages["item"]["images"])
+    for other in others:
+        assert pages[f"collection {other}"]["listed_on_landing"], other
+        assert pages[f"collection {other}"]["found"], f"collection {other} shows no item"
+    assert "corestack-mws" in others
     for page in pages.values():
         assert Path(page["screenshot"]).stat().st_size > 10_000
     assert not [r for r in report["failed_requests"] if "/browser/" in r], report
