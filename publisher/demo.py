@@ -304,6 +304,7 @@ def demo_steps(region: DemoRegion, paths: DemoPaths, dsn: str, base_url: str) ->
     spec = MwsLayerSpec(bbox=region.bbox, district=region.district, block=region.block)
     year = str(region.year)
     out = str(paths.published)
+    mws_item = f"{region.state}_{region.district}_{region.block}_mws"  # CoRE Stack's id style
 
     def make_mws() -> str:
         return f"{write_mws_layer(spec, mws_file)} micro-watersheds in {mws_file}"
@@ -343,13 +344,14 @@ def demo_steps(region: DemoRegion, paths: DemoPaths, dsn: str, base_url: str) ->
                 "watersheds", "publish", str(mws_file), "--state", region.state,
                 "--district", region.district, "--block", region.block, "--out", out,
             ),
-            outputs=lambda: _count(paths.published / "corestack-mws", "*.parquet") > 0,
+            outputs=(paths.published / "corestack-mws" / mws_item / f"{mws_item}.json").is_file,
             needs=("watersheds", "publish"),
         ),
         Step(
             "join",
             "join the embeddings to the micro-watersheds",
-            ("watersheds", "join", "--year", year, str(mws_file), "--out", out),
+            ("watersheds", "join", "--year", year, "--mws", mws_item, "--out", out),
+            outputs=lambda: _count(paths.published / "corestack-mws-embeddings", "*.parquet") > 0,
             needs=("watersheds", "join"),
         ),
         Step(
