@@ -1,0 +1,111 @@
+"""Static STAC facts about TESSERA embeddings: extension URIs, providers, licence, the model.
+
+Kept apart from the builders (``stac.py``) as stactools packages do, so that the facts are
+read in one place and the builders stay short.
+"""
+
+from __future__ import annotations
+
+import pystac
+
+from tessera_stac.catalog.embedding import SCHEMA_URI as EMBEDDING_SCHEMA_URI
+
+STAC_VERSION = "1.1.0"
+
+PROJECTION_SCHEMA_URI = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
+FILE_SCHEMA_URI = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
+PROCESSING_SCHEMA_URI = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"
+RENDER_SCHEMA_URI = "https://stac-extensions.github.io/render/v2.0.0/schema.json"
+VERSION_SCHEMA_URI = "https://stac-extensions.github.io/version/v1.2.0/schema.json"
+MLM_SCHEMA_URI = "https://stac-extensions.github.io/mlm/v1.5.2/schema.json"
+SCIENTIFIC_SCHEMA_URI = "https://stac-extensions.github.io/scientific/v1.0.0/schema.json"
+
+#: Extensions every embedding Item declares (sorted, so output is deterministic).
+ITEM_EXTENSIONS: tuple[str, ...] = tuple(
+    sorted(
+        [
+            EMBEDDING_SCHEMA_URI,
+            FILE_SCHEMA_URI,
+            PROCESSING_SCHEMA_URI,
+            PROJECTION_SCHEMA_URI,
+            RENDER_SCHEMA_URI,
+            VERSION_SCHEMA_URI,
+        ]
+    )
+)
+#: Extensions an embedding Collection declares.
+COLLECTION_EXTENSIONS: tuple[str, ...] = tuple(
+    sorted(
+        [
+            EMBEDDING_SCHEMA_URI,
+            RENDER_SCHEMA_URI,
+            VERSION_SCHEMA_URI,
+            SCIENTIFIC_SCHEMA_URI,
+        ]
+    )
+)
+
+MODEL_NAME = "TESSERA"
+MODEL_COLLECTION_ID = "tessera-models"
+ROOT_CATALOG_ID = "tessera-stac"
+ROOT_CATALOG_TITLE = "TESSERA embeddings"
+ROOT_CATALOG_DESCRIPTION = (
+    "TESSERA annual Earth-observation embeddings as Cloud-Optimized GeoTIFFs with STAC "
+    "metadata, and the model that produced them."
+)
+
+LICENSE = "CC-BY-4.0"
+LICENSE_HREF = "https://creativecommons.org/licenses/by/4.0/"
+MODEL_LICENSE = "other"  # see the repository for the model's terms
+TESSERA_PAPER_DOI = "10.48550/arXiv.2506.20380"
+TESSERA_CITATION = (
+    "Feng, Z. et al. (2025). TESSERA: Temporal Embeddings of Surface Spectra for Earth "
+    "Representation and Analysis. arXiv:2506.20380."
+)
+TESSERA_REPO = "https://github.com/ucam-eo/tessera"
+GEOTESSERA_REPO = "https://github.com/ucam-eo/geotessera"
+
+EMBEDDING_DIM = 128
+TEMPORAL_WINDOW = "P1Y"
+KEYWORDS: tuple[str, ...] = (
+    "embeddings",
+    "foundation model",
+    "TESSERA",
+    "Sentinel-1",
+    "Sentinel-2",
+    "representation learning",
+)
+
+#: The 10 Sentinel-2 L2A bands and 2 Sentinel-1 polarisations TESSERA reads.
+SENTINEL2_BANDS: tuple[tuple[str, str, float], ...] = (
+    ("B02", "blue", 0.49),
+    ("B03", "green", 0.56),
+    ("B04", "red", 0.665),
+    ("B05", "rededge071", 0.704),
+    ("B06", "rededge075", 0.74),
+    ("B07", "rededge078", 0.783),
+    ("B08", "nir", 0.842),
+    ("B8A", "nir08", 0.865),
+    ("B11", "swir16", 1.61),
+    ("B12", "swir22", 2.19),
+)
+SENTINEL1_BANDS: tuple[str, ...] = ("VV", "VH")
+
+
+def providers() -> list[pystac.Provider]:
+    """The organisations behind the product (fresh objects each call)."""
+    return [
+        pystac.Provider(
+            name="University of Cambridge, Energy and Environment Group (TESSERA)",
+            roles=[
+                pystac.ProviderRole.PRODUCER,
+                pystac.ProviderRole.LICENSOR,
+            ],
+            url=TESSERA_REPO,
+        ),
+        pystac.Provider(
+            name="tessera-stac",
+            roles=[pystac.ProviderRole.PROCESSOR, pystac.ProviderRole.HOST],
+            description="Converted to Cloud-Optimized GeoTIFFs and STAC by tessera-stac.",
+        ),
+    ]
