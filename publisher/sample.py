@@ -246,9 +246,7 @@ def generate_tile(cell: GridCell, year: int, options: SampleOptions | None = Non
         x += model.land_bias
         if flat_water.any():
             x[flat_water] = z[flat_water] @ model.water + model.water_bias
-        q[r0:r1], s[r0:r1] = _quantise_inplace(
-            x.reshape(r1 - r0, width, EMBEDDING_DIM)
-        )
+        q[r0:r1], s[r0:r1] = _quantise_inplace(x.reshape(r1 - r0, width, EMBEDDING_DIM))
         landmask[r0:r1] = ~water
     _add_defects(q, s, opts, rng)
     return SampleTile(cell, year, georef, q, s, landmask)
