@@ -364,6 +364,7 @@ async def _run(url: str, make: Callable[[random.Random], Query], n: int, conc: i
     queries = [make(rng) for _ in range(n)]
     latencies: list[float] = []
     counts: list[int] = []
+    sizes: list[int] = []
     errors: list[str] = []
     sem = asyncio.Semaphore(conc)
     limits = httpx.Limits(max_connections=conc, max_keepalive_connections=conc)
@@ -377,6 +378,7 @@ async def _run(url: str, make: Callable[[random.Random], Query], n: int, conc: i
                 if resp.status_code != 200:
                     errors.append(f"{resp.status_code} {q.path} {resp.text[:200]}")
                     return
+                sizes.append(len(resp.content))
                 doc = resp.json()
                 counts.append(len(doc.get("features", [])) if "features" in doc else 1)
 
@@ -386,15 +388,16 @@ async def _run(url: str, make: Callable[[random.Random], Query], n: int, conc: i
         latencies.clear()
         counts.clear()
         errors.clear()
+        sizes.clear()
         start = time.perf_counter()
         await asyncio.gather(*(one(q) for q in queries))
         wall = time.perf_counter() - start
-    return latencies, counts, errors, wall
+    return latencies, counts, sizes, errors, wall
 
 
 def measure(url: str, make: Callable[[random.Random], Query], n: int, conc: int) -> dict[str, Any]:
     """p50/p99 (ms), requests/s and result sizes of ``n`` requests at concurrency ``conc``."""
-    latencies, counts, errors, wall = asyncio.run(_run(url, make, n, conc))
+    latencies, counts, sizes, errors, wall = asyncio.run(_run(url, make, n, conc))
     lat = sorted(latencies)
 
     def pct(p: float) -> float:
@@ -408,6 +411,7 @@ def measure(url: str, make: Callable[[random.Random], Query], n: int, conc: int)
         "mean_ms": round(1000 * statistics.fmean(lat), 2) if lat else None,
         "rps": round(n / wall, 1) if wall else None,
         "mean_features": round(statistics.fmean(counts), 2) if counts else 0,
+        "mean_response_bytes": round(statistics.fmean(sizes)) if sizes else 0,
         "errors": len(errors),
         "first_error": errors[0] if errors else None,
     }
@@ -524,7 +528,7 @@ def main(argv: list[str] | None = None) -> None:
         "--small", type=int, default=int(os.environ.get("BENCH_SCALE_SMALL", 10**4))
     )
     parser.add_argument(
-        "--requests", type=int, default=int(os.environ.get("BENCH_SCALE_REQUESTS", 200))
+        "--requests", type=int, default=int(os.environ.get("BENCH_SCALE_REQUESTS", 100))
     )
     parser.add_argument("--note", default=os.environ.get("BENCH_SCALE_NOTE", ""))
     parser.add_argument("--keep", action="store_true", help="Keep the cluster directory.")

@@ -21,7 +21,7 @@ import pytest
 
 pytest.importorskip("tessera_stac.publisher.run", reason="the publisher is not on this branch")
 
-from tessera_stac.catalog.model import GridCell  # noqa: E402
+from tessera_stac.catalog.model import GridCell
 
 GRIDS = ("grid_77.05_12.05", "grid_77.15_12.05", "grid_77.05_12.15", "grid_77.15_12.15")
 YEARS = (2023, 2024)
