@@ -129,7 +129,7 @@ class _Waves:
 
 
 def _coarse_lonlat(georef: TileGeoref, height: int, width: int) -> tuple[np.ndarray, ...]:
-    """Lon/lat of pixel centres on a coarse grid (every COARSE_STEP px), with its pixel rows/cols."""
+    """Lon/lat of pixel centres every COARSE_STEP px, with those pixel rows/cols."""
     rows = np.arange(0, height - 1 + COARSE_STEP, COARSE_STEP, dtype=np.float64)
     cols = np.arange(0, width - 1 + COARSE_STEP, COARSE_STEP, dtype=np.float64)
     a, _, c, _, e, f = georef.transform
