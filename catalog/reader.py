@@ -346,7 +346,7 @@ class EmbeddingReader:
             codes = ds["codes"]
             return GridInfo(
                 crs=codes.crs.to_string(),
-                transform=tuple(codes.transform)[:6],  # type: ignore[arg-type]
+                transform=tuple(codes.transform)[:6],
                 shape=(codes.height, codes.width),
                 dimensions=codes.count,
             )

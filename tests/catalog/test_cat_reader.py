@@ -84,7 +84,7 @@ def test_per_pixel_round_trip_bit_exact(tessera_item: tuple[Path, np.ndarray, An
 
 
 def test_windows_match_full_read(tessera_item: tuple[Path, np.ndarray, Any]) -> None:
-    path, expected, _ = tessera_item
+    path, _, _ = tessera_item
     with EmbeddingReader(pystac.Item.from_file(str(path))) as reader:
         full, full_valid = reader.read()
         part, part_valid = reader.read(((3, 20), (7, 40)))
@@ -193,7 +193,7 @@ def test_clear_errors(tessera_item: tuple[Path, np.ndarray, Any]) -> None:
         EmbeddingReader(wrong_dims, self_href=str(path)).read()
     missing = json.loads(json.dumps(d))
     missing["assets"]["embeddings"]["href"] = "./gone.tif"
-    with pytest.raises(InputError, match="cannot open .*gone.tif"):
+    with pytest.raises(InputError, match=r"cannot open .*gone\.tif"):
         EmbeddingReader(missing, self_href=str(path)).read()
 
 
