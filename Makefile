@@ -6,14 +6,16 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
-.PHONY: help setup sysdeps test test-fast lint format typecheck bench demo clean
+.PHONY: help setup sysdeps test test-fast lint format typecheck bench demo clean node browser browser-deps
 
 help:
 	@echo "make demo   - set up, publish sample data, load pgSTAC and serve the API + STAC Browser"
 	@echo "make test   - set up and run the test suite"
 	@echo "make lint   - ruff (lint + format check) and mypy (strict)"
 	@echo "make bench  - benchmarks (ratios against reference tools, written to bench/results/)"
+	@echo "make browser - build STAC Browser into browser/dist (cached; served at /browser/)"
 
 # System packages: PostgreSQL server + PostGIS (apt-get when missing and we may).
 sysdeps:
@@ -26,7 +28,18 @@ $(STAMP): pyproject.toml
 
 setup: sysdeps $(STAMP)
 
-test: setup
+# STAC Browser, built once from the pinned npm lock file (cached: a rebuild is a no-op).
+node:
+	@bash scripts/ensure-node.sh
+
+browser: node
+	@bash browser/build.sh
+
+# The browser test drives Debian's Chromium (installed with apt-get when missing).
+browser-deps: browser
+	@bash scripts/ensure-browser-deps.sh
+
+test: setup browser-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: setup
@@ -48,8 +61,10 @@ format: setup
 bench: setup
 	$(PY) -m bench
 
-demo: setup
-	$(BIN)/tessera-stac demo
+# the demo builds STAC Browser itself, in the background while its first steps run
+demo: setup node
+	$(BIN)/tessera-stac demo $(DEMO_ARGS)
 
 clean:
-	rm -rf $(VENV) .typecheck .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .typecheck .pytest_cache .mypy_cache .ruff_cache build *.egg-info \
+		browser/dist browser/.build browser/node_modules test-artifacts

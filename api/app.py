@@ -2,20 +2,48 @@
 
 ``create_app(api_settings, dsn)`` builds the FastAPI app with everything passed in;
 ``create_app_from_env()`` is the zero-argument factory for ``uvicorn --factory``.
+
+What we add to stac-fastapi-pgstac (never patched, only configured and extended):
+
+* a pool with short connect/command timeouts and 503 JSON while the database is down
+  (``api.db``, ``api.errors``), ``/healthz``;
+* a landing page that lists the collections (``api.landing``);
+* write routes only with ``enable_transactions`` and a bearer token (``api.auth``);
+* our extension schema at its identifier path; published files under ``/data`` with Range
+  (``api.files``); embedding access routes (``api.embeddings``); the watershed router and,
+  when configured, the STAC Browser.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from fastapi import FastAPI
+from brotli_asgi import BrotliMiddleware
+from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, JSONResponse
+from stac_fastapi.extensions.query import QueryConformanceClasses
 from stac_fastapi.pgstac.app import instantiate_api
 from stac_fastapi.pgstac.config import PostgresSettings, Settings
-from stac_fastapi.pgstac.db import close_db_connection, connect_to_db
+from stac_fastapi.pgstac.models.extensions import Extensions
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 
+from tessera_stac.api import db
+from tessera_stac.api.auth import BearerTokenMiddleware
+from tessera_stac.api.client import FullQueryExtension, StrictFieldsExtension, TesseraClient
+from tessera_stac.api.errors import UNAVAILABLE, add_error_handlers
 from tessera_stac.api.settings import ApiSettings
+from tessera_stac.catalog.errors import ConfigurationError
+
+EMBEDDING_SCHEMA_PATH = "/embedding/v1.0.0/schema.json"
+
+#: Headers browsers may read cross-origin (geotiff.js needs the range ones).
+EXPOSE_HEADERS = ["Content-Range", "Accept-Ranges", "Content-Length", "ETag"]
 
 
 def postgres_settings_from_dsn(dsn: str, min_conn: int = 1, max_conn: int = 10) -> PostgresSettings:
@@ -32,24 +60,167 @@ def postgres_settings_from_dsn(dsn: str, min_conn: int = 1, max_conn: int = 10) 
     )
 
 
-def create_app(api_settings: ApiSettings, dsn: str) -> FastAPI:
-    """Build the API for the pgSTAC database at ``dsn``."""
-    pg = postgres_settings_from_dsn(dsn, api_settings.db_min_conn, api_settings.db_max_conn)
-    stac_settings = Settings(
+def embedding_schema() -> tuple[Path, str]:
+    """Our extension's schema file and the path of its identifier URL."""
+    try:
+        from tessera_stac.catalog import embedding  # type: ignore[attr-defined]
+
+        path = Path(embedding.schema_path())
+        uri_path = urlsplit(embedding.SCHEMA_URI).path or EMBEDDING_SCHEMA_PATH
+        return path, uri_path
+    except (ImportError, AttributeError):
+        packaged = resources.files("tessera_stac.schemas") / "json-schema/schema.json"
+        return Path(str(packaged)), EMBEDDING_SCHEMA_PATH
+
+
+def stac_settings(api_settings: ApiSettings) -> Settings:
+    """stac-fastapi-pgstac's settings from ours (CORS, transactions, title)."""
+    methods = ["GET", "HEAD", "POST", "OPTIONS"]
+    if api_settings.enable_transactions:
+        methods += ["PUT", "PATCH", "DELETE"]
+    return Settings(
         stac_fastapi_title=api_settings.title,
         stac_fastapi_description=api_settings.description,
+        stac_fastapi_landing_id="tessera-stac",
+        stac_fastapi_version=_version(),
         cors_origins=[o.strip() for o in api_settings.cors_origins.split(",") if o.strip()],
+        cors_methods=methods,
+        cors_headers=["Content-Type", "Authorization", "Range", "If-Range"],
         enable_transactions_extensions=api_settings.enable_transactions,
+        root_path=api_settings.root_path,
     )
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tessera-stac")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def _tune_middlewares(app: FastAPI) -> None:
+    """Expose range headers to browsers; never compress the byte ranges of ``/data``."""
+    tuned = []
+    for middleware in app.user_middleware:
+        cls: Any = middleware.cls
+        kwargs: dict[str, Any] = dict(middleware.kwargs)
+        args: tuple[Any, ...] = tuple(middleware.args)
+        if cls is CORSMiddleware:
+            kwargs["expose_headers"] = EXPOSE_HEADERS
+            middleware = Middleware(cls, *args, **kwargs)
+        elif cls is BrotliMiddleware:
+            kwargs["excluded_handlers"] = [r"^/data/"]
+            middleware = Middleware(cls, *args, **kwargs)
+        tuned.append(middleware)
+    app.user_middleware[:] = tuned
+
+
+def _extras_router(schema_file: Path, schema_path: str) -> APIRouter:
+    router = APIRouter()
+
+    paths = {schema_path, EMBEDDING_SCHEMA_PATH}
+    for path in sorted(paths):
+
+        @router.get(path, include_in_schema=path == EMBEDDING_SCHEMA_PATH, tags=["Extensions"])
+        def extension_schema() -> FileResponse:
+            """The TESSERA embedding STAC extension's JSON schema (its identifier URL)."""
+            if not schema_file.is_file():
+                raise HTTPException(404, detail="the embedding extension schema is not installed")
+            return FileResponse(schema_file, media_type="application/schema+json")
+
+    @router.get("/healthz", tags=["Health"], summary="Is the database reachable?")
+    async def healthz(request: Request) -> JSONResponse:
+        """200 with the pgSTAC version when the database answers, else 503."""
+        try:
+            async with request.app.state.get_connection(request, "r") as conn:
+                version = await conn.fetchval("SELECT pgstac.get_version()")
+        except UNAVAILABLE as exc:
+            return JSONResponse(
+                status_code=503,
+                content={
+                    "status": "unavailable",
+                    "database": {"reachable": False, "error": type(exc).__name__},
+                },
+            )
+        return JSONResponse(
+            {"status": "ok", "database": {"reachable": True, "pgstac_version": version}}
+        )
+
+    return router
+
+
+def create_app(api_settings: ApiSettings, dsn: str) -> FastAPI:
+    """Build the API for the pgSTAC database at ``dsn``.
+
+    Raises:
+        ConfigurationError: transactions enabled without a write token.
+    """
+    if api_settings.enable_transactions and not api_settings.write_token:
+        raise ConfigurationError(
+            "TESSERA_STAC_API_ENABLE_TRANSACTIONS needs TESSERA_STAC_API_WRITE_TOKEN"
+        )
+    settings = stac_settings(api_settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await connect_to_db(app, postgres_settings=pg)
-        yield
-        await close_db_connection(app)
+        await db.connect(app, dsn, api_settings)
+        try:
+            yield
+        finally:
+            await db.close(app)
+            _close_readers(app)
 
-    api = instantiate_api(settings=stac_settings, lifespan=lifespan)
-    return api.app
+    api = instantiate_api(
+        client=TesseraClient,
+        extensions=Extensions(
+            settings=settings,
+            search_map={"query": FullQueryExtension(), "fields": StrictFieldsExtension()},
+            item_collection_map={
+                "query": FullQueryExtension(conformance_classes=[QueryConformanceClasses.ITEMS])
+            },
+        ),
+        lifespan=lifespan,
+        settings=settings,
+    )
+    app: FastAPI = api.app
+    schema_file, schema_path = embedding_schema()
+    app.state.embedding_schema_path = schema_path
+    app.state.api_settings = api_settings
+    _tune_middlewares(app)
+    add_error_handlers(app)
+    app.include_router(_extras_router(schema_file, schema_path))
+    _mount_extensions(app, api_settings)
+    if api_settings.enable_transactions and api_settings.write_token:
+        app.add_middleware(
+            BearerTokenMiddleware,
+            token=api_settings.write_token,
+            root_path=api_settings.root_path,
+        )
+    return app
+
+
+def _mount_extensions(app: FastAPI, api_settings: ApiSettings) -> None:
+    from tessera_stac.api import embeddings
+    from tessera_stac.api.watersheds import router as watersheds_router
+
+    app.include_router(embeddings.router)
+    app.include_router(watersheds_router)
+    if api_settings.data_dir is not None:
+        from tessera_stac.api.files import files_router
+
+        app.include_router(files_router(api_settings.data_dir))
+    if api_settings.browser_dir is not None:
+        from tessera_stac.api.browser import mount_browser
+
+        mount_browser(app, api_settings.browser_dir)
+
+
+def _close_readers(app: FastAPI) -> None:
+    readers: Any = getattr(app.state, "readers", None)
+    if readers is not None:
+        readers.close()
 
 
 def create_app_from_env() -> FastAPI:

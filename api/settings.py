@@ -33,5 +33,22 @@ class ApiSettings(BaseSettings):
         default=None, description="Published files served under /data with HTTP Range."
     )
     browser_dir: Path | None = Field(default=None, description="Built STAC Browser to serve.")
-    db_min_conn: int = Field(default=1)
-    db_max_conn: int = Field(default=10)
+    root_path: str = Field(default="", description="Path prefix when served behind a proxy.")
+    db_min_conn: int = Field(default=1, description="Connections opened at start-up.")
+    db_max_conn: int = Field(default=10, description="Pool size per worker.")
+    db_connect_timeout: float = Field(
+        default=3.0, description="Seconds to wait for a database connection before a 503."
+    )
+    db_command_timeout: float = Field(
+        default=30.0, description="Seconds a database command may run before a 503."
+    )
+    embedding_collections: str = Field(
+        default="tessera-embeddings-*",
+        description="Collection ids (comma-separated, * wildcard) the embedding routes read.",
+    )
+    reader_cache_size: int = Field(
+        default=64, description="Open COG dataset handles kept per worker (LRU)."
+    )
+    zonal_max_pixels: int = Field(
+        default=25_000_000, description="Largest area (pixels) a zonal-statistics call may read."
+    )

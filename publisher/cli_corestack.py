@@ -1,9 +1,182 @@
-"""CLI commands of this area (filled in by its issue)."""
+"""CLI of the CoRE Stack area: ``watersheds publish|join`` and ``corestack import``."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from pathlib import Path
+
 import typer
+
+from tessera_stac.publisher.cli_common import JSON_OPTION, emit
+
+OUT_OPTION = typer.Option(
+    Path("published"),
+    "--out",
+    "-o",
+    help="Catalog root folder (the one holding catalog.json and the embedding collection).",
+)
+S3_OPTION = typer.Option(
+    None, "--s3", help="Also upload the same keys under s3://bucket/prefix (TESSERA_STAC_S3_*)."
+)
+
+watersheds_app = typer.Typer(
+    help="CoRE Stack micro-watershed (MWS) layers: publish, and join to the embeddings.",
+    no_args_is_help=True,
+)
+corestack_app = typer.Typer(help="CoRE Stack's own STAC catalogs.", no_args_is_help=True)
+
+
+@watersheds_app.command("publish")
+def publish_cmd(
+    file: Path = typer.Argument(
+        ..., help="MWS layer: GeoJSON (WFS output), GeoPackage, shapefile or GeoParquet."
+    ),
+    state: str = typer.Option(..., "--state", help="State name, e.g. 'Gujarat'."),
+    district: str = typer.Option(..., "--district", help="District name, e.g. 'Bhavnagar'."),
+    block: str = typer.Option(..., "--block", help="Block (tehsil) name, e.g. 'Bhavnagar'."),
+    out: Path = OUT_OPTION,
+    s3: str | None = S3_OPTION,
+    drop_empty: bool = typer.Option(
+        False, "--drop-empty", help="Drop MWS with an empty geometry (warned) instead of failing."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Publish an MWS layer as GeoParquet + GeoJSON and a STAC item in `corestack-mws`.
+
+    Example: tessera-stac watersheds publish mws.geojson --state Gujarat --district Bhavnagar
+    --block Bhavnagar --out published
+    """
+    from tessera_stac.publisher.watersheds import BlockName, publish_mws_layer
+
+    result = publish_mws_layer(
+        file,
+        BlockName(state, district, block),
+        out,
+        now=datetime.now(UTC),
+        drop_empty=drop_empty,
+        s3_url=s3,
+    )
+    for line in result.warnings:
+        typer.echo(f"warning: {line}", err=True)
+    data = {
+        "item_id": result.item_id,
+        "item": str(result.item_path),
+        "collection": str(result.collection_path),
+        "mws": result.row_count,
+        "warnings": list(result.warnings),
+        "s3_keys": list(result.s3_keys),
+    }
+    emit(data, as_json, f"published {result.row_count} MWS as {result.item_path}")
+
+
+@watersheds_app.command("join")
+def join_cmd(
+    year: int = typer.Option(..., "--year", help="Year of the embeddings."),
+    file: Path | None = typer.Argument(
+        None, help="An MWS layer file (instead of --mws): GeoJSON, GeoPackage, shapefile, Parquet."
+    ),
+    mws: str | None = typer.Option(
+        None,
+        "--mws",
+        help="Id of a published corestack-mws item, e.g. gujarat_bhavnagar_bhavnagar_mws.",
+    ),
+    out: Path = OUT_OPTION,
+    tiles: Path | None = typer.Option(
+        None, "--tiles", help="Catalog root holding the embedding items (default: --out)."
+    ),
+    collection: str | None = typer.Option(
+        None, "--collection", help="Embedding collection to read when several are published."
+    ),
+    csv: bool = typer.Option(False, "--csv", help="Also write the table as CSV."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Mean embedding vector per micro-watershed for one year (GeoParquet + STAC item + map).
+
+    Example: tessera-stac watersheds join --year 2024 --mws gujarat_bhavnagar_bhavnagar_mws
+    """
+    from tessera_stac.catalog.errors import InputError
+    from tessera_stac.publisher.cli_common import progress
+    from tessera_stac.publisher.join import (
+        cells_covering,
+        find_tiles_local,
+        join_embeddings,
+        mws_source,
+        write_join,
+    )
+
+    if (file is None) == (mws is None):
+        raise InputError("give either an MWS layer FILE or --mws ITEM-ID (exactly one)")
+    mws_item, mws_href, layer = mws_source(out, mws, file)
+    found = find_tiles_local(tiles or out, year, cells_covering(layer.bbox), collection)
+    bar = progress(len(found), f"join {year}")
+    try:
+        result = join_embeddings(layer.frame, found, year, on_tile=lambda _t: bar.update(1))
+    finally:
+        bar.close()
+    written = write_join(result, out, mws_item, mws_href, datetime.now(UTC), csv=csv)
+    flags = result.table["flag"].value_counts().to_dict()
+    data = {
+        "item_id": written.item_id,
+        "item": str(written.item_path),
+        "parquet": str(written.parquet),
+        "csv": str(written.csv) if written.csv else None,
+        "map": str(written.map_png),
+        "tiles_read": len(result.tiles),
+        "missing_cells": list(result.missing_cells),
+        "mws": len(result.table),
+        "flags": flags,
+    }
+    emit(
+        data,
+        as_json,
+        (
+            f"joined {len(result.table)} MWS with {len(result.tiles)} tiles of {year}: {flags}\n"
+            f"wrote {written.item_path}"
+        ),
+    )
+
+
+@corestack_app.command("import")
+def import_cmd(
+    source: str = typer.Argument(
+        ..., help="CoRE Stack static catalog: a folder, its catalog.json, or an http(s) URL."
+    ),
+    out: Path = OUT_OPTION,
+    strict: bool = typer.Option(
+        False, "--strict", help="Exit 1 when any document had to be skipped."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Import a CoRE Stack static catalog: one collection per block, defects repaired/listed.
+
+    Example: tessera-stac corestack import ./CorestackCatalogs --out published
+    """
+    from tessera_stac.publisher.corestack import read_corestack_catalog, write_import
+
+    result = write_import(read_corestack_catalog(source), out)
+    skipped = [d for d in result.defects if d.action == "skipped"]
+    data = {
+        "source": result.source,
+        "collections": [c["id"] for c in result.collections],
+        "items": len(result.items),
+        "written": [str(p) for p in result.written],
+        "defects": [d.as_dict() for d in result.defects],
+    }
+    lines = [
+        f"imported {len(result.items)} items into {len(result.collections)} collections "
+        f"under {out}: {', '.join(data['collections'])}",
+        f"{len(result.defects)} defects ({len(skipped)} documents skipped):",
+        *(
+            f"  {d.action:8} {d.kind:24} {d.object_id or d.source}: {d.detail}"
+            for d in result.defects
+        ),
+    ]
+    emit(data, as_json, "\n".join(lines))
+    if strict and skipped:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
     """Attach this module's commands to the root CLI."""
+    app.add_typer(watersheds_app, name="watersheds")
+    app.add_typer(corestack_app, name="corestack")

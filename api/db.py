@@ -1,0 +1,90 @@
+"""The asyncpg pools behind the API, with short timeouts so a dead database answers fast.
+
+stac-fastapi-pgstac's own pool has no connect or command timeout: while the database is down a
+request would wait for the OS's TCP timeout. Ours connects with a short timeout, starts even
+when the database is down (``min_size=0``, warmed up when possible) and, when a connection
+breaks, expires the pool's connections so the next request opens fresh ones (see
+``tessera_stac.api.errors``): the service recovers by itself when the database is back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+import asyncpg
+from fastapi import FastAPI, Request
+from stac_fastapi.pgstac.db import con_init, translate_pgstac_errors
+
+from tessera_stac.api.settings import ApiSettings
+
+
+def dsn_parts(dsn: str) -> dict[str, Any]:
+    """Split a libpq URL into asyncpg ``connect`` keyword arguments."""
+    parts = urlsplit(dsn)
+    return {
+        "user": unquote(parts.username or "postgres"),
+        "password": unquote(parts.password or ""),
+        "host": parts.hostname or "127.0.0.1",
+        "port": parts.port or 5432,
+        "database": parts.path.lstrip("/") or "postgres",
+    }
+
+
+async def create_pool(dsn: str, settings: ApiSettings) -> asyncpg.Pool:
+    """An asyncpg pool for pgSTAC that does not need the database to be up yet."""
+    return await asyncpg.create_pool(
+        **dsn_parts(dsn),
+        min_size=0,
+        max_size=settings.db_max_conn,
+        max_inactive_connection_lifetime=300,
+        timeout=settings.db_connect_timeout,
+        command_timeout=settings.db_command_timeout,
+        init=con_init,
+        server_settings={"search_path": "pgstac,public", "application_name": "tessera-stac"},
+    )
+
+
+async def warm_up(pool: asyncpg.Pool, count: int) -> None:
+    """Open ``count`` connections now when the database is reachable (ignored when not)."""
+    conns = []
+    try:
+        for _ in range(count):
+            conns.append(await pool.acquire())
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        pass
+    finally:
+        for conn in conns:
+            await pool.release(conn)
+
+
+async def connect(app: FastAPI, dsn: str, settings: ApiSettings) -> None:
+    """Create the read (and, with transactions, write) pools on ``app.state``."""
+    app.state.readpool = await create_pool(dsn, settings)
+    if settings.enable_transactions:
+        app.state.writepool = await create_pool(dsn, settings)
+    app.state.acquire_timeout = settings.db_connect_timeout + 1
+    app.state.get_connection = get_connection
+    await warm_up(app.state.readpool, settings.db_min_conn)
+
+
+async def close(app: FastAPI) -> None:
+    """Close the pools."""
+    for name in ("readpool", "writepool"):
+        pool = getattr(app.state, name, None)
+        if pool is not None:
+            await pool.close()
+
+
+@asynccontextmanager
+async def get_connection(
+    request: Request, readwrite: Literal["r", "w"] = "r"
+) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection, acquired with a timeout (stac-fastapi-pgstac's getter contract)."""
+    state = request.app.state
+    pool = state.writepool if readwrite == "w" else state.readpool
+    with translate_pgstac_errors():
+        async with pool.acquire(timeout=state.acquire_timeout) as conn:
+            yield conn

@@ -1,0 +1,137 @@
+#!/usr/bin/env node
+// End-to-end look at STAC Browser served by the tessera-stac API, in Debian's headless Chromium
+// driven by playwright-core (which never downloads a browser of its own).
+//
+//   node browser/e2e.cjs --base http://127.0.0.1:PORT --collection ID --item ID --out DIR \
+//        [--others ID,ID]   (more collections to find on the landing page and open)
+//
+// Opens the landing page, the collection and the item; waits for what a person would look for
+// (the collection's card, item cards with their thumbnails decoded, the item's assets), saves a
+// screenshot of each page in DIR, and prints a JSON report on stdout. Exit code 0 when the run
+// completed (the report says what was seen; the caller asserts), 2 on bad usage, 1 on a crash.
+'use strict';
+
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const { chromium } = require('playwright-core');
+
+const FLAGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+];
+
+function parseArgs(argv) {
+  const args = { timeout: 30000 };
+  for (let i = 0; i < argv.length; i += 2) {
+    const key = argv[i].replace(/^--/, '');
+    args[key] = argv[i + 1];
+  }
+  for (const required of ['base', 'collection', 'item', 'out']) {
+    if (!args[required]) {
+      process.stderr.write(`usage: e2e.cjs --base URL --collection ID --item ID --out DIR (missing --${required})\n`);
+      process.exit(2);
+    }
+  }
+  args.base = args.base.replace(/\/$/, '');
+  args.timeout = Number(args.timeout);
+  return args;
+}
+
+// Wait until every <img> matching `selector` (at least `min`) has loaded and decoded.
+async function imagesLoaded(page, selector, min, timeout) {
+  try {
+    await page.waitForFunction(
+      ([sel, n]) => {
+        const imgs = Array.from(document.querySelectorAll(sel));
+        return imgs.length >= n && imgs.every((img) => img.complete && img.naturalWidth > 0);
+      },
+      [selector, min],
+      { timeout },
+    );
+  } catch (err) {
+    // fall through: the report says what was (not) loaded
+  }
+  return page.$$eval(selector, (imgs) => imgs.map((img) => ({
+    src: img.currentSrc || img.src,
+    loaded: img.complete && img.naturalWidth > 0,
+    width: img.naturalWidth,
+    height: img.naturalHeight,
+  })));
+}
+
+// Open `url` and wait for `locator(page)` to be visible; report whether it appeared.
+async function visit(page, url, locator, timeout) {
+  const response = await page.goto(url, { waitUntil: 'domcontentloaded', timeout });
+  let found = true;
+  try {
+    await locator(page).first().waitFor({ state: 'visible', timeout });
+  } catch (err) {
+    found = false;
+  }
+  return { url, status: response ? response.status() : null, found };
+}
+
+async function main() {
+  const args = parseArgs(process.argv.slice(2));
+  fs.mkdirSync(args.out, { recursive: true });
+  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'tessera-stac-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: process.env.TESSERA_STAC_CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: FLAGS,
+    viewport: { width: 1280, height: 900 },
+  });
+  const report = { failed_requests: [], console_errors: [], pages: {} };
+  const page = context.pages()[0] || (await context.newPage());
+  const sameOrigin = (u) => u.startsWith(args.base);
+  page.on('response', (r) => {
+    if (r.status() >= 400 && sameOrigin(r.url())) report.failed_requests.push(`${r.status()} ${r.url()}`);
+  });
+  page.on('requestfailed', (r) => {
+    if (sameOrigin(r.url())) report.failed_requests.push(`failed ${r.url()}`);
+  });
+  page.on('console', (m) => { if (m.type() === 'error') report.console_errors.push(m.text()); });
+  try {
+    const browser = `${args.base}/browser`;
+    const shot = async (name) => {
+      const file = path.join(args.out, `${name}.png`);
+      await page.screenshot({ path: file, fullPage: true });
+      return file;
+    };
+    // 1. landing page: the embedding collection is listed
+    const landing = await visit(page, `${browser}/`, (p) => p.locator(`a[href$="/collections/${args.collection}"]`), args.timeout);
+    landing.screenshot = await shot('1-landing');
+    report.pages.landing = landing;
+    // 2. the collection: item cards with their thumbnails decoded
+    const coll = await visit(page, `${browser}/collections/${args.collection}`, (p) => p.locator(`a[href$="/items/${args.item}"]`), args.timeout);
+    coll.thumbnails = await imagesLoaded(page, `.card img`, 1, args.timeout);
+    coll.cards = await page.$$eval('.card a[href*="/items/"]', (as) => as.map((a) => a.getAttribute('href')));
+    coll.screenshot = await shot('2-collection');
+    report.pages.collection = coll;
+    // 3. the item: its assets listed, its thumbnail/preview decoded
+    const item = await visit(page, `${browser}/collections/${args.collection}/items/${args.item}`, (p) => p.getByText('embeddings'), args.timeout);
+    item.images = await imagesLoaded(page, 'img', 1, args.timeout);
+    item.text = (await page.innerText('body')).slice(0, 4000);
+    item.screenshot = await shot('3-item');
+    report.pages.item = item;
+    // 4. other collections (e.g. the CoRE Stack ones): listed on the landing page and opening
+    const others = (args.others || '').split(',').filter(Boolean);
+    for (const [index, id] of others.entries()) {
+      const listed = await visit(page, `${browser}/`, (p) => p.locator(`a[href$="/collections/${id}"]`), args.timeout);
+      const opened = await visit(page, `${browser}/collections/${id}`, (p) => p.locator('a[href*="/items/"]'), args.timeout);
+      opened.listed_on_landing = listed.found;
+      opened.screenshot = await shot(`${4 + index}-collection-${id}`);
+      report.pages[`collection ${id}`] = opened;
+    }
+  } finally {
+    await context.close();
+    fs.rmSync(profile, { recursive: true, force: true });
+  }
+  process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+}
+
+main().catch((err) => {
+  process.stderr.write(`e2e failed: ${err && err.stack ? err.stack : err}\n`);
+  process.exit(1);
+});

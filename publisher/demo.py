@@ -1,0 +1,556 @@
+"""``tessera-stac demo``: the whole product on one machine, from nothing to a served catalog.
+
+The demo runs the same ``tessera-stac`` commands a person would (each printed as ``$ ...``
+before it runs, so the output doubles as a tutorial), in a data folder (``demo-data/``):
+
+1. start the project-local database (PostgreSQL + PostGIS + pgSTAC);
+2. generate synthetic TESSERA tiles over a CoRE Stack block (Tisri, Jharkhand);
+3. generate a synthetic micro-watershed (MWS) layer for the same block;
+4. publish the tiles as COGs, 5. build the static STAC catalog, 6. load it into pgSTAC;
+7. publish the MWS layer, 8. join the embeddings to the watersheds;
+9. serve the STAC API and STAC Browser on 127.0.0.1 until Ctrl-C.
+
+Each finished step is recorded in ``demo-data/demo-state.json`` with a key of its command
+line; a second run skips the steps whose key matches and whose outputs are still there, so it
+starts serving in seconds. Steps whose command this installation lacks are reported and skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from tessera_stac.catalog.errors import ConfigurationError, InputError, TesseraStacError
+
+#: The repository root (this file is publisher/demo.py in an editable install).
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_BROWSER_DIR = ROOT / "browser" / "dist"
+
+
+class DemoStepError(TesseraStacError):
+    """A demo step's command failed (its own output says why)."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class DemoRegion:
+    """The sample area: a CoRE Stack block and the TESSERA tiles over it.
+
+    Attributes:
+        state: State name as CoRE Stack spells it (lower case, underscores).
+        district: District name.
+        block: Block (tehsil) name.
+        bbox: (west, south, east, north); 0.1-degree aligned so it holds whole tiles.
+        year: The embedding year to generate and join.
+    """
+
+    state: str = "jharkhand"
+    district: str = "giridih"
+    block: str = "tisri"
+    bbox: tuple[float, float, float, float] = (86.0, 24.5, 86.2, 24.7)
+    year: int = 2024
+
+    @property
+    def tile_count(self) -> int:
+        """How many 0.1-degree tiles the bbox holds."""
+        west, south, east, north = self.bbox
+        return round((east - west) * 10) * round((north - south) * 10)
+
+    @property
+    def bbox_arg(self) -> str:
+        """The bbox as a CLI argument (``W,S,E,N``)."""
+        return ",".join(f"{v:g}" for v in self.bbox)
+
+
+def parse_bbox(text: str) -> tuple[float, float, float, float]:
+    """Parse ``W,S,E,N`` into a 0.1-degree aligned bbox.
+
+    Raises:
+        InputError: Not four numbers, empty, or not on the 0.1-degree grid.
+    """
+    try:
+        west, south, east, north = (float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--bbox {text!r}: expected four numbers W,S,E,N") from None
+    if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
+        raise InputError(f"--bbox {text!r}: expected W < E and S < N within lon/lat bounds")
+    for value in (west, south, east, north):
+        if abs(value * 10 - round(value * 10)) > 1e-6:
+            raise InputError(f"--bbox {text!r}: {value:g} is not on the 0.1-degree tile grid")
+    return west, south, east, north
+
+
+@dataclass(frozen=True)
+class DemoPaths:
+    """Where the demo keeps its files (all under one data folder)."""
+
+    data: Path
+
+    @property
+    def source(self) -> Path:
+        """Synthetic TESSERA tiles (geotessera cache layout)."""
+        return self.data / "source"
+
+    @property
+    def published(self) -> Path:
+        """The published product: COGs, previews, STAC JSON (served under /data)."""
+        return self.data / "published"
+
+    @property
+    def mws(self) -> Path:
+        """The synthetic micro-watershed layer (GeoJSON as CoRE Stack's WFS returns it)."""
+        return self.data / "mws"
+
+    @property
+    def state_file(self) -> Path:
+        """Which steps are done, with the key of the command that did them."""
+        return self.data / "demo-state.json"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One demo step: a ``tessera-stac`` command line or an in-process action.
+
+    Attributes:
+        name: Short name (also the key in the state file).
+        title: What the step does, for people.
+        args: The ``tessera-stac`` arguments (printed and run), or empty for ``action``.
+        outputs: Returns True when the step's results are still in place.
+        action: In-process work for steps that are not a command (returns a short note).
+        needs: Subcommand path that must exist (``("sample", "tiles")``), else skipped.
+    """
+
+    name: str
+    title: str
+    args: tuple[str, ...] = ()
+    outputs: Callable[[], bool] = lambda: True
+    action: Callable[[], str] | None = None
+    needs: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """Identifies what the step did: a hash of its command line."""
+        text = json.dumps([self.name, list(self.args)])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class StepResult:
+    """How a step went: ``done``, ``skipped`` (already done) or ``unavailable``."""
+
+    name: str
+    status: str
+    seconds: float = 0.0
+    note: str = ""
+
+
+@dataclass
+class DemoState:
+    """The state file: step name -> key of the command that completed it."""
+
+    path: Path
+    done: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> DemoState:
+        """Read the state file (a missing or unreadable one means nothing is done)."""
+        try:
+            data = json.loads(path.read_text())
+            done = {str(k): str(v) for k, v in data.get("done", {}).items()}
+        except (OSError, ValueError, AttributeError):
+            done = {}
+        return cls(path, done)
+
+    def mark(self, step: Step) -> None:
+        """Record ``step`` as done, atomically."""
+        self.done[step.name] = step.key
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"done": self.done}, indent=2, sort_keys=True))
+        os.replace(tmp, self.path)
+
+    def forget(self, name: str) -> None:
+        """Forget a step (its outputs vanished), so it and the steps after it run again."""
+        self.done.pop(name, None)
+
+
+def cli_commands() -> set[tuple[str, ...]]:
+    """Every command path of the installed ``tessera-stac`` CLI, e.g. ``("db", "start")``."""
+    from tessera_stac.publisher.cli import app
+
+    found: set[tuple[str, ...]] = set()
+
+    def walk(command: Any, path: tuple[str, ...]) -> None:
+        found.add(path)
+        # click groups (typer may vendor its own click: recognise them by shape)
+        for name, sub in (getattr(command, "commands", None) or {}).items():
+            walk(sub, (*path, name))
+
+    walk(typer.main.get_command(app), ())
+    return found
+
+
+def run_command(args: Sequence[str], cwd: Path | None = None) -> None:
+    """Run ``tessera-stac ARGS`` in a child process, its output going to ours.
+
+    Raises:
+        DemoStepError: The command exited non-zero.
+    """
+    shown = " ".join(["tessera-stac", *args])
+    typer.echo(f"  $ {shown}")
+    command = [sys.executable, "-m", "tessera_stac.publisher.cli", *args]
+    proc = subprocess.run(command, cwd=cwd, check=False, stdout=sys.stdout, stderr=sys.stderr)
+    if proc.returncode != 0:
+        raise DemoStepError(f"`{shown}` failed with exit code {proc.returncode} (output above)")
+
+
+def run_steps(steps: Sequence[Step], state: DemoState, force: bool = False) -> list[StepResult]:
+    """Run the steps in order, skipping those already done; later steps rerun after a rerun.
+
+    Args:
+        steps: The demo's steps.
+        state: What earlier runs completed.
+        force: Run every step even if it is recorded as done.
+
+    Returns:
+        One result per step.
+    """
+    available = cli_commands()
+    results: list[StepResult] = []
+    rerun = force
+    for number, step in enumerate(steps, start=1):
+        prefix = f"[{number}/{len(steps)}] {step.title}"
+        if step.needs and step.needs not in available:
+            typer.echo(f"{prefix}: skipped, `tessera-stac {' '.join(step.needs)}` not available")
+            results.append(StepResult(step.name, "unavailable"))
+            continue
+        if not rerun and state.done.get(step.name) == step.key and step.outputs():
+            typer.echo(f"{prefix}: already done")
+            results.append(StepResult(step.name, "skipped"))
+            continue
+        rerun = True  # everything after a step that ran depends on it
+        state.forget(step.name)
+        typer.echo(f"{prefix}...")
+        started = time.monotonic()
+        note = step.action() if step.action else ""
+        if step.args:
+            run_command(step.args)
+        state.mark(step)
+        seconds = time.monotonic() - started
+        typer.echo(f"  done in {seconds:.1f} s" + (f": {note}" if note else ""))
+        results.append(StepResult(step.name, "done", round(seconds, 2), note))
+    return results
+
+
+def pick_port(host: str, port: int | None, default: int) -> int:
+    """The port to serve on: ``port`` if given (must be free), else ``default`` or a free one.
+
+    Raises:
+        ConfigurationError: An explicitly requested port is in use.
+    """
+    from tessera_stac.catalog.localdb import free_port, port_is_free
+
+    if port is not None:
+        if not port_is_free(port, host):
+            raise ConfigurationError(f"port {port} on {host} is in use: pass another --port")
+        return port
+    return default if port_is_free(default, host) else free_port(host)
+
+
+def describe(results: Sequence[StepResult]) -> list[dict[str, Any]]:
+    """Step results as JSON-ready dicts."""
+    return [
+        {"step": r.name, "status": r.status, "seconds": r.seconds, "note": r.note} for r in results
+    ]
+
+
+# ----------------------------------------------------------------------------- the steps
+def _count(folder: Path, pattern: str) -> int:
+    return sum(1 for _ in folder.rglob(pattern)) if folder.is_dir() else 0
+
+
+def _loaded_items(dsn: str) -> int:
+    """How many items pgSTAC holds (0 when unreachable or not migrated)."""
+    import psycopg
+
+    try:
+        with psycopg.connect(dsn, connect_timeout=5) as conn:
+            row = conn.execute("SELECT count(*) FROM pgstac.items").fetchone()
+    except psycopg.Error:
+        return 0
+    return int(row[0]) if row else 0
+
+
+def demo_steps(region: DemoRegion, paths: DemoPaths, dsn: str, base_url: str) -> list[Step]:
+    """The demo's steps for ``region``, writing under ``paths``, loading into ``dsn``.
+
+    ``base_url`` is where the API will serve: asset hrefs are loaded as ``{base_url}/data/...``.
+    """
+    from tessera_stac.publisher.sample_mws import MwsLayerSpec, write_mws_layer
+
+    mws_file = paths.mws / f"{region.state}_{region.district}_{region.block}_mws.geojson"
+    spec = MwsLayerSpec(bbox=region.bbox, district=region.district, block=region.block)
+    year = str(region.year)
+    out = str(paths.published)
+    mws_item = f"{region.state}_{region.district}_{region.block}_mws"  # CoRE Stack's id style
+
+    def make_mws() -> str:
+        return f"{write_mws_layer(spec, mws_file)} micro-watersheds in {mws_file}"
+
+    return [
+        Step(
+            "sample",
+            f"generate {region.tile_count} synthetic TESSERA tiles over {region.block}",
+            ("sample", "tiles", str(paths.source), "--bbox", region.bbox_arg, "--years", year),
+            outputs=lambda: _count(paths.source, "*_scales.npy") >= region.tile_count,
+            needs=("sample", "tiles"),
+        ),
+        Step(
+            "mws",
+            f"generate a sample micro-watershed layer for {region.block}",
+            outputs=mws_file.is_file,
+            action=make_mws,
+        ),
+        Step(
+            "publish",
+            "publish the tiles as Cloud-Optimized GeoTIFFs + previews",
+            ("publish", str(paths.source), out),
+            outputs=lambda: _count(paths.published, "embeddings.tif") >= region.tile_count,
+            needs=("publish",),
+        ),
+        Step(
+            "catalog",
+            "build the static STAC catalog",
+            ("catalog", "build", out),
+            outputs=(paths.published / "catalog.json").is_file,
+            needs=("catalog", "build"),
+        ),
+        Step(
+            "watersheds",
+            "publish the micro-watershed layer as STAC (collection corestack-mws)",
+            (
+                "watersheds", "publish", str(mws_file), "--state", region.state,
+                "--district", region.district, "--block", region.block, "--out", out,
+            ),
+            outputs=(paths.published / "corestack-mws" / mws_item / f"{mws_item}.json").is_file,
+            needs=("watersheds", "publish"),
+        ),
+        Step(
+            "join",
+            "join the embeddings to the micro-watersheds",
+            ("watersheds", "join", "--year", year, "--mws", mws_item, "--out", out),
+            outputs=lambda: _count(paths.published / "corestack-mws-embeddings", "*.parquet") > 0,
+            needs=("watersheds", "join"),
+        ),
+        Step(
+            "load",
+            "load everything into pgSTAC (asset hrefs served by the API under /data)",
+            ("load", out, "--base-url", f"{base_url}/data"),
+            outputs=lambda: _loaded_items(dsn) > 0,
+            needs=("load",),
+        ),
+    ]  # fmt: skip
+
+
+def start_database() -> str:
+    """Start the project-local database (or use the external one); return its DSN."""
+    from tessera_stac.catalog.localdb import LocalCluster, is_external, redact, resolve_dsn
+    from tessera_stac.catalog.settings import DatabaseSettings
+
+    settings = DatabaseSettings()
+    if is_external(settings):
+        dsn = resolve_dsn(settings)
+        typer.echo(f"database: external, {redact(dsn)}")
+        return dsn
+    cluster = LocalCluster(settings.home, port=settings.db_port, dbname=settings.db_name)
+    typer.echo("  $ tessera-stac db start")
+    started = cluster.start()
+    typer.echo(
+        f"database: {'started' if started else 'already running'} on port {cluster.port} "
+        f"({cluster.home})"
+    )
+    return cluster.dsn()
+
+
+# --------------------------------------------------------------------- what to show people
+@dataclass(frozen=True)
+class DemoLinks:
+    """The URLs the demo prints and the pystac-client snippet that uses them."""
+
+    urls: dict[str, str]
+    snippet: str
+
+
+def _collections(dsn: str) -> list[tuple[str, int]]:
+    """Collections in pgSTAC with their item counts, biggest first."""
+    import psycopg
+
+    query = (
+        "SELECT c.id, count(i.id) FROM pgstac.collections c "
+        "LEFT JOIN pgstac.items i ON i.collection = c.id GROUP BY c.id ORDER BY 2 DESC, 1"
+    )
+    try:
+        with psycopg.connect(dsn, connect_timeout=5) as conn:
+            return [(str(cid), int(n)) for cid, n in conn.execute(query).fetchall()]
+    except psycopg.Error:
+        return []
+
+
+def _embedding_collection(dsn: str, region: DemoRegion) -> tuple[str | None, str | None]:
+    """(collection, item id) of one embedding item over the region, if loaded."""
+    import psycopg
+
+    west, south, east, north = region.bbox
+    query = (
+        "SELECT collection, id FROM pgstac.items WHERE geometry && "
+        "ST_MakeEnvelope(%s, %s, %s, %s, 4326) AND content->'assets' ? 'embeddings' "
+        "ORDER BY id LIMIT 1"
+    )
+    try:
+        with psycopg.connect(dsn, connect_timeout=5) as conn:
+            row = conn.execute(query, (west, south, east, north)).fetchone()
+    except psycopg.Error:
+        return None, None
+    return (str(row[0]), str(row[1])) if row else (None, None)
+
+
+def pystac_snippet(base: str, region: DemoRegion, collection: str | None) -> str:
+    """A pystac-client program that searches the demo's API for the region's items."""
+    bbox = ", ".join(f"{v:g}" for v in region.bbox)
+    collections = f'collections=["{collection}"], ' if collection else ""
+    return (
+        "from pystac_client import Client\n"
+        "\n"
+        f'client = Client.open("{base}/")\n'
+        f'search = client.search({collections}bbox=[{bbox}], datetime="{region.year}")\n'
+        "items = list(search.items())\n"
+        'print(len(items), "items:", ", ".join(item.id for item in items))\n'
+        "for key, asset in items[0].assets.items():\n"
+        '    print(f"  {key}: {asset.href}")\n'
+    )
+
+
+def demo_links(base: str, dsn: str, region: DemoRegion, with_browser: bool) -> DemoLinks:
+    """The URLs worth opening on the demo's API at ``base`` (no trailing slash)."""
+    urls = {"STAC API (landing page)": f"{base}/"}
+    if with_browser:
+        urls["STAC Browser"] = f"{base}/browser/"
+    urls["API documentation"] = f"{base}/api.html"
+    urls["collections"] = f"{base}/collections"
+    collection, item = _embedding_collection(dsn, region)
+    if collection and item:
+        urls["embedding items"] = f"{base}/collections/{collection}/items"
+        urls["one item"] = f"{base}/collections/{collection}/items/{item}"
+        if with_browser:
+            urls["that item in STAC Browser"] = (
+                f"{base}/browser/collections/{collection}/items/{item}"
+            )
+    for other, count in _collections(dsn):
+        if other != collection:
+            urls[f"collection {other} ({count} items)"] = f"{base}/collections/{other}"
+    return DemoLinks(urls, pystac_snippet(base, region, collection))
+
+
+def print_links(links: DemoLinks) -> None:
+    """Print the URLs and the snippet for people."""
+    width = max(len(name) for name in links.urls)
+    typer.echo("")
+    for name, url in links.urls.items():
+        typer.echo(f"  {name.ljust(width)}  {url}")
+    typer.echo("\nSearch it from Python (pystac-client):\n")
+    typer.echo("```python")
+    typer.echo(links.snippet.rstrip("\n"))
+    typer.echo("```")
+
+
+# ------------------------------------------------------------------------- STAC Browser
+@dataclass
+class BrowserBuild:
+    """``browser/build.sh`` running in the background while the demo's steps run."""
+
+    out: Path
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def start(cls, out: Path, log: Path) -> BrowserBuild:
+        """Start the (cached) STAC Browser build; a no-op build returns at once."""
+        script = ROOT / "browser" / "build.sh"
+        build = cls(out, log)
+        if not script.is_file():  # an installed package without the repository
+            return build
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("wb") as sink:
+            build.proc = subprocess.Popen(
+                ["bash", str(script), str(out)], stdout=sink, stderr=subprocess.STDOUT
+            )
+        return build
+
+    def wait(self) -> bool:
+        """Wait for the build; True when ``out`` holds a usable STAC Browser."""
+        if self.proc is not None and self.proc.poll() is None:
+            typer.echo("waiting for the STAC Browser build to finish...")
+            self.proc.wait()
+        ok = (self.out / "index.html").is_file()
+        if self.proc is not None and self.proc.returncode != 0:
+            last = self.log.read_text(errors="replace").strip().splitlines()[-1:]
+            typer.echo(
+                f"warning: STAC Browser build failed ({' '.join(last)}); full log: {self.log}",
+                err=True,
+            )
+        return ok
+
+
+# -------------------------------------------------------------------------------- serving
+def build_app(dsn: str, published: Path, browser_dir: Path | None) -> Any:
+    """The API app serving the demo's database, published files and STAC Browser."""
+    from tessera_stac.api.app import create_app
+    from tessera_stac.api.browser import mount_browser
+    from tessera_stac.api.settings import ApiSettings
+
+    settings = ApiSettings(data_dir=published.resolve(), browser_dir=browser_dir)
+    app = create_app(settings, dsn)
+    mounted = any(getattr(r, "path", "").startswith("/browser") for r in app.router.routes)
+    if browser_dir is not None and not mounted:
+        mount_browser(app, browser_dir)
+    return app
+
+
+def serve(app: Any, host: str, port: int, on_started: Callable[[], None]) -> None:
+    """Serve ``app`` with uvicorn until Ctrl-C / SIGTERM; ``on_started`` once it listens."""
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                on_started()
+
+    def _stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    server = _Server(config)
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal with the
+    # handlers it found: make both a KeyboardInterrupt, which here means "stopped on request"
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if not server.started:
+        raise ConfigurationError(f"could not serve on {host}:{port} (see the message above)")

@@ -1,0 +1,199 @@
+"""No stale docs, and a CLI that behaves the same everywhere.
+
+* every ``tessera-stac ...`` command in the README's code blocks exists, and is exercised by a
+  test or by the demo; every ``make`` target the README names exists;
+* every command has help text and ``--help`` works; data commands offer ``--json``;
+* errors are one line (exit 3), the traceback only with ``--debug``; bad usage exits 2.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+FENCE = re.compile(r"^```[a-z]*\n(.*?)^```", re.S | re.M)
+
+#: Commands whose output is data a machine may want: they must offer --json (when they exist).
+JSON_COMMANDS = [
+    ("db", "status"),
+    ("db", "start"),
+    ("demo",),
+    ("sample", "tiles"),
+    ("publish",),
+    ("catalog", "build"),
+    ("validate",),
+    ("load",),
+    ("watersheds", "publish"),
+    ("watersheds", "join"),
+    ("corestack", "import"),
+]
+
+
+def _commands() -> dict[tuple[str, ...], Any]:
+    """Command path -> click command object of the installed CLI."""
+    import typer
+
+    from tessera_stac.publisher.cli import app
+
+    found: dict[tuple[str, ...], Any] = {}
+
+    def walk(command: Any, path: tuple[str, ...]) -> None:
+        found[path] = command
+        for name, sub in (getattr(command, "commands", None) or {}).items():
+            walk(sub, (*path, name))
+
+    walk(typer.main.get_command(app), ())
+    return found
+
+
+def _shell_lines(markdown: str) -> Iterator[str]:
+    """Logical lines of the README's code blocks (continuations joined)."""
+    for block in FENCE.findall(markdown):
+        yield from block.replace("\\\n", " ").splitlines()
+
+
+def readme_commands(markdown: str, known: set[tuple[str, ...]]) -> set[tuple[str, ...]]:
+    """The ``tessera-stac`` command paths used in the README's code blocks."""
+    used: set[tuple[str, ...]] = set()
+    for line in _shell_lines(markdown):
+        for match in re.finditer(r"(?:^|[\s($`])tessera-stac((?:\s+[a-z][\w-]*)+)", line):
+            words = match.group(1).split()
+            path: tuple[str, ...] = ()
+            for word in words:
+                if (*path, word) not in known:
+                    break
+                path = (*path, word)
+            if not path:
+                path = (words[0],)  # an unknown command: reported by the test
+            used.add(path)
+    return used
+
+
+def exercised(path: tuple[str, ...], sources: str) -> bool:
+    """Whether a test or the demo runs ``path`` (as an argument list or a command string)."""
+    quoted = r"""["']\s*,\s*["']""".join(re.escape(p) for p in path)
+    as_list = re.search(rf"""["']{quoted}["']""", sources)
+    as_text = re.search(r"tessera-stac\s+" + r"\s+".join(map(re.escape, path)) + r"\b", sources)
+    return bool(as_list or as_text)
+
+
+def _test_and_demo_sources() -> str:
+    files = [*ROOT.joinpath("tests").rglob("*.py"), ROOT / "publisher" / "demo.py"]
+    return "\n".join(f.read_text() for f in files if f.name != Path(__file__).name)
+
+
+def test_readme_commands_exist_and_are_exercised() -> None:
+    commands = _commands()
+    used = readme_commands(README.read_text(), set(commands))
+    assert used, "the README shows no tessera-stac command"
+    unknown = sorted(" ".join(p) for p in used if p not in commands)
+    assert not unknown, f"README commands the CLI does not have: {unknown}"
+    sources = _test_and_demo_sources()
+    stale = sorted(" ".join(p) for p in used if p and not exercised(p, sources))
+    assert not stale, f"README commands no test or demo step runs: {stale}"
+
+
+def test_readme_make_targets_exist() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    targets = set(re.findall(r"^([\w-]+):", makefile, re.M))
+    used = {
+        word
+        for line in _shell_lines(README.read_text())
+        for word in re.findall(r"(?:^|\s)make\s+([\w-]+)", line)
+    }
+    assert used, "the README names no make target"
+    assert used <= targets, f"README make targets missing from the Makefile: {used - targets}"
+
+
+def test_readme_command_parser_sees_what_it_should() -> None:
+    """The README parser itself: continuations, $(...) and unknown commands."""
+    known = {("db",), ("db", "url"), ("publish",)}
+    text = (
+        "```bash\ntessera-stac publish \\\n  src dst\n"
+        'psql "$(tessera-stac db url)"\ntessera-stac frobnicate --x\n```\n'
+    )
+    assert readme_commands(text, known) == {("publish",), ("db", "url"), ("frobnicate",)}
+    assert exercised(("db", "url"), 'cli(["db", "url"])')
+    assert not exercised(("db", "url"), 'cli(["db", "start"])')
+
+
+def test_every_command_has_help(run_cli: Callable[..., Any]) -> None:
+    commands = _commands()
+    missing = sorted(" ".join(p) for p, c in commands.items() if p and not (c.help or "").strip())
+    assert not missing, f"commands without help text: {missing}"
+    options_without_help = sorted(
+        f"{' '.join(p)} {param.opts[0]}"
+        for p, c in commands.items()
+        for param in getattr(c, "params", [])
+        if getattr(param, "opts", None)
+        and param.opts[0].startswith("--")
+        and not (getattr(param, "help", None) or "").strip()
+    )
+    assert not options_without_help, f"options without help: {options_without_help}"
+    for path in [p for p in commands if len(p) <= 2][:40]:
+        result = run_cli([*path, "--help"])
+        assert result.returncode == 0, f"tessera-stac {' '.join(path)} --help: {result.stderr}"
+        assert "Usage" in result.stdout
+
+
+@pytest.mark.parametrize("path", JSON_COMMANDS, ids=lambda p: " ".join(p))
+def test_data_commands_offer_json(path: tuple[str, ...]) -> None:
+    commands = _commands()
+    if path not in commands:
+        pytest.skip(f"tessera-stac {' '.join(path)} is not in this build yet")
+    opts = {o for param in commands[path].params for o in getattr(param, "opts", [])}
+    assert "--json" in opts, f"tessera-stac {' '.join(path)} has no --json"
+
+
+def test_errors_are_one_line_and_debug_shows_traceback(
+    run_cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    env = {"TESSERA_STAC_HOME": str(tmp_path / "nothing"), "TESSERA_STAC_DATABASE_URL": ""}
+    plain = run_cli(["db", "url"], env=env)
+    assert plain.returncode == 3, plain.stderr
+    lines = plain.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), plain.stderr
+    assert "Traceback" not in plain.stderr
+    debug = run_cli(["--debug", "db", "url"], env=env)
+    assert debug.returncode == 3
+    assert "Traceback" in debug.stderr and lines[0] in debug.stderr
+
+
+def test_bad_usage_exits_2(run_cli: Callable[..., Any]) -> None:
+    unknown = run_cli(["no-such-command"])
+    assert unknown.returncode == 2
+    bad_option = run_cli(["demo", "--no-such-option"])
+    assert bad_option.returncode == 2
+    assert "Traceback" not in unknown.stderr + bad_option.stderr
+
+
+def test_demo_bad_bbox_is_one_clear_line(run_cli: Callable[..., Any]) -> None:
+    result = run_cli(["demo", "--bbox", "86.05,24.5,86.2,24.7", "--no-serve"])
+    assert result.returncode == 3
+    assert result.stderr.strip() == (
+        "error: --bbox '86.05,24.5,86.2,24.7': 86.05 is not on the 0.1-degree tile grid"
+    )
+
+
+#: Commands that process many tiles/items/pixels: they must show a progress bar.
+LONG_WORK = [("sample", "tiles"), ("publish",), ("load",), ("watersheds", "join")]
+
+
+@pytest.mark.parametrize("path", LONG_WORK, ids=lambda p: " ".join(p))
+def test_long_work_shows_progress(path: tuple[str, ...]) -> None:
+    """The command uses the shared progress bar (tqdm on stderr) or tqdm itself."""
+    import inspect
+
+    commands = _commands()
+    if path not in commands:
+        pytest.skip(f"tessera-stac {' '.join(path)} is not in this build yet")
+    source = inspect.getsource(commands[path].callback)
+    assert "progress(" in source or "tqdm" in source, (
+        f"tessera-stac {' '.join(path)} shows no progress bar"
+    )

@@ -1,0 +1,255 @@
+"""The newcomer's path end to end: ``tessera-stac demo`` on a fresh data folder and database.
+
+1. ``demo --no-serve --json`` runs every step (sample tiles, MWS layer, publish, catalog, load,
+   watersheds, join) in a temp folder with its own project-local database;
+2. ``demo`` again: every step is reused, then it serves; every printed URL answers, the
+   printed pystac-client snippet runs and finds the items;
+3. STAC Browser in headless Chromium shows the collection, item cards with their thumbnails
+   (the previews served through the API's /data route) and an item page; screenshots are saved
+   in ``test-artifacts/browser/``;
+4. Ctrl-C (SIGINT) stops serving cleanly (exit code 0).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fixtures_demo import ARTIFACTS, BROWSER_DIR, CLI_MODULE
+
+pytestmark = pytest.mark.slow
+
+#: Two tiles of the Tisri block: enough for a collection page with several cards, quick to make.
+BBOX = "86.0,24.5,86.2,24.6"
+TILES = 2
+YEAR = "2024"
+PIPELINE = ["sample", "publish", "catalog", "load"]
+
+
+def _env(home: Path, db_port: int) -> dict[str, str]:
+    """The environment of a newcomer: no external database configured, a fresh home."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "TESSERA_STAC_"))}
+    env.update({"TESSERA_STAC_HOME": str(home), "TESSERA_STAC_DB_PORT": str(db_port)})
+    return env
+
+
+@dataclass
+class DemoRun:
+    """A demo data folder and the environment that runs it."""
+
+    data: Path
+    env: dict[str, str]
+    port: int
+    first: dict[str, Any] = field(default_factory=dict)
+
+    def args(self, *extra: str) -> list[str]:
+        # the same port both times: asset hrefs are loaded with the API's URL
+        return [
+            sys.executable, "-m", CLI_MODULE, "demo", "--data", str(self.data),
+            "--bbox", BBOX, "--year", YEAR, "--port", str(self.port), *extra,
+        ]  # fmt: skip
+
+    def steps(self) -> dict[str, str]:
+        return {s["step"]: s["status"] for s in self.first.get("steps", [])}
+
+    def require_pipeline(self) -> None:
+        missing = [name for name in PIPELINE if self.steps().get(name) == "unavailable"]
+        if missing:
+            pytest.xfail(f"demo steps whose commands are not on main yet: {missing}")
+
+
+@pytest.fixture(scope="module")
+def demo_run(open_tmp: Callable[[str], Path]) -> Iterator[DemoRun]:
+    """First run: ``tessera-stac demo --no-serve --json`` from nothing."""
+    from tessera_stac.catalog.localdb import free_port
+
+    base = open_tmp("demo-e2e")
+    run = DemoRun(base / "data", _env(base / "home", free_port()), free_port())
+    proc = subprocess.run(
+        run.args("--no-serve", "--json"),
+        env=run.env,
+        cwd=base,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    _save_log("demo-first-run.log", proc.stdout + "\n--- stderr ---\n" + proc.stderr)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run.first = json.loads(proc.stdout[proc.stdout.index("{") :])
+    try:
+        yield run
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", CLI_MODULE, "db", "stop"], env=run.env, check=False, timeout=60
+        )
+
+
+def _save_log(name: str, text: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / name).write_text(text)
+
+
+@dataclass
+class Served:
+    """The serving demo process and what it printed."""
+
+    proc: subprocess.Popen[str]
+    lines: list[str]
+    base: str = ""
+    urls: dict[str, str] = field(default_factory=dict)
+    snippet: str = ""
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
+def _read_lines(proc: subprocess.Popen[str], lines: list[str]) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+
+
+def _parse_announcement(text: str) -> tuple[str, dict[str, str], str]:
+    """(base URL, name -> URL, snippet) from what ``tessera-stac demo`` printed."""
+    base = re.search(r"Serving on (http://\S+?)/? \(Ctrl-C", text)
+    assert base, text
+    urls = dict(re.findall(r"^  (\S.*?)\s{2,}(http://\S+)$", text, re.M))
+    snippet = re.search(r"^```python\n(.*?)^```", text, re.S | re.M)
+    assert snippet, text
+    return base.group(1), urls, snippet.group(1)
+
+
+@pytest.fixture(scope="module")
+def served(demo_run: DemoRun) -> Iterator[Served]:
+    """Second run: ``tessera-stac demo`` reusing everything and serving on a free port."""
+    proc = subprocess.Popen(
+        demo_run.args(),
+        env={**demo_run.env, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    server = Served(proc, [])
+    reader = threading.Thread(target=_read_lines, args=(proc, server.lines), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 180
+    while not re.search(r"^```\s*$", server.text(), re.M):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            _save_log("demo-serve.log", server.text())
+            proc.kill()
+            pytest.fail(f"the demo did not start serving:\n{server.text()[-3000:]}")
+        time.sleep(0.2)
+    server.base, server.urls, server.snippet = _parse_announcement(server.text())
+    try:
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        reader.join(timeout=5)
+        _save_log("demo-serve.log", server.text())
+
+
+def test_first_run_does_every_step(demo_run: DemoRun) -> None:
+    steps = demo_run.steps()
+    assert list(steps)[:2] == ["sample", "mws"]
+    assert steps["mws"] == "done"
+    demo_run.require_pipeline()
+    not_done = {name: status for name, status in steps.items() if status != "done"}
+    assert not not_done, f"steps that did not run on a fresh folder: {not_done}"
+    assert sum(1 for _ in demo_run.data.rglob("embeddings.tif")) == TILES
+
+
+def test_second_run_reuses_everything(demo_run: DemoRun, served: Served) -> None:
+    text = served.text()
+    for number, (name, status) in enumerate(demo_run.steps().items(), start=1):
+        line = next(x for x in text.splitlines() if x.startswith(f"[{number}/"))
+        if status == "done":
+            assert line.endswith("already done"), f"step {name} ran again: {line}"
+    assert "  $ tessera-stac publish" not in text  # nothing was redone
+
+
+def test_every_printed_url_answers(served: Served) -> None:
+    assert {"STAC API (landing page)", "STAC Browser", "collections"} <= set(served.urls)
+    with httpx.Client(timeout=30, follow_redirects=True) as client:
+        for name, url in served.urls.items():
+            response = client.get(url)
+            assert response.status_code == 200, f"{name}: {url} -> {response.status_code}"
+    assert served.urls["STAC API (landing page)"] == f"{served.base}/"
+
+
+def test_printed_snippet_finds_items(demo_run: DemoRun, served: Served, tmp_path: Path) -> None:
+    demo_run.require_pipeline()
+    script = tmp_path / "snippet.py"
+    script.write_text(served.snippet)
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    count = re.match(r"(\d+) items: ", result.stdout)
+    assert count and int(count.group(1)) == TILES, result.stdout
+    assert "embeddings: http" in result.stdout  # asset hrefs a client can open
+
+
+def test_stac_browser_shows_collection_item_and_thumbnails(
+    demo_run: DemoRun, served: Served, chromium: str, playwright_installed: Path
+) -> None:
+    demo_run.require_pipeline()
+    item_url = served.urls.get("one item")
+    assert item_url, served.urls
+    collection, item = re.search(r"/collections/([^/]+)/items/([^/]+)$", item_url).groups()  # type: ignore[union-attr]
+    # the other collections (CoRE Stack watersheds, summaries) are listed and open too
+    others = [m.group(1) for n in served.urls if (m := re.match(r"collection (\S+) \(", n))]
+    out = ARTIFACTS / "browser"
+    shutil.rmtree(out, ignore_errors=True)
+    result = subprocess.run(
+        [
+            "node", str(BROWSER_DIR / "e2e.cjs"), "--base", served.base,
+            "--collection", collection, "--item", item, "--out", str(out),
+            "--others", ",".join(others),
+        ],
+        capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "TESSERA_STAC_CHROMIUM": chromium},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    pages = report["pages"]
+    assert pages["landing"]["found"], "the embedding collection is not on the landing page"
+    assert pages["collection"]["found"], f"no card for item {item} on the collection page"
+    thumbs = pages["collection"]["thumbnails"]
+    assert len(thumbs) >= TILES and all(t["loaded"] for t in thumbs), thumbs
+    assert all("/data/" in t["src"] and t["src"].endswith(".png") for t in thumbs), thumbs
+    assert pages["item"]["found"], "the item page does not list the embeddings asset"
+    assert any(i["loaded"] and "/data/" in i["src"] for i in pages["item"]["images"])
+    for other in others:
+        assert pages[f"collection {other}"]["listed_on_landing"], other
+        assert pages[f"collection {other}"]["found"], f"collection {other} shows no item"
+    assert "corestack-mws" in others
+    for page in pages.values():
+        assert Path(page["screenshot"]).stat().st_size > 10_000
+    assert not [r for r in report["failed_requests"] if "/browser/" in r], report
+
+
+def test_ctrl_c_stops_serving_cleanly(served: Served) -> None:
+    served.proc.send_signal(signal.SIGINT)
+    assert served.proc.wait(timeout=30) == 0
+    time.sleep(0.3)
+    assert "stopped serving" in served.text()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{served.base}/", timeout=5)

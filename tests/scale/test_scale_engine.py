@@ -1,0 +1,65 @@
+"""The Dask engine: every task once, in spite of a worker killed mid-run; errors reported."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+
+from tessera_stac.catalog.errors import ConfigurationError
+from tessera_stac.publisher.engine_dask import DaskEngine, probe_task, scheduler_address
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[DaskEngine]:
+    with DaskEngine(n_workers=2, threads_per_worker=1) as eng:
+        yield eng
+
+
+def test_every_task_once_when_a_worker_dies(engine: DaskEngine) -> None:
+    pids = engine.client.run(os.getpid)
+    assert len(pids) == 2
+    victim = sorted(pids.values())[0]
+    seen: list[int] = []
+    ran_on: set[int] = set()
+    for number, pid in engine.map(probe_task, [(i, 0.3, False) for i in range(16)]):
+        seen.append(number)
+        ran_on.add(pid)
+        if len(seen) == 2:
+            os.kill(victim, signal.SIGKILL)
+    assert Counter(seen) == Counter(range(16))
+    # the nanny replaced the dead worker: tasks ran on a process that did not exist before
+    assert ran_on - set(pids.values())
+    assert engine.describe()["workers"] == 2
+
+
+def test_failures_go_to_on_error_and_the_rest_completes(engine: DaskEngine) -> None:
+    tasks = [(i, 0.0, i % 5 == 0) for i in range(12)]
+    results = list(
+        engine.map(probe_task, tasks, on_error=lambda task, exc: (-task[0], str(exc)))  # type: ignore[arg-type,return-value]
+    )
+    failed = sorted(-n for n, _ in results if n <= 0 and isinstance(_, str))
+    assert failed == [0, 5, 10]
+    assert sorted(n for n, p in results if isinstance(p, int)) == [i for i in range(12) if i % 5]
+    with pytest.raises(RuntimeError, match="on purpose"):
+        list(engine.map(probe_task, [(1, 0.0, True)]))
+
+
+def test_scheduler_address_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://10.0.0.1:8786")
+    assert scheduler_address(None) == "tcp://10.0.0.1:8786"
+    assert scheduler_address("tcp://h:1") == "tcp://h:1"
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "nonsense")
+    with pytest.raises(ConfigurationError, match="tcp://host:port"):
+        scheduler_address(None)
+
+
+def test_unreachable_scheduler_is_a_clear_error() -> None:
+    from tessera_stac.catalog.localdb import free_port
+
+    eng = DaskEngine(scheduler=f"tcp://127.0.0.1:{free_port()}", connect_timeout=2)
+    with pytest.raises(ConfigurationError, match="cannot reach"):
+        eng.start()
