@@ -159,7 +159,6 @@ class StacValidator:
     def errors(self, obj: dict[str, Any], uri: str) -> Iterator[SchemaError]:
         """Every error of ``obj`` against the schema at ``uri``."""
         from jsonschema import validators
-        from jsonschema.exceptions import best_match
         from referencing.exceptions import Unresolvable
 
         schema = self.schema(uri)
@@ -172,13 +171,11 @@ class StacValidator:
                 f"{uri} refers to a schema that cannot be loaded: {exc}"
             ) from exc
         for err in found:
-            message = err.message
-            if err.context:
-                best = best_match(err.context)
-                message = f"{best.message} (at {json_path(best.absolute_path)}; {message})"
-            if len(message) > 400:
-                message = message[:397] + "..."
-            yield SchemaError(json_path(err.absolute_path), message, uri)
+            for leaf in _leaves(err):
+                message = leaf.message
+                if len(message) > 400:
+                    message = message[:397] + "..."
+                yield SchemaError(json_path(leaf.absolute_path), message, uri)
 
     def validate(self, obj: Any, target: str = "<dict>") -> ValidationResult:
         """Validate one STAC object against core and each declared extension."""
@@ -219,6 +216,27 @@ class StacValidator:
             if recursive and isinstance(obj, dict):
                 queue.extend(_children(obj, current))
         return results
+
+
+def _wrong_type_branch(errors: list[Any]) -> bool:
+    """True when a branch failed because it is for another object type (Item vs Collection)."""
+    return any(list(e.path) == ["type"] and e.validator in ("const", "enum") for e in errors)
+
+
+def _leaves(err: Any) -> list[Any]:
+    """The errors a person should read: inside ``oneOf``/``anyOf``, those of the branch meant
+    for this object (branches for another ``type`` are dropped), recursively."""
+    from jsonschema.exceptions import best_match
+
+    if not err.context:
+        return [err]
+    branches: dict[Any, list[Any]] = {}
+    for sub in err.context:
+        branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+    relevant = [b for b in branches.values() if not _wrong_type_branch(b)]
+    if len(relevant) != 1:
+        return [best_match(err.context)] if err.context else [err]
+    return [leaf for sub in relevant[0] for leaf in _leaves(sub)]
 
 
 def _children(obj: dict[str, Any], base: str) -> list[str]:
