@@ -11,6 +11,7 @@ Stable API (the STAC API's point and zonal routes call it):
 * ``reader.read(window=None) -> (values, valid)``: ``values`` float32 ``(rows, cols, dims)``
   with NaN where invalid, ``valid`` bool ``(rows, cols)``.
 * ``reader.read_point(lon, lat) -> PointSample`` (lon/lat in EPSG:4326).
+* ``reader.read_points([(lon, lat), ...]) -> list[PointSample]`` (files opened once).
 * ``reader.profile() -> GridInfo`` (CRS, transform, shape of the codes asset).
 * ``dequantize(codes, quantization, scales=None)``: the recipe on arrays already in memory.
 
@@ -396,3 +397,8 @@ class EmbeddingReader:
         ok = bool(valid[0, 0])
         vector = values[0, 0].astype(np.float32) if ok else None
         return PointSample(vector, ok, row, col, True, x, y, dict(self.hrefs))
+
+    def read_points(self, points: list[tuple[float, float]]) -> list[PointSample]:
+        """:meth:`read_point` for many WGS84 points, opening the files once."""
+        with self._datasets():
+            return [self.read_point(lon, lat) for lon, lat in points]

@@ -115,6 +115,11 @@ def test_read_point(tessera_item: tuple[Path, np.ndarray, Any]) -> None:
     assert invalid.inside and not invalid.valid and invalid.vector is None
     outside = reader.read_point(lon - 1.0, lat)
     assert not outside.inside and outside.vector is None
+    batch = reader.read_points([(lon, lat), (lon - 1.0, lat)])
+    assert [(b.row, b.col, b.inside, b.valid) for b in batch] == [
+        (invalid.row, invalid.col, True, False),
+        (outside.row, outside.col, False, False),
+    ]
 
 
 def test_signed_square_alphaearth_style(tmp_path: Path, make_tile: Callable[..., Any]) -> None:
