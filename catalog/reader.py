@@ -261,7 +261,9 @@ class EmbeddingReader:
         self_href: the Item's own href, when it is not set on ``item`` (relative asset hrefs
             resolve against it).
 
-    Use it as a context manager to keep the files open across reads.
+    Use it as a context manager to keep the files open across reads (one reader per thread
+    then: open datasets are not shared safely between threads). Without ``with`` every call
+    opens and closes its files, which is thread-safe.
     """
 
     def __init__(

@@ -229,6 +229,7 @@ def build_static_catalog(
     href_base: str | None = None,
     geoparquet: bool = True,
     progress: Callable[[int], None] | None = None,
+    item_links: bool = True,
 ) -> BuildReport:
     """Write Collections, the model Collection/Item, ``catalog.json`` and the parquet indexes.
 
@@ -237,6 +238,8 @@ def build_static_catalog(
         href_base: public URL of the store's root for absolute hrefs; None for relative ones.
         geoparquet: also write ``{collection}/items.parquet``.
         progress: called with the number of Items handled since the last call.
+        item_links: list every Item in its Collection (``item`` links). Turn off for very
+            large collections: the geoparquet index and an API then do the listing.
 
     Returns:
         A :class:`BuildReport`; Items that could not be read are listed in ``problems``.
@@ -255,7 +258,9 @@ def build_static_catalog(
     versions: set[str] = set()
     years: set[int] = set()
     for cid, loaded_items in sorted(by_collection.items()):
-        done = _write_collection(store, cid, loaded_items, href_base, geoparquet, report)
+        done = _write_collection(
+            store, cid, loaded_items, href_base, (geoparquet, item_links), report
+        )
         if done:
             versions.add(done)
             years.update(i.item.datetime.year for i in loaded_items if i.item.datetime)
@@ -278,7 +283,7 @@ def _write_collection(
     cid: str,
     loaded: list[_Loaded],
     href_base: str | None,
-    geoparquet: bool,
+    options: tuple[bool, bool],
     report: BuildReport,
 ) -> str | None:
     """Items (when their hrefs change), the parquet index, then the Collection."""
@@ -289,8 +294,11 @@ def _write_collection(
         )
         return None
     version = found[0]
+    geoparquet, item_links = options
     try:
-        collection = create_collection([i.item for i in loaded], version, cid)
+        collection = create_collection(
+            [i.item for i in loaded], version, cid, link_items=item_links
+        )
     except ValueError as exc:
         report.problems.append(Problem(collection_key(cid), str(exc)))
         return None

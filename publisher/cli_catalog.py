@@ -28,6 +28,11 @@ def build(
     geoparquet: bool = typer.Option(
         True, "--geoparquet/--no-geoparquet", help="Write {collection}/items.parquet."
     ),
+    item_links: bool = typer.Option(
+        True,
+        "--item-links/--no-item-links",
+        help="List every item in its collection (turn off for very large collections).",
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Write catalog.json, collections, the model item and geoparquet indexes under DEST.
@@ -49,7 +54,9 @@ def build(
         raise InputError(f"{dest}: no such directory")
     store = open_store(dest, StorageSettings())
     with progress(None, "items") as bar:
-        report = build_static_catalog(store, href_base, geoparquet, progress=bar.update)
+        report = build_static_catalog(
+            store, href_base, geoparquet, progress=bar.update, item_links=item_links
+        )
     lines = [f"{cid}: {n} items" for cid, n in sorted(report.collections.items())]
     lines.append(f"wrote {len(report.written)} objects under {dest}")
     lines += [f"skipped {p.key}: {p.message}" for p in report.problems]

@@ -24,6 +24,7 @@ from tessera_stac.catalog.stac import (
     create_item,
     create_model_collection,
     create_model_item,
+    create_root_catalog,
     item_key,
     relative_href,
 )
@@ -188,6 +189,7 @@ def test_pystac_round_trip_keeps_every_field(
         create_collection(items, "v1"),
         create_model_item("v1"),
         create_model_collection([create_model_item("v1")]),
+        create_root_catalog(["tessera-embeddings-v1", "tessera-models"]),
     ]
     for obj in objects:
         original = as_dict(obj)

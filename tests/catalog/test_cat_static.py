@@ -133,8 +133,11 @@ def test_static_build_absolute(
 ) -> None:
     root = json_tree(published_sample, tmp_path / "tree")
     base = "https://data.example.org/tessera"
-    assert main(["catalog", "build", str(root), "--href-base", base, "--no-geoparquet"]) == 0
+    args = ["catalog", "build", str(root), "--href-base", base, "--no-geoparquet"]
+    assert main([*args, "--no-item-links"]) == 0
     capsys.readouterr()
+    coll = json.loads((root / published_sample.collection / "collection.json").read_text())
+    assert not [x for x in coll["links"] if x["rel"] == "item"]
     assert not list(root.rglob("*.parquet"))
     for path in root.rglob("*.json"):
         d = json.loads(path.read_text())
