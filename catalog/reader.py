@@ -360,23 +360,46 @@ class EmbeddingReader:
 
         Args:
             window: a rasterio ``Window`` or ``((row_start, row_stop), (col_start, col_stop))``
-                in pixels of the codes asset.
+                in pixels of the codes asset. Parts outside the raster come back invalid
+                (NaN), so the result always has the requested shape.
 
         Returns:
             ``(values, valid)``: float ``(rows, cols, dims)`` (NaN where invalid) and a bool
             ``(rows, cols)`` mask.
         """
+        with self._datasets() as ds:
+            codes_ds = ds["codes"]
+            if window is None:
+                (r0, r1), (c0, c1) = (0, codes_ds.height), (0, codes_ds.width)
+            elif isinstance(window, tuple):
+                (r0, r1), (c0, c1) = window
+            else:
+                (r0, r1), (c0, c1) = window.toranges()
+            r0, r1, c0, c1 = (int(v) for v in (r0, r1, c0, c1))
+            if r1 < r0 or c1 < c0:
+                raise InputError(f"empty or inverted window rows {r0}:{r1}, cols {c0}:{c1}")
+            ir0, ir1 = max(r0, 0), min(r1, codes_ds.height)
+            ic0, ic1 = max(c0, 0), min(c1, codes_ds.width)
+            values = np.full((r1 - r0, c1 - c0, codes_ds.count), np.nan, self.quantization.dtype)
+            valid = np.zeros((r1 - r0, c1 - c0), dtype=bool)
+            if ir1 <= ir0 or ic1 <= ic0:
+                return values, valid
+            part = self._read_inside(ds, ((ir0, ir1), (ic0, ic1)))
+        values[ir0 - r0 : ir1 - r0, ic0 - c0 : ic1 - c0] = part[0]
+        valid[ir0 - r0 : ir1 - r0, ic0 - c0 : ic1 - c0] = part[1]
+        return values, valid
+
+    def _read_inside(
+        self, ds: dict[str, Any], ranges: tuple[tuple[int, int], tuple[int, int]]
+    ) -> tuple[FloatArray, BoolArray]:
         from rasterio.windows import Window
 
-        if window is not None and not isinstance(window, Window):
-            (r0, r1), (c0, c1) = window
-            window = Window(c0, r0, c1 - c0, r1 - r0)
-        with self._datasets() as ds:
-            codes = np.moveaxis(ds["codes"].read(window=window), 0, -1)
-            scales = None
-            if "scales" in ds:
-                band = self.quantization.scale_band or 1
-                scales = ds["scales"].read(band, window=window)
+        (r0, r1), (c0, c1) = ranges
+        window = Window(c0, r0, c1 - c0, r1 - r0)
+        codes = np.moveaxis(ds["codes"].read(window=window), 0, -1)
+        scales = None
+        if "scales" in ds:
+            scales = ds["scales"].read(self.quantization.scale_band or 1, window=window)
         return dequantize(codes, self.quantization, scales)
 
     def read_point(self, lon: float, lat: float) -> PointSample:

@@ -88,9 +88,16 @@ def test_windows_match_full_read(tessera_item: tuple[Path, np.ndarray, Any]) -> 
     with EmbeddingReader(pystac.Item.from_file(str(path))) as reader:
         full, full_valid = reader.read()
         part, part_valid = reader.read(((3, 20), (7, 40)))
+        edge, edge_valid = reader.read(((-2, 5), (40, 50)))  # overlaps the top-right corner
+        away, away_valid = reader.read(((100, 110), (0, 4)))
     assert part.shape == (17, 33, 128)
     np.testing.assert_array_equal(part_valid, full_valid[3:20, 7:40])
     np.testing.assert_array_equal(part, full[3:20, 7:40])
+    assert edge.shape == (7, 10, 128) and edge_valid.shape == (7, 10)
+    assert not edge_valid[:2].any() and not edge_valid[:, 5:].any()
+    np.testing.assert_array_equal(edge_valid[2:, :5], full_valid[0:5, 40:45])
+    np.testing.assert_array_equal(edge[2:, :5], full[0:5, 40:45])
+    assert away.shape == (10, 4, 128) and not away_valid.any() and np.isnan(away).all()
 
 
 def test_read_point(tessera_item: tuple[Path, np.ndarray, Any]) -> None:
