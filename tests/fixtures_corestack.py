@@ -61,9 +61,9 @@ def write_embedding_tile(
     [-127, 127], scales in [0.03, 0.1]; ``invalid_fraction`` of the pixels (scattered, plus a
     block) are invalid: code -128 in every band and scale NaN. Returns the item JSON path.
     """
-    import numpy as np
     import zlib
 
+    import numpy as np
     import rasterio
     from affine import Affine
 
