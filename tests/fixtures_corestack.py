@@ -61,9 +61,9 @@ def write_embedding_tile(
     [-127, 127], scales in [0.03, 0.1]; ``invalid_fraction`` of the pixels (scattered, plus a
     block) are invalid: code -128 in every band and scale NaN. Returns the item JSON path.
     """
-    import numpy as np
     import zlib
 
+    import numpy as np
     import rasterio
     from affine import Affine
 
@@ -149,3 +149,14 @@ def join_tiles(tmp_path_factory: Any) -> Path:
     for lon, lat in JOIN_TEST_CELLS:
         write_embedding_tile(root, lon, lat, JOIN_TEST_YEAR)
     return root
+
+
+@pytest.fixture(scope="session")
+def bhavnagar_join(join_tiles: Path, bhavnagar_geojson: Path) -> Any:
+    """``(layer, tiles, JoinResult)`` of the real Bhavnagar layer on the 4 test tiles."""
+    from tessera_stac.publisher.join import cells_covering, find_tiles_local, join_embeddings
+    from tessera_stac.publisher.watersheds import read_mws_layer
+
+    layer = read_mws_layer(bhavnagar_geojson)
+    tiles = find_tiles_local(join_tiles, JOIN_TEST_YEAR, cells_covering(layer.bbox))
+    return layer, tiles, join_embeddings(layer.frame, tiles, JOIN_TEST_YEAR)

@@ -18,12 +18,9 @@ from tessera_stac.publisher.join import (
     FLAG_PARTIAL,
     MEAN_COLUMNS,
     EmbeddingTile,
-    cells_covering,
-    find_tiles_local,
     join_embeddings,
     overlap_groups,
 )
-from tessera_stac.publisher.watersheds import read_mws_layer
 
 YEAR = 2024
 
@@ -71,20 +68,20 @@ def reference(frame: Any, tiles: list[EmbeddingTile]) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def layer(bhavnagar_geojson: Path) -> Any:
-    return read_mws_layer(bhavnagar_geojson)
+def layer(bhavnagar_join: Any) -> Any:
+    return bhavnagar_join[0]
 
 
 @pytest.fixture(scope="module")
-def tiles(join_tiles: Path, layer: Any) -> list[EmbeddingTile]:
-    found = find_tiles_local(join_tiles, YEAR, cells_covering(layer.bbox))
+def tiles(bhavnagar_join: Any) -> list[EmbeddingTile]:
+    found = bhavnagar_join[1]
     assert len(found) == 4 and {t.epsg for t in found} == {32642, 32643}
-    return found
+    return list(found)
 
 
 @pytest.fixture(scope="module")
-def joined(layer: Any, tiles: list[EmbeddingTile]) -> Any:
-    return join_embeddings(layer.frame, tiles, YEAR)
+def joined(bhavnagar_join: Any) -> Any:
+    return bhavnagar_join[2]
 
 
 @pytest.fixture(scope="module")
