@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: help setup sysdeps test test-fast lint format typecheck bench demo clean browser browser-deps
+.PHONY: help setup sysdeps test test-fast lint format typecheck bench demo clean node browser browser-deps
 
 help:
 	@echo "make demo   - set up, publish sample data, load pgSTAC and serve the API + STAC Browser"
@@ -29,8 +29,10 @@ $(STAMP): pyproject.toml
 setup: sysdeps $(STAMP)
 
 # STAC Browser, built once from the pinned npm lock file (cached: a rebuild is a no-op).
-browser:
+node:
 	@bash scripts/ensure-node.sh
+
+browser: node
 	@bash browser/build.sh
 
 # The browser test drives Debian's Chromium (installed with apt-get when missing).
@@ -59,7 +61,8 @@ format: setup
 bench: setup
 	$(PY) -m bench
 
-demo: setup browser
+# the demo builds STAC Browser itself, in the background while its first steps run
+demo: setup node
 	$(BIN)/tessera-stac demo $(DEMO_ARGS)
 
 clean:

@@ -22,6 +22,10 @@ for tool in node npm; do
   fi
 done
 
+# one build at a time (the demo and the tests may start it together)
+exec 9>"$HERE/.build.lock"
+flock 9
+
 KEY="$(cat "$HERE/package-lock.json" "$HERE/build.sh" | sha256sum | cut -c1-16)-${PREFIX}"
 if [ -f "$OUT/index.html" ] && [ "$(cat "$OUT/.build-key" 2>/dev/null)" = "$KEY" ]; then
   echo "STAC Browser: up to date in $OUT"
@@ -68,10 +72,15 @@ node -e '
 echo "STAC Browser: building into $OUT (a few minutes on 2 cores)..." >&2
 cd "$SRC"
 rm -rf "$OUT.tmp"
-SB_pathPrefix="$PREFIX" SB_historyMode=history SB_noSourceMaps=true \
+LOG="$HERE/build.log"
+if ! SB_pathPrefix="$PREFIX" SB_historyMode=history SB_noSourceMaps=true \
   SB_catalogTitle="TESSERA embeddings" \
   NODE_OPTIONS="${NODE_OPTIONS:---max-old-space-size=4096}" \
-  "$HERE/node_modules/.bin/vue-cli-service" build --dest "$OUT.tmp"
+  "$HERE/node_modules/.bin/vue-cli-service" build --dest "$OUT.tmp" >"$LOG" 2>&1; then
+  grep -v '^\s*at ' "$LOG" | tail -30 >&2
+  echo "error: the STAC Browser build failed (full log: $LOG)" >&2
+  exit 1
+fi
 test -f "$OUT.tmp/index.html"
 echo "$KEY" > "$OUT.tmp/.build-key"
 rm -rf "$OUT"

@@ -2,7 +2,8 @@
 // End-to-end look at STAC Browser served by the tessera-stac API, in Debian's headless Chromium
 // driven by playwright-core (which never downloads a browser of its own).
 //
-//   node browser/e2e.cjs --base http://127.0.0.1:PORT --collection ID --item ID --out DIR
+//   node browser/e2e.cjs --base http://127.0.0.1:PORT --collection ID --item ID --out DIR \
+//        [--others ID,ID]   (more collections to find on the landing page and open)
 //
 // Opens the landing page, the collection and the item; waits for what a person would look for
 // (the collection's card, item cards with their thumbnails decoded, the item's assets), saves a
@@ -114,6 +115,15 @@ async function main() {
     item.text = (await page.innerText('body')).slice(0, 4000);
     item.screenshot = await shot('3-item');
     report.pages.item = item;
+    // 4. other collections (e.g. the CoRE Stack ones): listed on the landing page and opening
+    const others = (args.others || '').split(',').filter(Boolean);
+    for (const [index, id] of others.entries()) {
+      const listed = await visit(page, `${browser}/`, (p) => p.locator(`a[href$="/collections/${id}"]`), args.timeout);
+      const opened = await visit(page, `${browser}/collections/${id}`, (p) => p.locator('a[href*="/items/"]'), args.timeout);
+      opened.listed_on_landing = listed.found;
+      opened.screenshot = await shot(`${4 + index}-collection-${id}`);
+      report.pages[`collection ${id}`] = opened;
+    }
   } finally {
     await context.close();
     fs.rmSync(profile, { recursive: true, force: true });

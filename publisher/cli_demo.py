@@ -58,17 +58,23 @@ def demo_cmd(
     region = demo.DemoRegion(bbox=demo.parse_bbox(bbox), year=year)
     paths = demo.DemoPaths(data.absolute())
     chosen_port = demo.pick_port(host, port, ApiSettings().port)
-    browser = browser_dir or demo.DEFAULT_BROWSER_DIR
-    browser_ok = (browser / "index.html").is_file()
-    if browser_dir is not None and not browser_ok:
+    if browser_dir is not None and not (browser_dir / "index.html").is_file():
         from tessera_stac.catalog.errors import ConfigurationError
 
         raise ConfigurationError(f"no STAC Browser build in {browser_dir} (index.html missing)")
-
+    browser = browser_dir or demo.DEFAULT_BROWSER_DIR
+    # the (cached) STAC Browser build runs beside the steps; it is needed only to serve
+    build = (
+        demo.BrowserBuild(browser, paths.data / "browser-build.log")
+        if browser_dir
+        else demo.BrowserBuild.start(browser, paths.data / "browser-build.log")
+    )
     dsn = demo.start_database()
     state = demo.DemoState.load(paths.state_file)
-    results = demo.run_steps(demo.demo_steps(region, paths, dsn), state, force=force)
     base = f"http://{host}:{chosen_port}"
+    steps = demo.demo_steps(region, paths, dsn, base)
+    results = demo.run_steps(steps, state, force=force)
+    browser_ok = build.wait()
     links = demo.demo_links(base, dsn, region, with_browser=browser_ok)
     summary = {
         "base_url": base,

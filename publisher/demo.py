@@ -293,13 +293,18 @@ def _loaded_items(dsn: str) -> int:
     return int(row[0]) if row else 0
 
 
-def demo_steps(region: DemoRegion, paths: DemoPaths, dsn: str) -> list[Step]:
-    """The demo's steps for ``region``, writing under ``paths``, loading into ``dsn``."""
+def demo_steps(region: DemoRegion, paths: DemoPaths, dsn: str, base_url: str) -> list[Step]:
+    """The demo's steps for ``region``, writing under ``paths``, loading into ``dsn``.
+
+    ``base_url`` is where the API will serve: asset hrefs are loaded as ``{base_url}/data/...``.
+    """
     from tessera_stac.publisher.sample_mws import MwsLayerSpec, write_mws_layer
 
     mws_file = paths.mws / f"{region.state}_{region.district}_{region.block}_mws.geojson"
     spec = MwsLayerSpec(bbox=region.bbox, district=region.district, block=region.block)
     year = str(region.year)
+    out = str(paths.published)
+    mws_item = f"{region.state}_{region.district}_{region.block}_mws"  # CoRE Stack's id style
 
     def make_mws() -> str:
         return f"{write_mws_layer(spec, mws_file)} micro-watersheds in {mws_file}"
@@ -321,38 +326,40 @@ def demo_steps(region: DemoRegion, paths: DemoPaths, dsn: str) -> list[Step]:
         Step(
             "publish",
             "publish the tiles as Cloud-Optimized GeoTIFFs + previews",
-            ("publish", str(paths.source), str(paths.published)),
+            ("publish", str(paths.source), out),
             outputs=lambda: _count(paths.published, "embeddings.tif") >= region.tile_count,
             needs=("publish",),
         ),
         Step(
             "catalog",
             "build the static STAC catalog",
-            ("catalog", "build", str(paths.published)),
+            ("catalog", "build", out),
             outputs=(paths.published / "catalog.json").is_file,
             needs=("catalog", "build"),
         ),
         Step(
-            "load",
-            "load the catalog into pgSTAC",
-            ("load", str(paths.published)),
-            outputs=lambda: _loaded_items(dsn) >= region.tile_count,
-            needs=("load",),
-        ),
-        Step(
             "watersheds",
-            "publish the micro-watershed layer as STAC",
+            "publish the micro-watershed layer as STAC (collection corestack-mws)",
             (
                 "watersheds", "publish", str(mws_file), "--state", region.state,
-                "--district", region.district, "--block", region.block,
+                "--district", region.district, "--block", region.block, "--out", out,
             ),
+            outputs=(paths.published / "corestack-mws" / mws_item / f"{mws_item}.json").is_file,
             needs=("watersheds", "publish"),
         ),
         Step(
             "join",
             "join the embeddings to the micro-watersheds",
-            ("watersheds", "join", "--year", year, str(mws_file)),
+            ("watersheds", "join", "--year", year, "--mws", mws_item, "--out", out),
+            outputs=lambda: _count(paths.published / "corestack-mws-embeddings", "*.parquet") > 0,
             needs=("watersheds", "join"),
+        ),
+        Step(
+            "load",
+            "load everything into pgSTAC (asset hrefs served by the API under /data)",
+            ("load", out, "--base-url", f"{base_url}/data"),
+            outputs=lambda: _loaded_items(dsn) > 0,
+            needs=("load",),
         ),
     ]  # fmt: skip
 
@@ -466,6 +473,44 @@ def print_links(links: DemoLinks) -> None:
     typer.echo("```python")
     typer.echo(links.snippet.rstrip("\n"))
     typer.echo("```")
+
+
+# ------------------------------------------------------------------------- STAC Browser
+@dataclass
+class BrowserBuild:
+    """``browser/build.sh`` running in the background while the demo's steps run."""
+
+    out: Path
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def start(cls, out: Path, log: Path) -> BrowserBuild:
+        """Start the (cached) STAC Browser build; a no-op build returns at once."""
+        script = ROOT / "browser" / "build.sh"
+        build = cls(out, log)
+        if not script.is_file():  # an installed package without the repository
+            return build
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("wb") as sink:
+            build.proc = subprocess.Popen(
+                ["bash", str(script), str(out)], stdout=sink, stderr=subprocess.STDOUT
+            )
+        return build
+
+    def wait(self) -> bool:
+        """Wait for the build; True when ``out`` holds a usable STAC Browser."""
+        if self.proc is not None and self.proc.poll() is None:
+            typer.echo("waiting for the STAC Browser build to finish...")
+            self.proc.wait()
+        ok = (self.out / "index.html").is_file()
+        if self.proc is not None and self.proc.returncode != 0:
+            last = self.log.read_text(errors="replace").strip().splitlines()[-1:]
+            typer.echo(
+                f"warning: STAC Browser build failed ({' '.join(last)}); full log: {self.log}",
+                err=True,
+            )
+        return ok
 
 
 # -------------------------------------------------------------------------------- serving

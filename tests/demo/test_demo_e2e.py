@@ -53,12 +53,14 @@ class DemoRun:
 
     data: Path
     env: dict[str, str]
+    port: int
     first: dict[str, Any] = field(default_factory=dict)
 
     def args(self, *extra: str) -> list[str]:
+        # the same port both times: asset hrefs are loaded with the API's URL
         return [
             sys.executable, "-m", CLI_MODULE, "demo", "--data", str(self.data),
-            "--bbox", BBOX, "--year", YEAR, *extra,
+            "--bbox", BBOX, "--year", YEAR, "--port", str(self.port), *extra,
         ]  # fmt: skip
 
     def steps(self) -> dict[str, str]:
@@ -76,7 +78,7 @@ def demo_run(open_tmp: Callable[[str], Path]) -> Iterator[DemoRun]:
     from tessera_stac.catalog.localdb import free_port
 
     base = open_tmp("demo-e2e")
-    run = DemoRun(base / "data", _env(base / "home", free_port()))
+    run = DemoRun(base / "data", _env(base / "home", free_port()), free_port())
     proc = subprocess.run(
         run.args("--no-serve", "--json"),
         env=run.env,
@@ -135,10 +137,8 @@ def _parse_announcement(text: str) -> tuple[str, dict[str, str], str]:
 @pytest.fixture(scope="module")
 def served(demo_run: DemoRun) -> Iterator[Served]:
     """Second run: ``tessera-stac demo`` reusing everything and serving on a free port."""
-    from tessera_stac.catalog.localdb import free_port
-
     proc = subprocess.Popen(
-        demo_run.args("--port", str(free_port())),
+        demo_run.args(),
         env={**demo_run.env, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -213,12 +213,15 @@ def test_stac_browser_shows_collection_item_and_thumbnails(
     item_url = served.urls.get("one item")
     assert item_url, served.urls
     collection, item = re.search(r"/collections/([^/]+)/items/([^/]+)$", item_url).groups()  # type: ignore[union-attr]
+    # the other collections (CoRE Stack watersheds, summaries) are listed and open too
+    others = [m.group(1) for n in served.urls if (m := re.match(r"collection (\S+) \(", n))]
     out = ARTIFACTS / "browser"
     shutil.rmtree(out, ignore_errors=True)
     result = subprocess.run(
         [
             "node", str(BROWSER_DIR / "e2e.cjs"), "--base", served.base,
             "--collection", collection, "--item", item, "--out", str(out),
+            "--others", ",".join(others),
         ],
         capture_output=True, text=True, timeout=300, check=False,
         env={**os.environ, "TESSERA_STAC_CHROMIUM": chromium},
@@ -234,6 +237,10 @@ def test_stac_browser_shows_collection_item_and_thumbnails(
     assert all("/data/" in t["src"] and t["src"].endswith(".png") for t in thumbs), thumbs
     assert pages["item"]["found"], "the item page does not list the embeddings asset"
     assert any(i["loaded"] and "/data/" in i["src"] for i in pages["item"]["images"])
+    for other in others:
+        assert pages[f"collection {other}"]["listed_on_landing"], other
+        assert pages[f"collection {other}"]["found"], f"collection {other} shows no item"
+    assert "corestack-mws" in others
     for page in pages.values():
         assert Path(page["screenshot"]).stat().st_size > 10_000
     assert not [r for r in report["failed_requests"] if "/browser/" in r], report
