@@ -75,7 +75,7 @@ def layer(bhavnagar_join: Any) -> Any:
 @pytest.fixture(scope="module")
 def tiles(bhavnagar_join: Any) -> list[EmbeddingTile]:
     found = bhavnagar_join[1]
-    assert len(found) == 4 and {t.epsg for t in found} == {32642, 32643}
+    assert len(found) == 2 and {t.epsg for t in found} == {32642, 32643}
     return list(found)
 
 
@@ -99,8 +99,8 @@ def test_means_equal_independent_computation(joined: Any, expected: dict[str, An
     means = got[list(MEAN_COLUMNS)].to_numpy(dtype=np.float64)
     np.testing.assert_allclose(means, expected["means"], rtol=0, atol=1e-5)
     assert table[list(MEAN_COLUMNS)].dtypes.unique().tolist() == [np.dtype("float32")]
-    # the comparison has teeth: 33 MWS touch the 4 tiles, 18 lie fully inside them
-    assert covered.sum() == 33 and (expected["count"] > 10_000).sum() >= 18
+    # the comparison has teeth: MWS across both tiles and the UTM boundary, many pixels each
+    assert covered.sum() >= 20 and (expected["count"] > 10_000).sum() >= 5
 
 
 def test_no_double_counting_in_tile_overlaps(joined: Any, expected: dict[str, Any]) -> None:
@@ -112,18 +112,31 @@ def test_no_double_counting_in_tile_overlaps(joined: Any, expected: dict[str, An
     assert int(expected["every_tile"].sum()) > counted
 
 
-def test_flags_and_nan_means(joined: Any) -> None:
+def expected_flags(layer: Any, tiles: list[EmbeddingTile], count: np.ndarray) -> np.ndarray:
+    """ok inside the covered cells, partial across their edge, none elsewhere or no pixel."""
+    covered = shapely.union_all([shapely.box(*t.cell.bounds) for t in tiles])
+    geoms = layer.frame.geometry.values
+    inside = shapely.within(geoms, covered)
+    touching = shapely.intersects(geoms, covered)
+    return np.where(
+        count == 0, FLAG_NO_VALID, np.where(inside, FLAG_OK, np.where(touching, FLAG_PARTIAL, "?"))
+    )
+
+
+def test_flags_and_nan_means(joined: Any, layer: Any, tiles: list[Any]) -> None:
     table = joined.table
+    flags = expected_flags(layer, tiles, table["count"].to_numpy())
+    assert list(table["flag"]) == list(flags)
+    assert (table["flag"] == FLAG_OK).sum() >= 5 and (table["flag"] == FLAG_PARTIAL).sum() >= 5
     none = table[table["count"] == 0]
-    assert (none["flag"] == FLAG_NO_VALID).all() and len(none) == 116 - 33
-    assert none[list(MEAN_COLUMNS)].isna().all().all()
+    assert len(none) > 0 and none[list(MEAN_COLUMNS)].isna().all().all()
     partial = table[table["flag"] == FLAG_PARTIAL]
-    assert len(partial) == 15 and (partial["missing_cells"] != "").all()
+    assert (partial["missing_cells"] != "").all()
     ok = table[table["flag"] == FLAG_OK]
-    assert len(ok) == 18 and (ok["missing_cells"] == "").all()
-    assert ((ok["valid_fraction"] > 0.8) & (ok["valid_fraction"] < 1)).all()
+    assert (ok["missing_cells"] == "").all()
+    assert ((ok["valid_fraction"] > 0.3) & (ok["valid_fraction"] <= 1)).all()
     assert sorted(joined.missing_cells)[0].startswith("grid_")
-    assert len(joined.tiles) == 4
+    assert len(joined.tiles) == 2
 
 
 def test_overlapping_polygons_count_for_both() -> None:
@@ -141,7 +154,12 @@ def test_year_without_tiles(layer: Any, tiles: list[Any]) -> None:
 
 
 def test_join_cli_writes_item_table_and_map(
-    join_tiles: Path, bhavnagar_geojson: Path, tmp_path: Path, stac_validate: Any, expected: Any
+    published_sample: Any,
+    bhavnagar_geojson: Path,
+    tmp_path: Path,
+    stac_validate: Any,
+    expected: Any,
+    joined: Any,
 ) -> None:
     import json
     import subprocess
@@ -154,7 +172,16 @@ def test_join_cli_writes_item_table_and_map(
     out = tmp_path / "cat"
     publish_mws_layer(bhavnagar_geojson, BlockName("Gujarat", "Bhavnagar", "Bhavnagar"), out)
     cli = [sys.executable, "-m", "tessera_stac.publisher.cli", "watersheds", "join"]
-    args = ["--year", str(YEAR), "-o", str(out), "--tiles", str(join_tiles), "--csv", "--json"]
+    args = [
+        "--year",
+        str(YEAR),
+        "-o",
+        str(out),
+        "--tiles",
+        str(published_sample.dest),
+        "--csv",
+        "--json",
+    ]
     run = subprocess.run(
         [*cli, "--mws", "gujarat_bhavnagar_bhavnagar_mws", *args],
         capture_output=True,
@@ -163,11 +190,8 @@ def test_join_cli_writes_item_table_and_map(
     )
     assert run.returncode == 0, run.stderr
     data = json.loads(run.stdout)
-    assert data["tiles_read"] == 4 and data["flags"] == {
-        FLAG_NO_VALID: 83,
-        FLAG_OK: 18,
-        FLAG_PARTIAL: 15,
-    }
+    assert data["tiles_read"] == 2
+    assert data["flags"] == joined.table["flag"].value_counts().to_dict()
     item_path = Path(data["item"])
     item = json.loads(item_path.read_text())
     stac_validate(item)
@@ -178,12 +202,9 @@ def test_join_cli_writes_item_table_and_map(
         for link in item["links"]
         if link["rel"] == "derived_from"
     ]
-    assert len(derived) == 5 and all(p.exists() for p in derived)
+    assert len(derived) == 3 and all(p.exists() for p in derived)
     assert derived[0].name == "gujarat_bhavnagar_bhavnagar_mws.json"
-    assert {p.stem for p in derived[1:]} == {
-        f"grid_{x:.2f}_{y:.2f}_{YEAR}"
-        for x, y in [(71.95, 21.75), (72.05, 21.75), (71.95, 21.85), (72.05, 21.85)]
-    }
+    assert {p.resolve() for p in derived[1:]} == {p.resolve() for p in published_sample.items}
     table = gpd.read_parquet(data["parquet"])
     assert table.crs.to_epsg() == 4326 and table["uid"].is_unique and len(table) == 116
     covered = table[expected["covered"]]
@@ -215,7 +236,7 @@ def test_join_cli_writes_item_table_and_map(
             "-o",
             str(out),
             "--tiles",
-            str(join_tiles),
+            str(published_sample.dest),
         ],
         capture_output=True,
         text=True,
