@@ -166,9 +166,10 @@ def import_cmd(
 
         dsn = resolve_dsn(DatabaseSettings())
         loaded = sum(load(dsn, str(path)).items for path in result.written)
+    collections = [str(c["id"]) for c in result.collections]
     data = {
         "source": result.source,
-        "collections": [c["id"] for c in result.collections],
+        "collections": collections,
         "items": len(result.items),
         "written": [str(p) for p in result.written],
         "loaded_items": loaded,
@@ -176,7 +177,7 @@ def import_cmd(
     }
     lines = [
         f"imported {len(result.items)} items into {len(result.collections)} collections "
-        f"under {out}: {', '.join(data['collections'])}",
+        f"under {out}: {', '.join(collections)}",
         f"{len(result.defects)} defects ({len(skipped)} documents skipped):",
         *(
             f"  {d.action:8} {d.kind:24} {d.object_id or d.source}: {d.detail}"
