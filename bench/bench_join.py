@@ -246,8 +246,9 @@ def _markdown(r: dict[str, Any]) -> str:
 
 Real Bhavnagar MWS layer ({r["mws"]} MWS) against {len(r["tiles"])} published real-size tiles
 ({", ".join(r["tiles"])}, {r["year"]}; two UTM zones), same COGs, same run, each method in its
-own process, ours best of {len(r["ours_runs_s"])}, exactextract {len(r["exactextract_runs_s"])} run(s)
-(machine shared by several jobs: load average {r["load_average"]} on {r["cpu_count"]} cores).
+own process, ours best of {len(r["ours_runs_s"])} runs, exactextract
+{len(r["exactextract_runs_s"])} run(s) (machine shared by several jobs: load average
+{r["load_average"]} on {r["cpu_count"]} cores).
 
 | method | time (s) | peak RSS (MB) |
 |---|---|---|
