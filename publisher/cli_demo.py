@@ -75,7 +75,9 @@ def demo_cmd(
     steps = demo.demo_steps(region, paths, dsn, base)
     results = demo.run_steps(steps, state, force=force)
     browser_ok = build.wait()
-    links = demo.demo_links(base, dsn, region, with_browser=browser_ok)
+    app = demo.build_app(dsn, paths.published, browser if browser_ok else None)
+    routes = {str(getattr(route, "path", "")) for route in app.router.routes}
+    links = demo.demo_links(base, dsn, region, routes, paths.published)
     summary = {
         "base_url": base,
         "urls": links.urls,
@@ -100,7 +102,6 @@ def demo_cmd(
             typer.echo("\nReady. Serve it with `tessera-stac demo` (or `tessera-stac serve`):")
             demo.print_links(links)
         return
-    app = demo.build_app(dsn, paths.published, browser if browser_ok else None)
     demo.serve(app, host, chosen_port, announce)
     typer.echo("stopped serving; the database keeps running (`tessera-stac db stop` stops it)")
 
