@@ -26,6 +26,7 @@ from urllib.parse import unquote, urlsplit
 from brotli_asgi import BrotliMiddleware
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
+from stac_fastapi.extensions.query import QueryConformanceClasses
 from stac_fastapi.pgstac.app import instantiate_api
 from stac_fastapi.pgstac.config import PostgresSettings, Settings
 from stac_fastapi.pgstac.models.extensions import Extensions
@@ -34,12 +35,13 @@ from starlette.middleware.cors import CORSMiddleware
 
 from tessera_stac.api import db
 from tessera_stac.api.auth import BearerTokenMiddleware
+from tessera_stac.api.client import FullQueryExtension, StrictFieldsExtension, TesseraClient
 from tessera_stac.api.errors import UNAVAILABLE, add_error_handlers
-from tessera_stac.api.landing import TesseraClient
 from tessera_stac.api.settings import ApiSettings
 from tessera_stac.catalog.errors import ConfigurationError
 
 EMBEDDING_SCHEMA_PATH = "/embedding/v1.0.0/schema.json"
+
 #: Headers browsers may read cross-origin (geotiff.js needs the range ones).
 EXPOSE_HEADERS = ["Content-Range", "Accept-Ranges", "Content-Length", "ETag"]
 
@@ -172,7 +174,13 @@ def create_app(api_settings: ApiSettings, dsn: str) -> FastAPI:
 
     api = instantiate_api(
         client=TesseraClient,
-        extensions=Extensions(settings=settings),
+        extensions=Extensions(
+            settings=settings,
+            search_map={"query": FullQueryExtension(), "fields": StrictFieldsExtension()},
+            item_collection_map={
+                "query": FullQueryExtension(conformance_classes=[QueryConformanceClasses.ITEMS])
+            },
+        ),
         lifespan=lifespan,
         settings=settings,
     )

@@ -1,7 +1,422 @@
-"""Embedding access routes (filled below)."""
+"""Embedding access routes (OGC API - EDR flavoured): position, positions, area.
+
+* ``GET /embeddings/position?lon=&lat=&year=``: the dequantised vector at a point;
+* ``POST /embeddings/positions``: the same for a batch of points (one result per point, errors
+  included per point);
+* ``POST /embeddings/area``: zonal statistics (pixel count, valid fraction, mean vector) of the
+  pixels whose centre lies in a GeoJSON geometry, summed across tiles and UTM zones.
+
+The item for a point is found with a pgSTAC search (the point, the year) over the embedding
+collections (``ApiSettings.embedding_collections``); among the tiles touching it, the point
+belongs to the one whose 0.1° cell holds it (``GridCell.containing``). Every answer says which
+collection, item, asset, pixel (row/col) and CRS it read. A point outside the published tiles
+is a 404, an invalid pixel (water, unprocessed, bad scale) a 422, each with the reason.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import fnmatch
+import json
+import time
+from typing import Any
 
-router = APIRouter(tags=["Embeddings"])
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from tessera_stac.api.readers import (
+    EMBEDDINGS_ASSET,
+    DatasetCache,
+    ReadError,
+    asset_href,
+    read_area,
+    read_point,
+    scale_asset_key,
+)
+from tessera_stac.catalog.model import GridCell
+
+router = APIRouter(prefix="/embeddings", tags=["Embeddings"])
+CACHE_SECONDS = 30.0
+MAX_POINTS = 1000
+
+
+# ------------------------------------------------------------------------------ models
+class ErrorBody(BaseModel):
+    """A STAC API error."""
+
+    code: str
+    description: str
+
+
+class PixelModel(BaseModel):
+    """The pixel that was read, in the asset's own grid."""
+
+    row: int = Field(description="Row in the asset (0 = top).")
+    col: int = Field(description="Column in the asset (0 = left).")
+    crs: str = Field(description="CRS of the asset grid, e.g. EPSG:32643.")
+    x: float = Field(description="Easting of the pixel centre in that CRS.")
+    y: float = Field(description="Northing of the pixel centre in that CRS.")
+
+
+class Link(BaseModel):
+    """A link to the STAC object that was read."""
+
+    rel: str
+    href: str
+    type: str = "application/geo+json"
+
+
+class PositionResult(BaseModel):
+    """The embedding at one point (or why there is none)."""
+
+    lon: float
+    lat: float
+    year: int
+    collection: str | None = None
+    item: str | None = Field(default=None, description="Id of the STAC item read.")
+    asset: str | None = Field(default=None, description="Key of the int8 embeddings asset.")
+    scale_asset: str | None = Field(default=None, description="Key of the float32 scales asset.")
+    href: str | None = Field(default=None, description="Href of the embeddings asset.")
+    pixel: PixelModel | None = None
+    scale: float | None = Field(default=None, description="The pixel's dequantisation scale.")
+    dimensions: int | None = None
+    embedding: list[float] | None = Field(
+        default=None, description="Dequantised vector: int8 code x scale (float32 values)."
+    )
+    links: list[Link] = Field(default_factory=list)
+    error: ErrorBody | None = Field(default=None, description="Set when the point has no value.")
+    status: int = Field(default=200, description="HTTP status this point would have alone.")
+
+
+class Point(BaseModel):
+    """A WGS84 point."""
+
+    lon: float = Field(ge=-180, le=180)
+    lat: float = Field(ge=-90, le=90)
+
+
+class PositionsRequest(BaseModel):
+    """A batch of points for one year."""
+
+    points: list[Point] = Field(min_length=1, max_length=MAX_POINTS)
+    year: int = Field(ge=1900, le=2100)
+    collection: str | None = Field(default=None, description="Embedding collection id.")
+
+
+class PositionsResponse(BaseModel):
+    """One result per requested point, in order."""
+
+    results: list[PositionResult]
+
+
+class AreaRequest(BaseModel):
+    """A GeoJSON (Multi)Polygon in WGS84 and a year."""
+
+    geometry: dict[str, Any] = Field(description="GeoJSON Polygon or MultiPolygon (EPSG:4326).")
+    year: int = Field(ge=1900, le=2100)
+    collection: str | None = Field(default=None, description="Embedding collection id.")
+
+
+class AreaSource(BaseModel):
+    """One item read for an area, and the window of its asset that was read."""
+
+    collection: str
+    item: str
+    asset: str
+    href: str
+    crs: str | None = None
+    window: dict[str, int]
+    count: int
+    valid: int
+
+
+class AreaResponse(BaseModel):
+    """Zonal statistics: pixels whose centre is inside, each counted in one tile only."""
+
+    year: int
+    collection: str
+    count: int = Field(description="Pixels whose centre lies in the geometry.")
+    valid: int = Field(description="Of those, pixels holding a valid embedding.")
+    valid_fraction: float | None
+    dimensions: int | None
+    mean: list[float] | None = Field(description="Mean dequantised vector of the valid pixels.")
+    sources: list[AreaSource]
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "No published tile covers the point/area."},
+    422: {"model": ErrorBody, "description": "Invalid pixel (water, unprocessed) or input."},
+    503: {"model": ErrorBody, "description": "The database is unavailable."},
+}
+
+
+# ------------------------------------------------------------------------------ lookups
+def readers(request: Request) -> DatasetCache:
+    """The app's cached dataset handles (created on first use)."""
+    state = request.app.state
+    cache: DatasetCache | None = getattr(state, "readers", None)
+    if cache is None:
+        settings = state.api_settings
+        prefix = settings.root_path.rstrip("/") + "/data/"
+        cache = DatasetCache(settings.reader_cache_size, settings.data_dir, prefix)
+        state.readers = cache
+    return cache
+
+
+async def embedding_collections(request: Request, wanted: str | None) -> list[str]:
+    """The embedding collection ids to search (all matching the setting, or ``wanted``)."""
+    state = request.app.state
+    cached = getattr(state, "embedding_collection_ids", None)
+    if cached is None or time.monotonic() - cached[0] > CACHE_SECONDS:
+        async with state.get_connection(request, "r") as conn:
+            rows = await conn.fetch("SELECT id FROM pgstac.collections ORDER BY id")
+        patterns = [p.strip() for p in state.api_settings.embedding_collections.split(",")]
+        ids = [r["id"] for r in rows if any(fnmatch.fnmatchcase(r["id"], p) for p in patterns)]
+        cached = (time.monotonic(), ids)
+        state.embedding_collection_ids = cached
+    ids = list(cached[1])
+    if wanted is not None:
+        if wanted not in ids:
+            raise ReadError(404, "NotFound", f"no embedding collection {wanted!r}")
+        return [wanted]
+    if not ids:
+        raise ReadError(404, "NotFound", "no embedding collection is loaded")
+    return ids
+
+
+async def search_items(
+    request: Request, collections: list[str], geometry: dict[str, Any], year: int, limit: int
+) -> list[dict[str, Any]]:
+    """pgSTAC search: items of ``collections`` intersecting ``geometry`` in ``year``."""
+    body = {
+        "collections": collections,
+        "intersects": geometry,
+        "datetime": f"{year}-01-01T00:00:00Z/{year}-12-31T23:59:59Z",
+        "limit": limit,
+    }
+    async with request.app.state.get_connection(request, "r") as conn:
+        result = await conn.fetchval("SELECT pgstac.search($1::text::jsonb)", json.dumps(body))
+    features: list[dict[str, Any]] = (result or {}).get("features", [])
+    return features
+
+
+def _in_cell(item: dict[str, Any], cell: GridCell) -> bool:
+    bbox = item.get("bbox")
+    if not bbox or len(bbox) < 4:
+        return False
+    centre = GridCell.containing((bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2)
+    return centre == cell
+
+
+async def item_for_point(
+    request: Request, lon: float, lat: float, year: int, collection: str | None
+) -> dict[str, Any]:
+    """The item whose 0.1° cell holds (lon, lat) in ``year`` (cached briefly)."""
+    collections = await embedding_collections(request, collection)
+    cell = GridCell.containing(lon, lat)
+    state = request.app.state
+    cache: dict[Any, tuple[float, dict[str, Any]]] | None = getattr(state, "item_cache", None)
+    if cache is None:
+        cache = state.item_cache = {}
+    key = (tuple(collections), cell.name, year)
+    hit = cache.get(key)
+    if hit is not None and time.monotonic() - hit[0] < CACHE_SECONDS:
+        return hit[1]
+    point = {"type": "Point", "coordinates": [lon, lat]}
+    found = [
+        i for i in await search_items(request, collections, point, year, 20) if _in_cell(i, cell)
+    ]
+    if not found:
+        raise ReadError(
+            404,
+            "OutsideCoverage",
+            f"no published tile for {cell.name} in {year} (collections: {', '.join(collections)})",
+        )
+    if len({i["collection"] for i in found}) > 1:
+        raise ReadError(
+            422,
+            "AmbiguousCollection",
+            "several embedding collections cover this point: pass collection= one of "
+            + ", ".join(sorted({i["collection"] for i in found})),
+        )
+    if len(cache) > 10_000:
+        cache.clear()
+    cache[key] = (time.monotonic(), found[0])
+    return found[0]
+
+
+def _item_link(request: Request, item: dict[str, Any]) -> Link:
+    base = str(request.base_url).rstrip("/")
+    return Link(rel="item", href=f"{base}/collections/{item['collection']}/items/{item['id']}")
+
+
+async def position(
+    request: Request, lon: float, lat: float, year: int, collection: str | None
+) -> PositionResult:
+    """The result for one point; ReadError when there is no value."""
+    item = await item_for_point(request, lon, lat, year, collection)
+    value = await run_in_threadpool(read_point, readers(request), item, lon, lat)
+    return PositionResult(
+        lon=lon,
+        lat=lat,
+        year=year,
+        collection=item["collection"],
+        item=item["id"],
+        asset=EMBEDDINGS_ASSET,
+        scale_asset=scale_asset_key(item),
+        href=asset_href(item, EMBEDDINGS_ASSET),
+        pixel=PixelModel(**value.pixel.__dict__),
+        scale=value.scale,
+        dimensions=int(value.vector.shape[0]),
+        embedding=value.vector.tolist(),
+        links=[_item_link(request, item)],
+    )
+
+
+def _error(exc: ReadError) -> JSONResponse:
+    return JSONResponse(
+        status_code=exc.status, content={"code": exc.code, "description": exc.description}
+    )
+
+
+# ------------------------------------------------------------------------------- routes
+@router.get(
+    "/position",
+    response_model=PositionResult,
+    response_model_exclude_none=True,
+    responses=ERRORS,
+    summary="Dequantised embedding at a point for a year",
+)
+async def get_position(
+    request: Request,
+    lon: float = Query(ge=-180, le=180, description="Longitude (WGS84)."),
+    lat: float = Query(ge=-90, le=90, description="Latitude (WGS84)."),
+    year: int = Query(ge=1900, le=2100, description="Year of the annual embedding."),
+    collection: str | None = Query(default=None, description="Embedding collection id."),
+) -> Any:
+    """The 128-d vector (int8 code x per-pixel scale) of the pixel holding the point."""
+    try:
+        return await position(request, lon, lat, year, collection)
+    except ReadError as exc:
+        return _error(exc)
+
+
+@router.post(
+    "/positions",
+    response_model=PositionsResponse,
+    response_model_exclude_none=True,
+    responses=ERRORS,
+    summary="Dequantised embeddings at a batch of points",
+)
+async def post_positions(request: Request, body: PositionsRequest) -> Any:
+    """One result per point, in order; a point without a value carries ``error``/``status``."""
+    results = []
+    try:
+        await embedding_collections(request, body.collection)
+    except ReadError as exc:
+        return _error(exc)
+    for point in body.points:
+        try:
+            results.append(
+                await position(request, point.lon, point.lat, body.year, body.collection)
+            )
+        except ReadError as exc:
+            results.append(
+                PositionResult(
+                    lon=point.lon,
+                    lat=point.lat,
+                    year=body.year,
+                    error=ErrorBody(code=exc.code, description=exc.description),
+                    status=exc.status,
+                )
+            )
+    return PositionsResponse(results=results)
+
+
+def _check_geometry(geometry: dict[str, Any]) -> Any:
+    from shapely.geometry import shape
+
+    if geometry.get("type") not in ("Polygon", "MultiPolygon"):
+        raise ReadError(
+            422, "InvalidGeometry", "geometry must be a GeoJSON Polygon or MultiPolygon"
+        )
+    try:
+        shp = shape(geometry)
+    except Exception as exc:
+        raise ReadError(422, "InvalidGeometry", f"not GeoJSON: {exc}") from None
+    if shp.is_empty or not shp.is_valid:
+        raise ReadError(422, "InvalidGeometry", "the geometry is empty or invalid")
+    west, south, east, north = shp.bounds
+    if west < -180 or east > 180 or south < -90 or north > 90:
+        raise ReadError(422, "InvalidGeometry", "coordinates must be WGS84 lon/lat")
+    return shp
+
+
+@router.post(
+    "/area",
+    response_model=AreaResponse,
+    responses=ERRORS,
+    summary="Zonal statistics of the embeddings in a GeoJSON geometry",
+)
+async def post_area(request: Request, body: AreaRequest) -> Any:
+    """Count, valid fraction and mean vector of the pixels whose centre is in the geometry."""
+    try:
+        _check_geometry(body.geometry)
+        collections = await embedding_collections(request, body.collection)
+        items = await search_items(request, collections, body.geometry, body.year, 500)
+        if not items:
+            raise ReadError(
+                404, "OutsideCoverage", f"no published tile meets the geometry in {body.year}"
+            )
+        chosen = {i["collection"] for i in items}
+        if len(chosen) > 1:
+            raise ReadError(
+                422,
+                "AmbiguousCollection",
+                "several embedding collections cover this area: pass collection= one of "
+                + ", ".join(sorted(chosen)),
+            )
+        return await _area(request, body, items)
+    except ReadError as exc:
+        return _error(exc)
+
+
+async def _area(request: Request, body: AreaRequest, items: list[dict[str, Any]]) -> AreaResponse:
+    cache = readers(request)
+    max_pixels = request.app.state.api_settings.zonal_max_pixels
+    count = valid = 0
+    total: Any = None
+    sources: list[AreaSource] = []
+    for item in items:
+        sums, window = await run_in_threadpool(read_area, cache, item, body.geometry, max_pixels)
+        count += sums.count
+        valid += sums.valid
+        if sums.total is not None:
+            total = sums.total if total is None else total + sums.total
+        if sums.count:
+            sources.append(
+                AreaSource(
+                    collection=item["collection"],
+                    item=item["id"],
+                    asset=EMBEDDINGS_ASSET,
+                    href=asset_href(item, EMBEDDINGS_ASSET),
+                    crs=window.pop("crs", None),
+                    window=window,
+                    count=sums.count,
+                    valid=sums.valid,
+                )
+            )
+    import numpy as np
+
+    mean = None if total is None else (total / valid).astype(np.float32).tolist()
+    return AreaResponse(
+        year=body.year,
+        collection=items[0]["collection"],
+        count=count,
+        valid=valid,
+        valid_fraction=(valid / count) if count else None,
+        dimensions=None if mean is None else len(mean),
+        mean=mean,
+        sources=sources,
+    )

@@ -40,9 +40,12 @@ def files_router(data_dir: Path) -> APIRouter:
     """Routes ``GET``/``HEAD /data/{path}`` serving ``data_dir``."""
     router = APIRouter(tags=["Data"])
 
-    @router.api_route(
+    @router.api_route("/data/{path:path}", methods=["HEAD"], include_in_schema=False)
+    def data_file_head(path: str, request: Request) -> FileResponse:
+        return data_file(path, request)
+
+    @router.get(
         "/data/{path:path}",
-        methods=["GET", "HEAD"],
         summary="A published file (COG, item JSON, preview...) with HTTP Range support",
         response_class=FileResponse,
         responses={

@@ -74,7 +74,59 @@ def speedup(n_tiles: int, tile_px: int | None) -> dict[str, Any]:
 
 
 def _publish_speedup(tmp: Path, n_tiles: int, tile_px: int | None) -> dict[str, Any]:
-    raise NotImplementedError  # filled in once the publisher is on main
+    from datetime import UTC, datetime
+
+    from tessera_stac.catalog.model import GridCell
+    from tessera_stac.publisher import run, sample, tiles
+    from tessera_stac.publisher.engine_dask import DaskEngine
+
+    year = 2024
+    cells = [
+        GridCell(round(77.05 + 0.1 * (i % 4), 2), round(12.05 + 0.1 * (i // 4), 2))
+        for i in range(n_tiles)
+    ]
+    options = sample.SampleOptions(crop=(tile_px, tile_px) if tile_px else None)
+    log(f"generating {n_tiles} tiles")
+    for cell in cells:
+        sample.write_tile(tmp / "src", cell, year, options)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    seconds: dict[int, float] = {}
+    checksums: dict[int, dict[str, dict[str, str]]] = {}
+    shape = None
+    for workers in (1, 2):
+        with DaskEngine(n_workers=workers, threads_per_worker=1) as engine:
+            # warm the workers (imports, GDAL) outside the timing
+            list(engine.map(probe_task_for_warmup, [(i, 0.0, False) for i in range(workers * 2)]))
+            sources = tiles.sources_for(str(tmp / "src"), cells, [year])
+            start = time.perf_counter()
+            result = run.publish(
+                sources, str(tmp / f"out{workers}"), engine=engine, now=now, report=None
+            )
+            seconds[workers] = time.perf_counter() - start
+        if result.failed:
+            raise RuntimeError(f"publish failed: {[o.reason for o in result.failed]}")
+        checksums[workers] = {
+            t.item_id: {k: a.checksum for k, a in t.assets.items()} for t in result.published
+        }
+        shape = result.published[0].shape
+        log(f"{workers} worker(s): {seconds[workers]:.1f} s")
+    return {
+        "tiles": n_tiles,
+        "tile_shape": list(shape or ()),
+        "seconds_1": round(seconds[1], 2),
+        "seconds_2": round(seconds[2], 2),
+        "seconds_per_tile_1": round(seconds[1] / n_tiles, 2),
+        "speedup": round(seconds[1] / seconds[2], 2),
+        "identical": checksums[1] == checksums[2],
+    }
+
+
+def probe_task_for_warmup(task: tuple[int, float, bool]) -> tuple[int, int]:
+    """Warm-up task: import the publisher stack in the worker (not timed)."""
+    import tessera_stac.publisher.run  # noqa: F401
+    from tessera_stac.publisher.engine_dask import probe_task
+
+    return probe_task(task)
 
 
 def write_results(results: dict[str, Any]) -> None:

@@ -55,57 +55,85 @@ def log(msg: str) -> None:
 
 # ------------------------------------------------------------------------------ database
 def make_collection(spec: Any) -> dict[str, Any]:
-    """The embedding collection document (the catalog's builder when present)."""
-    try:
-        from tessera_stac.catalog import stac as stac_builders
+    """The embedding collection document: the catalog's builder when it has one."""
+    from tessera_stac.catalog import stac as builders
+    from tessera_stac.publisher.synthetic_catalog import select_cells, synthetic_tiles
 
-        builder = getattr(stac_builders, "create_collection", None)
-    except ImportError:  # pragma: no cover
-        builder = None
-    if builder is not None:
-        with contextlib.suppress(TypeError):
-            return dict(builder(spec).to_dict())  # signature still settling on main
+    lon, lat = select_cells(spec)
+    bbox = [float(lon.min()) - 0.05, float(lat.min()) - 0.05]
+    bbox += [float(lon.max()) + 0.05, float(lat.max()) + 0.05]
+    create_collection = getattr(builders, "create_collection", None)
+    if create_collection is not None:
+        # one item per year is enough for the builder; the spatial extent is the catalogue's
+        first = next(synthetic_tiles(replace(spec, n_items=1)))
+        items = [builders.create_item(replace(first, year=y)) for y in spec.years]
+        doc = create_collection(
+            items, spec.model_version, spec.collection_id, link_items=False
+        ).to_dict(include_self_link=False, transform_hrefs=False)
+        doc["extent"]["spatial"]["bbox"] = [[round(v, 6) for v in bbox]]
+        return dict(doc)
     return {
         "type": "Collection",
         "stac_version": "1.1.0",
-        "id": COLLECTION,
+        "id": spec.collection_id,
         "description": "Synthetic TESSERA embeddings (scale benchmark)",
         "license": "CC-BY-4.0",
         "links": [],
         "extent": {
-            "spatial": {"bbox": [[-180, -90, 180, 90]]},
-            "temporal": {"interval": [["2017-01-01T00:00:00Z", "2025-12-31T23:59:59Z"]]},
+            "spatial": {"bbox": [bbox]},
+            "temporal": {
+                "interval": [
+                    [f"{min(spec.years)}-01-01T00:00:00Z", f"{max(spec.years)}-12-31T23:59:59Z"]
+                ]
+            },
         },
     }
 
 
+def have_project_loader() -> bool:
+    """True when the serving area's loader (``tessera_stac.catalog.load``) is on this branch."""
+    import importlib.util
+
+    return importlib.util.find_spec("tessera_stac.catalog.load") is not None
+
+
+def tune_database(dsn: str) -> None:
+    """pgSTAC settings for a big catalogue: no counts (context off)."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO pgstac.pgstac_settings (name, value) VALUES ('context', 'off') "
+            "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"
+        )
+
+
 def setup_database(dsn: str, collection: dict[str, Any], index_queryables: bool = True) -> None:
-    """Collection partitioned by year, queryables with real types (and btree indexes)."""
+    """Collection partitioned by year, queryables with real types (and btree indexes).
+
+    Only for the direct pypgstac path: the project's loader does all of this itself.
+    """
     import psycopg
     from psycopg.types.json import Jsonb
 
+    tune_database(dsn)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SET search_path TO pgstac, public")
         conn.execute("SELECT create_collection(%s)", (Jsonb(collection),))
         conn.execute(
             "UPDATE collections SET partition_trunc = 'year' WHERE id = %s", (collection["id"],)
         )
-        register_queryables(conn, collection["id"], index=index_queryables)
-        # counts are what make /search slow on big catalogues: off (pgSTAC's default, made sure)
-        conn.execute(
-            "INSERT INTO pgstac_settings (name, value) VALUES ('context', 'off') "
-            "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"
-        )
+        register_queryables(conn, index=index_queryables)
 
 
-def register_queryables(conn: Any, collection_id: str, index: bool = True) -> None:
-    """Register :data:`QUERYABLES` (and extension fields) for the collection."""
+def register_queryables(conn: Any, index: bool = True) -> None:
+    """Register :data:`QUERYABLES` for every collection (with a btree index when ``index``)."""
     from psycopg.types.json import Jsonb
 
     for name, definition in QUERYABLES.items():
         conn.execute(
-            "SELECT upsert_queryable(%s, %s, NULL, %s, %s)",
-            (name, Jsonb(definition), "BTREE" if index else None, [collection_id]),
+            "SELECT pgstac.upsert_queryable(%s, %s, NULL, %s, NULL, NULL)",
+            (name, Jsonb(definition), "BTREE" if index else None),
         )
 
 
@@ -119,6 +147,34 @@ def load_items(dsn: str, lines: Iterator[str]) -> None:
         Loader(db).load_items(lines, insert_mode=Methods.insert, chunksize=20_000)
     finally:
         db.close()
+
+
+def load_catalogue(dsn: str, spec: Any, workdir: Path, label: str) -> dict[str, Any]:
+    """Load ``spec``'s items: with ``tessera-stac load`` when on this branch, else pypgstac.
+
+    Returns how: ``{"loader": ..., "seconds": ...}`` (NDJSON writing not included).
+    """
+    from tessera_stac.publisher.synthetic_catalog import iter_ndjson
+
+    collection = make_collection(spec)
+    lines = _progress_lines(iter_ndjson(spec), spec.n_items, label)
+    if not have_project_loader():
+        setup_database(dsn, collection)
+        start = time.perf_counter()
+        load_items(dsn, lines)
+        return {"loader": "pypgstac Loader (insert)", "seconds": time.perf_counter() - start}
+    from tessera_stac.catalog.load import load
+
+    path = workdir / f"{label}.ndjson"
+    with open(path, "w") as fh:
+        fh.write(json.dumps(collection) + "\n")
+        fh.writelines(lines)
+    tune_database(dsn)
+    start = time.perf_counter()
+    load(dsn, str(path), partition_trunc="year", batch_size=100_000)
+    seconds = time.perf_counter() - start
+    path.unlink()
+    return {"loader": "tessera_stac.catalog.load (upsert, 100k batches)", "seconds": seconds}
 
 
 def database_stats(dsn: str) -> dict[str, Any]:
@@ -158,14 +214,46 @@ def database_stats(dsn: str) -> dict[str, Any]:
     }
 
 
-def index_proj_code(dsn: str, collection_id: str) -> float:
-    """Give the registered ``proj:code`` queryable a btree index; return seconds taken."""
+def set_proj_code_index(dsn: str, on: bool) -> float:
+    """Give the ``proj:code`` queryable a btree index on every partition, or drop it.
+
+    Returns the seconds it took (building the index on every partition when ``on``).
+    """
     import psycopg
+    from psycopg.types.json import Jsonb
 
     start = time.perf_counter()
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SET search_path TO pgstac, public")
-        register_queryables(conn, collection_id, index=True)
+        row = conn.execute(
+            "SELECT definition FROM queryables WHERE name = 'proj:code' LIMIT 1"
+        ).fetchone()
+        definition = row[0] if row else QUERYABLES["proj:code"]
+        conn.execute(
+            "SELECT upsert_queryable('proj:code', %s, NULL, %s, NULL, NULL)",
+            (Jsonb(definition), "BTREE" if on else None),
+        )
+        if not on:
+            conn.execute("SELECT maintain_partitions('items', true)")
+        conn.execute("ANALYZE items")
+    return time.perf_counter() - start
+
+
+def add_ordered_index(dsn: str, prop: str = "proj:code") -> float:
+    """A (property, datetime DESC, id DESC) btree on ``items`` (every partition, new ones too).
+
+    pgSTAC's queryable index is on the property alone: an equality filter then fetches every
+    matching row of the partition and sorts them for the page (cost grows with the catalogue).
+    With the sort order in the index the first page is read straight off it. Returns seconds.
+    """
+    import psycopg
+
+    expr = f"to_text(content->'properties'->'{prop}')"
+    name = "items_" + "".join(ch if ch.isalnum() else "_" for ch in prop) + "_dt_id_idx"
+    start = time.perf_counter()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET search_path TO pgstac, public")
+        conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON items ({expr}, datetime DESC, id DESC)")
         conn.execute("ANALYZE items")
     return time.perf_counter() - start
 
@@ -276,6 +364,7 @@ async def _run(url: str, make: Callable[[random.Random], Query], n: int, conc: i
     queries = [make(rng) for _ in range(n)]
     latencies: list[float] = []
     counts: list[int] = []
+    sizes: list[int] = []
     errors: list[str] = []
     sem = asyncio.Semaphore(conc)
     limits = httpx.Limits(max_connections=conc, max_keepalive_connections=conc)
@@ -289,6 +378,7 @@ async def _run(url: str, make: Callable[[random.Random], Query], n: int, conc: i
                 if resp.status_code != 200:
                     errors.append(f"{resp.status_code} {q.path} {resp.text[:200]}")
                     return
+                sizes.append(len(resp.content))
                 doc = resp.json()
                 counts.append(len(doc.get("features", [])) if "features" in doc else 1)
 
@@ -298,15 +388,16 @@ async def _run(url: str, make: Callable[[random.Random], Query], n: int, conc: i
         latencies.clear()
         counts.clear()
         errors.clear()
+        sizes.clear()
         start = time.perf_counter()
         await asyncio.gather(*(one(q) for q in queries))
         wall = time.perf_counter() - start
-    return latencies, counts, errors, wall
+    return latencies, counts, sizes, errors, wall
 
 
 def measure(url: str, make: Callable[[random.Random], Query], n: int, conc: int) -> dict[str, Any]:
     """p50/p99 (ms), requests/s and result sizes of ``n`` requests at concurrency ``conc``."""
-    latencies, counts, errors, wall = asyncio.run(_run(url, make, n, conc))
+    latencies, counts, sizes, errors, wall = asyncio.run(_run(url, make, n, conc))
     lat = sorted(latencies)
 
     def pct(p: float) -> float:
@@ -320,6 +411,7 @@ def measure(url: str, make: Callable[[random.Random], Query], n: int, conc: int)
         "mean_ms": round(1000 * statistics.fmean(lat), 2) if lat else None,
         "rps": round(n / wall, 1) if wall else None,
         "mean_features": round(statistics.fmean(counts), 2) if counts else 0,
+        "mean_response_bytes": round(statistics.fmean(sizes)) if sizes else 0,
         "errors": len(errors),
         "first_error": errors[0] if errors else None,
     }
@@ -339,35 +431,39 @@ def bench_catalogue(
     cluster: Any, label: str, n_items: int, args: argparse.Namespace, untuned_probe: bool
 ) -> dict[str, Any]:
     """Load one catalogue into its own database and measure it."""
-    from tessera_stac.publisher.synthetic_catalog import SyntheticSpec, iter_ndjson
+    from tessera_stac.publisher.synthetic_catalog import SyntheticSpec
 
     dbname = f"scale_{label.lower()}"
     cluster._ensure_database(dbname)
     dsn = cluster.dsn(dbname)
     cluster.migrate(dsn)
     spec = SyntheticSpec(n_items=n_items, centre=CENTRE, collection_id=COLLECTION)
-    setup_database(dsn, make_collection(spec), index_queryables=not untuned_probe)
     log(f"{label}: loading {n_items} items")
-    start = time.perf_counter()
-    load_items(dsn, _progress_lines(iter_ndjson(spec), n_items, label))
-    seconds = time.perf_counter() - start
+    how = load_catalogue(dsn, spec, args.workdir, label)
     stats = database_stats(dsn)
-    log(f"{label}: loaded in {seconds:.1f} s; {stats}")
+    log(f"{label}: loaded in {how['seconds']:.1f} s; {stats}")
     out: dict[str, Any] = {
         "items": n_items,
-        "load_seconds": round(seconds, 2),
-        "load_items_per_s": round(n_items / seconds, 1),
+        "loader": how["loader"],
+        "load_seconds": round(how["seconds"], 2),
+        "load_items_per_s": round(n_items / how["seconds"], 1),
         "db": stats,
         "queries": {},
     }
     makers = scenarios(spec.years, args.ext_filter)
     with serve_api(dsn) as url:
         if untuned_probe:
+            set_proj_code_index(dsn, on=False)
+            out["db_without_proj_code_index"] = database_stats(dsn)
             probe = measure(url, makers["filter_proj_code"], max(20, args.requests // 5), 1)
             out["filter_proj_code_without_index"] = probe
             log(f"{label}: proj:code filter without index: {probe}")
-            out["index_seconds"] = round(index_proj_code(dsn, COLLECTION), 2)
-            out["db"] = database_stats(dsn)
+            out["index_seconds"] = round(set_proj_code_index(dsn, on=True), 2)
+            probe = measure(url, makers["filter_proj_code"], max(20, args.requests // 5), 1)
+            out["filter_proj_code_queryable_index"] = probe
+            log(f"{label}: proj:code filter with pgSTAC's queryable index: {probe}")
+        out["ordered_index_seconds"] = round(add_ordered_index(dsn), 2)
+        out["db"] = database_stats(dsn)
         for name, make in makers.items():
             for conc in (1, 16):
                 n = args.requests if conc == 1 else args.requests * 2
@@ -400,9 +496,12 @@ def write_results(results: dict[str, Any]) -> None:
         )
     if large and "filter_proj_code_without_index" in large:
         p = large["filter_proj_code_without_index"]
+        q = large["filter_proj_code_queryable_index"]
         lines.append(
-            f"- proj:code filter at {large['items']} items before its index: p50 {p['p50_ms']} ms, "
-            f"p99 {p['p99_ms']} ms (index built in {large.get('index_seconds')} s)"
+            f"- proj:code filter + year at {large['items']} items, concurrency 1: no index "
+            f"p50 {p['p50_ms']} ms; pgSTAC queryable btree (built in {large['index_seconds']} s) "
+            f"p50 {q['p50_ms']} ms; + (proj:code, datetime, id) index (built in "
+            f"{large['ordered_index_seconds']} s): see filter_proj_code@c1 below"
         )
     lines += ["", "| query | small p50/p99 ms | large p50/p99 ms | large/small p50 | rps |"]
     lines.append("|---|---|---|---|---|")
@@ -429,7 +528,7 @@ def main(argv: list[str] | None = None) -> None:
         "--small", type=int, default=int(os.environ.get("BENCH_SCALE_SMALL", 10**4))
     )
     parser.add_argument(
-        "--requests", type=int, default=int(os.environ.get("BENCH_SCALE_REQUESTS", 200))
+        "--requests", type=int, default=int(os.environ.get("BENCH_SCALE_REQUESTS", 100))
     )
     parser.add_argument("--note", default=os.environ.get("BENCH_SCALE_NOTE", ""))
     parser.add_argument("--keep", action="store_true", help="Keep the cluster directory.")
@@ -437,6 +536,7 @@ def main(argv: list[str] | None = None) -> None:
     args.ext_filter = extension_filter()
     home = Path(tempfile.mkdtemp(prefix="tessera-stac-scale-db-"))
     os.chmod(home, 0o755)
+    args.workdir = home
     cluster = LocalCluster(home, dbname="postgres", fast=True)
     results: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

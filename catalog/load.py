@@ -28,26 +28,35 @@ from urllib.parse import urljoin, urlsplit
 
 import orjson
 
+from tessera_stac.catalog import embedding as emb
 from tessera_stac.catalog.errors import DatabaseError, InputError
 
 #: Fields registered as queryables when loaded items carry them: name -> JSON-schema definition.
-#: (``id``, ``geometry``, ``datetime``, ``collection`` are pgSTAC's own.)
+#: (``id``, ``geometry``, ``datetime``, ``collection`` are pgSTAC's own; the grid cell of an
+#: embedding item is its id prefix, ``grid_X_Y_{year}``: filter it with ``id LIKE``.)
 QUERYABLES: dict[str, dict[str, Any]] = {
     "proj:code": {"title": "Projection code (EPSG:xxxx) of the native grid", "type": "string"},
     "grid:code": {"title": "Grid cell code", "type": "string"},
     "tessera:grid": {"title": "TESSERA 0.1° grid cell name (grid_X_Y)", "type": "string"},
-    "tessera:year": {"title": "Year of the annual embedding", "type": "integer"},
     "start_datetime": {"title": "Start of the period", "type": "string", "format": "date-time"},
     "end_datetime": {"title": "End of the period", "type": "string", "format": "date-time"},
     "processing:level": {"title": "Processing level", "type": "string"},
-    "embedding:dimensions": {"title": "Embedding dimensions", "type": "integer"},
-    "embedding:type": {"title": "Embedding type (pixel/chip)", "type": "string"},
-    "embedding:model_name": {"title": "Model name", "type": "string"},
-    "embedding:model_version": {"title": "Model version", "type": "string"},
-    "embedding:similarity": {"title": "Similarity metric", "type": "string"},
+    "version": {"title": "Model version of the data", "type": "string"},
+    "instruments": {
+        "title": "Instruments the source data came from",
+        "type": "array",
+        "items": {"type": "string"},
+    },
+    emb.TYPE_PROP: {"title": "Embedding type", "type": "string", "enum": ["pixel", "chip"]},
+    emb.DIMENSIONS_PROP: {"title": "Embedding dimensions", "type": "integer"},
+    emb.CHIP_SIZE_PROP: {"title": "Chip size (pixels)", "type": "integer"},
+    emb.MODEL_NAME_PROP: {"title": "Model name", "type": "string"},
+    emb.MODEL_VERSION_PROP: {"title": "Model version", "type": "string"},
+    emb.SIMILARITY_PROP: {"title": "Similarity metric", "type": "string"},
+    emb.NORMALIZED_PROP: {"title": "Vectors are L2-normalised", "type": "boolean"},
 }
 #: Every scalar property with one of these prefixes is registered too, typed from its values.
-QUERYABLE_PREFIXES: tuple[str, ...] = ("embedding:",)
+QUERYABLE_PREFIXES: tuple[str, ...] = (emb.PREFIX,)
 #: Queryables that get a B-tree index on every partition (exact-match filters).
 INDEXED_QUERYABLES: frozenset[str] = frozenset({"proj:code", "grid:code", "tessera:grid"})
 
@@ -371,6 +380,8 @@ def _json_type(value: Any) -> str | None:
         return "number"
     if isinstance(value, str):
         return "string"
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return "array"
     return None
 
 
@@ -392,6 +403,8 @@ class _QueryableCollector:
         for key, kinds in sorted(self.types.items()):
             if key in QUERYABLES:
                 out[key] = QUERYABLES[key]
+            elif kinds == {"array"}:
+                out[key] = {"title": key, "type": "array", "items": {"type": "string"}}
             elif len(kinds) == 1:
                 out[key] = {"title": key, "type": next(iter(kinds))}
             elif kinds <= {"integer", "number"}:

@@ -69,6 +69,73 @@ def publish_cmd(
     emit(data, as_json, f"published {result.row_count} MWS as {result.item_path}")
 
 
+@watersheds_app.command("join")
+def join_cmd(
+    year: int = typer.Option(..., "--year", help="Year of the embeddings."),
+    file: Path | None = typer.Argument(
+        None, help="An MWS layer file (instead of --mws): GeoJSON, GeoPackage, shapefile, Parquet."
+    ),
+    mws: str | None = typer.Option(
+        None,
+        "--mws",
+        help="Id of a published corestack-mws item, e.g. gujarat_bhavnagar_bhavnagar_mws.",
+    ),
+    out: Path = OUT_OPTION,
+    tiles: Path | None = typer.Option(
+        None, "--tiles", help="Catalog root holding the embedding items (default: --out)."
+    ),
+    collection: str | None = typer.Option(
+        None, "--collection", help="Embedding collection to read when several are published."
+    ),
+    csv: bool = typer.Option(False, "--csv", help="Also write the table as CSV."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Mean embedding vector per micro-watershed for one year (GeoParquet + STAC item + map).
+
+    Example: tessera-stac watersheds join --year 2024 --mws gujarat_bhavnagar_bhavnagar_mws
+    """
+    from tessera_stac.catalog.errors import InputError
+    from tessera_stac.publisher.cli_common import progress
+    from tessera_stac.publisher.join import (
+        cells_covering,
+        find_tiles_local,
+        join_embeddings,
+        mws_source,
+        write_join,
+    )
+
+    if (file is None) == (mws is None):
+        raise InputError("give either an MWS layer FILE or --mws ITEM-ID (exactly one)")
+    mws_item, mws_href, layer = mws_source(out, mws, file)
+    found = find_tiles_local(tiles or out, year, cells_covering(layer.bbox), collection)
+    bar = progress(len(found), f"join {year}")
+    try:
+        result = join_embeddings(layer.frame, found, year, on_tile=lambda _t: bar.update(1))
+    finally:
+        bar.close()
+    written = write_join(result, out, mws_item, mws_href, datetime.now(UTC), csv=csv)
+    flags = result.table["flag"].value_counts().to_dict()
+    data = {
+        "item_id": written.item_id,
+        "item": str(written.item_path),
+        "parquet": str(written.parquet),
+        "csv": str(written.csv) if written.csv else None,
+        "map": str(written.map_png),
+        "tiles_read": len(result.tiles),
+        "missing_cells": list(result.missing_cells),
+        "mws": len(result.table),
+        "flags": flags,
+    }
+    emit(
+        data,
+        as_json,
+        (
+            f"joined {len(result.table)} MWS with {len(result.tiles)} tiles of {year}: {flags}\n"
+            f"wrote {written.item_path}"
+        ),
+    )
+
+
 @corestack_app.command("import")
 def import_cmd(
     source: str = typer.Argument(

@@ -1,9 +1,206 @@
-"""CLI commands of this area (filled in by its issue)."""
+"""``tessera-stac publish SOURCE DEST`` and ``tessera-stac sample tiles DEST``."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
 import typer
+
+from tessera_stac.catalog.errors import ConfigurationError, InputError
+from tessera_stac.catalog.model import GridCell
+from tessera_stac.publisher.cli_common import JSON_OPTION, emit, progress
+
+sample_app = typer.Typer(
+    help="Generate sample data (synthetic tiles, catalogues) for demos, tests and benchmarks.",
+    no_args_is_help=True,
+)
+
+
+def parse_bbox(text: str) -> tuple[float, float, float, float]:
+    """``W,S,E,N`` -> floats (west <= east, south <= north)."""
+    try:
+        west, south, east, north = (float(v) for v in text.split(","))
+    except ValueError as exc:
+        raise InputError(f"--bbox must be W,S,E,N in degrees, got {text!r}") from exc
+    if west > east or south > north or not (-180 <= west <= 180 and -90 <= south <= 90):
+        raise InputError(f"--bbox must be W,S,E,N with W<=E and S<=N, got {text!r}")
+    return west, south, east, north
+
+
+def parse_years(text: str) -> list[int]:
+    """``2024``, ``2020,2024`` or ``2017-2025`` -> sorted years."""
+    years: set[int] = set()
+    try:
+        for part in text.split(","):
+            if "-" in part.strip()[1:]:
+                first, last = part.split("-")
+                years.update(range(int(first), int(last) + 1))
+            elif part.strip():
+                years.add(int(part))
+    except ValueError as exc:
+        raise InputError(f"years must look like 2024, 2020,2024 or 2017-2025: {text!r}") from exc
+    return sorted(years)
+
+
+def _cells(bbox: str | None, grids: list[str] | None) -> list[GridCell]:
+    from tessera_stac.publisher.sample import cells_in_bbox
+
+    cells: list[GridCell] = []
+    if bbox:
+        cells.extend(cells_in_bbox(parse_bbox(bbox)))
+    for name in grids or []:
+        try:
+            cells.append(GridCell.parse(name))
+        except ValueError as exc:
+            raise InputError(str(exc)) from exc
+    if not cells:
+        raise InputError("give --bbox W,S,E,N and/or --grid grid_X_Y")
+    return list(dict.fromkeys(cells))
+
+
+@sample_app.command("tiles")
+def sample_tiles(
+    dest: Path = typer.Argument(..., help="Folder to write the tiles into (created)."),
+    bbox: str = typer.Option(None, "--bbox", help="W,S,E,N in degrees: every cell overlapping."),
+    grid: list[str] = typer.Option(None, "--grid", help="Cell name(s), e.g. grid_0.15_52.05."),
+    years: str = typer.Option("2024", "--years", help="2024, 2020,2024 or 2017-2025."),
+    layout: str = typer.Option("geotessera", help="geotessera (local cache) or mirror."),
+    zero_fraction: float = typer.Option(0.0, help="Share zero-filled (unprocessed) pixels."),
+    sentinel_fraction: float = typer.Option(0.0, help="Share of huge-sentinel scales."),
+    all_water: bool = typer.Option(False, "--all-water", help="Make every tile all water."),
+    landmask: bool = typer.Option(True, "--landmask/--no-landmask", help="Write landmasks."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Generate synthetic TESSERA tiles with the real grid, dtype, scales and defects.
+
+    Example: ``tessera-stac sample tiles data/ --bbox 71.9,21.8,72.1,21.9 --years 2024``
+    """
+    from tessera_stac.publisher import sample
+
+    cells = _cells(bbox, grid)
+    year_list = parse_years(years)
+    options = sample.SampleOptions(
+        zero_fraction=zero_fraction,
+        sentinel_fraction=sentinel_fraction,
+        all_water=all_water,
+        landmask=landmask,
+    )
+    written = []
+    with progress(len(cells) * len(year_list), "sample tiles") as bar:
+        for files in sample.generate(dest, cells, year_list, options, layout):
+            written.append(files)
+            bar.update(1)
+    emit(
+        {
+            "root": str(dest),
+            "layout": layout,
+            "tiles": [
+                {"grid": f.cell.name, "year": f.year, "embeddings": str(f.embeddings)}
+                for f in written
+            ],
+        },
+        as_json,
+        f"wrote {len(written)} tiles ({len(cells)} cells x {len(year_list)} years) to {dest}",
+    )
+
+
+@contextlib.contextmanager
+def _engine(kind: str, workers: int | None, scheduler: str | None) -> Iterator[Any]:
+    from tessera_stac.publisher.engine import ProcessEngine, SerialEngine
+
+    if kind == "serial" or (kind == "process" and workers == 1):
+        yield SerialEngine()
+    elif kind == "process":
+        yield ProcessEngine(workers)
+    elif kind == "dask":
+        from tessera_stac.publisher.engine_dask import DaskEngine, scheduler_address
+
+        with DaskEngine(scheduler=scheduler_address(scheduler), n_workers=workers) as engine:
+            yield engine
+    else:
+        raise ConfigurationError(f"--engine must be process, serial or dask, got {kind!r}")
+
+
+def publish_cmd(
+    source: str = typer.Argument(..., help="Tiles: local folder or s3://bucket/prefix."),
+    dest: str = typer.Argument(..., help="Output: local folder or s3://bucket/prefix."),
+    layout: str = typer.Option("auto", help="auto, geotessera, mirror or list (file of .npy)."),
+    years: str = typer.Option(None, "--years", help="Only these years (2024, 2017-2025...)."),
+    bbox: str = typer.Option(None, "--bbox", help="Only cells overlapping W,S,E,N."),
+    grid: list[str] = typer.Option(None, "--grid", help="Only these cells (repeatable)."),
+    dataset: str = typer.Option(None, help="Mirror dataset (npy/{dataset}), e.g. v1."),
+    landmasks: str = typer.Option(None, help="Folder of grid_X_Y.tiff landmasks (override)."),
+    model_version: str = typer.Option("v1", help="Model version; one collection per version."),
+    collection: str = typer.Option(None, help="Collection id (tessera-embeddings-{version})."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Republish matching tiles too."),
+    workers: int = typer.Option(None, "--workers", "-w", help="Parallel tiles (all cores)."),
+    engine: str = typer.Option("process", help="process, serial or dask."),
+    scheduler: str = typer.Option(None, help="Dask scheduler tcp://host:port (--engine dask)."),
+    report: str = typer.Option(
+        "", help="Run report path/URI (default: DEST/_reports/publish-<id>.json)."
+    ),
+    endpoint_url: str = typer.Option(None, help="S3 endpoint (S3-compatible services)."),
+    anonymous: bool = typer.Option(False, "--anonymous", help="Unsigned S3 reads (mirrors)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Publish TESSERA tiles as COGs (embeddings, scales) + preview PNG + STAC Item.
+
+    Tiles run in parallel; re-runs skip tiles whose outputs already match; the run report
+    lists every tile (ok / skipped / failed with the reason). Exit code 1 if any tile failed.
+
+    Example: ``tessera-stac publish data/ published/ --years 2024``
+    """
+    from tessera_stac.publisher import run, tiles
+    from tessera_stac.publisher.settings import StorageSettings
+
+    overrides: dict[str, Any] = {}
+    if endpoint_url:
+        overrides["endpoint_url"] = endpoint_url
+    if anonymous:
+        overrides["anonymous"] = True
+    settings = StorageSettings(**overrides)
+    flt = tiles.TileFilter(
+        years=frozenset(parse_years(years)) if years else None,
+        bbox=parse_bbox(bbox) if bbox else None,
+        grids=frozenset(grid) if grid else None,
+    )
+    sources = tiles.discover(source, layout, flt, settings, dataset, landmasks)
+    if not sources:
+        raise InputError(f"{source}: no tiles found (layout {layout}, filters {flt})")
+    with _engine(engine, workers, scheduler) as eng, progress(len(sources), "publish") as bar:
+        result = run.publish(
+            sources,
+            dest,
+            engine=eng,
+            model_version=model_version,
+            collection=collection,
+            overwrite=overwrite,
+            settings=settings,
+            source_label=source,
+            report=report,
+            on_done=lambda _outcome: bar.update(1),
+        )
+    totals = result.totals
+    lines = [
+        f"{totals['ok']} published, {totals['skipped']} skipped, {totals['failed']} failed "
+        f"in {result.seconds:.1f} s -> {result.dest}",
+        *(f"failed {o.item_id}: {o.reason}" for o in result.failed),
+    ]
+    if result.report_href:
+        lines.append(f"report: {result.report_href}")
+    emit(result.as_dict() | {"report": result.report_href}, as_json, "\n".join(lines))
+    if result.failed:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
-    """Attach this module's commands to the root CLI."""
+    """Attach ``publish`` and ``sample tiles`` to the root CLI."""
+    app.command("publish")(publish_cmd)
+    for group in app.registered_groups:
+        if group.name == "sample" and group.typer_instance is not None:
+            group.typer_instance.registered_commands.extend(sample_app.registered_commands)
+            return
+    app.add_typer(sample_app, name="sample")

@@ -282,9 +282,9 @@ def _placeholder(href: str, resolved: str) -> str | None:
     text = href.strip()
     if not text:
         return "empty href"
-    if " " in text or href != text:
+    if " " in text:
         return "href contains spaces (a placeholder, not a file name)"
-    if not (_is_url(resolved) or urlsplit(resolved).scheme) and not Path(resolved).exists():
+    if not (_is_url(text) or urlsplit(resolved).scheme) and not Path(resolved).exists():
         return "relative href to a file that does not exist"
     return None
 
@@ -299,7 +299,7 @@ def _fix_assets(item: dict[str, Any], href: str, walk: _Walk) -> None:
             continue
         resolved = _resolve(href, raw)
         reason = _placeholder(raw, resolved)
-        if reason and not _is_url(resolved):
+        if reason:
             removed[key] = {"href": raw, "reason": reason}
             del item["assets"][key]
             walk.defect(
@@ -324,6 +324,19 @@ def _fix_assets(item: dict[str, Any], href: str, walk: _Walk) -> None:
         item["properties"]["corestack:removed_assets"] = removed
 
 
+def _flatten_collection(geom: Any) -> Any:
+    """A GeometryCollection as one Multi* geometry of its highest-dimension parts."""
+    parts = list(shapely.get_parts(geom))
+    top = max(shapely.get_dimensions(parts))
+    kept = [p for p in parts if shapely.get_dimensions(p) == top]
+    if top == 2:
+        merged = shapely.union_all(kept)
+        return merged if merged.geom_type == "MultiPolygon" else shapely.MultiPolygon([merged])
+    if top == 1:
+        return shapely.MultiLineString([ln for p in kept for ln in shapely.get_parts(p)])
+    return shapely.MultiPoint([pt for p in kept for pt in shapely.get_parts(p)])
+
+
 def _fix_geometry(item: dict[str, Any], href: str, walk: _Walk) -> bool:
     if not item.get("geometry"):
         walk.defect(
@@ -331,6 +344,16 @@ def _fix_geometry(item: dict[str, Any], href: str, walk: _Walk) -> bool:
         )
         return False
     geom = shape(item["geometry"])
+    if geom.geom_type == "GeometryCollection":
+        geom = _flatten_collection(geom)
+        item["geometry"] = mapping(geom)
+        walk.defect(
+            href,
+            item["id"],
+            "geometry-collection",
+            f"GeometryCollection is not a valid STAC item geometry; merged into a {geom.geom_type}",
+            "repaired",
+        )
     if not geom.is_valid:
         geom = shapely.make_valid(geom)
         item["geometry"] = mapping(geom)
@@ -353,6 +376,23 @@ def _fix_geometry(item: dict[str, Any], href: str, walk: _Walk) -> bool:
             "repaired",
         )
     return True
+
+
+def _drop_empty_text(item: dict[str, Any], href: str, walk: _Walk) -> None:
+    """STAC 1.1 wants ``title``/``description`` non-empty when present: drop empty ones."""
+    places = [("properties", item["properties"])]
+    places += [(f"asset {k!r}", a) for k, a in item.get("assets", {}).items()]
+    for where, obj in places:
+        for key in ("title", "description"):
+            if key in obj and not str(obj[key] or "").strip():
+                del obj[key]
+                walk.defect(
+                    href,
+                    item["id"],
+                    "empty-text",
+                    f"{where}: empty {key} removed (STAC requires it non-empty)",
+                    "repaired",
+                )
 
 
 def _check_table(item: dict[str, Any], href: str, walk: _Walk) -> None:
@@ -386,6 +426,7 @@ def _import_item(
         return None
     if not _fix_geometry(item, href, walk):
         return None
+    _drop_empty_text(item, href, walk)
     keys = block_keys(chain)
     coll_id = collection_id_for(keys)
     if item.get("collection") not in (None, coll_id):

@@ -129,7 +129,7 @@ class _Waves:
 
 
 def _coarse_lonlat(georef: TileGeoref, height: int, width: int) -> tuple[np.ndarray, ...]:
-    """Lon/lat of pixel centres on a coarse grid (every COARSE_STEP px), with its pixel rows/cols."""
+    """Lon/lat of pixel centres every COARSE_STEP px, with those pixel rows/cols."""
     rows = np.arange(0, height - 1 + COARSE_STEP, COARSE_STEP, dtype=np.float64)
     cols = np.arange(0, width - 1 + COARSE_STEP, COARSE_STEP, dtype=np.float64)
     a, _, c, _, e, f = georef.transform
@@ -246,9 +246,7 @@ def generate_tile(cell: GridCell, year: int, options: SampleOptions | None = Non
         x += model.land_bias
         if flat_water.any():
             x[flat_water] = z[flat_water] @ model.water + model.water_bias
-        q[r0:r1], s[r0:r1] = _quantise_inplace(
-            x.reshape(r1 - r0, width, EMBEDDING_DIM)
-        )
+        q[r0:r1], s[r0:r1] = _quantise_inplace(x.reshape(r1 - r0, width, EMBEDDING_DIM))
         landmask[r0:r1] = ~water
     _add_defects(q, s, opts, rng)
     return SampleTile(cell, year, georef, q, s, landmask)

@@ -22,6 +22,7 @@ Two renderers produce identical JSON:
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import math
@@ -245,8 +246,22 @@ def _checksum(*parts: object) -> str:
     return "1220" + digest
 
 
-def _tile(spec: SyntheticSpec, cols: _Columns, i: int, year: int) -> PublishedTile:
-    cell = GridCell(cols.lon[i], cols.lat[i])
+class _Cell(GridCell):
+    """A GridCell that formats its name and bounds once (they are read many times per item)."""
+
+    @functools.cached_property
+    def name(self) -> str:  # type: ignore[override]
+        return super().name
+
+    @functools.cached_property
+    def bounds(self) -> tuple[float, float, float, float]:  # type: ignore[override]
+        return super().bounds
+
+
+def _tile(
+    spec: SyntheticSpec, cols: _Columns, i: int, year: int, cell: GridCell | None = None
+) -> PublishedTile:
+    cell = cell or _Cell(cols.lon[i], cols.lat[i])
     height, width = cols.shape[i]
     pixels = height * width
     water = round(pixels * cols.water_fraction[i])
@@ -309,8 +324,12 @@ def _order(spec: SyntheticSpec, n_cells: int) -> Iterator[tuple[int, int]]:
 def synthetic_tiles(spec: SyntheticSpec) -> Iterator[PublishedTile]:
     """Stream the synthetic :class:`PublishedTile` records of a catalogue (no I/O)."""
     cols = _columns(spec)
+    cells: dict[int, GridCell] = {}  # a cell's formatted name/bounds are reused across years
     for i, year in _order(spec, len(cols.lon)):
-        yield _tile(spec, cols, i, year)
+        cell = cells.get(i)
+        if cell is None:
+            cell = cells[i] = _Cell(cols.lon[i], cols.lat[i])
+        yield _tile(spec, cols, i, year, cell)
 
 
 def exact_item(tile: PublishedTile) -> dict[str, Any]:

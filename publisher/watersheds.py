@@ -463,13 +463,17 @@ def staging_dir(parent: Path, name: str) -> Path:
 
 def item_dict(item: pystac.Item, collection_href: str, root_href: str) -> dict[str, Any]:
     """Item JSON with relative structural links for a static catalog."""
-    item.clear_links()
     data = item.to_dict(include_self_link=False, transform_hrefs=False)
+    kept = [
+        ln
+        for ln in data.get("links", [])
+        if ln.get("rel") not in ("root", "parent", "collection", "self")
+    ]
     data["links"] = [
         {"rel": "root", "href": root_href, "type": "application/json"},
         {"rel": "parent", "href": collection_href, "type": "application/json"},
         {"rel": "collection", "href": collection_href, "type": "application/json"},
-        *data.get("links", []),
+        *kept,
     ]
     return data
 

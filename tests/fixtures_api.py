@@ -69,9 +69,10 @@ def make_item(
         processed=datetime(2025, 1, 1, tzinfo=UTC),
     )
     item = create_item(tile).to_dict(include_self_link=False, transform_hrefs=False)
-    item["properties"].setdefault("embedding:dimensions", dims)
+    item["properties"]["embedding:dimensions"] = dims
     item["properties"].setdefault("embedding:model_version", "v1")
     item["properties"].setdefault("tessera:grid", cell.name)
+    item["properties"].setdefault("instruments", ["sentinel-1", "sentinel-2"])
     return item
 
 
@@ -131,3 +132,108 @@ def count_items() -> Callable[[str], dict[str, int]]:
         return {c: int(n) for c, n in rows}
 
     return count
+
+
+# ------------------------------------------------------------------ small COG tiles
+EMB_COLLECTION = "tessera-embeddings-v1"
+
+
+def rebuilt_georef(cell: Any) -> tuple[tuple[float, ...], tuple[int, int]]:
+    """Transform (a, b, c, d, e, f) and (height, width) of a cell's 10 m UTM raster (DESIGN §1)."""
+    from pyproj import Transformer
+
+    west, south, east, north = cell.bounds
+    to_utm = Transformer.from_crs("EPSG:4326", f"EPSG:{cell.utm_epsg}", always_xy=True)
+    (lx0, lx1), (ly0, ly1) = to_utm.transform([west, west], [south, north])
+    (rx0, rx1), (ry0, ry1) = to_utm.transform([east, east], [south, north])
+    x0, y0 = min(lx0, lx1), max(ly1, ry1)
+    width = round((max(rx0, rx1) - x0) / 10)
+    height = round((y0 - min(ly0, ry0)) / 10)
+    return (10.0, 0.0, x0, 0.0, -10.0, y0), (height, width)
+
+
+def write_tile(
+    folder: Path, lon: float, lat: float, year: int, bands: int, seed: int
+) -> tuple[dict[str, Any], Any, Any]:
+    """Write embeddings.tif (int8) + scales.tif (float32) of the cell holding (lon, lat).
+
+    Returns ``(item, codes (bands, H, W), scales (H, W))``; a block of pixels is invalid
+    (NaN scale, nodata codes) at rows/cols 0-49.
+    """
+    import numpy as np
+    import rasterio
+    from affine import Affine
+
+    from tessera_stac.catalog.model import GridCell
+
+    cell = GridCell.containing(lon, lat)
+    transform, (height, width) = rebuilt_georef(cell)
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(-127, 128, size=(bands, height, width), dtype=np.int8)
+    scales = rng.uniform(0.01, 0.2, size=(height, width)).astype(np.float32)
+    scales[:50, :50] = np.nan
+    codes[:, :50, :50] = -128
+    folder.mkdir(parents=True, exist_ok=True)
+    common = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "crs": f"EPSG:{cell.utm_epsg}",
+        "transform": Affine(*transform),
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "compress": "deflate",
+    }
+    with rasterio.open(
+        folder / "embeddings.tif",
+        "w",
+        dtype="int8",
+        count=bands,
+        nodata=-128,
+        interleave="pixel",
+        **common,
+    ) as dst:
+        dst.write(codes)
+    with rasterio.open(
+        folder / "scales.tif", "w", dtype="float32", count=1, nodata=float("nan"), **common
+    ) as dst:
+        dst.write(scales[None])
+    item = make_item(lon, lat, year, collection_id=EMB_COLLECTION, dims=bands)
+    item["properties"]["proj:code"] = f"EPSG:{cell.utm_epsg}"
+    item["properties"]["proj:shape"] = [height, width]
+    item["properties"]["proj:transform"] = list(transform)
+    return item, codes, scales
+
+
+@pytest.fixture(scope="session")
+def cog_catalog(open_tmp: Callable[[str], Path]) -> dict[str, Any]:
+    """Two small-band COG tiles either side of 72°E (UTM 42N / 43N), 2024, as a static catalog.
+
+    Returns ``{"root": data dir, "catalog": catalog.json, "tiles": {item_id: (item, codes,
+    scales)}}``; the layout is the published one, ``{collection}/{year}/{grid}/{item}.json``.
+    """
+    root = open_tmp("cogcat")
+    tiles = {}
+    collection = make_collection(EMB_COLLECTION)
+    collection["links"] = [{"rel": "root", "href": "../catalog.json"}]
+    for seed, (lon, lat) in enumerate([(71.93, 23.01), (72.07, 23.01)]):
+        from tessera_stac.catalog.model import GridCell
+
+        cell = GridCell.containing(lon, lat)
+        folder = root / EMB_COLLECTION / "2024" / cell.name
+        item, codes, scales = write_tile(folder, lon, lat, 2024, bands=8, seed=seed)
+        (folder / f"{item['id']}.json").write_text(json.dumps(item, indent=2))
+        rel = f"./2024/{cell.name}/{item['id']}.json"
+        collection["links"].append({"rel": "item", "href": rel})
+        tiles[item["id"]] = (item, codes, scales)
+    (root / EMB_COLLECTION / "collection.json").write_text(json.dumps(collection, indent=2))
+    catalog = {
+        "type": "Catalog",
+        "stac_version": "1.1.0",
+        "id": "tessera",
+        "description": "test",
+        "links": [{"rel": "child", "href": f"./{EMB_COLLECTION}/collection.json"}],
+    }
+    (root / "catalog.json").write_text(json.dumps(catalog))
+    return {"root": root, "catalog": root / "catalog.json", "tiles": tiles}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -13,10 +14,9 @@ from tessera_stac.publisher.synthetic_catalog import SyntheticSpec, iter_ndjson
 N_ITEMS = 10_000
 
 
-def test_10k_synthetic_items_load_partitioned_and_searchable(pg_dsn: str) -> None:
+def test_10k_synthetic_items_load_partitioned_and_searchable(pg_dsn: str, tmp_path: Path) -> None:
     spec = SyntheticSpec(n_items=N_ITEMS, centre=bench.CENTRE, collection_id=bench.COLLECTION)
-    bench.setup_database(pg_dsn, bench.make_collection(spec))
-    bench.load_items(pg_dsn, iter_ndjson(spec))
+    bench.load_catalogue(pg_dsn, spec, tmp_path, "test")
     stats = bench.database_stats(pg_dsn)
     assert stats["items"] == N_ITEMS
     # one partition per year, every year present
@@ -58,3 +58,15 @@ def test_10k_synthetic_items_load_partitioned_and_searchable(pg_dsn: str) -> Non
     }
     assert expected_ids, "the block should hold items"
     assert {f["id"] for f in found} == expected_ids
+
+
+def test_proj_code_index_can_be_dropped_and_rebuilt(pg_dsn: str, tmp_path: Path) -> None:
+    spec = SyntheticSpec(n_items=900, centre=bench.CENTRE, collection_id=bench.COLLECTION)
+    bench.load_catalogue(pg_dsn, spec, tmp_path, "idx")
+    assert bench.database_stats(pg_dsn)["proj_code_indexes"] >= len(spec.years)
+    bench.set_proj_code_index(pg_dsn, on=False)
+    assert bench.database_stats(pg_dsn)["proj_code_indexes"] == 0
+    bench.set_proj_code_index(pg_dsn, on=True)
+    stats = bench.database_stats(pg_dsn)
+    assert stats["proj_code_indexes"] >= len(spec.years)
+    assert stats["items"] == 900

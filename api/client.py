@@ -1,0 +1,245 @@
+"""stac-fastapi-pgstac's client and Query extension, extended (not forked).
+
+* ``TesseraClient.landing_page``: gains titled ``child`` links to every collection (the TESSERA
+  embedding collections, the model collection and the CoRE Stack collections first) and a link
+  to our extension schema.
+* The Query extension's string operators (``startsWith``, ``endsWith``, ``contains``) and ``in``:
+  the spec defines them, stac-fastapi-pgstac's request model refuses them. Our model accepts
+  them and ``TesseraClient`` rewrites such a query into the equivalent CQL2-JSON filter
+  (``like``/``in``), which pgSTAC evaluates with the registered queryables.
+"""
+
+from __future__ import annotations
+
+from enum import Enum, StrEnum
+from typing import Annotated, Any
+
+import attr
+from fastapi import Request
+from pydantic import BaseModel, BeforeValidator, Field
+from stac_fastapi.extensions import FieldsExtension
+from stac_fastapi.extensions.fields.request import PostFieldsExtension
+from stac_fastapi.pgstac.core import CoreCrudClient
+from stac_fastapi.pgstac.extensions import QueryExtension
+from stac_fastapi.types.requests import get_base_url
+from starlette.responses import Response
+
+#: Collection id prefixes listed first on the landing page, in this order.
+FEATURED_PREFIXES: tuple[str, ...] = ("tessera-embeddings-", "tessera-models", "corestack-")
+MAX_CHILD_LINKS = 500
+
+
+def featured_rank(collection_id: str) -> tuple[int, str]:
+    """Sort key: featured prefixes first (in their order), then the rest by id."""
+    for rank, prefix in enumerate(FEATURED_PREFIXES):
+        if collection_id.startswith(prefix):
+            return rank, collection_id
+    return len(FEATURED_PREFIXES), collection_id
+
+
+@attr.s
+class TesseraClient(CoreCrudClient):
+    """CoreCrudClient with a landing page that lists and links the collections."""
+
+    async def landing_page(self, **kwargs: Any) -> Any:
+        """The landing page with titled ``child`` links to the collections."""
+        page = await super().landing_page(**kwargs)
+        request: Request = kwargs["request"]
+        base_url = get_base_url(request)
+        async with request.app.state.get_connection(request, "r") as conn:
+            rows = await conn.fetch(
+                "SELECT id, coalesce(content->>'title', id) AS title FROM pgstac.collections "
+                "ORDER BY id LIMIT $1",
+                MAX_CHILD_LINKS,
+            )
+        links = page["links"]
+        for row in sorted(rows, key=lambda r: featured_rank(r["id"])):
+            links.append(
+                {
+                    "rel": "child",
+                    "type": "application/json",
+                    "title": row["title"],
+                    "href": f"{base_url}collections/{row['id']}",
+                }
+            )
+        links.append(
+            {
+                "rel": "describedby",
+                "type": "application/schema+json",
+                "title": "TESSERA embedding extension schema",
+                "href": f"{base_url}{request.app.state.embedding_schema_path.lstrip('/')}",
+            }
+        )
+        return page
+
+    async def post_search(self, search_request: Any, request: Request, **kwargs: Any) -> Any:
+        """POST /search; a fields-filtered answer is still GeoJSON (media type kept)."""
+        return _geojson(await super().post_search(search_request, request=request, **kwargs))
+
+    async def get_search(self, request: Request, **kwargs: Any) -> Any:
+        """GET /search; a fields-filtered answer is still GeoJSON (media type kept)."""
+        return _geojson(await super().get_search(request=request, **kwargs))
+
+    async def _search_base(self, search_request: Any, request: Request) -> Any:
+        """pgSTAC search; a query using string/set operators goes as its CQL2 filter.
+
+        Fields: an ``exclude`` with an empty or null ``include`` removes fields from the
+        extension's default set (with no ``include`` at all, from the whole item), and a
+        filtered item always keeps ``type`` (it is still GeoJSON).
+        """
+        fields = getattr(search_request, "fields", None)
+        if fields is not None:
+            explicit_empty = "include" in fields.model_fields_set and not fields.include
+            if explicit_empty and fields.exclude:
+                fields.include = set(DEFAULT_FIELDS) - set(fields.exclude)
+            if fields.include:
+                fields.include = {*fields.include, "type"}
+        query = getattr(search_request, "query", None)
+        if _uses_string_ops(query):
+            search_request.query = None
+            arrays = await _array_queryables(request)
+            search_request.filter_expr = query_to_cql2(query or {}, arrays)
+            search_request.filter_lang = "cql2-json"
+        return await super()._search_base(search_request, request=request)
+
+
+class QueryOperator(StrEnum):
+    """Query extension operators: pgstac's comparisons plus the spec's string/set ones."""
+
+    eq = "eq"
+    ne = "ne"
+    neq = "neq"
+    lt = "lt"
+    lte = "lte"
+    gt = "gt"
+    gte = "gte"
+    startsWith = "startsWith"  # noqa: N815 (the spec's spelling)
+    endsWith = "endsWith"  # noqa: N815
+    contains = "contains"
+    in_ = "in"
+
+
+def _one_or_many(value: Any) -> Any:
+    """Accept ``"collections": "a,b"`` (a string) as well as the spec's array."""
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+class QueryPostRequest(BaseModel):
+    """Query extension POST model accepting every operator of the spec.
+
+    Also lenient on ``collections`` given as a string, as some clients (stac-api-validator
+    among them) send it.
+    """
+
+    query: dict[str, dict[QueryOperator, Any]] | None = None
+    collections: Annotated[list[str] | None, BeforeValidator(_one_or_many)] = None
+
+
+class FullQueryExtension(QueryExtension):
+    """stac-fastapi-pgstac's Query extension with the full operator set."""
+
+    POST = QueryPostRequest
+
+
+def _no_null(value: Any) -> Any:
+    if value is None:
+        raise ValueError("fields must be an object with include/exclude, not null")
+    return value
+
+
+class StrictFieldsPostRequest(BaseModel):
+    """Fields extension POST model that refuses ``"fields": null`` (a 400, per the spec)."""
+
+    fields: Annotated[PostFieldsExtension | None, BeforeValidator(_no_null)] = Field(
+        PostFieldsExtension(), description="Include or exclude fields from items body."
+    )
+
+
+class StrictFieldsExtension(FieldsExtension):
+    """stac-fastapi's Fields extension with the stricter POST model."""
+
+    POST = StrictFieldsPostRequest
+
+
+def _like_escape(value: Any) -> str:
+    return str(value).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def query_to_cql2(
+    query: dict[str, dict[Any, Any]], array_props: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """The CQL2-JSON filter equivalent to a Query extension object.
+
+    ``in`` on a property whose queryable is an array means "shares a value" (``a_overlaps``).
+    """
+    clauses: list[dict[str, Any]] = []
+    for prop, ops in query.items():
+        ref = {"property": prop}
+        for op, value in ops.items():
+            name = op.value if isinstance(op, Enum) else str(op)
+            if name == "startsWith":
+                clauses.append({"op": "like", "args": [ref, f"{_like_escape(value)}%"]})
+            elif name == "endsWith":
+                clauses.append({"op": "like", "args": [ref, f"%{_like_escape(value)}"]})
+            elif name == "contains":
+                clauses.append({"op": "like", "args": [ref, f"%{_like_escape(value)}%"]})
+            elif name == "in":
+                values = value if isinstance(value, list) else [value]
+                op_name = "a_overlaps" if prop in array_props else "in"
+                clauses.append({"op": op_name, "args": [ref, values]})
+            else:
+                cql = {"ne": "<>", "neq": "<>", "eq": "=", "lt": "<", "lte": "<=", "gt": ">"}
+                clauses.append({"op": cql.get(name, ">="), "args": [ref, value]})
+    return clauses[0] if len(clauses) == 1 else {"op": "and", "args": clauses}
+
+
+#: The Fields extension's default set, what an ``exclude``-only request subtracts from.
+DEFAULT_FIELDS = frozenset(
+    {
+        "type",
+        "stac_version",
+        "stac_extensions",
+        "id",
+        "geometry",
+        "bbox",
+        "links",
+        "assets",
+        "collection",
+        "properties.datetime",
+    }
+)
+STRING_OPS = frozenset({"startsWith", "endsWith", "contains", "in"})
+
+
+def _uses_string_ops(query: dict[str, dict[Any, Any]] | None) -> bool:
+    return bool(query) and any(
+        (op.value if isinstance(op, Enum) else str(op)) in STRING_OPS
+        for ops in (query or {}).values()
+        for op in ops
+    )
+
+
+async def _array_queryables(request: Request) -> frozenset[str]:
+    """Names of the queryables typed as arrays (cached for a minute)."""
+    import time
+
+    state = request.app.state
+    cached = getattr(state, "array_queryables", None)
+    if cached is None or time.monotonic() - cached[0] > 60:
+        async with state.get_connection(request, "r") as conn:
+            rows = await conn.fetch(
+                "SELECT name FROM pgstac.queryables WHERE definition->>'type' = 'array'"
+            )
+        cached = (time.monotonic(), frozenset(r["name"] for r in rows))
+        state.array_queryables = cached
+    names: frozenset[str] = cached[1]
+    return names
+
+
+def _geojson(result: Any) -> Any:
+    """stac-fastapi-pgstac answers fields-filtered searches as plain JSON: label them GeoJSON."""
+    if isinstance(result, Response):
+        result.headers["content-type"] = "application/geo+json"
+    return result

@@ -1,0 +1,131 @@
+"""How tile tasks are executed: a tiny interface with serial and process-pool engines.
+
+An :class:`Engine` maps a top-level (picklable) function over tasks and yields each result as
+soon as it completes (completion order). The function is expected to handle its own errors
+(``publish_tile`` returns a failed outcome rather than raising); an exception that escapes it
+anyway - or a worker process that dies (killed, out of memory) - is passed to ``on_error``,
+which turns it into a result so the caller can report that task and carry on (without
+``on_error`` the exception is raised).
+
+Engines: :class:`SerialEngine` (this process), :class:`ProcessEngine` (a local process pool,
+default one worker per core) and ``engine_dask.DaskEngine`` (Dask distributed, same
+``map`` contract). Adding another means implementing ``map``; nothing else changes.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Engine(Protocol):
+    """Runs ``fn`` over tasks and yields results in completion order."""
+
+    def map(
+        self,
+        fn: Callable[[T], R],
+        tasks: Iterable[T],
+        on_error: Callable[[T, BaseException], R] | None = None,
+    ) -> Iterator[R]:
+        """Yield ``fn(task)`` for every task as it completes; errors go to ``on_error``."""
+        ...
+
+
+class SerialEngine:
+    """Runs tasks one after the other in this process (debugging, tiny runs)."""
+
+    name = "serial"
+    workers = 1
+
+    def map(
+        self,
+        fn: Callable[[T], R],
+        tasks: Iterable[T],
+        on_error: Callable[[T, BaseException], R] | None = None,
+    ) -> Iterator[R]:
+        """See :class:`Engine`."""
+        for task in tasks:
+            try:
+                result = fn(task)
+            except Exception as exc:
+                if on_error is None:
+                    raise
+                result = on_error(task, exc)
+            yield result
+
+
+class ProcessEngine:
+    """Runs tasks in a pool of worker processes (default: one per core).
+
+    At most ``2 * workers`` tasks are in flight, so long task lists stream through the pool.
+    Workers start with ``forkserver`` (``spawn`` where unavailable). If a worker dies, the
+    tasks it broke are reported through ``on_error`` and a fresh pool runs the rest.
+    """
+
+    name = "process"
+
+    def __init__(self, workers: int | None = None, max_tasks_per_child: int | None = None):
+        self.workers = max(1, workers or os.cpu_count() or 1)
+        self.max_tasks_per_child = max_tasks_per_child
+
+    def _pool(self) -> ProcessPoolExecutor:
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+        return ProcessPoolExecutor(
+            self.workers, mp_context=context, max_tasks_per_child=self.max_tasks_per_child
+        )
+
+    def map(
+        self,
+        fn: Callable[[T], R],
+        tasks: Iterable[T],
+        on_error: Callable[[T, BaseException], R] | None = None,
+    ) -> Iterator[R]:
+        """See :class:`Engine`."""
+        iterator = iter(tasks)
+        pending: dict[Future[R], T] = {}
+        pool = self._pool()
+        try:
+            while True:
+                while len(pending) < 2 * self.workers:
+                    task = next(iterator, None)
+                    if task is None:
+                        break
+                    pending[pool.submit(fn, task)] = task
+                if not pending:
+                    return
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                broken = False
+                for future in finished:
+                    task = pending.pop(future)
+                    error = future.exception()
+                    if error is None:
+                        yield future.result()
+                        continue
+                    broken = broken or isinstance(error, BrokenProcessPool)
+                    if on_error is None:
+                        raise error
+                    yield on_error(task, error)
+                if broken:  # every pending future of a broken pool fails too: report, renew
+                    for future, task in list(pending.items()):
+                        error = future.exception() or BrokenProcessPool("worker died")
+                        if on_error is None:
+                            raise error
+                        yield on_error(task, error)
+                    pending.clear()
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    pool = self._pool()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def make_engine(workers: int | None) -> SerialEngine | ProcessEngine:
+    """``workers == 1`` -> :class:`SerialEngine`; otherwise a :class:`ProcessEngine`."""
+    return SerialEngine() if workers == 1 else ProcessEngine(workers)

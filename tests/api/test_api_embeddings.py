@@ -1,0 +1,197 @@
+"""Embedding routes over HTTP: point (two UTM zones), batch, zonal statistics, errors."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from pyproj import Transformer
+
+from tessera_stac.api.app import create_app
+from tessera_stac.api.settings import ApiSettings
+from tessera_stac.catalog.load import load
+from tessera_stac.catalog.model import GridCell
+from tests.fixtures_api import EMB_COLLECTION
+
+LiveApi = Callable[[Any], str]
+
+
+@pytest.fixture
+def served(
+    pg_dsn: str, live_api: LiveApi, cog_catalog: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """The API serving the COG catalog from /data, items loaded with hrefs through it."""
+    url = live_api(create_app(ApiSettings(data_dir=cog_catalog["root"]), pg_dsn))
+    load(pg_dsn, str(cog_catalog["catalog"]), base_url=url + "/data")
+    return url, cog_catalog
+
+
+def expected_pixel(item: dict[str, Any], lon: float, lat: float) -> tuple[int, int]:
+    a, _, c, _, e, f = item["properties"]["proj:transform"]
+    x, y = Transformer.from_crs(
+        "EPSG:4326", item["properties"]["proj:code"], always_xy=True
+    ).transform(lon, lat)
+    return math.floor((f - y) / -e), math.floor((x - c) / a)
+
+
+def tile_for(cog: dict[str, Any], lon: float, lat: float) -> tuple[dict[str, Any], Any, Any]:
+    cell = GridCell.containing(lon, lat)
+    return next(t for t in cog["tiles"].values() if t[0]["properties"]["tessera:grid"] == cell.name)
+
+
+@pytest.mark.parametrize("lon,lat", [(71.9713, 23.0342), (72.0321, 23.0711)])
+def test_point_equals_source_q_times_s_in_two_zones(
+    served: tuple[str, dict[str, Any]], lon: float, lat: float
+) -> None:
+    url, cog = served
+    got = httpx.get(url + "/embeddings/position", params={"lon": lon, "lat": lat, "year": 2024})
+    assert got.status_code == 200, got.text
+    body = got.json()
+    item, codes, scales = tile_for(cog, lon, lat)
+    row, col = expected_pixel(item, lon, lat)
+    assert body["item"] == item["id"] and body["collection"] == EMB_COLLECTION
+    assert body["asset"] == "embeddings" and body["scale_asset"] == "scales"
+    assert body["pixel"]["row"] == row and body["pixel"]["col"] == col
+    assert body["pixel"]["crs"] == item["properties"]["proj:code"]
+    assert body["href"].startswith(url + "/data/")
+    expected = codes[:, row, col].astype(np.float32) * scales[row, col]
+    assert np.array_equal(np.array(body["embedding"], dtype=np.float32), expected)
+    assert body["scale"] == float(scales[row, col])
+    assert body["dimensions"] == codes.shape[0]
+    link = httpx.get(body["links"][0]["href"])
+    assert link.status_code == 200 and link.json()["id"] == item["id"]
+
+
+def test_point_errors(served: tuple[str, dict[str, Any]]) -> None:
+    url, cog = served
+    item, _, _ = tile_for(cog, 71.93, 23.01)
+    _a, _, c, _, _e, f = item["properties"]["proj:transform"]
+    back = Transformer.from_crs(item["properties"]["proj:code"], "EPSG:4326", always_xy=True)
+    lon, lat = back.transform(c + 10 * 10.5, f - 10 * 10.5)  # pixel (10, 10): invalid block
+    if GridCell.containing(lon, lat).name != item["properties"]["tessera:grid"]:
+        lon, lat = back.transform(c + 10 * 45.5, f - 10 * 45.5)
+    invalid = httpx.get(url + "/embeddings/position", params={"lon": lon, "lat": lat, "year": 2024})
+    assert invalid.status_code == 422, invalid.text
+    assert (
+        invalid.json()["code"] == "InvalidPixel"
+        and "no valid embedding" in invalid.json()["description"]
+    )
+    outside = httpx.get(
+        url + "/embeddings/position", params={"lon": 80.0, "lat": 10.0, "year": 2024}
+    )
+    assert outside.status_code == 404 and outside.json()["code"] == "OutsideCoverage"
+    other_year = httpx.get(
+        url + "/embeddings/position", params={"lon": 71.97, "lat": 23.03, "year": 2020}
+    )
+    assert other_year.status_code == 404
+    bad = httpx.get(url + "/embeddings/position", params={"lon": 200, "lat": 23, "year": 2024})
+    assert bad.status_code == 400
+    unknown = httpx.get(
+        url + "/embeddings/position",
+        params={"lon": 71.97, "lat": 23.03, "year": 2024, "collection": "nope"},
+    )
+    assert unknown.status_code == 404
+
+
+def test_batch_points(served: tuple[str, dict[str, Any]]) -> None:
+    url, cog = served
+    points = [
+        {"lon": 71.9713, "lat": 23.0342},
+        {"lon": 80.0, "lat": 10.0},
+        {"lon": 72.0321, "lat": 23.0711},
+    ]
+    got = httpx.post(url + "/embeddings/positions", json={"points": points, "year": 2024})
+    assert got.status_code == 200, got.text
+    results = got.json()["results"]
+    assert [r["status"] for r in results] == [200, 404, 200]
+    assert results[1]["error"]["code"] == "OutsideCoverage"
+    for r, p in zip([results[0], results[2]], [points[0], points[2]], strict=True):
+        item, codes, scales = tile_for(cog, p["lon"], p["lat"])
+        row, col = expected_pixel(item, p["lon"], p["lat"])
+        assert np.array_equal(
+            np.array(r["embedding"], dtype=np.float32),
+            codes[:, row, col].astype(np.float32) * scales[row, col],
+        )
+
+
+def _expected_area(cog: dict[str, Any], polygon: Any) -> tuple[int, int, Any]:
+    """Independent count/valid/mean: pixel centres in the polygon and in their own cell."""
+    from shapely import contains_xy
+
+    count = valid = 0
+    total = None
+    for item, codes, scales in cog["tiles"].values():
+        a, _, c, _, e, f = item["properties"]["proj:transform"]
+        h, w = scales.shape
+        rows, cols = np.mgrid[0:h, 0:w]
+        xs, ys = c + (cols + 0.5) * a, f + (rows + 0.5) * e
+        lons, lats = Transformer.from_crs(
+            item["properties"]["proj:code"], "EPSG:4326", always_xy=True
+        ).transform(xs, ys)
+        cell = GridCell.parse(item["properties"]["tessera:grid"])
+        west, south, east, north = cell.bounds
+        own = (lons >= west) & (lons < east) & (lats >= south) & (lats < north)
+        inside = own & contains_xy(polygon, lons, lats)
+        ok = inside & np.isfinite(scales) & (scales > 0) & (scales < 1) & ~(codes == -128).any(0)
+        count += int(inside.sum())
+        valid += int(ok.sum())
+        vec = (codes[:, ok].astype(np.float32) * scales[ok]).astype(np.float64).sum(1)
+        total = vec if total is None else total + vec
+    return count, valid, (total / valid).astype(np.float32)
+
+
+def test_zonal_statistics_across_two_zones(served: tuple[str, dict[str, Any]]) -> None:
+    from shapely.geometry import Polygon, mapping
+
+    url, cog = served
+    polygon = Polygon([(71.985, 23.002), (72.02, 23.003), (72.015, 23.03), (71.99, 23.025)])
+    got = httpx.post(url + "/embeddings/area", json={"geometry": mapping(polygon), "year": 2024})
+    assert got.status_code == 200, got.text
+    body = got.json()
+    count, valid, mean = _expected_area(cog, polygon)
+    assert body["count"] == count and body["valid"] == valid
+    assert body["valid_fraction"] == pytest.approx(valid / count)
+    assert np.allclose(np.array(body["mean"], dtype=np.float32), mean, rtol=1e-5, atol=1e-6)
+    assert {s["crs"] for s in body["sources"]} == {"EPSG:32642", "EPSG:32643"}
+    assert sum(s["count"] for s in body["sources"]) == count
+
+    # covering the invalid corner block lowers the valid fraction below 1
+    item, _, _ = tile_for(cog, 71.93, 23.01)
+    _a, _, c, _, _e, f = item["properties"]["proj:transform"]
+    back = Transformer.from_crs(item["properties"]["proj:code"], "EPSG:4326", always_xy=True)
+    corners = [
+        back.transform(c + dx, f - dy) for dx, dy in [(0, 0), (800, 0), (800, 800), (0, 800)]
+    ]
+    corner = Polygon(corners)
+    part = httpx.post(
+        url + "/embeddings/area", json={"geometry": mapping(corner), "year": 2024}
+    ).json()
+    count, valid, _ = _expected_area(cog, corner)
+    assert part["count"] == count and part["valid"] == valid and valid < count
+
+    bad = httpx.post(
+        url + "/embeddings/area",
+        json={"geometry": {"type": "Point", "coordinates": [72, 23]}, "year": 2024},
+    )
+    assert bad.status_code == 422 and bad.json()["code"] == "InvalidGeometry"
+    far = Polygon([(80, 10), (80.01, 10), (80.01, 10.01)])
+    assert (
+        httpx.post(
+            url + "/embeddings/area", json={"geometry": mapping(far), "year": 2024}
+        ).status_code
+        == 404
+    )
+
+
+def test_openapi_documents_embedding_routes(served: tuple[str, dict[str, Any]]) -> None:
+    url, _ = served
+    spec = httpx.get(url + "/api").json()
+    paths = spec["paths"]
+    for path in ["/embeddings/position", "/embeddings/positions", "/embeddings/area"]:
+        assert path in paths
+    schemas = spec["components"]["schemas"]
+    assert {"PositionResult", "AreaResponse", "PixelModel"} <= set(schemas)
