@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 
 import typer
@@ -69,12 +71,14 @@ def demo_cmd(
         if browser_dir
         else demo.BrowserBuild.start(browser, paths.data / "browser-build.log")
     )
-    dsn = demo.start_database()
-    state = demo.DemoState.load(paths.state_file)
     base = f"http://{host}:{chosen_port}"
-    steps = demo.demo_steps(region, paths, dsn, base)
-    results = demo.run_steps(steps, state, force=force)
-    browser_ok = build.wait()
+    # with --json, stdout carries only the JSON summary: the steps' narration goes to stderr
+    with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+        dsn = demo.start_database()
+        state = demo.DemoState.load(paths.state_file)
+        steps = demo.demo_steps(region, paths, dsn, base)
+        results = demo.run_steps(steps, state, force=force)
+        browser_ok = build.wait()
     app = demo.build_app(dsn, paths.published, browser if browser_ok else None)
     routes = {str(getattr(route, "path", "")) for route in app.router.routes}
     links = demo.demo_links(base, dsn, region, routes, paths.published)
