@@ -80,7 +80,7 @@ def demo_cmd(
         results = demo.run_steps(steps, state, force=force)
         browser_ok = build.wait()
     app = demo.build_app(dsn, paths.published, browser if browser_ok else None)
-    routes = {str(getattr(route, "path", "")) for route in app.router.routes}
+    routes = set(app.openapi().get("paths", {})) | ({"/browser/"} if browser_ok else set())
     links = demo.demo_links(base, dsn, region, routes, paths.published)
     summary = {
         "base_url": base,

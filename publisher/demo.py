@@ -427,32 +427,25 @@ def _embedding_collection(dsn: str, region: DemoRegion) -> tuple[str | None, str
 
 
 def land_point(scales_tif: Path) -> tuple[float, float] | None:
-    """A lon/lat well inside valid (land) pixels of a published tile, near its centre.
+    """The lon/lat of the valid (land) pixel nearest the centre of a published tile.
 
-    Reads a decimated view of the ``scales`` COG (its overviews) and keeps pixels whose 3 x 3
-    neighbourhood is valid, so the full-resolution pixel under the point is valid too.
+    Reads the full-resolution ``scales`` COG (one float32 band, a few MB): a pixel is valid
+    when its scale is finite and in (0, 1), as the product defines it.
     """
     import numpy as np
     import rasterio
     from rasterio.warp import transform
 
     with rasterio.open(scales_tif) as src:
-        factor = 8
-        shape = (max(1, src.height // factor), max(1, src.width // factor))
-        scales = src.read(1, out_shape=shape)
+        scales = src.read(1)
         valid = np.isfinite(scales) & (scales > 0) & (scales < 1)
-        inner = valid.copy()
-        for dy in (-1, 0, 1):
-            for dx in (-1, 0, 1):
-                inner &= np.roll(np.roll(valid, dy, axis=0), dx, axis=1)
-        rows, cols = np.nonzero(inner[1:-1, 1:-1])
+        rows, cols = np.nonzero(valid)
         if rows.size == 0:
             return None
-        rows, cols = rows + 1, cols + 1
-        best = int(np.argmin((rows - shape[0] / 2) ** 2 + (cols - shape[1] / 2) ** 2))
-        x, y = src.xy(rows[best] * src.height / shape[0], cols[best] * src.width / shape[1])
+        best = int(np.argmin((rows - src.height / 2) ** 2 + (cols - src.width / 2) ** 2))
+        x, y = src.xy(int(rows[best]), int(cols[best]))
         lons, lats = transform(src.crs, "EPSG:4326", [x], [y])
-    return round(float(lons[0]), 5), round(float(lats[0]), 5)
+    return round(float(lons[0]), 6), round(float(lats[0]), 6)
 
 
 def pystac_snippet(base: str, region: DemoRegion, collection: str | None) -> str:
@@ -492,7 +485,8 @@ def demo_links(
         base: The API's URL.
         dsn: The loaded database (to find collections and an item).
         region: The demo's area and year.
-        routes: Paths of the app's routes: URLs are listed only for routes it has.
+        routes: Paths the app serves (its OpenAPI paths, plus ``/browser/`` when STAC
+            Browser is mounted): URLs are listed only for routes it has.
         published: The folder served under ``/data`` (to find a land point in a tile).
     """
     urls = {"STAC API (landing page)": f"{base}/"}
