@@ -313,7 +313,7 @@ def join_on_engine(
             f"{sorted(needed)[0]})"
         )
     group_of = np.zeros(len(geoms), dtype=np.int64)
-    for g, members in enumerate(joinmod.overlap_groups(geoms)):
+    for g, members in enumerate(joinmod.overlap_groups(list(geoms))):
         group_of[members] = g
     tree = shapely.STRtree(geoms)
     env_items = tuple(sorted((env or {}).items()))
