@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tessera_stac.publisher.engine_dask import DaskEngine, join_on_engine
+from tessera_stac.publisher.cli_scale import open_engine, run_join
 from tessera_stac.publisher.join import cells_covering, find_tiles_local, join_embeddings
 from tessera_stac.publisher.watersheds import read_mws_layer
 from tests.fixtures_corestack import JOIN_TEST_YEAR as YEAR
@@ -41,9 +41,25 @@ def test_join_on_dask_equals_the_in_process_join(layer_and_tiles: tuple[Any, lis
     reference = join_embeddings(layer.frame, found, YEAR)
     assert int(reference.table["count"].sum()) > 0
     done: list[str] = []
-    with DaskEngine(n_workers=2, threads_per_worker=1) as engine:
-        on_dask = join_on_engine(
-            engine, layer.frame, found, YEAR, on_tile=lambda p: done.append(p.item_id)
-        )
+    # through the CLI's plumbing: ``watersheds join --engine dask --workers 2``
+    on_dask = run_join("dask", None, 2, layer.frame, found, YEAR, lambda p: done.append(p.item_id))
     assert sorted(done) == sorted(t.item_id for t in found)
     _same(on_dask, reference)
+
+
+def test_engine_choice() -> None:
+    from tessera_stac.catalog.errors import ConfigurationError
+    from tessera_stac.publisher.engine import SerialEngine
+
+    with open_engine("serial", None, None) as eng:
+        assert isinstance(eng, SerialEngine)
+    with (
+        pytest.raises(ConfigurationError, match="must be serial, process or dask"),
+        open_engine("spark", None, None),
+    ):
+        pass
+    with (
+        pytest.raises(ConfigurationError, match="tcp://host:port"),
+        open_engine("serial", None, "localhost:8786"),
+    ):
+        pass
