@@ -184,9 +184,12 @@ def _profile_matrix(files: Any, work: Path) -> list[dict[str, Any]]:
         ("LZW", None, 1, 128),
     ]
     rng = np.random.default_rng(0)
-    points = [(int(r), int(c)) for r, c in zip(
-        rng.integers(0, geo.height, 30), rng.integers(0, geo.width, 30), strict=True
-    )]
+    points = [
+        (int(r), int(c))
+        for r, c in zip(
+            rng.integers(0, geo.height, 30), rng.integers(0, geo.width, 30), strict=True
+        )
+    ]
     rows = []
     for compress, level, predictor, block in variants:
         profile = replace(
@@ -259,9 +262,9 @@ def main() -> None:
                 "blocksize": EMBEDDINGS.blocksize,
                 "overviews": list(EMBEDDINGS.overview_levels),
             },
-            "reference_tool": "gdal_translate" if shutil.which("gdal_translate") else (
-                "GDAL COG driver via rasterio.shutil.copy (gdal_translate binary not installed)"
-            ),
+            "reference_tool": "gdal_translate"
+            if shutil.which("gdal_translate")
+            else ("GDAL COG driver via rasterio.shutil.copy (gdal_translate binary not installed)"),
             "generate_tile_s": round(generate_s, 2),
             "publish_s": round(pub_s, 2),
             "publish_runs_s": [round(r[0], 2) for r in publish_runs],
