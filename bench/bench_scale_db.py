@@ -48,6 +48,9 @@ QUERYABLES: dict[str, dict[str, Any]] = {
 }
 
 
+ORDERED_INDEX = "items_proj_code_dt_id_idx"
+
+
 def log(msg: str) -> None:
     """Progress on stderr with a timestamp (the 1 M load runs for minutes)."""
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
@@ -234,6 +237,8 @@ def set_proj_code_index(dsn: str, on: bool) -> float:
             (Jsonb(definition), "BTREE" if on else None),
         )
         if not on:
+            # pgSTAC drops indexes it does not know of: the ordered index goes first
+            conn.execute(f"DROP INDEX IF EXISTS {ORDERED_INDEX}")
             conn.execute("SELECT maintain_partitions('items', true)")
         conn.execute("ANALYZE items")
     return time.perf_counter() - start
@@ -249,7 +254,7 @@ def add_ordered_index(dsn: str, prop: str = "proj:code") -> float:
     import psycopg
 
     expr = f"to_text(content->'properties'->'{prop}')"
-    name = "items_" + "".join(ch if ch.isalnum() else "_" for ch in prop) + "_dt_id_idx"
+    name = ORDERED_INDEX if prop == "proj:code" else f"items_{abs(hash(prop))}_dt_id_idx"
     start = time.perf_counter()
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SET search_path TO pgstac, public")
