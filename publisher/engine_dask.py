@@ -129,7 +129,7 @@ class DaskEngine:
                 n_workers=self.n_workers,
                 threads_per_worker=self.threads_per_worker,
                 processes=True,
-                dashboard_address=None,
+                dashboard_address=":0",
             )
             self._client = Client(self._cluster)
 
