@@ -161,12 +161,34 @@ class Recipe:
     quantization: Any  # tessera_stac.catalog.embedding.Quantization
 
 
+_RECIPES: dict[tuple[str, str, str], Recipe] = {}
+
+
 def recipe(item: dict[str, Any]) -> Recipe:
     """The item's codes asset and dequantisation recipe, from its metadata alone.
+
+    Memoised per (collection, id, assets) so a hot point route does not re-parse the item.
 
     Raises:
         ReadError: 502 when the item does not describe its embeddings well enough.
     """
+    import json
+
+    key = (
+        str(item.get("collection")),
+        str(item.get("id")),
+        json.dumps(item.get("assets"), sort_keys=True, default=str),
+    )
+    found = _RECIPES.get(key)
+    if found is None:
+        found = _parse_recipe(item)
+        if len(_RECIPES) > 4096:
+            _RECIPES.clear()
+        _RECIPES[key] = found
+    return found
+
+
+def _parse_recipe(item: dict[str, Any]) -> Recipe:
     import pystac
 
     from tessera_stac.catalog.embedding import QuantizationMethod
