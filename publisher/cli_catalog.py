@@ -66,7 +66,7 @@ def build(
 
 
 def validate(
-    targets: list[str] = typer.Argument(..., help="STAC JSON files or http(s) URLs."),
+    targets: list[str] = typer.Argument(..., help="STAC JSON files, http(s) or s3:// URLs."),
     schema_dir: Path | None = typer.Option(
         None,
         "--schema-dir",

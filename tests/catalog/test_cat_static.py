@@ -190,6 +190,12 @@ def test_static_build_on_s3(published_sample: Any, s3: Any, capsys: Any) -> None
         f"./{published_sample.collection}/collection.json",
         "./tessera-models/collection.json",
     }
+    # and validate reads it back from S3, following the links
+    args = ["validate", f"s3://{bucket}/cat/catalog.json", "-r", "--offline", "--json"]
+    assert main([*args, "--schema-dir", str(SHARED_SCHEMAS)]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert len(results) == 6 and {r["status"] for r in results} == {"valid"}
+    assert main(["validate", f"s3://{bucket}/cat/nope.json", "--offline"]) == 3
 
 
 # ---------------------------------------------------------------------- validate CLI
