@@ -90,7 +90,7 @@ def demo_run(open_tmp: Callable[[str], Path]) -> Iterator[DemoRun]:
     )
     _save_log("demo-first-run.log", proc.stdout + "\n--- stderr ---\n" + proc.stderr)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    run.first = json.loads(proc.stdout[proc.stdout.index("{") :])
+    run.first = json.loads(proc.stdout)  # --json: stdout holds only the summary
     try:
         yield run
     finally:
