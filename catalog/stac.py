@@ -577,3 +577,19 @@ def create_model_collection(model_items: Sequence[pystac.Item]) -> pystac.Collec
         href = relative_href(key, model_item_key(item.id))
         collection.add_link(pystac.Link("item", href, GEOJSON_MEDIA_TYPE))
     return collection
+
+
+# ------------------------------------------------------------------------------- root
+def create_root_catalog(collection_ids: Sequence[str]) -> pystac.Catalog:
+    """The root ``catalog.json``: one ``child`` link per Collection (sorted)."""
+    catalog = pystac.Catalog(
+        id=c.ROOT_CATALOG_ID,
+        title=c.ROOT_CATALOG_TITLE,
+        description=c.ROOT_CATALOG_DESCRIPTION,
+        catalog_type=pystac.CatalogType.RELATIVE_PUBLISHED,
+    )
+    catalog.add_link(pystac.Link("root", f"./{CATALOG_KEY}", JSON_MEDIA_TYPE))
+    for cid in sorted(set(collection_ids)):
+        href = relative_href(CATALOG_KEY, collection_key(cid))
+        catalog.add_link(pystac.Link("child", href, JSON_MEDIA_TYPE))
+    return catalog

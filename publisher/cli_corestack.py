@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from tessera_stac.publisher import cli_scale
 from tessera_stac.publisher.cli_common import JSON_OPTION, emit
 
 OUT_OPTION = typer.Option(
@@ -88,6 +89,9 @@ def join_cmd(
         None, "--collection", help="Embedding collection to read when several are published."
     ),
     csv: bool = typer.Option(False, "--csv", help="Also write the table as CSV."),
+    engine: str = cli_scale.ENGINE_OPTION,
+    scheduler: str | None = cli_scale.SCHEDULER_OPTION,
+    workers: int | None = cli_scale.WORKERS_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Mean embedding vector per micro-watershed for one year (GeoParquet + STAC item + map).
@@ -99,7 +103,6 @@ def join_cmd(
     from tessera_stac.publisher.join import (
         cells_covering,
         find_tiles_local,
-        join_embeddings,
         mws_source,
         write_join,
     )
@@ -110,7 +113,9 @@ def join_cmd(
     found = find_tiles_local(tiles or out, year, cells_covering(layer.bbox), collection)
     bar = progress(len(found), f"join {year}")
     try:
-        result = join_embeddings(layer.frame, found, year, on_tile=lambda _t: bar.update(1))
+        result = cli_scale.run_join(
+            engine, scheduler, workers, layer.frame, found, year, lambda _t: bar.update(1)
+        )
     finally:
         bar.close()
     written = write_join(result, out, mws_item, mws_href, datetime.now(UTC), csv=csv)
@@ -145,6 +150,9 @@ def import_cmd(
     strict: bool = typer.Option(
         False, "--strict", help="Exit 1 when any document had to be skipped."
     ),
+    load_db: bool = typer.Option(
+        False, "--load", help="Also load the imported collections into pgSTAC (TESSERA_STAC_*)."
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Import a CoRE Stack static catalog: one collection per block, defects repaired/listed.
@@ -155,16 +163,26 @@ def import_cmd(
 
     result = write_import(read_corestack_catalog(source), out)
     skipped = [d for d in result.defects if d.action == "skipped"]
+    loaded = 0
+    if load_db:
+        from tessera_stac.catalog.load import load
+        from tessera_stac.catalog.localdb import resolve_dsn
+        from tessera_stac.catalog.settings import DatabaseSettings
+
+        dsn = resolve_dsn(DatabaseSettings())
+        loaded = sum(load(dsn, str(path)).items for path in result.written)
+    collections = [str(c["id"]) for c in result.collections]
     data = {
         "source": result.source,
-        "collections": [c["id"] for c in result.collections],
+        "collections": collections,
         "items": len(result.items),
         "written": [str(p) for p in result.written],
+        "loaded_items": loaded,
         "defects": [d.as_dict() for d in result.defects],
     }
     lines = [
         f"imported {len(result.items)} items into {len(result.collections)} collections "
-        f"under {out}: {', '.join(data['collections'])}",
+        f"under {out}: {', '.join(collections)}",
         f"{len(result.defects)} defects ({len(skipped)} documents skipped):",
         *(
             f"  {d.action:8} {d.kind:24} {d.object_id or d.source}: {d.detail}"

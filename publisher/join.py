@@ -143,7 +143,7 @@ def find_tiles_local(
 
 
 # ------------------------------------------------------------------------------ the join
-def overlap_groups(geoms: Sequence[Any]) -> list[np.ndarray]:
+def overlap_groups(geoms: Sequence[Any] | np.ndarray) -> list[np.ndarray]:
     """Split polygons into groups whose members' interiors never intersect (greedy colouring).
 
     MWS layers are meant to tile the block, but traced polygons may overlap a little; each group
