@@ -590,12 +590,12 @@ class BrowserBuild:
 # -------------------------------------------------------------------------------- serving
 def build_app(dsn: str, published: Path, browser_dir: Path | None) -> Any:
     """The API app serving the demo's database, published files and STAC Browser."""
+    # stac-fastapi warns about default settings it builds internally: noise for a newcomer
+    logging.getLogger("stac_fastapi.types.config").setLevel(logging.ERROR)
     from tessera_stac.api.app import create_app
     from tessera_stac.api.browser import mount_browser
     from tessera_stac.api.settings import ApiSettings
 
-    # stac-fastapi warns about default settings it builds internally: noise for a newcomer
-    logging.getLogger("stac_fastapi.types.config").setLevel(logging.ERROR)
     settings = ApiSettings(data_dir=published.resolve(), browser_dir=browser_dir)
     app = create_app(settings, dsn)
     mounted = any(getattr(r, "path", "").startswith("/browser") for r in app.router.routes)
