@@ -110,9 +110,20 @@ def _publish_speedup(tmp: Path, n_tiles: int, tile_px: int | None) -> dict[str, 
         }
         shape = result.published[0].shape
         log(f"{workers} worker(s): {seconds[workers]:.1f} s")
+    raw = sum(f.stat().st_size for f in (tmp / "src").rglob("*.npy"))
+    written: dict[str, int] = {}
+    objects = 0
+    for path in (tmp / "out1").rglob("*"):
+        if path.is_file() and "_reports" not in path.parts:
+            objects += 1
+            kind = path.suffix if path.suffix != ".tif" else path.name
+            written[kind] = written.get(kind, 0) + path.stat().st_size
     return {
         "tiles": n_tiles,
         "tile_shape": list(shape or ()),
+        "source_bytes_per_tile": round(raw / n_tiles),
+        "written_bytes_per_tile": {k: round(v / n_tiles) for k, v in sorted(written.items())},
+        "objects_written": objects,
         "seconds_1": round(seconds[1], 2),
         "seconds_2": round(seconds[2], 2),
         "seconds_per_tile_1": round(seconds[1] / n_tiles, 2),

@@ -48,6 +48,15 @@ QUERYABLES: dict[str, dict[str, Any]] = {
 }
 
 
+ORDERED_INDEX = "items_proj_code_dt_id_idx"
+QUERIES_NOTE = (
+    "bbox_year = POST /search, a 0.5° block + one year, limit 100 (~49 items); "
+    "filter_proj_code = CQL2 proj:code = X + one year, limit 10 (no bbox); "
+    "filter_ext_block = CQL2 s_intersects(block) and embedding:dimensions = 128 + one year; "
+    "item_get = GET one item by id. Catalogues queried alternately, same requests for both."
+)
+
+
 def log(msg: str) -> None:
     """Progress on stderr with a timestamp (the 1 M load runs for minutes)."""
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
@@ -234,6 +243,8 @@ def set_proj_code_index(dsn: str, on: bool) -> float:
             (Jsonb(definition), "BTREE" if on else None),
         )
         if not on:
+            # pgSTAC drops indexes it does not know of: the ordered index goes first
+            conn.execute(f"DROP INDEX IF EXISTS {ORDERED_INDEX}")
             conn.execute("SELECT maintain_partitions('items', true)")
         conn.execute("ANALYZE items")
     return time.perf_counter() - start
@@ -249,7 +260,7 @@ def add_ordered_index(dsn: str, prop: str = "proj:code") -> float:
     import psycopg
 
     expr = f"to_text(content->'properties'->'{prop}')"
-    name = "items_" + "".join(ch if ch.isalnum() else "_" for ch in prop) + "_dt_id_idx"
+    name = ORDERED_INDEX if prop == "proj:code" else f"items_{abs(hash(prop))}_dt_id_idx"
     start = time.perf_counter()
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SET search_path TO pgstac, public")
@@ -427,10 +438,10 @@ def _progress_lines(lines: Iterator[str], total: int, label: str) -> Iterator[st
         yield line
 
 
-def bench_catalogue(
-    cluster: Any, label: str, n_items: int, args: argparse.Namespace, untuned_probe: bool
+def prepare_catalogue(
+    cluster: Any, label: str, n_items: int, args: argparse.Namespace, previous: dict[str, Any]
 ) -> dict[str, Any]:
-    """Load one catalogue into its own database and measure it."""
+    """Load one catalogue into database ``scale_{label}`` (skipped when it already holds it)."""
     from tessera_stac.publisher.synthetic_catalog import SyntheticSpec
 
     dbname = f"scale_{label.lower()}"
@@ -438,39 +449,54 @@ def bench_catalogue(
     dsn = cluster.dsn(dbname)
     cluster.migrate(dsn)
     spec = SyntheticSpec(n_items=n_items, centre=CENTRE, collection_id=COLLECTION)
-    log(f"{label}: loading {n_items} items")
-    how = load_catalogue(dsn, spec, args.workdir, label)
     stats = database_stats(dsn)
-    log(f"{label}: loaded in {how['seconds']:.1f} s; {stats}")
-    out: dict[str, Any] = {
-        "items": n_items,
-        "loader": how["loader"],
-        "load_seconds": round(how["seconds"], 2),
-        "load_items_per_s": round(n_items / how["seconds"], 1),
-        "db": stats,
-        "queries": {},
-    }
-    makers = scenarios(spec.years, args.ext_filter)
-    with serve_api(dsn) as url:
-        if untuned_probe:
-            set_proj_code_index(dsn, on=False)
-            out["db_without_proj_code_index"] = database_stats(dsn)
-            probe = measure(url, makers["filter_proj_code"], max(20, args.requests // 5), 1)
-            out["filter_proj_code_without_index"] = probe
-            log(f"{label}: proj:code filter without index: {probe}")
-            out["index_seconds"] = round(set_proj_code_index(dsn, on=True), 2)
-            probe = measure(url, makers["filter_proj_code"], max(20, args.requests // 5), 1)
-            out["filter_proj_code_queryable_index"] = probe
-            log(f"{label}: proj:code filter with pgSTAC's queryable index: {probe}")
-        out["ordered_index_seconds"] = round(add_ordered_index(dsn), 2)
-        out["db"] = database_stats(dsn)
-        for name, make in makers.items():
+    out: dict[str, Any] = {"items": n_items, "dsn": dsn, "years": spec.years, "queries": {}}
+    if stats["items"] == n_items and previous.get("items") == n_items:
+        log(f"{label}: already loaded ({n_items} items); load figures of the earlier run kept")
+        out.update({k: previous[k] for k in ("loader", "load_seconds", "load_items_per_s")})
+    else:
+        log(f"{label}: loading {n_items} items")
+        how = load_catalogue(dsn, spec, args.workdir, label)
+        out["loader"] = how["loader"]
+        out["load_seconds"] = round(how["seconds"], 2)
+        out["load_items_per_s"] = round(n_items / how["seconds"], 1)
+    out["db"] = database_stats(dsn)
+    log(f"{label}: {out['db']}")
+    return out
+
+
+def probe_untuned(url: str, cat: dict[str, Any], args: argparse.Namespace) -> None:
+    """The proj:code filter without any index, then with pgSTAC's queryable index only."""
+    dsn = cat["dsn"]
+    make = scenarios(cat["years"], args.ext_filter)["filter_proj_code"]
+    n = max(20, args.requests // 5)
+    set_proj_code_index(dsn, on=False)
+    cat["db_without_proj_code_index"] = database_stats(dsn)
+    cat["filter_proj_code_without_index"] = measure(url, make, n, 1)
+    log(f"proj:code filter without index: {cat['filter_proj_code_without_index']}")
+    cat["index_seconds"] = round(set_proj_code_index(dsn, on=True), 2)
+    cat["filter_proj_code_queryable_index"] = measure(url, make, n, 1)
+    log(f"proj:code filter, queryable index: {cat['filter_proj_code_queryable_index']}")
+
+
+def measure_interleaved(cats: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
+    """Every query on every catalogue, alternating catalogues, so load from other jobs on the
+    machine hits both alike."""
+    with contextlib.ExitStack() as stack:
+        urls = {label: stack.enter_context(serve_api(c["dsn"])) for label, c in cats.items()}
+        if "large" in cats:
+            probe_untuned(urls["large"], cats["large"], args)
+        for cat in cats.values():
+            cat["ordered_index_seconds"] = round(add_ordered_index(cat["dsn"]), 2)
+            cat["db"] = database_stats(cat["dsn"])
+        first = next(iter(cats.values()))
+        for name, make in scenarios(first["years"], args.ext_filter).items():
             for conc in (1, 16):
                 n = args.requests if conc == 1 else args.requests * 2
-                result = measure(url, make, n, conc)
-                out["queries"][f"{name}@c{conc}"] = result
-                log(f"{label}: {name} c={conc}: {result}")
-    return out
+                for label, cat in cats.items():
+                    result = measure(urls[label], make, n, conc)
+                    cat["queries"][f"{name}@c{conc}"] = result
+                    log(f"{label}: {name} c={conc}: {result}")
 
 
 def write_results(results: dict[str, Any]) -> None:
@@ -503,8 +529,14 @@ def write_results(results: dict[str, Any]) -> None:
             f"p50 {q['p50_ms']} ms; + (proj:code, datetime, id) index (built in "
             f"{large['ordered_index_seconds']} s): see filter_proj_code@c1 below"
         )
-    lines += ["", "| query | small p50/p99 ms | large p50/p99 ms | large/small p50 | rps |"]
-    lines.append("|---|---|---|---|---|")
+    lines += [
+        "",
+        f"Queries: {results.get('queries_note', QUERIES_NOTE)}",
+        "",
+        "| query @ concurrency | 10 k p50 / p99 ms | 1 M p50 / p99 ms | 1 M / 10 k p50 "
+        "| req/s 10 k / 1 M | kB per response |",
+        "|---|---|---|---|---|---|",
+    ]
     for key in (large or small or {}).get("queries", {}):
         s = (small or {}).get("queries", {}).get(key)
         g = (large or {}).get("queries", {}).get(key)
@@ -512,32 +544,39 @@ def write_results(results: dict[str, Any]) -> None:
         cell_s = f"{s['p50_ms']} / {s['p99_ms']}" if s else ""
         cell_g = f"{g['p50_ms']} / {g['p99_ms']}" if g else ""
         rps = f"{s['rps'] if s else ''} / {g['rps'] if g else ''}"
-        lines.append(f"| {key} | {cell_s} | {cell_g} | {ratio} | {rps} |")
+        size = round((g or s or {}).get("mean_response_bytes", 0) / 1000, 1)
+        lines.append(f"| {key} | {cell_s} | {cell_g} | {ratio} | {rps} | {size} |")
     (RESULTS / "scale_db.md").write_text("\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark (sizes from arguments or ``BENCH_SCALE_*``)."""
+    import shutil
+
     from tessera_stac.catalog.localdb import LocalCluster
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    env = os.environ.get
+    parser.add_argument("--items", type=int, default=int(env("BENCH_SCALE_ITEMS", 10**6)))
+    parser.add_argument("--small", type=int, default=int(env("BENCH_SCALE_SMALL", 10**4)))
+    parser.add_argument("--requests", type=int, default=int(env("BENCH_SCALE_REQUESTS", 100)))
+    parser.add_argument("--note", default=env("BENCH_SCALE_NOTE", ""))
     parser.add_argument(
-        "--items", type=int, default=int(os.environ.get("BENCH_SCALE_ITEMS", 10**6))
+        "--home",
+        type=Path,
+        default=env("BENCH_SCALE_HOME"),
+        help="Cluster directory to use and keep (catalogues already loaded there are reused).",
     )
-    parser.add_argument(
-        "--small", type=int, default=int(os.environ.get("BENCH_SCALE_SMALL", 10**4))
-    )
-    parser.add_argument(
-        "--requests", type=int, default=int(os.environ.get("BENCH_SCALE_REQUESTS", 100))
-    )
-    parser.add_argument("--note", default=os.environ.get("BENCH_SCALE_NOTE", ""))
-    parser.add_argument("--keep", action="store_true", help="Keep the cluster directory.")
     args = parser.parse_args(argv if argv is not None else [])
     args.ext_filter = extension_filter()
-    home = Path(tempfile.mkdtemp(prefix="tessera-stac-scale-db-"))
+    home = args.home or Path(tempfile.mkdtemp(prefix="tessera-stac-scale-db-"))
+    home.mkdir(parents=True, exist_ok=True)
     os.chmod(home, 0o755)
     args.workdir = home
     cluster = LocalCluster(home, dbname="postgres", fast=True)
+    previous: dict[str, Any] = {}
+    if (RESULTS / "scale_db.json").is_file():
+        previous = json.loads((RESULTS / "scale_db.json").read_text())
     results: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
@@ -547,25 +586,24 @@ def main(argv: list[str] | None = None) -> None:
     }
     try:
         cluster.init()
-        with cluster_settings(cluster):
-            results["postgres"] = pg_settings(cluster.dsn("postgres"))
-        results["small"] = bench_catalogue(cluster, "small", args.small, args, False)
-        write_results(results)
-        results["large"] = bench_catalogue(cluster, "large", args.items, args, True)
+        results["postgres"] = pg_settings(cluster.dsn("postgres"))
+        cats = {
+            "small": prepare_catalogue(
+                cluster, "small", args.small, args, previous.get("small", {})
+            ),
+            "large": prepare_catalogue(
+                cluster, "large", args.items, args, previous.get("large", {})
+            ),
+        }
+        measure_interleaved(cats, args)
+        for label, cat in cats.items():
+            results[label] = {k: v for k, v in cat.items() if k not in ("dsn", "years")}
         write_results(results)
     finally:
         cluster.stop()
-        if not args.keep:
-            import shutil
-
+        if not args.home:
             shutil.rmtree(home, ignore_errors=True)
     log(f"results in {RESULTS / 'scale_db.json'}")
-
-
-@contextlib.contextmanager
-def cluster_settings(cluster: Any) -> Iterator[None]:
-    """Hook for server settings of the bench cluster (LocalCluster's defaults are used)."""
-    yield
 
 
 def pg_settings(dsn: str) -> dict[str, str]:

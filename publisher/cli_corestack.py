@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from tessera_stac.publisher import cli_scale
 from tessera_stac.publisher.cli_common import JSON_OPTION, emit
 
 OUT_OPTION = typer.Option(
@@ -88,6 +89,9 @@ def join_cmd(
         None, "--collection", help="Embedding collection to read when several are published."
     ),
     csv: bool = typer.Option(False, "--csv", help="Also write the table as CSV."),
+    engine: str = cli_scale.ENGINE_OPTION,
+    scheduler: str | None = cli_scale.SCHEDULER_OPTION,
+    workers: int | None = cli_scale.WORKERS_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Mean embedding vector per micro-watershed for one year (GeoParquet + STAC item + map).
@@ -99,7 +103,6 @@ def join_cmd(
     from tessera_stac.publisher.join import (
         cells_covering,
         find_tiles_local,
-        join_embeddings,
         mws_source,
         write_join,
     )
@@ -110,7 +113,9 @@ def join_cmd(
     found = find_tiles_local(tiles or out, year, cells_covering(layer.bbox), collection)
     bar = progress(len(found), f"join {year}")
     try:
-        result = join_embeddings(layer.frame, found, year, on_tile=lambda _t: bar.update(1))
+        result = cli_scale.run_join(
+            engine, scheduler, workers, layer.frame, found, year, lambda _t: bar.update(1)
+        )
     finally:
         bar.close()
     written = write_join(result, out, mws_item, mws_href, datetime.now(UTC), csv=csv)

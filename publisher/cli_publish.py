@@ -111,6 +111,8 @@ def sample_tiles(
 def _engine(kind: str, workers: int | None, scheduler: str | None) -> Iterator[Any]:
     from tessera_stac.publisher.engine import ProcessEngine, SerialEngine
 
+    if scheduler:  # a scheduler address (--scheduler) means Dask
+        kind = "dask"
     if kind == "serial" or (kind == "process" and workers == 1):
         yield SerialEngine()
     elif kind == "process":

@@ -7,9 +7,12 @@ them through.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -88,6 +91,72 @@ def sample_catalog(
         f"wrote {count} items ({spec.n_cells} cells x {len(spec.years)} years) to {out} "
         f"in {seconds:.1f} s ({result['items_per_s']} items/s)",
     )
+
+
+ENGINE_OPTION = typer.Option(
+    "serial",
+    "--engine",
+    help="Where per-tile work runs: serial (this process), process (a local process pool) or "
+    "dask (Dask distributed: a local cluster, or the one at --scheduler).",
+)
+SCHEDULER_OPTION = typer.Option(
+    None,
+    "--scheduler",
+    envvar="DASK_SCHEDULER_ADDRESS",
+    help="Dask scheduler tcp://host:port (implies --engine dask; env DASK_SCHEDULER_ADDRESS).",
+)
+WORKERS_OPTION = typer.Option(
+    None, "--workers", "-w", help="Local worker processes (default: all cores)."
+)
+
+
+@contextlib.contextmanager
+def open_engine(kind: str, workers: int | None, scheduler: str | None) -> Iterator[Any]:
+    """The engine named on the command line; a scheduler address means Dask.
+
+    Raises:
+        ConfigurationError: an unknown engine name or a malformed scheduler address.
+    """
+    from tessera_stac.catalog.errors import ConfigurationError
+    from tessera_stac.publisher.engine import ProcessEngine, SerialEngine
+
+    if scheduler:
+        kind = "dask"
+    if kind == "serial" or (kind == "process" and workers == 1):
+        yield SerialEngine()
+    elif kind == "process":
+        yield ProcessEngine(workers)
+    elif kind == "dask":
+        from tessera_stac.publisher.engine_dask import DaskEngine, scheduler_address
+
+        with DaskEngine(scheduler=scheduler_address(scheduler), n_workers=workers) as engine:
+            yield engine
+    else:
+        raise ConfigurationError(f"--engine must be serial, process or dask, got {kind!r}")
+
+
+def run_join(
+    engine: str,
+    scheduler: str | None,
+    workers: int | None,
+    frame: Any,
+    tiles: Any,
+    year: int,
+    on_tile: Callable[[Any], None] | None = None,
+) -> Any:
+    """``watersheds join``'s work on the engine chosen by ``--engine``/``--scheduler``.
+
+    ``serial`` (default) is the in-process join; the others run one task per tile
+    (:func:`~tessera_stac.publisher.engine_dask.join_on_engine`) and give the same table.
+    """
+    from tessera_stac.publisher.join import join_embeddings
+
+    if engine == "serial" and not scheduler:
+        return join_embeddings(frame, tiles, year, on_tile=on_tile)
+    from tessera_stac.publisher.engine_dask import join_on_engine
+
+    with open_engine(engine, workers, scheduler) as eng:
+        return join_on_engine(eng, frame, tiles, year, on_tile=on_tile)
 
 
 def register(app: typer.Typer) -> None:

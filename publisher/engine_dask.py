@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -128,7 +129,7 @@ class DaskEngine:
                 n_workers=self.n_workers,
                 threads_per_worker=self.threads_per_worker,
                 processes=True,
-                dashboard_address=None,
+                dashboard_address=":0",
             )
             self._client = Client(self._cluster)
 
@@ -230,3 +231,122 @@ def probe_task(task: tuple[int, float, bool]) -> tuple[int, int]:
     if fail:
         raise RuntimeError(f"probe task {number} failed on purpose")
     return number, os.getpid()
+
+
+# ------------------------------------------------------------------ watersheds join as tasks
+@dataclass(frozen=True)
+class JoinTileTask:
+    """One tile of a watersheds join: the tile and the MWS polygons that touch its cell.
+
+    Attributes:
+        tile: the embedding tile to read.
+        index: positions (in the whole layer) of the polygons sent.
+        wkb: those polygons, as WKB.
+        groups: the layer's overlap groups, as positions into ``index``.
+        env: GDAL configuration for reading the COGs (e.g. the S3 endpoint).
+    """
+
+    tile: Any  # tessera_stac.publisher.join.EmbeddingTile
+    index: tuple[int, ...]
+    wkb: tuple[bytes, ...]
+    groups: tuple[tuple[int, ...], ...]
+    env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class JoinPartial:
+    """What one tile adds to the per-MWS sums (rows of the polygons it touched)."""
+
+    item_id: str
+    index: tuple[int, ...]
+    sums: Any  # (len(index), 128) float64
+    count: Any  # (len(index),) int64
+    pixels: Any  # (len(index),) int64
+    read: bool
+
+
+def join_tile_task(task: JoinTileTask) -> JoinPartial:
+    """Accumulate one tile's owned, valid pixels per polygon (runs on a worker)."""
+    import numpy as np
+    import shapely
+
+    from tessera_stac.publisher.join import Accumulator, accumulate_tile
+
+    geoms = np.asarray(shapely.from_wkb(list(task.wkb)), dtype=object)
+    groups = [np.asarray(g, dtype=np.int64) for g in task.groups]
+    acc = Accumulator(len(geoms))
+    read = bool(len(geoms)) and accumulate_tile(
+        task.tile, geoms, groups, acc, shapely.STRtree(geoms), dict(task.env) or None
+    )
+    return JoinPartial(task.tile.item_id, task.index, acc.sums, acc.count, acc.pixels, read)
+
+
+def join_on_engine(
+    engine: Any,
+    frame: Any,
+    tiles: Sequence[Any],
+    year: int,
+    on_tile: Callable[[Any], None] | None = None,
+    env: dict[str, str] | None = None,
+) -> Any:
+    """``join.join_embeddings`` with one task per tile on ``engine`` (Dask, process pool...).
+
+    Each task returns its tile's partial sums; the client adds them in tile order, so the
+    result does not depend on which worker finished first, and a task rerun after a lost
+    worker contributes exactly once (only finished tasks are ever added).
+
+    Raises:
+        InputError: no tile of ``year`` covers any MWS.
+    """
+    import numpy as np
+    import shapely
+
+    from tessera_stac.catalog.errors import InputError
+    from tessera_stac.publisher import join as joinmod
+
+    geoms = np.asarray(frame.geometry.values, dtype=object)
+    needed = {c.name for c in joinmod.cells_covering(frame.total_bounds)}
+    by_cell = {t.cell.name: t for t in tiles if t.year == year and t.cell.name in needed}
+    if not by_cell:
+        raise InputError(
+            f"no embedding tile of {year} under the MWS layer (it needs cells like "
+            f"{sorted(needed)[0]})"
+        )
+    group_of = np.zeros(len(geoms), dtype=np.int64)
+    for g, members in enumerate(joinmod.overlap_groups(list(geoms))):
+        group_of[members] = g
+    tree = shapely.STRtree(geoms)
+    env_items = tuple(sorted((env or {}).items()))
+
+    def task_for(tile: Any) -> JoinTileTask:
+        index = np.sort(tree.query(shapely.box(*tile.cell.bounds), predicate="intersects"))
+        local_groups = [np.flatnonzero(group_of[index] == g) for g in np.unique(group_of[index])]
+        return JoinTileTask(
+            tile=tile,
+            index=tuple(int(i) for i in index),
+            wkb=tuple(shapely.to_wkb(geoms[index])),
+            groups=tuple(tuple(int(i) for i in g) for g in local_groups),
+            env=env_items,
+        )
+
+    partials: dict[str, JoinPartial] = {}
+    for partial in engine.map(join_tile_task, (task_for(by_cell[n]) for n in sorted(by_cell))):
+        partials[partial.item_id] = partial
+        if on_tile:
+            on_tile(partial)
+    acc = joinmod.Accumulator(len(geoms))
+    read = []
+    for name in sorted(by_cell):  # fixed order: the sums never depend on completion order
+        tile = by_cell[name]
+        part = partials[tile.item_id]
+        rows = np.asarray(part.index, dtype=np.int64)
+        if rows.size:
+            acc.sums[rows] += part.sums
+            acc.count[rows] += part.count
+            acc.pixels[rows] += part.pixels
+        if part.read:
+            read.append(tile)
+    missing = joinmod._missing_cells(geoms, set(by_cell))
+    table = joinmod._summary_table(frame, acc, missing)
+    cells_missing = tuple(sorted({c for m in missing for c in m}))
+    return joinmod.JoinResult(year, table, tuple(read), cells_missing)

@@ -250,11 +250,11 @@ class _Cell(GridCell):
     """A GridCell that formats its name and bounds once (they are read many times per item)."""
 
     @functools.cached_property
-    def name(self) -> str:  # type: ignore[override]
+    def name(self) -> str:
         return super().name
 
     @functools.cached_property
-    def bounds(self) -> tuple[float, float, float, float]:  # type: ignore[override]
+    def bounds(self) -> tuple[float, float, float, float]:
         return super().bounds
 
 

@@ -236,7 +236,9 @@ def test_stac_browser_shows_collection_item_and_thumbnails(
     assert len(thumbs) >= TILES and all(t["loaded"] for t in thumbs), thumbs
     assert all("/data/" in t["src"] and t["src"].endswith(".png") for t in thumbs), thumbs
     assert pages["item"]["found"], "the item page does not list the embeddings asset"
-    assert any(i["loaded"] and "/data/" in i["src"] for i in pages["item"]["images"])
+    # the item's preview is shown (its Thumbnails tab opened), decoded and on screen
+    assert pages["item"]["thumbnails_tab"], "the item page has no Thumbnails tab"
+    assert any("/data/" in src and src.endswith(".png") for src in pages["item"]["visible_images"])
     for other in others:
         assert pages[f"collection {other}"]["listed_on_landing"], other
         assert pages[f"collection {other}"]["found"], f"collection {other} shows no item"

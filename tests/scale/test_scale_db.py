@@ -70,3 +70,19 @@ def test_proj_code_index_can_be_dropped_and_rebuilt(pg_dsn: str, tmp_path: Path)
     stats = bench.database_stats(pg_dsn)
     assert stats["proj_code_indexes"] >= len(spec.years)
     assert stats["items"] == 900
+
+
+def test_ordered_index_survives_index_maintenance(pg_dsn: str, tmp_path: Path) -> None:
+    spec = SyntheticSpec(n_items=900, centre=bench.CENTRE, collection_id=bench.COLLECTION)
+    bench.load_catalogue(pg_dsn, spec, tmp_path, "ord")
+    bench.add_ordered_index(pg_dsn)
+    with psycopg.connect(pg_dsn) as conn:
+        count = conn.execute(
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = 'pgstac' "
+            "AND indexdef LIKE '%%datetime DESC, id DESC%%'"
+        ).fetchone()
+    assert count is not None and count[0] >= len(spec.years)
+    # dropping queryable indexes (pgSTAC's maintenance) must not trip over it
+    bench.set_proj_code_index(pg_dsn, on=False)
+    bench.set_proj_code_index(pg_dsn, on=True)
+    assert bench.database_stats(pg_dsn)["proj_code_indexes"] >= len(spec.years)

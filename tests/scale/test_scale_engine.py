@@ -63,3 +63,19 @@ def test_unreachable_scheduler_is_a_clear_error() -> None:
     eng = DaskEngine(scheduler=f"tcp://127.0.0.1:{free_port()}", connect_timeout=2)
     with pytest.raises(ConfigurationError, match="cannot reach"):
         eng.start()
+
+
+def test_engine_on_an_existing_scheduler(monkeypatch: pytest.MonkeyPatch) -> None:
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster:
+        monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", cluster.scheduler_address)
+        with DaskEngine() as eng:  # no address given: the environment's
+            info = eng.describe()
+            assert info["scheduler"] == cluster.scheduler_address
+            assert info["workers"] == 1
+            assert sorted(
+                n for n, _ in eng.map(probe_task, [(i, 0.0, False) for i in range(5)])
+            ) == [0, 1, 2, 3, 4]
+        # the engine closed its client, not the cluster it was pointed at
+        assert cluster.status.name == "running"
