@@ -197,3 +197,26 @@ def test_long_work_shows_progress(path: tuple[str, ...]) -> None:
     assert "progress(" in source or "tqdm" in source, (
         f"tessera-stac {' '.join(path)} shows no progress bar"
     )
+
+
+def test_readme_documents_every_setting() -> None:
+    """Every environment variable a settings class reads is in the README's configuration."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("config_table", ROOT / "scripts/config_table.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    readme = README.read_text()
+    variables = [var for cls in module.settings_classes() for var, _, _ in module.variables(cls)]
+    assert len(variables) > 20
+    missing = [var for var in variables if var not in readme]
+    assert not missing, f"settings missing from the README: {missing}"
+
+
+def test_readme_links_exist() -> None:
+    """Relative links and images in the README point at files of the repository."""
+    targets = re.findall(r"\]\(((?!https?://|#)[^)\s]+)\)", README.read_text())
+    assert any(t.startswith("bench/results/") for t in targets)
+    missing = [t for t in targets if not (ROOT / t.split("#")[0]).exists()]
+    assert not missing, f"README links to missing files: {missing}"
