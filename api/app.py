@@ -63,7 +63,7 @@ def postgres_settings_from_dsn(dsn: str, min_conn: int = 1, max_conn: int = 10) 
 def embedding_schema() -> tuple[Path, str]:
     """Our extension's schema file and the path of its identifier URL."""
     try:
-        from tessera_stac.catalog import embedding  # type: ignore[attr-defined]
+        from tessera_stac.catalog import embedding
 
         path = Path(embedding.schema_path())
         uri_path = urlsplit(embedding.SCHEMA_URI).path or EMBEDDING_SCHEMA_PATH

@@ -34,7 +34,7 @@ from bench._support import (
 
 HERE = Path(__file__).resolve().parent
 ITEMS = 3000
-ROUNDS = 2
+ROUNDS = 3
 REQUESTS = {1: 150, 16: 480}
 POINT_COLLECTION = "tessera-embeddings-bench"
 

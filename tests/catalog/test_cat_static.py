@@ -244,3 +244,22 @@ def test_validate_cli_recursive(published_sample: Any, tmp_path: Path, capsys: A
     assert main([*args, "--offline", "--json"]) == 0
     results = json.loads(capsys.readouterr().out)
     assert len(results) == 6 and {r["status"] for r in results} == {"valid"}
+
+
+def test_static_catalog_loads_into_pgstac(
+    published_sample: Any, tmp_path: Path, pg_dsn: str, capsys: Any
+) -> None:
+    """What ``catalog build`` writes is what the loader expects (collections + items)."""
+    import psycopg
+
+    from tessera_stac.catalog.load import load
+
+    root = json_tree(published_sample, tmp_path / "tree")
+    assert main(["catalog", "build", str(root)]) == 0
+    capsys.readouterr()
+    load(pg_dsn, str(root / "catalog.json"))
+    with psycopg.connect(pg_dsn) as conn:
+        colls = {r[0] for r in conn.execute("SELECT id FROM pgstac.collections")}
+        items = {r[0] for r in conn.execute("SELECT id FROM pgstac.items")}
+    assert {published_sample.collection, "tessera-models"} <= colls
+    assert {t.item_id for t in published_sample.tiles} | {"tessera-v1"} == items
