@@ -252,6 +252,9 @@ def publish_tile(task: TileTask) -> TileOutcome:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+_Files = dict[str, tuple[Path, str, tuple[str, ...]]]  # asset key -> (file, media type, roles)
+
+
 def _publish_loaded(
     loaded: LoadedTile,
     store: LocalStore | S3Store,
@@ -267,48 +270,10 @@ def _publish_loaded(
         levels = cog.build_overviews(
             loaded.embeddings, loaded.scales, check.valid, EMBEDDINGS.overview_levels
         )
-    tags = {
-        "TESSERA_MODEL": opts.model_name,
-        "TESSERA_MODEL_VERSION": opts.model_version,
-        "TESSERA_YEAR": str(loaded.year),
-        "TESSERA_TILE": loaded.cell.name,
-        "TESSERA_GEOREF": loaded.georef.source,
-    }
-    files: dict[str, tuple[Path, str, tuple[str, ...]]] = {}
-    emb_path = scratch / EMBEDDINGS.filename
-    with timer("embeddings_cog"):
-        codes = cog.masked_codes(loaded.embeddings, check.valid)
-        cog.write_cog(
-            emb_path,
-            EMBEDDINGS,
-            codes,
-            [lv.codes for lv in levels],
-            loaded.georef,
-            {**tags, "TESSERA_CONTENT": "int8 codes; value = code * scale (scales.tif)"},
-            threads=opts.threads,
-        )
-        del codes
-    files[EMBEDDINGS.asset_key] = (emb_path, EMBEDDINGS.media_type, EMBEDDINGS.roles)
-    sc_path = scratch / SCALES.filename
-    with timer("scales_cog"):
-        cog.write_cog(
-            sc_path,
-            SCALES,
-            cog.masked_scales(loaded.scales, check.valid),
-            [lv.scales for lv in levels if lv.factor in SCALES.overview_levels],
-            loaded.georef,
-            {**tags, "TESSERA_CONTENT": "per-pixel float32 scale; NaN = invalid"},
-            threads=opts.threads,
-        )
-    files[SCALES.asset_key] = (sc_path, SCALES.media_type, SCALES.roles)
-    with timer("preview"):
-        pv = _preview_level(levels)
-        png = scratch / PREVIEW_FILENAME
-        png.write_bytes(preview.png_bytes(preview.render(pv.codes, pv.scales)))
-    files[PREVIEW_KEY] = (png, PREVIEW_MEDIA_TYPE, ("thumbnail", "overview"))
+    files = _write_files(loaded, check, levels, scratch, opts, timer)
     with timer("verify"):
-        cog.verify_cog(emb_path, EMBEDDINGS, loaded.georef)
-        cog.verify_cog(sc_path, SCALES, loaded.georef)
+        for profile in (EMBEDDINGS, SCALES):
+            cog.verify_cog(files[profile.asset_key][0], profile, loaded.georef)
     # an older item is withdrawn first: while its assets are replaced the tile reads incomplete
     store.delete(f"{prefix}/{loaded.source.item_id}.json")
     assets: dict[str, AssetRecord] = {}
@@ -342,6 +307,55 @@ def _publish_loaded(
         georef_from=loaded.georef.source,
     )
     return tile, counts
+
+
+def _write_files(
+    loaded: LoadedTile,
+    check: cog.Validity,
+    levels: list[cog.Overview],
+    scratch: Path,
+    opts: PublishOptions,
+    timer: _Timer,
+) -> _Files:
+    """Write embeddings.tif, scales.tif and preview.png into ``scratch``."""
+    tags = {
+        "TESSERA_MODEL": opts.model_name,
+        "TESSERA_MODEL_VERSION": opts.model_version,
+        "TESSERA_YEAR": str(loaded.year),
+        "TESSERA_TILE": loaded.cell.name,
+        "TESSERA_GEOREF": loaded.georef.source,
+    }
+    emb_path = scratch / EMBEDDINGS.filename
+    with timer("embeddings_cog"):
+        cog.write_cog(
+            emb_path,
+            EMBEDDINGS,
+            cog.masked_codes(loaded.embeddings, check.valid),
+            [lv.codes for lv in levels],
+            loaded.georef,
+            {**tags, "TESSERA_CONTENT": "int8 codes; value = code * scale (scales.tif)"},
+            threads=opts.threads,
+        )
+    sc_path = scratch / SCALES.filename
+    with timer("scales_cog"):
+        cog.write_cog(
+            sc_path,
+            SCALES,
+            cog.masked_scales(loaded.scales, check.valid),
+            [lv.scales for lv in levels if lv.factor in SCALES.overview_levels],
+            loaded.georef,
+            {**tags, "TESSERA_CONTENT": "per-pixel float32 scale; NaN = invalid"},
+            threads=opts.threads,
+        )
+    png = scratch / PREVIEW_FILENAME
+    with timer("preview"):
+        pv = _preview_level(levels)
+        png.write_bytes(preview.png_bytes(preview.render(pv.codes, pv.scales)))
+    return {
+        EMBEDDINGS.asset_key: (emb_path, EMBEDDINGS.media_type, EMBEDDINGS.roles),
+        SCALES.asset_key: (sc_path, SCALES.media_type, SCALES.roles),
+        PREVIEW_KEY: (png, PREVIEW_MEDIA_TYPE, ("thumbnail", "overview")),
+    }
 
 
 def _preview_level(levels: list[cog.Overview]) -> cog.Overview:
