@@ -75,7 +75,9 @@ class PublishOptions:
         model_version: e.g. ``v1``; one collection per model version.
         collection: collection id (default ``tessera-embeddings-{model_version}``).
         overwrite: republish tiles even when their outputs already match.
-        storage: S3 settings as a dict (``StorageSettings(**storage)``).
+        storage: S3 settings of the destination as a dict (``StorageSettings(**storage)``).
+        source_storage: S3 settings of the sources (default: ``storage``), e.g. anonymous
+            reads of a public mirror while writing with credentials.
         threads: GDAL compression threads per tile.
     """
 
@@ -86,6 +88,7 @@ class PublishOptions:
     collection: str | None = None
     overwrite: bool = False
     storage: dict[str, Any] | None = None
+    source_storage: dict[str, Any] | None = None
     threads: int = 1
     model_name: str = MODEL_NAME
 
@@ -95,8 +98,14 @@ class PublishOptions:
         return self.collection or default_collection(self.model_version)
 
     def settings(self) -> StorageSettings | None:
-        """S3 settings, rebuilt in the worker."""
+        """S3 settings of the destination, rebuilt in the worker."""
         return StorageSettings(**self.storage) if self.storage is not None else None
+
+    def source_settings(self) -> StorageSettings | None:
+        """S3 settings of the sources (the destination's unless given)."""
+        if self.source_storage is not None:
+            return StorageSettings(**self.source_storage)
+        return self.settings()
 
 
 @dataclass(frozen=True)
@@ -229,7 +238,7 @@ def publish_tile(task: TileTask) -> TileOutcome:
                 return outcome("skipped", reason=reason, item_href=store.join(item_key))
         scratch.mkdir(parents=True, exist_ok=False)
         with timer("read"):
-            loaded = load_tile(src, scratch, opts.settings())
+            loaded = load_tile(src, scratch, opts.source_settings())
         tile, counts = _publish_loaded(loaded, store, prefix, scratch, opts, timer)
         with timer("item"):
             item = create_item(tile).to_dict(include_self_link=False, transform_hrefs=False)
@@ -455,6 +464,7 @@ def publish(
     collection: str | None = None,
     overwrite: bool = False,
     settings: StorageSettings | None = None,
+    source_settings: StorageSettings | None = None,
     now: datetime | None = None,
     source_label: str = "",
     report: str | None = "",
@@ -469,7 +479,8 @@ def publish(
         model_version: model version, e.g. ``v1``.
         collection: collection id (default ``tessera-embeddings-{model_version}``).
         overwrite: republish tiles whose outputs already match.
-        settings: S3 settings for sources and destination.
+        settings: S3 settings of the destination (and of the sources unless given).
+        source_settings: S3 settings of the sources (e.g. anonymous reads of a mirror).
         now: the run's timestamp (default: the current time).
         source_label: what to call the source in the report.
         report: where to write the JSON report: ``""`` -> ``{dest}/_reports/publish-{id}.json``,
@@ -497,6 +508,7 @@ def publish(
         collection=collection,
         overwrite=overwrite,
         storage=settings.model_dump() if settings is not None else None,
+        source_storage=source_settings.model_dump() if source_settings is not None else None,
     )
     tasks = (TileTask(src, options) for src in sources)
     outcomes: list[TileOutcome] = []
