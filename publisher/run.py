@@ -528,7 +528,7 @@ def publish(
         source=source_label,
         dest=store.uri,
         collection=options.collection_id,
-        workers=int(getattr(run_engine, "workers", 1)),
+        workers=int(getattr(run_engine, "workers", None) or getattr(run_engine, "n_workers", 1)),
         outcomes=tuple(outcomes),
     )
     if report is None:
