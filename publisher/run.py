@@ -528,12 +528,17 @@ def publish(
         source=source_label,
         dest=store.uri,
         collection=options.collection_id,
-        workers=int(getattr(run_engine, "workers", None) or getattr(run_engine, "n_workers", 1)),
+        workers=_worker_count(run_engine),
         outcomes=tuple(outcomes),
     )
     if report is None:
         return result
     return _write_report(result, store, report, settings)
+
+
+def _worker_count(engine: object) -> int:
+    count: Any = getattr(engine, "workers", None) or getattr(engine, "n_workers", None) or 1
+    return int(count)
 
 
 def _engine_failure(task: TileTask, error: BaseException) -> TileOutcome:
