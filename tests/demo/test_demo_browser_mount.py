@@ -92,6 +92,7 @@ def test_missing_build_is_a_clear_error(pg_dsn: str, tmp_path: Path) -> None:
         mount_browser(app, tmp_path / "nothing-here")
 
 
+@pytest.mark.slow
 def test_real_build_is_configured_for_the_prefix(stac_browser_build: Path) -> None:
     """The cached build loads its bundles and the runtime config from /browser/."""
     index = (stac_browser_build / "index.html").read_text()

@@ -275,6 +275,7 @@ def test_bad_input_is_one_clear_line(
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_readme_diagrams_render(chromium: str, playwright_installed: Path) -> None:
     """The README's mermaid diagrams render (npm mermaid in headless Chromium), as on GitHub."""
     import json
