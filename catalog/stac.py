@@ -132,7 +132,7 @@ def _asset_fields(key: str, record: AssetRecord | None = None) -> dict[str, Any]
         }
     elif key == PREVIEW_KEY:
         fields = {
-            "title": "Preview (embedding dimensions 1-3 as RGB)",
+            "title": "Preview (fixed projection of the 128 dimensions to RGB)",
             "roles": ["overview", "visual"],
             "type": PREVIEW_MEDIA_TYPE,
         }
