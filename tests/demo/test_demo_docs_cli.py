@@ -273,3 +273,27 @@ def test_bad_input_is_one_clear_line(
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert named in lines[0]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_readme_diagrams_render(chromium: str, playwright_installed: Path) -> None:
+    """The README's mermaid diagrams render (npm mermaid in headless Chromium), as on GitHub."""
+    import json
+    import os
+    import subprocess
+
+    out = ROOT / "test-artifacts" / "readme"
+    result = subprocess.run(
+        ["node", str(ROOT / "browser" / "mermaid.cjs"), str(README), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env={**os.environ, "TESSERA_STAC_CHROMIUM": chromium},
+    )
+    report = json.loads(result.stdout or "[]")
+    assert report, f"no mermaid diagram in the README: {result.stderr}"
+    for diagram in report:
+        assert diagram["ok"], diagram.get("error")
+        assert diagram["nodes"] >= 10 and diagram["width"] > 300
+        assert Path(diagram["png"]).stat().st_size > 5_000
