@@ -61,8 +61,13 @@ format: setup
 bench: setup
 	$(PY) -m bench
 
-# the demo builds STAC Browser itself, in the background while its first steps run
-demo: setup node
+# STAC Browser's npm install + build starts first, in the background, beside `make setup`
+# (pip) and the demo's first steps; the demo waits for it (browser/build.sh holds a lock) only
+# before serving. A second run finds everything cached.
+demo: node
+	@mkdir -p demo-data
+	@bash browser/build.sh > demo-data/browser-build-early.log 2>&1 &
+	@$(MAKE) --no-print-directory setup
 	$(BIN)/tessera-stac demo $(DEMO_ARGS)
 
 clean:

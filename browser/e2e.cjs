@@ -110,8 +110,27 @@ async function main() {
     coll.screenshot = await shot('2-collection');
     report.pages.collection = coll;
     // 3. the item: its assets listed, its thumbnail/preview decoded
-    const item = await visit(page, `${browser}/collections/${args.collection}/items/${args.item}`, (p) => p.getByText('embeddings'), args.timeout);
+    const item = await visit(page, `${browser}/collections/${args.collection}/items/${args.item}`, (p) => p.locator('.assets').getByText('embeddings', { exact: false }), args.timeout);
+    // the item's preview sits in the "Thumbnails" tab beside the map: open it
+    const tab = page.getByRole('tab', { name: 'Thumbnails' });
+    try {
+      await tab.first().waitFor({ state: 'visible', timeout: args.timeout });
+      item.thumbnails_tab = true;
+    } catch (err) {
+      item.thumbnails_tab = false;
+    }
+    if (item.thumbnails_tab) {
+      await tab.first().click();
+      try {
+        await page.locator('.tab-pane.active img').first().waitFor({ state: 'visible', timeout: args.timeout });
+      } catch (err) {
+        // reported below
+      }
+    }
     item.images = await imagesLoaded(page, 'img', 1, args.timeout);
+    item.visible_images = await page.$$eval('img', (imgs) => imgs
+      .filter((img) => img.complete && img.naturalWidth > 0 && img.getBoundingClientRect().width > 0)
+      .map((img) => img.currentSrc || img.src));
     item.text = (await page.innerText('body')).slice(0, 4000);
     item.screenshot = await shot('3-item');
     report.pages.item = item;

@@ -150,6 +150,9 @@ def import_cmd(
     strict: bool = typer.Option(
         False, "--strict", help="Exit 1 when any document had to be skipped."
     ),
+    load_db: bool = typer.Option(
+        False, "--load", help="Also load the imported collections into pgSTAC (TESSERA_STAC_*)."
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Import a CoRE Stack static catalog: one collection per block, defects repaired/listed.
@@ -160,16 +163,26 @@ def import_cmd(
 
     result = write_import(read_corestack_catalog(source), out)
     skipped = [d for d in result.defects if d.action == "skipped"]
+    loaded = 0
+    if load_db:
+        from tessera_stac.catalog.load import load
+        from tessera_stac.catalog.localdb import resolve_dsn
+        from tessera_stac.catalog.settings import DatabaseSettings
+
+        dsn = resolve_dsn(DatabaseSettings())
+        loaded = sum(load(dsn, str(path)).items for path in result.written)
+    collections = [str(c["id"]) for c in result.collections]
     data = {
         "source": result.source,
-        "collections": [c["id"] for c in result.collections],
+        "collections": collections,
         "items": len(result.items),
         "written": [str(p) for p in result.written],
+        "loaded_items": loaded,
         "defects": [d.as_dict() for d in result.defects],
     }
     lines = [
         f"imported {len(result.items)} items into {len(result.collections)} collections "
-        f"under {out}: {', '.join(data['collections'])}",
+        f"under {out}: {', '.join(collections)}",
         f"{len(result.defects)} defects ({len(skipped)} documents skipped):",
         *(
             f"  {d.action:8} {d.kind:24} {d.object_id or d.source}: {d.detail}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 
 import typer
@@ -69,13 +71,17 @@ def demo_cmd(
         if browser_dir
         else demo.BrowserBuild.start(browser, paths.data / "browser-build.log")
     )
-    dsn = demo.start_database()
-    state = demo.DemoState.load(paths.state_file)
     base = f"http://{host}:{chosen_port}"
-    steps = demo.demo_steps(region, paths, dsn, base)
-    results = demo.run_steps(steps, state, force=force)
-    browser_ok = build.wait()
-    links = demo.demo_links(base, dsn, region, with_browser=browser_ok)
+    # with --json, stdout carries only the JSON summary: the steps' narration goes to stderr
+    with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+        dsn = demo.start_database()
+        state = demo.DemoState.load(paths.state_file)
+        steps = demo.demo_steps(region, paths, dsn, base)
+        results = demo.run_steps(steps, state, force=force)
+        browser_ok = build.wait()
+    app = demo.build_app(dsn, paths.published, browser if browser_ok else None)
+    routes = set(app.openapi().get("paths", {})) | ({"/browser/"} if browser_ok else set())
+    links = demo.demo_links(base, dsn, region, routes, paths.published)
     summary = {
         "base_url": base,
         "urls": links.urls,
@@ -100,7 +106,6 @@ def demo_cmd(
             typer.echo("\nReady. Serve it with `tessera-stac demo` (or `tessera-stac serve`):")
             demo.print_links(links)
         return
-    app = demo.build_app(dsn, paths.published, browser if browser_ok else None)
     demo.serve(app, host, chosen_port, announce)
     typer.echo("stopped serving; the database keeps running (`tessera-stac db stop` stops it)")
 

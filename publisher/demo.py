@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -426,6 +427,40 @@ def _embedding_collection(dsn: str, region: DemoRegion) -> tuple[str | None, str
     return (str(row[0]), str(row[1])) if row else (None, None)
 
 
+def land_point(scales_tif: Path) -> tuple[float, float] | None:
+    """The lon/lat of the valid (land) pixel nearest the centre of a published tile.
+
+    Reads the full-resolution ``scales`` COG (one float32 band, a few MB): a pixel is valid
+    when its scale is finite and in (0, 1), as the product defines it.
+    """
+    import numpy as np
+    import rasterio
+    from rasterio.warp import transform
+
+    with rasterio.open(scales_tif) as src:
+        scales = src.read(1)
+        valid = np.isfinite(scales) & (scales > 0) & (scales < 1)
+        rows, cols = np.nonzero(valid)
+        if rows.size == 0:
+            return None
+        best = int(np.argmin((rows - src.height / 2) ** 2 + (cols - src.width / 2) ** 2))
+        x, y = src.xy(int(rows[best]), int(cols[best]))
+        lons, lats = transform(src.crs, "EPSG:4326", [x], [y])
+    return round(float(lons[0]), 6), round(float(lats[0]), 6)
+
+
+def best_watershed(published: Path, year: int) -> str | None:
+    """The ``uid`` of the MWS with the most valid pixels in the demo's join table, if any."""
+    import pyarrow.parquet as pq
+
+    tables = sorted((published / "corestack-mws-embeddings").rglob(f"*_embeddings_{year}.parquet"))
+    if not tables:
+        return None
+    table = pq.read_table(tables[0], columns=["uid", "count"]).to_pydict()
+    ranked = sorted(zip(table["count"], table["uid"], strict=True), reverse=True)
+    return str(ranked[0][1]) if ranked and ranked[0][0] else None
+
+
 def pystac_snippet(base: str, region: DemoRegion, collection: str | None) -> str:
     """A pystac-client program that searches the demo's API for the region's items."""
     bbox = ", ".join(f"{v:g}" for v in region.bbox)
@@ -442,10 +477,33 @@ def pystac_snippet(base: str, region: DemoRegion, collection: str | None) -> str
     )
 
 
-def demo_links(base: str, dsn: str, region: DemoRegion, with_browser: bool) -> DemoLinks:
-    """The URLs worth opening on the demo's API at ``base`` (no trailing slash)."""
+def _asset_file(dsn: str, collection: str, item: str, key: str, base: str, data: Path) -> Path:
+    """Local file of an item's asset whose href is served by the demo under ``{base}/data/``."""
+    import psycopg
+
+    query = "SELECT content->'assets'->%s->>'href' FROM pgstac.items WHERE collection=%s AND id=%s"
+    with psycopg.connect(dsn, connect_timeout=5) as conn:
+        row = conn.execute(query, (key, collection, item)).fetchone()
+    href = str(row[0]) if row and row[0] else ""
+    prefix = f"{base}/data/"
+    return data / href[len(prefix) :] if href.startswith(prefix) else Path(href)
+
+
+def demo_links(
+    base: str, dsn: str, region: DemoRegion, routes: set[str], published: Path
+) -> DemoLinks:
+    """The URLs worth opening on the demo's API at ``base`` (no trailing slash).
+
+    Args:
+        base: The API's URL.
+        dsn: The loaded database (to find collections and an item).
+        region: The demo's area and year.
+        routes: Paths the app serves (its OpenAPI paths, plus ``/browser/`` when STAC
+            Browser is mounted): URLs are listed only for routes it has.
+        published: The folder served under ``/data`` (to find a land point in a tile).
+    """
     urls = {"STAC API (landing page)": f"{base}/"}
-    if with_browser:
+    if "/browser/" in routes:
         urls["STAC Browser"] = f"{base}/browser/"
     urls["API documentation"] = f"{base}/api.html"
     urls["collections"] = f"{base}/collections"
@@ -453,10 +511,26 @@ def demo_links(base: str, dsn: str, region: DemoRegion, with_browser: bool) -> D
     if collection and item:
         urls["embedding items"] = f"{base}/collections/{collection}/items"
         urls["one item"] = f"{base}/collections/{collection}/items/{item}"
-        if with_browser:
+        if "/browser/" in routes:
             urls["that item in STAC Browser"] = (
                 f"{base}/browser/collections/{collection}/items/{item}"
             )
+        scales = _asset_file(dsn, collection, item, "scales", base, published)
+        point = (
+            land_point(scales) if "/embeddings/position" in routes and scales.is_file() else None
+        )
+        if point:
+            urls["embedding at a point"] = (
+                f"{base}/embeddings/position?lon={point[0]}&lat={point[1]}&year={region.year}"
+            )
+    uid = best_watershed(published, region.year) if "/watersheds/{uid}/similar" in routes else None
+    if uid:
+        urls["one watershed's mean embedding"] = (
+            f"{base}/watersheds/{uid}/embedding?year={region.year}"
+        )
+        urls["the watersheds most like it"] = (
+            f"{base}/watersheds/{uid}/similar?year={region.year}&k=5"
+        )
     for other, count in _collections(dsn):
         if other != collection:
             urls[f"collection {other} ({count} items)"] = f"{base}/collections/{other}"
@@ -516,6 +590,8 @@ class BrowserBuild:
 # -------------------------------------------------------------------------------- serving
 def build_app(dsn: str, published: Path, browser_dir: Path | None) -> Any:
     """The API app serving the demo's database, published files and STAC Browser."""
+    # stac-fastapi warns about default settings it builds internally: noise for a newcomer
+    logging.getLogger("stac_fastapi.types.config").setLevel(logging.ERROR)
     from tessera_stac.api.app import create_app
     from tessera_stac.api.browser import mount_browser
     from tessera_stac.api.settings import ApiSettings

@@ -8,7 +8,7 @@ Rules:
   whose 0.1° cell holds its centre (centre -> lon/lat -> ``floor(x*10)`` must name the tile's
   cell), so the overlap is never counted twice;
 * polygons spanning several tiles and UTM zones are summed across them (float64 sums);
-* only valid pixels count: code != -128 and a finite scale; ``valid_fraction`` = valid pixels /
+* only valid pixels count: code != -128 and a finite scale in (0, 1); ``valid_fraction`` = valid /
   all pixels of the MWS in the tiles read. An MWS without a valid pixel gets count 0, NaN means
   and a flag.
 
@@ -143,7 +143,7 @@ def find_tiles_local(
 
 
 # ------------------------------------------------------------------------------ the join
-def overlap_groups(geoms: Sequence[Any]) -> list[np.ndarray]:
+def overlap_groups(geoms: Sequence[Any] | np.ndarray) -> list[np.ndarray]:
     """Split polygons into groups whose members' interiors never intersect (greedy colouring).
 
     MWS layers are meant to tile the block, but traced polygons may overlap a little; each group
@@ -314,7 +314,9 @@ def _accumulate_strip(
     where = np.flatnonzero(labelled)
     owned = np.zeros(flat_s.shape, dtype=bool)
     owned[where[_owned(tile, r0 + where // width, col0 + where % width)]] = True
-    valid = np.isfinite(flat_s) & (bands[0] != EMBEDDINGS.nodata)
+    # DESIGN §1 validity: a finite scale in (0, 1) and a real code (published nodata is -128)
+    with np.errstate(invalid="ignore"):
+        valid = (flat_s > 0) & (flat_s < 1) & (bands[0] != EMBEDDINGS.nodata)
     for lab in strips:
         flat = lab.reshape(-1)
         sel = np.flatnonzero((flat > 0) & owned)

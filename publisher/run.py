@@ -309,6 +309,8 @@ def _publish_loaded(
     with timer("verify"):
         cog.verify_cog(emb_path, EMBEDDINGS, loaded.georef)
         cog.verify_cog(sc_path, SCALES, loaded.georef)
+    # an older item is withdrawn first: while its assets are replaced the tile reads incomplete
+    store.delete(f"{prefix}/{loaded.source.item_id}.json")
     assets: dict[str, AssetRecord] = {}
     for key, (path, media_type, roles) in files.items():
         with timer("checksum"):

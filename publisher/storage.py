@@ -89,6 +89,10 @@ class Store(Protocol):
         """Publish ``data`` at ``key`` atomically."""
         ...
 
+    def delete(self, key: str) -> None:
+        """Remove ``key`` if it exists."""
+        ...
+
 
 @dataclass
 class LocalStore:
@@ -146,6 +150,9 @@ class LocalStore:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
+
+    def delete(self, key: str) -> None:
+        (self.root / key).unlink(missing_ok=True)
 
 
 _CLIENTS: dict[str, Any] = {}
@@ -263,6 +270,9 @@ class S3Store:
             ContentType=content_type,
             Metadata={"sha256": hashlib.sha256(data).hexdigest()},
         )
+
+    def delete(self, key: str) -> None:
+        s3_client(self.settings).delete_object(Bucket=self.bucket, Key=self._key(key))
 
 
 def open_store(uri: str, settings: StorageSettings | None = None) -> LocalStore | S3Store:

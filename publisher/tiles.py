@@ -160,11 +160,12 @@ def _detect_layout(store: LocalStore | S3Store) -> str:
 
 
 def _landmask_index(store: LocalStore | S3Store, prefix: str) -> dict[str, str]:
-    return {
-        Path(key).stem: store.join(key)
-        for key in store.list(prefix)
-        if key.endswith((".tiff", ".tif")) and "/" not in key[len(prefix) + 1 :]
-    }
+    masks = {}
+    for key in store.list(prefix):
+        rel = key[len(prefix) + 1 :] if prefix else key
+        if key.endswith((".tiff", ".tif")) and "/" not in rel:
+            masks[Path(key).stem] = store.join(key)
+    return masks
 
 
 def _from_listing(

@@ -355,9 +355,13 @@ def create_mws_collection(
         keywords=["CoRE Stack", "micro-watershed", "hydrology", "India"],
         providers=[
             pystac.Provider(
-                "CoRE Stack", roles=["producer", "licensor"], url="https://core-stack.org/"
+                "CoRE Stack",
+                roles=[pystac.ProviderRole.PRODUCER, pystac.ProviderRole.LICENSOR],
+                url="https://core-stack.org/",
             ),
-            pystac.Provider("tessera-stac", roles=["processor", "host"]),
+            pystac.Provider(
+                "tessera-stac", roles=[pystac.ProviderRole.PROCESSOR, pystac.ProviderRole.HOST]
+            ),
         ],
         stac_extensions=[TABLE_SCHEMA],
     )

@@ -138,6 +138,48 @@ def make_tile() -> Callable[..., Any]:
     return make
 
 
+def example_tile() -> Any:
+    """The tile behind ``schemas/examples/item.json`` (realistic sizes, sources, software)."""
+    from tessera_stac.catalog.model import AssetRecord, GridCell, PixelCounts, PublishedTile
+
+    cell = GridCell.parse("grid_0.15_52.05")
+    epsg, transform, shape = utm_georef(cell.lon, cell.lat)
+    transform = (10.0, 0.0, round(transform[2], 3), 0.0, -10.0, round(transform[5], 3))
+    assets = {
+        "embeddings": AssetRecord(
+            "embeddings", "./embeddings.tif", COG, 98234567, "1220" + "5d" * 32,
+            ("data", "embeddings"),
+        ),
+        "scales": AssetRecord(
+            "scales", "./scales.tif", COG, 2345678, "1220" + "a7" * 32, ("data", "scales")
+        ),
+        "preview": AssetRecord(
+            "preview", "./preview.png", "image/png", 345678, "1220" + "3c" * 32,
+            ("overview", "visual"),
+        ),
+    }  # fmt: skip
+    src = "https://dl.geotessera.org/v1/npy/v1/2024/grid_0.15_52.05/"
+    return PublishedTile(
+        cell=cell,
+        year=2024,
+        collection_id="tessera-embeddings-v1",
+        model_name="TESSERA",
+        model_version="v1",
+        epsg=epsg,
+        transform=transform,
+        shape=shape,
+        assets=assets,
+        sources=(
+            src + "grid_0.15_52.05.npy",
+            src + "grid_0.15_52.05_scales.npy",
+            "https://dl.geotessera.org/v1/landmasks/v1/grid_0.15_52.05.tiff",
+        ),
+        counts=PixelCounts(800000, 30000, 12, 29988),
+        processed=datetime(2025, 3, 1, 12, 0, tzinfo=UTC),
+        software={"tessera-stac": "0.1.0", "rasterio": "1.4.4", "GDAL": "3.9.3"},
+    )
+
+
 @pytest.fixture(scope="session")
 def our_schema() -> dict[str, Any]:
     """The embedding extension's JSON schema (the packaged file)."""

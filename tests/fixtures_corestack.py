@@ -3,6 +3,11 @@
 * ``bhavnagar_geojson``: the real CoRE Stack MWS layer (116 MWS, straddles 72°E), read-only.
 * ``corestack_sample``: the real CoRE Stack static catalog sample folder, read-only.
 * ``bhavnagar_frame``: the layer as a GeoDataFrame (session; copy before changing it).
+* ``join_tiles``: a catalog root with 4 full-size synthetic COG tiles (2024) around 72°E /
+  21.8°N, written directly in the documented layout (used by the scale area's Dask join test);
+  ``write_embedding_tile`` writes one such tile.
+* ``bhavnagar_join``: ``(layer, tiles, JoinResult)`` of the Bhavnagar layer joined with the
+  publisher's ``published_sample``.
 """
 
 from __future__ import annotations
@@ -61,9 +66,9 @@ def write_embedding_tile(
     [-127, 127], scales in [0.03, 0.1]; ``invalid_fraction`` of the pixels (scattered, plus a
     block) are invalid: code -128 in every band and scale NaN. Returns the item JSON path.
     """
-    import numpy as np
     import zlib
 
+    import numpy as np
     import rasterio
     from affine import Affine
 
@@ -149,3 +154,17 @@ def join_tiles(tmp_path_factory: Any) -> Path:
     for lon, lat in JOIN_TEST_CELLS:
         write_embedding_tile(root, lon, lat, JOIN_TEST_YEAR)
     return root
+
+
+# ----------------------------------------------------------------------- the join
+@pytest.fixture(scope="session")
+def bhavnagar_join(published_sample: Any, bhavnagar_geojson: Path) -> Any:
+    """``(layer, tiles, JoinResult)``: the real Bhavnagar layer joined with the publisher's
+    ``published_sample`` (two real-size tiles either side of 72°E, 2024)."""
+    from tessera_stac.publisher.join import cells_covering, find_tiles_local, join_embeddings
+    from tessera_stac.publisher.watersheds import read_mws_layer
+
+    layer = read_mws_layer(bhavnagar_geojson)
+    year = published_sample.year
+    tiles = find_tiles_local(published_sample.dest, year, cells_covering(layer.bbox))
+    return layer, tiles, join_embeddings(layer.frame, tiles, year)

@@ -195,3 +195,64 @@ def test_openapi_documents_embedding_routes(served: tuple[str, dict[str, Any]]) 
         assert path in paths
     schemas = spec["components"]["schemas"]
     assert {"PositionResult", "AreaResponse", "PixelModel"} <= set(schemas)
+
+
+def _relocated(cog: dict[str, Any], href_for: Callable[[str], str]) -> list[dict[str, Any]]:
+    """The tiles' items with asset hrefs rewritten by ``href_for(relative key)``."""
+    import copy
+
+    out = []
+    for item, _, _ in cog["tiles"].values():
+        item = copy.deepcopy(item)
+        folder = f"{EMB_COLLECTION}/2024/{item['properties']['tessera:grid']}"
+        for key in ("embeddings", "scales"):
+            item["assets"][key]["href"] = href_for(f"{folder}/{key}.tif")
+        item["links"] = []
+        out.append(item)
+    return out
+
+
+def _check_point(url: str, cog: dict[str, Any], lon: float, lat: float, prefix: str) -> None:
+    got = httpx.get(url + "/embeddings/position", params={"lon": lon, "lat": lat, "year": 2024})
+    assert got.status_code == 200, got.text
+    body = got.json()
+    assert body["href"].startswith(prefix)
+    item, codes, scales = tile_for(cog, lon, lat)
+    row, col = expected_pixel(item, lon, lat)
+    expected = codes[:, row, col].astype(np.float32) * scales[row, col]
+    assert np.array_equal(np.array(body["embedding"], dtype=np.float32), expected)
+
+
+def test_point_reads_over_http_and_s3(
+    pg_cluster: Any,
+    live_api: LiveApi,
+    cog_catalog: dict[str, Any],
+    s3: Any,
+    tmp_path: Any,
+) -> None:
+    import json
+    import uuid
+
+    from tests.fixtures_api import make_collection
+
+    root = cog_catalog["root"]
+    # a file server for the COGs (another API instance), read by the API through /vsicurl/
+    files = live_api(create_app(ApiSettings(data_dir=root), "postgresql://x:y@127.0.0.1:1/none"))
+    server, bucket = s3
+    client = server.client()
+    for path in root.rglob("*.tif"):
+        client.upload_file(str(path), bucket, str(path.relative_to(root)))
+    for scheme, href_for in [
+        ("http", lambda key: f"{files}/data/{key}"),
+        ("s3", lambda key: f"s3://{bucket}/{key}"),
+    ]:
+        name = f"t_{uuid.uuid4().hex[:10]}"
+        with pg_cluster.template_clone("pgstac_template", name) as dsn:
+            nd = tmp_path / f"{scheme}.ndjson"
+            objs = [make_collection(EMB_COLLECTION), *_relocated(cog_catalog, href_for)]
+            nd.write_text("".join(json.dumps(o) + "\n" for o in objs))
+            load(dsn, str(nd))
+            url = live_api(create_app(ApiSettings(), dsn))  # no data_dir: remote reads
+            prefix = files if scheme == "http" else "s3://"
+            _check_point(url, cog_catalog, 71.9713, 23.0342, prefix)
+            _check_point(url, cog_catalog, 72.0321, 23.0711, prefix)

@@ -253,3 +253,23 @@ def test_summaries_values_checked(schema_errors: Errors) -> None:
     coll["summaries"]["embedding:type"] = ["pixel", "voxel"]
     msgs = messages(schema_errors(coll))
     assert msgs and all(m.startswith("summaries/embedding:type") for m in msgs)
+
+
+def test_item_level_quantization_covers_assets(schema_errors: Errors) -> None:
+    item = example("item")
+    q = item["assets"]["embeddings"].pop("embedding:quantization")
+    assert messages(schema_errors(item)) == [
+        "assets/embeddings: 'embedding:quantization' is a required property"
+    ]
+    item["properties"]["embedding:quantization"] = q
+    assert messages(schema_errors(item)) == []
+
+
+def test_item_assets_need_quantization_unless_collection_has_it(schema_errors: Errors) -> None:
+    coll = example("collection")
+    q = coll["item_assets"]["embeddings"].pop("embedding:quantization")
+    assert messages(schema_errors(coll)) == [
+        "item_assets/embeddings: 'embedding:quantization' is a required property"
+    ]
+    coll["embedding:quantization"] = q
+    assert messages(schema_errors(coll)) == []

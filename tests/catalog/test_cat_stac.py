@@ -24,6 +24,7 @@ from tessera_stac.catalog.stac import (
     create_item,
     create_model_collection,
     create_model_item,
+    create_root_catalog,
     item_key,
     relative_href,
 )
@@ -188,6 +189,7 @@ def test_pystac_round_trip_keeps_every_field(
         create_collection(items, "v1"),
         create_model_item("v1"),
         create_model_collection([create_model_item("v1")]),
+        create_root_catalog(["tessera-embeddings-v1", "tessera-models"]),
     ]
     for obj in objects:
         original = as_dict(obj)
@@ -259,3 +261,19 @@ def test_extension_class_api(make_tile: Callable[..., Any]) -> None:
         EmbeddingExtension.ext("nope")  # type: ignore[type-var]
     assert EmbeddingExtension.has_extension(item)
     assert pystac.EXTENSION_HOOKS.hooks[SCHEMA_URI].schema_uri == SCHEMA_URI
+
+
+def test_schema_examples_are_builder_output(request: pytest.FixtureRequest) -> None:
+    """schemas/examples/*.json are what the builders make of a realistic tile (regenerated
+    with --update-golden), so the extension's documentation never drifts from the product."""
+    from tessera_stac.catalog.embedding import schema_path
+    from tests.fixtures_catalog import example_tile
+
+    item = create_item(example_tile())
+    built = {"item": as_dict(item), "collection": as_dict(create_collection([item], "v1"))}
+    folder = schema_path().parent.parent / "examples"
+    for name, obj in built.items():
+        path = folder / f"{name}.json"
+        if request.config.getoption("--update-golden"):
+            path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+        assert json.loads(path.read_text()) == obj, f"{path} differs from the builders"

@@ -295,3 +295,26 @@ def test_cli_strict_exits_1_when_a_document_was_skipped(
     )
     assert strict.returncode == 1
     assert "unreadable" in strict.stdout and "broken" in strict.stdout
+
+
+def test_cli_import_load_into_pgstac(
+    colliding_catalog: Path, tmp_path: Path, pg_dsn: str, count_items: Any
+) -> None:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "TESSERA_STAC_"))}
+    env["TESSERA_STAC_DATABASE_URL"] = pg_dsn
+    cli = [sys.executable, "-m", "tessera_stac.publisher.cli", "corestack", "import"]
+    run = subprocess.run(
+        [*cli, str(colliding_catalog), "-o", str(tmp_path / "o"), "--load", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["loaded_items"] == 3
+    assert count_items(pg_dsn) == {
+        "corestack-bihar-sadar-sadar": 2,
+        "corestack-assam-sadar-sadar": 1,
+    }

@@ -15,6 +15,7 @@ from rio_cogeo.cogeo import cog_validate
 from tessera_stac.catalog.model import GridCell
 from tessera_stac.catalog.profile import EMBEDDINGS, SCALES
 from tessera_stac.publisher import cog, preview, run, sample, tiles
+from tessera_stac.publisher.engine import ProcessEngine
 from tessera_stac.publisher.georef import rebuild_georef
 
 GRIDS = ["grid_78.05_12.05", "grid_0.15_52.05", "grid_-0.15_-0.05", "grid_25.05_70.05"]
@@ -37,10 +38,11 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Published]:
     for cell in cells:
         sample.write_tile(source, cell, YEAR, defects)
     dests, reports = {}, {}
+    engine = ProcessEngine(2)  # also exercises the process pool
     for mode in ("landmask", "rebuilt"):
         srcs = tiles.sources_for(str(source), cells, [YEAR], with_landmask=mode == "landmask")
         dests[mode] = base / mode
-        reports[mode] = run.publish(srcs, str(dests[mode]), report=None)
+        reports[mode] = run.publish(srcs, str(dests[mode]), engine=engine, report=None)
     yield Published(source, dests, reports)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import rasterio
 
@@ -26,3 +27,8 @@ def test_published_sample_shape(published_sample: PublishedSample) -> None:
             assert ds.crs.to_epsg() == tile.epsg
             assert tuple(ds.transform)[:6] == tile.transform
         assert tile.counts.valid > 0 and tile.counts.total == tile.shape[0] * tile.shape[1]
+
+
+def test_published_items_validate(published_sample: PublishedSample, stac_validate: Any) -> None:
+    for item_path in published_sample.items:
+        stac_validate(json.loads(item_path.read_text()))

@@ -1,0 +1,160 @@
+"""Shared pieces of the serving benchmarks: a throwaway cluster, synthetic items, servers."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+COLLECTION = "tessera-embeddings-v1"
+
+
+@contextlib.contextmanager
+def temp_cluster() -> Iterator[Any]:
+    """A fast (fsync off) local pgSTAC cluster in a temp dir, stopped and removed at the end."""
+    from tessera_stac.catalog.localdb import LocalCluster
+
+    home = Path(tempfile.mkdtemp(prefix="tessera-bench-"))
+    os.chmod(home, 0o755)
+    cluster = LocalCluster(home, dbname="bench_template", fast=True)
+    cluster.init()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def collection() -> dict[str, Any]:
+    """A minimal embedding collection."""
+    return {
+        "type": "Collection",
+        "stac_version": "1.1.0",
+        "id": COLLECTION,
+        "description": "benchmark collection",
+        "license": "CC-BY-4.0",
+        "extent": {
+            "spatial": {"bbox": [[-180, -90, 180, 90]]},
+            "temporal": {"interval": [["2017-01-01T00:00:00Z", None]]},
+        },
+        "links": [],
+    }
+
+
+def synthetic_items(count: int, years: tuple[int, ...] = (2023, 2024)) -> list[dict[str, Any]]:
+    """``count`` items from the real item builder, on a block of cells across 72°E."""
+    from tessera_stac.catalog.model import AssetRecord, GridCell, PixelCounts, PublishedTile
+    from tessera_stac.catalog.stac import create_item
+
+    per_year = max(1, count // len(years))
+    side = int(per_year**0.5) + 1
+    items: list[dict[str, Any]] = []
+    for year in years:
+        for n in range(per_year):
+            lon = 71.0 + (n % side) * 0.1 + 0.05
+            lat = 22.0 + (n // side) * 0.1 + 0.05
+            cell = GridCell(round(lon, 2), round(lat, 2))
+            assets = {
+                key: AssetRecord(key, f"./{key}.tif", "image/tiff", 1000, "1220" + "0" * 64)
+                for key in ("embeddings", "scales")
+            }
+            tile = PublishedTile(
+                cell=cell,
+                year=year,
+                collection_id=COLLECTION,
+                model_name="tessera",
+                model_version="v1",
+                epsg=cell.utm_epsg,
+                transform=(10.0, 0.0, 500000.0, 0.0, -10.0, 2600000.0),
+                shape=(1110, 1110),
+                assets=assets,
+                sources=(),
+                counts=PixelCounts(valid=1, invalid=0),
+                processed=datetime(2025, 1, 1, tzinfo=UTC),
+            )
+            items.append(create_item(tile).to_dict(include_self_link=False, transform_hrefs=False))
+            if len(items) >= count:
+                return items
+    return items
+
+
+def write_ndjson(path: Path, objs: list[dict[str, Any]]) -> Path:
+    """Write one JSON object per line."""
+    with open(path, "w") as fh:
+        for obj in objs:
+            fh.write(json.dumps(obj) + "\n")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def uvicorn_server(factory: str, env: dict[str, str]) -> Iterator[str]:
+    """Serve ``factory`` (``module:function``) with uvicorn in a subprocess; yield its URL."""
+    import httpx
+
+    port = free_port()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "TESSERA_STAC_"))}
+    full_env.update(env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            factory,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        env=full_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/_mgmt/ping", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                err = proc.stderr.read().decode() if proc.stderr else ""
+                raise RuntimeError(f"{factory} did not start: {err[-2000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` percentile (0-100) of ``values`` (nearest rank)."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]

@@ -1,0 +1,429 @@
+"""Read dequantised embeddings of any STAC Item from its metadata alone.
+
+Nothing here knows TESSERA: the codes asset, the dequantisation recipe, nodata rules and the
+scale asset all come from the Item's ``embedding:`` fields (see ``schemas/README.md``), so the
+same reader handles TESSERA's per-pixel scales, AlphaEarth's signed square, linear codes and
+plain floats.
+
+Stable API (the STAC API's point and zonal routes call it):
+
+* ``EmbeddingReader(item, asset_key=None, gdal_env=None)``
+* ``reader.read(window=None) -> (values, valid)``: ``values`` float32 ``(rows, cols, dims)``
+  with NaN where invalid, ``valid`` bool ``(rows, cols)``.
+* ``reader.read_point(lon, lat) -> PointSample`` (lon/lat in EPSG:4326).
+* ``reader.read_points([(lon, lat), ...]) -> list[PointSample]`` (files opened once).
+* ``reader.profile() -> GridInfo`` (CRS, transform, shape of the codes asset).
+* ``dequantize(codes, quantization, scales=None)``: the recipe on arrays already in memory.
+
+Hrefs are resolved against the Item's self href: local paths as they are, ``http(s)://`` via
+GDAL's ``/vsicurl/``, ``s3://`` via ``/vsis3/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import posixpath
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import numpy as np
+import numpy.typing as npt
+import pystac
+
+from tessera_stac.catalog.embedding import (
+    DIMENSIONS_PROP,
+    EMBEDDINGS_ROLE,
+    QUANTIZATION_PROP,
+    Quantization,
+    QuantizationMethod,
+)
+from tessera_stac.catalog.errors import InputError
+
+FloatArray = npt.NDArray[np.floating[Any]]
+BoolArray = npt.NDArray[np.bool_]
+WindowLike = Any  # rasterio Window or ((row_start, row_stop), (col_start, col_stop))
+
+
+@dataclass(frozen=True)
+class GridInfo:
+    """Georeferencing of the codes asset, as its file says."""
+
+    crs: str
+    transform: tuple[float, float, float, float, float, float]
+    shape: tuple[int, int]
+    dimensions: int
+
+
+@dataclass(frozen=True)
+class PointSample:
+    """The embedding at one point.
+
+    Attributes:
+        vector: float32 ``(dims,)``, or None when the point is outside the raster or invalid.
+        valid: True when the pixel holds a valid embedding.
+        row: pixel row in the codes asset (may lie outside the raster).
+        col: pixel column.
+        inside: True when the point falls inside the raster.
+        x: easting/x in the asset CRS.
+        y: northing/y in the asset CRS.
+        hrefs: the resolved hrefs read (``codes``, and ``scales`` when used).
+    """
+
+    vector: npt.NDArray[np.float32] | None
+    valid: bool
+    row: int
+    col: int
+    inside: bool
+    x: float
+    y: float
+    hrefs: dict[str, str] = field(default_factory=dict)
+
+
+def gdal_path(href: str) -> str:
+    """The GDAL path of an href: ``/vsicurl/`` for http(s), ``/vsis3/`` for s3, else as is."""
+    parts = urlsplit(href)
+    if parts.scheme in ("http", "https"):
+        return f"/vsicurl/{href}"
+    if parts.scheme == "s3":
+        return f"/vsis3/{parts.netloc}{parts.path}"
+    if parts.scheme == "file":
+        return parts.path
+    return href
+
+
+def resolve_href(href: str, base: str | None) -> str:
+    """Resolve a possibly relative asset href against the Item's self href."""
+    if urlsplit(href).scheme or href.startswith("/") or not base:
+        return href
+    if urlsplit(base).scheme in ("http", "https", "s3"):
+        if base.startswith("s3://"):
+            bucket_key = base[len("s3://") :]
+            joined = posixpath.normpath(posixpath.join(posixpath.dirname(bucket_key), href))
+            return f"s3://{joined}"
+        return urljoin(base, href)
+    base_path = urlsplit(base).path if base.startswith("file://") else base
+    return posixpath.normpath(posixpath.join(posixpath.dirname(base_path), href))
+
+
+_CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+def rasterio_env(gdal_env: dict[str, str]) -> Any:
+    """``rasterio.Env`` for GDAL options; AWS credentials go through an ``AWSSession``
+    (rasterio refuses them as plain options)."""
+    import rasterio
+    from rasterio.session import AWSSession
+
+    options = {k: v for k, v in gdal_env.items() if k not in _CREDENTIAL_KEYS}
+    if not any(k in gdal_env for k in _CREDENTIAL_KEYS):
+        return rasterio.Env(**options)
+    session = AWSSession(
+        aws_access_key_id=gdal_env.get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=gdal_env.get("AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=gdal_env.get("AWS_SESSION_TOKEN"),
+        region_name=gdal_env.get("AWS_REGION"),
+        endpoint_url=gdal_env.get("AWS_S3_ENDPOINT"),
+        aws_unsigned=gdal_env.get("AWS_NO_SIGN_REQUEST", "").upper() == "YES",
+    )
+    return rasterio.Env(session=session, **options)
+
+
+def _as_item(item: pystac.Item | dict[str, Any], self_href: str | None) -> pystac.Item:
+    obj = pystac.Item.from_dict(item) if isinstance(item, dict) else item
+    if self_href:
+        obj.set_self_href(self_href)
+    return obj
+
+
+def select_codes_asset(item: pystac.Item, asset_key: str | None = None) -> str:
+    """Key of the asset holding embedding codes (role ``embeddings``, or the one with a recipe).
+
+    Raises:
+        InputError: when no asset, or more than one, qualifies.
+    """
+    if asset_key is not None:
+        if asset_key not in item.assets:
+            raise InputError(f"item {item.id}: no asset {asset_key!r}")
+        return asset_key
+    by_role = [k for k, a in item.assets.items() if EMBEDDINGS_ROLE in (a.roles or [])]
+    with_recipe = [k for k, a in item.assets.items() if QUANTIZATION_PROP in a.extra_fields]
+    for candidates in (by_role, with_recipe):
+        if len(candidates) == 1:
+            return candidates[0]
+        if len(candidates) > 1:
+            raise InputError(
+                f"item {item.id}: several embedding assets {sorted(candidates)}: pass asset_key"
+            )
+    raise InputError(
+        f"item {item.id}: no asset with role {EMBEDDINGS_ROLE!r} or {QUANTIZATION_PROP}"
+    )
+
+
+def quantization_of(item: pystac.Item, asset_key: str) -> Quantization:
+    """The recipe of an asset: its own ``embedding:quantization``, else the Item's."""
+    raw = item.assets[asset_key].extra_fields.get(QUANTIZATION_PROP)
+    if raw is None:
+        raw = item.properties.get(QUANTIZATION_PROP)
+    if raw is None:
+        raise InputError(
+            f"item {item.id}: asset {asset_key!r} has no {QUANTIZATION_PROP} "
+            "(nor do the item's properties): cannot dequantise"
+        )
+    if not isinstance(raw, dict):
+        raise InputError(f"item {item.id}: {QUANTIZATION_PROP} is not an object")
+    return Quantization.from_dict(raw)
+
+
+# ------------------------------------------------------------------------ dequantise
+def _is(values: npt.NDArray[Any], target: float | int) -> BoolArray:
+    if isinstance(target, float) and math.isnan(target):
+        if np.issubdtype(values.dtype, np.floating):
+            return np.isnan(values)
+        return np.zeros(values.shape, dtype=bool)
+    return np.asarray(values == target)
+
+
+def _param(value: float | tuple[float, ...] | None, dims: int, dtype: Any, name: str) -> Any:
+    if value is None:
+        raise InputError(f"{QUANTIZATION_PROP}: linear needs {name!r}")
+    arr = np.asarray(value, dtype=dtype)
+    if arr.ndim == 1 and arr.shape[0] != dims:
+        raise InputError(
+            f"{QUANTIZATION_PROP}: {name} has {arr.shape[0]} values for {dims} dimensions"
+        )
+    return arr
+
+
+def scale_validity(scales: FloatArray, q: Quantization) -> BoolArray:
+    """Valid-scale mask: finite, not ``scale_nodata``, inside the open ``scale_valid_range``."""
+    ok = np.isfinite(scales)
+    if q.scale_nodata is not None:
+        ok &= ~_is(scales, q.scale_nodata)
+    if q.scale_valid_range is not None:
+        lo, hi = q.scale_valid_range
+        ok &= (scales > lo) & (scales < hi)
+    return np.asarray(ok)
+
+
+def dequantize(
+    codes: npt.NDArray[Any], q: Quantization, scales: FloatArray | None = None
+) -> tuple[FloatArray, BoolArray]:
+    """Apply a recipe to codes shaped ``(rows, cols, dims)``.
+
+    Args:
+        codes: the stored codes, last axis = dimensions.
+        q: the recipe.
+        scales: ``(rows, cols)`` per-pixel scales (method ``per-pixel-scale`` only).
+
+    Returns:
+        ``(values, valid)``: values in ``q.dtype`` with NaN where invalid, and the mask.
+    """
+    dtype = np.dtype(q.dtype)
+    valid: BoolArray = np.ones(codes.shape[:2], dtype=bool)
+    if q.nodata is not None:
+        valid &= ~_is(codes, q.nodata).any(axis=-1)
+    if q.method is QuantizationMethod.NONE:
+        values = codes.astype(dtype)
+    elif q.method is QuantizationMethod.LINEAR:
+        dims = codes.shape[-1]
+        scale = _param(q.scale, dims, dtype, "scale")
+        offset = _param(q.offset, dims, dtype, "offset")
+        values = codes.astype(dtype) * scale + offset
+    elif q.method is QuantizationMethod.PER_PIXEL_SCALE:
+        if scales is None:
+            raise InputError(f"{QUANTIZATION_PROP}: per-pixel-scale needs the scales array")
+        s = scales.astype(dtype, copy=False)
+        valid &= scale_validity(s, q)
+        values = codes.astype(dtype) * s[..., None]
+    elif q.method is QuantizationMethod.SIGNED_SQUARE:
+        if q.divisor is None or q.exponent is None:
+            raise InputError(f"{QUANTIZATION_PROP}: signed-square needs divisor and exponent")
+        c = codes.astype(dtype)
+        values = np.sign(c) * np.power(np.abs(c) / dtype.type(q.divisor), dtype.type(q.exponent))
+    else:  # pragma: no cover - the enum is closed
+        raise InputError(f"{QUANTIZATION_PROP}: unknown method {q.method}")
+    values = np.asarray(values, dtype=dtype)
+    values[~valid] = np.nan
+    return values, valid
+
+
+# ---------------------------------------------------------------------------- reader
+class EmbeddingReader:
+    """Read dequantised windows and points of one Item, from its metadata alone.
+
+    Args:
+        item: the Item (pystac or dict).
+        asset_key: the codes asset; default the one with role ``embeddings``.
+        gdal_env: GDAL configuration (e.g. ``StorageSettings.gdal_env()``) for the reads.
+        self_href: the Item's own href, when it is not set on ``item`` (relative asset hrefs
+            resolve against it).
+
+    Use it as a context manager to keep the files open across reads (one reader per thread
+    then: open datasets are not shared safely between threads). Without ``with`` every call
+    opens and closes its files, which is thread-safe.
+    """
+
+    def __init__(
+        self,
+        item: pystac.Item | dict[str, Any],
+        asset_key: str | None = None,
+        gdal_env: dict[str, str] | None = None,
+        self_href: str | None = None,
+    ) -> None:
+        self.item = _as_item(item, self_href)
+        self.asset_key = select_codes_asset(self.item, asset_key)
+        self.quantization = quantization_of(self.item, self.asset_key)
+        self.gdal_env = dict(gdal_env or {})
+        self.hrefs = {"codes": self._href(self.asset_key)}
+        if self.quantization.method is QuantizationMethod.PER_PIXEL_SCALE:
+            key = self.quantization.scale_asset
+            if not key or key not in self.item.assets:
+                raise InputError(
+                    f"item {self.item.id}: scale asset {key!r} named by {QUANTIZATION_PROP} "
+                    "is missing"
+                )
+            self.hrefs["scales"] = self._href(key)
+        self._stack: contextlib.ExitStack | None = None
+        self._open_ds: dict[str, Any] = {}
+
+    def _href(self, key: str) -> str:
+        return resolve_href(self.item.assets[key].href, self.item.get_self_href())
+
+    # ------------------------------------------------------------------ files
+    def __enter__(self) -> EmbeddingReader:
+
+        self._stack = contextlib.ExitStack()
+        self._stack.enter_context(rasterio_env(self.gdal_env))
+        for name, href in self.hrefs.items():
+            self._open_ds[name] = self._stack.enter_context(self._open_one(href))
+        self._check_grids()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._open_ds.clear()
+        if self._stack is not None:
+            self._stack.close()
+            self._stack = None
+
+    @staticmethod
+    def _open_one(href: str) -> Any:
+        import rasterio
+        from rasterio.errors import RasterioIOError
+
+        try:
+            return rasterio.open(gdal_path(href))
+        except RasterioIOError as exc:
+            raise InputError(f"cannot open {href}: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _datasets(self) -> Iterator[dict[str, Any]]:
+        if self._open_ds:
+            yield self._open_ds
+            return
+        with self:
+            yield self._open_ds
+
+    def _check_grids(self) -> None:
+        codes = self._open_ds["codes"]
+        dims = self.item.properties.get(DIMENSIONS_PROP)
+        asset_dims = self.item.assets[self.asset_key].extra_fields.get(DIMENSIONS_PROP, dims)
+        if asset_dims is not None and int(asset_dims) != codes.count:
+            raise InputError(
+                f"{self.hrefs['codes']}: {codes.count} bands, but the item says "
+                f"{DIMENSIONS_PROP} = {asset_dims}"
+            )
+        scales = self._open_ds.get("scales")
+        if scales is not None and (
+            scales.shape != codes.shape or not scales.transform.almost_equals(codes.transform)
+        ):
+            raise InputError(
+                f"{self.hrefs['scales']}: grid {scales.shape} differs from the codes' {codes.shape}"
+            )
+
+    def profile(self) -> GridInfo:
+        """CRS, transform, shape and dimensions of the codes asset (read from the file)."""
+        with self._datasets() as ds:
+            codes = ds["codes"]
+            return GridInfo(
+                crs=codes.crs.to_string(),
+                transform=tuple(codes.transform)[:6],
+                shape=(codes.height, codes.width),
+                dimensions=codes.count,
+            )
+
+    # ------------------------------------------------------------------ reads
+    def read(self, window: WindowLike | None = None) -> tuple[FloatArray, BoolArray]:
+        """Dequantised values of a window (default: the whole raster).
+
+        Args:
+            window: a rasterio ``Window`` or ``((row_start, row_stop), (col_start, col_stop))``
+                in pixels of the codes asset. Parts outside the raster come back invalid
+                (NaN), so the result always has the requested shape.
+
+        Returns:
+            ``(values, valid)``: float ``(rows, cols, dims)`` (NaN where invalid) and a bool
+            ``(rows, cols)`` mask.
+        """
+        with self._datasets() as ds:
+            codes_ds = ds["codes"]
+            if window is None:
+                (r0, r1), (c0, c1) = (0, codes_ds.height), (0, codes_ds.width)
+            elif isinstance(window, tuple):
+                (r0, r1), (c0, c1) = window
+            else:
+                (r0, r1), (c0, c1) = window.toranges()
+            r0, r1, c0, c1 = (int(v) for v in (r0, r1, c0, c1))
+            if r1 < r0 or c1 < c0:
+                raise InputError(f"empty or inverted window rows {r0}:{r1}, cols {c0}:{c1}")
+            ir0, ir1 = max(r0, 0), min(r1, codes_ds.height)
+            ic0, ic1 = max(c0, 0), min(c1, codes_ds.width)
+            values = np.full((r1 - r0, c1 - c0, codes_ds.count), np.nan, self.quantization.dtype)
+            valid = np.zeros((r1 - r0, c1 - c0), dtype=bool)
+            if ir1 <= ir0 or ic1 <= ic0:
+                return values, valid
+            part = self._read_inside(ds, ((ir0, ir1), (ic0, ic1)))
+        values[ir0 - r0 : ir1 - r0, ic0 - c0 : ic1 - c0] = part[0]
+        valid[ir0 - r0 : ir1 - r0, ic0 - c0 : ic1 - c0] = part[1]
+        return values, valid
+
+    def _read_inside(
+        self, ds: dict[str, Any], ranges: tuple[tuple[int, int], tuple[int, int]]
+    ) -> tuple[FloatArray, BoolArray]:
+        from rasterio.windows import Window
+
+        (r0, r1), (c0, c1) = ranges
+        window = Window(c0, r0, c1 - c0, r1 - r0)
+        codes = np.moveaxis(ds["codes"].read(window=window), 0, -1)
+        scales = None
+        if "scales" in ds:
+            scales = ds["scales"].read(self.quantization.scale_band or 1, window=window)
+        return dequantize(codes, self.quantization, scales)
+
+    def read_point(self, lon: float, lat: float) -> PointSample:
+        """The embedding at a WGS84 point (transformed to the asset CRS).
+
+        Returns a :class:`PointSample`; ``vector`` is None outside the raster or on an
+        invalid pixel.
+        """
+        from rasterio.warp import transform as warp
+
+        with self._datasets() as ds:
+            codes = ds["codes"]
+            xs, ys = warp("EPSG:4326", codes.crs, [lon], [lat])
+            x, y = float(xs[0]), float(ys[0])
+            row, col = (int(v) for v in codes.index(x, y, op=math.floor))
+            inside = 0 <= row < codes.height and 0 <= col < codes.width
+            if not inside:
+                return PointSample(None, False, row, col, False, x, y, dict(self.hrefs))
+            values, valid = self.read(((row, row + 1), (col, col + 1)))
+        ok = bool(valid[0, 0])
+        vector = values[0, 0].astype(np.float32) if ok else None
+        return PointSample(vector, ok, row, col, True, x, y, dict(self.hrefs))
+
+    def read_points(self, points: list[tuple[float, float]]) -> list[PointSample]:
+        """:meth:`read_point` for many WGS84 points, opening the files once."""
+        with self._datasets():
+            return [self.read_point(lon, lat) for lon, lat in points]

@@ -1,0 +1,359 @@
+"""Build the static STAC catalog around the Item JSONs a publisher run wrote.
+
+Layout (DESIGN §2), the same keys in a local directory or an S3 prefix::
+
+    catalog.json
+    {collection}/collection.json
+    {collection}/items.parquet                       stac-geoparquet index of the Items
+    {collection}/{year}/{grid}/{grid}_{year}.json    written by the publisher
+    tessera-models/collection.json
+    tessera-models/tessera-{version}/tessera-{version}.json   the MLM model Item
+
+Hrefs are relative by default (a catalog that can be moved or mirrored as a whole), or
+absolute under ``href_base`` (then every object also gets a ``self`` link). Every object is
+written atomically by the store, Items first and ``catalog.json`` last, so a reader never sees
+a root that points at missing objects; a bad Item is reported and left out, never spoiling
+the others.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urljoin, urlsplit
+
+import pystac
+
+from tessera_stac.catalog import constants as c
+from tessera_stac.catalog.embedding import MODEL_VERSION_PROP
+from tessera_stac.catalog.stac import (
+    CATALOG_KEY,
+    JSON_MEDIA_TYPE,
+    collection_key,
+    create_collection,
+    create_model_collection,
+    create_model_item,
+    create_root_catalog,
+    model_item_key,
+    relative_href,
+)
+
+ITEM_KEY_RE = re.compile(
+    r"^(?P<collection>[^/]+)/(?P<year>\d{4})/(?P<grid>[^/]+)/(?P<name>[^/]+)\.json$"
+)
+PARQUET_NAME = "items.parquet"
+PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
+GEOJSON_MEDIA_TYPE = "application/geo+json"
+
+
+class CatalogStore(Protocol):
+    """Where the catalog lives (``publisher.storage`` stores satisfy it)."""
+
+    @property
+    def uri(self) -> str:
+        """Where the store is (a path or an ``s3://`` URI)."""
+        ...
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Keys of every object under ``prefix``."""
+        ...
+
+    def read_bytes(self, key: str) -> bytes:
+        """An object's content."""
+        ...
+
+    def put_bytes(self, data: bytes, key: str, content_type: str) -> None:
+        """Write ``data`` at ``key`` atomically."""
+        ...
+
+
+@dataclass
+class LocalDir:
+    """A local directory as a :class:`CatalogStore` (atomic writes by rename)."""
+
+    root: Path
+
+    @property
+    def uri(self) -> str:
+        """The directory's path."""
+        return str(self.root)
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Keys (posix, relative) of the files under ``prefix``, sorted."""
+        base = self.root / prefix if prefix else self.root
+        for path in sorted(base.rglob("*")):
+            if path.is_file() and not path.name.startswith("."):
+                yield path.relative_to(self.root).as_posix()
+
+    def read_bytes(self, key: str) -> bytes:
+        """The file's bytes."""
+        return (self.root / key).read_bytes()
+
+    def put_bytes(self, data: bytes, key: str, content_type: str) -> None:
+        """Write via a temp file and ``os.replace``."""
+        target = self.root / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """An object that was left out, and why."""
+
+    key: str
+    message: str
+
+
+@dataclass
+class BuildReport:
+    """What ``build_static_catalog`` did."""
+
+    collections: dict[str, int] = field(default_factory=dict)  # id -> number of Items
+    written: list[str] = field(default_factory=list)
+    items_rewritten: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing was left out."""
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly summary."""
+        return {
+            "collections": self.collections,
+            "written": len(self.written),
+            "items_rewritten": self.items_rewritten,
+            "problems": [{"key": p.key, "message": p.message} for p in self.problems],
+        }
+
+
+def find_item_keys(keys: Iterator[str] | list[str]) -> list[str]:
+    """Keys that sit where the layout puts Items (models and indexes excluded)."""
+    return sorted(
+        k for k in keys if ITEM_KEY_RE.match(k) and not k.startswith(f"{c.MODEL_COLLECTION_ID}/")
+    )
+
+
+def _absolute(href: str, key: str, href_base: str) -> str:
+    if urlsplit(href).scheme or href.startswith("/"):
+        return href
+    return urljoin(f"{href_base.rstrip('/')}/{key}", href)
+
+
+def publish_hrefs(obj: dict[str, Any], key: str, href_base: str | None) -> dict[str, Any]:
+    """A copy of a STAC dict with hrefs for its place: relative (no ``self``) or absolute.
+
+    Args:
+        obj: the STAC object as a dict, with relative hrefs in the static layout.
+        key: the object's key in the store.
+        href_base: the public URL of the store's root, or None for relative hrefs.
+    """
+    out = json.loads(json.dumps(obj))
+    links = [link for link in out.get("links", []) if link.get("rel") != "self"]
+    if href_base:
+        for link in links:
+            link["href"] = _absolute(link["href"], key, href_base)
+        for asset in out.get("assets", {}).values():
+            asset["href"] = _absolute(asset["href"], key, href_base)
+        media = GEOJSON_MEDIA_TYPE if out.get("type") == "Feature" else JSON_MEDIA_TYPE
+        links.insert(0, {"rel": "self", "href": _absolute(key, "", href_base), "type": media})
+    out["links"] = links
+    return out
+
+
+def _item_links(d: dict[str, Any], key: str, collection_id: str) -> dict[str, Any]:
+    """Set the Item's root/parent/collection links to the layout's (other links kept)."""
+    coll = relative_href(key, collection_key(collection_id))
+    fixed = [
+        {"rel": "root", "href": relative_href(key, CATALOG_KEY), "type": JSON_MEDIA_TYPE},
+        {"rel": "parent", "href": coll, "type": JSON_MEDIA_TYPE},
+        {"rel": "collection", "href": coll, "type": JSON_MEDIA_TYPE},
+    ]
+    rest = [x for x in d.get("links", []) if x.get("rel") not in ("root", "parent", "collection")]
+    return {**d, "collection": collection_id, "links": fixed + rest}
+
+
+def _dump(obj: dict[str, Any]) -> bytes:
+    return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+@dataclass
+class _Loaded:
+    key: str
+    original: dict[str, Any]
+    relative: dict[str, Any]
+    item: pystac.Item
+
+
+def _load_item(store: CatalogStore, key: str) -> _Loaded:
+    """Read and check one Item JSON; raises ValueError naming the problem."""
+    match = ITEM_KEY_RE.match(key)
+    assert match is not None
+    try:
+        data = store.read_bytes(key)
+        raw = json.loads(data)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not readable JSON: {exc}") from None
+    if not isinstance(raw, dict) or raw.get("type") != "Feature":
+        raise ValueError("not a STAC Item (type is not 'Feature')")
+    if raw.get("id") != match["name"]:
+        raise ValueError(f"item id {raw.get('id')!r} does not match its file name")
+    cid = match["collection"]
+    if raw.get("collection") not in (None, cid):
+        raise ValueError(f"item says collection {raw.get('collection')!r}, folder says {cid!r}")
+    relative = _item_links(publish_hrefs(raw, key, None), key, cid)
+    try:
+        # parsing twice is ~10x cheaper than pystac's deepcopy (preserve_dict) of 128 bands;
+        # the pystac Item only feeds extents and summaries, so its links do not matter
+        item = pystac.Item.from_dict(
+            json.loads(data), preserve_dict=False, migrate=raw.get("stac_version") != c.STAC_VERSION
+        )
+    except Exception as exc:  # pystac raises assorted errors on malformed items
+        raise ValueError(f"pystac cannot parse it: {exc}") from None
+    return _Loaded(key, raw, relative, item)
+
+
+def build_static_catalog(
+    store: CatalogStore,
+    href_base: str | None = None,
+    geoparquet: bool = True,
+    progress: Callable[[int], None] | None = None,
+    item_links: bool = True,
+) -> BuildReport:
+    """Write Collections, the model Collection/Item, ``catalog.json`` and the parquet indexes.
+
+    Args:
+        store: the published tree (local directory or S3 prefix).
+        href_base: public URL of the store's root for absolute hrefs; None for relative ones.
+        geoparquet: also write ``{collection}/items.parquet``.
+        progress: called with the number of Items handled since the last call.
+        item_links: list every Item in its Collection (``item`` links). Turn off for very
+            large collections: the geoparquet index and an API then do the listing.
+
+    Returns:
+        A :class:`BuildReport`; Items that could not be read are listed in ``problems``.
+    """
+    report = BuildReport()
+    by_collection: dict[str, list[_Loaded]] = defaultdict(list)
+    for key in find_item_keys(store.list("")):
+        try:
+            loaded = _load_item(store, key)
+        except ValueError as exc:
+            report.problems.append(Problem(key, str(exc)))
+        else:
+            by_collection[loaded.relative["collection"]].append(loaded)
+        if progress:
+            progress(1)
+    if not by_collection and not report.problems:
+        return report  # nothing published here: write nothing
+    versions: set[str] = set()
+    years: set[int] = set()
+    for cid, loaded_items in sorted(by_collection.items()):
+        done = _write_collection(
+            store, cid, loaded_items, href_base, (geoparquet, item_links), report
+        )
+        if done:
+            versions.add(done)
+            years.update(i.item.datetime.year for i in loaded_items if i.item.datetime)
+    if versions:
+        _write_models(store, sorted(versions), (min(years), max(years)), href_base, report)
+    ids = sorted(report.collections) + ([c.MODEL_COLLECTION_ID] if versions else [])
+    root = create_root_catalog(ids).to_dict(include_self_link=False, transform_hrefs=False)
+    _put(store, CATALOG_KEY, publish_hrefs(root, CATALOG_KEY, href_base), report)
+    return report
+
+
+def _put(store: CatalogStore, key: str, obj: dict[str, Any], report: BuildReport) -> None:
+    media = GEOJSON_MEDIA_TYPE if obj.get("type") == "Feature" else JSON_MEDIA_TYPE
+    store.put_bytes(_dump(obj), key, media)
+    report.written.append(key)
+
+
+def _write_collection(
+    store: CatalogStore,
+    cid: str,
+    loaded: list[_Loaded],
+    href_base: str | None,
+    options: tuple[bool, bool],
+    report: BuildReport,
+) -> str | None:
+    """Items (when their hrefs change), the parquet index, then the Collection."""
+    found = sorted({str(i.item.properties.get(MODEL_VERSION_PROP)) for i in loaded})
+    if len(found) != 1:
+        report.problems.append(
+            Problem(collection_key(cid), f"items of several model versions {found}: not built")
+        )
+        return None
+    version = found[0]
+    geoparquet, item_links = options
+    try:
+        collection = create_collection(
+            [i.item for i in loaded], version, cid, link_items=item_links
+        )
+    except ValueError as exc:
+        report.problems.append(Problem(collection_key(cid), str(exc)))
+        return None
+    published = []
+    for entry in loaded:
+        final = publish_hrefs(entry.relative, entry.key, href_base)
+        published.append(final)
+        if final != entry.original:
+            _put(store, entry.key, final, report)
+            report.items_rewritten += 1
+    ckey = collection_key(cid)
+    if geoparquet:
+        pkey = f"{cid}/{PARQUET_NAME}"
+        store.put_bytes(items_to_parquet(published), pkey, PARQUET_MEDIA_TYPE)
+        report.written.append(pkey)
+        collection.add_asset(
+            "geoparquet-items",
+            pystac.Asset(
+                href=f"./{PARQUET_NAME}",
+                title="Index of the Items (stac-geoparquet)",
+                media_type=PARQUET_MEDIA_TYPE,
+                roles=["metadata", "stac-items"],
+            ),
+        )
+    cdict = collection.to_dict(include_self_link=False, transform_hrefs=False)
+    _put(store, ckey, publish_hrefs(cdict, ckey, href_base), report)
+    report.collections[cid] = len(loaded)
+    return version
+
+
+def _write_models(
+    store: CatalogStore,
+    versions: list[str],
+    years: tuple[int, int],
+    href_base: str | None,
+    report: BuildReport,
+) -> None:
+    models = [create_model_item(v, years=years) for v in versions]
+    for model in models:
+        key = model_item_key(model.id)
+        d = model.to_dict(include_self_link=False, transform_hrefs=False)
+        _put(store, key, publish_hrefs(d, key, href_base), report)
+    ckey = collection_key(c.MODEL_COLLECTION_ID)
+    cdict = create_model_collection(models).to_dict(include_self_link=False, transform_hrefs=False)
+    _put(store, ckey, publish_hrefs(cdict, ckey, href_base), report)
+
+
+def items_to_parquet(items: list[dict[str, Any]]) -> bytes:
+    """The stac-geoparquet encoding of ``items`` (bytes of a parquet file)."""
+    import stac_geoparquet.arrow as sgpa
+
+    with tempfile.TemporaryDirectory(prefix="tessera-stac-parquet-") as tmp:
+        path = Path(tmp) / PARQUET_NAME
+        reader = sgpa.parse_stac_items_to_arrow(items)
+        sgpa.to_parquet(reader, path)
+        return path.read_bytes()
