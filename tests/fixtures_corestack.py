@@ -3,10 +3,17 @@
 * ``bhavnagar_geojson``: the real CoRE Stack MWS layer (116 MWS, straddles 72°E), read-only.
 * ``corestack_sample``: the real CoRE Stack static catalog sample folder, read-only.
 * ``bhavnagar_frame``: the layer as a GeoDataFrame (session; copy before changing it).
+* ``join_tiles``: a catalog root with 4 full-size synthetic COG tiles (2024) around 72°E /
+  21.8°N, written directly in the documented layout (used by the scale area's Dask join test);
+  ``write_embedding_tile`` writes one such tile.
+* ``bhavnagar_join``: ``(layer, tiles, JoinResult)`` of the Bhavnagar layer joined with the
+  publisher's ``published_sample``.
 """
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +46,114 @@ def bhavnagar_frame(bhavnagar_geojson: Path) -> Any:
     import geopandas as gpd
 
     return gpd.read_file(bhavnagar_geojson)
+
+
+# ------------------------------------------------------------------ embedding tiles (COGs)
+TEST_EMBEDDING_COLLECTION = "tessera-embeddings-v1"
+
+
+def write_embedding_tile(
+    root: Path,
+    lon: float,
+    lat: float,
+    year: int,
+    collection: str = TEST_EMBEDDING_COLLECTION,
+    invalid_fraction: float = 0.05,
+) -> Path:
+    """Write one (tile, year) in the published layout, the way catalog/profile.py documents it.
+
+    The grid is the tile's real one (rebuilt from the cell, DESIGN §1); codes are random int8 in
+    [-127, 127], scales in [0.03, 0.1]; ``invalid_fraction`` of the pixels (scattered, plus a
+    block) are invalid: code -128 in every band and scale NaN. Returns the item JSON path.
+    """
+    import zlib
+
+    import numpy as np
+    import rasterio
+    from affine import Affine
+
+    from tessera_stac.catalog.model import AssetRecord, GridCell, PixelCounts, PublishedTile
+    from tessera_stac.catalog.profile import EMBEDDINGS, SCALES
+    from tessera_stac.catalog.stac import create_item, item_key
+    from tessera_stac.publisher.georef import rebuild_georef
+
+    cell = GridCell.containing(lon, lat)
+    georef = rebuild_georef(cell)
+    h, w = georef.shape
+    rng = np.random.default_rng(zlib.crc32(f"{cell.name}/{year}".encode()))
+    q = rng.integers(-127, 128, size=(EMBEDDINGS.count, h, w), dtype=np.int8)
+    s = rng.uniform(0.03, 0.1, size=(h, w)).astype(np.float32)
+    bad = rng.random((h, w)) < invalid_fraction
+    bad[h // 3 : h // 3 + 60, w // 4 : w // 4 + 200] = True
+    q[:, bad] = EMBEDDINGS.nodata
+    s[bad] = np.nan
+    key = item_key(collection, year, cell.name, f"{cell.name}_{year}")
+    folder = root / Path(key).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    common = {
+        "driver": "GTiff",
+        "height": h,
+        "width": w,
+        "crs": f"EPSG:{georef.epsg}",
+        "transform": Affine(*georef.transform),
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "compress": "ZSTD",
+        "zstd_level": 1,
+        "interleave": "pixel",
+    }
+    with rasterio.open(
+        folder / EMBEDDINGS.filename, "w", count=128, dtype="int8", nodata=-128, **common
+    ) as dst:
+        dst.write(q)
+    with rasterio.open(
+        folder / SCALES.filename, "w", count=1, dtype="float32", nodata=float("nan"), **common
+    ) as dst:
+        dst.write(s, 1)
+    assets = {
+        p.asset_key: AssetRecord(
+            key=p.asset_key,
+            href=f"./{p.filename}",
+            media_type=p.media_type,
+            size=(folder / p.filename).stat().st_size,
+            checksum="1220" + "0" * 64,
+            roles=p.roles,
+        )
+        for p in (EMBEDDINGS, SCALES)
+    }
+    tile = PublishedTile(
+        cell=cell,
+        year=year,
+        collection_id=collection,
+        model_name="tessera",
+        model_version="v1",
+        epsg=georef.epsg,
+        transform=georef.transform,
+        shape=georef.shape,
+        assets=assets,
+        sources=(),
+        counts=PixelCounts(valid=int((~bad).sum()), invalid=int(bad.sum())),
+        processed=datetime(2025, 1, 1, tzinfo=UTC),
+    )
+    item = create_item(tile).to_dict(include_self_link=False, transform_hrefs=False)
+    path = root / key
+    path.write_text(json.dumps(item))
+    return path
+
+
+#: 2 x 2 tiles around 72°E / 21.8°N: two UTM zones, 18 Bhavnagar MWS inside, 15 more partly.
+JOIN_TEST_CELLS = [(71.95, 21.75), (72.05, 21.75), (71.95, 21.85), (72.05, 21.85)]
+JOIN_TEST_YEAR = 2024
+
+
+@pytest.fixture(scope="session")
+def join_tiles(tmp_path_factory: Any) -> Path:
+    """A catalog root with 4 full-size synthetic tiles (2024) straddling 72°E."""
+    root = tmp_path_factory.mktemp("join-tiles")
+    for lon, lat in JOIN_TEST_CELLS:
+        write_embedding_tile(root, lon, lat, JOIN_TEST_YEAR)
+    return root
 
 
 # ----------------------------------------------------------------------- the join

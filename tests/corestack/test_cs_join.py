@@ -49,7 +49,8 @@ def reference(frame: Any, tiles: list[EmbeddingTile]) -> dict[str, np.ndarray]:
         mine = (np.floor(lon * 10) == round((tile.cell.lon - 0.05) * 10)) & (
             np.floor(lat * 10) == round((tile.cell.lat - 0.05) * 10)
         )
-        valid = np.isfinite(s.ravel()) & (q[0].ravel() != -128)
+        flat_s = s.ravel()
+        valid = np.isfinite(flat_s) & (flat_s > 0) & (flat_s < 1) & (q[0].ravel() != -128)
         for i, poly in enumerate(polys):
             x0, y0, x1, y1 = poly.bounds
             cand = np.flatnonzero((lon >= x0) & (lon <= x1) & (lat >= y0) & (lat <= y1))
