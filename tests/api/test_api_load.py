@@ -192,3 +192,27 @@ def test_batches_commit_separately(pg_dsn: str, tmp_path: Path, count_items: Any
     report = load(pg_dsn, str(nd), batch_size=2)
     assert (report.items, report.batches) == (5, 3)
     assert count_items(pg_dsn) == {HAND_COLLECTION: 5}
+
+
+def test_load_a_catalog_over_http(
+    pg_dsn: str,
+    hand_catalog: tuple[Path, list[dict[str, Any]]],
+    live_api: Callable[[Any], str],
+    count_items: Any,
+) -> None:
+    from tessera_stac.api.app import create_app
+    from tessera_stac.api.settings import ApiSettings
+
+    path, items = hand_catalog
+    url = live_api(create_app(ApiSettings(data_dir=path.parent), pg_dsn))
+    report = load(pg_dsn, f"{url}/data/catalog.json")
+    assert report.items == len(items)
+    assert count_items(pg_dsn) == {HAND_COLLECTION: len(items)}
+    href = _rows(
+        pg_dsn,
+        "SELECT content->'assets'->'embeddings'->>'href' FROM pgstac.items WHERE id=%s",
+        items[0]["id"],
+    )[0][0]
+    assert href == f"{url}/data/{HAND_COLLECTION}/{items[0]['id']}/embeddings.tif"
+    with pytest.raises(InputError, match="cannot read"):
+        load(pg_dsn, f"{url}/data/missing/catalog.json")
