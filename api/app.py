@@ -7,7 +7,8 @@ What we add to stac-fastapi-pgstac (never patched, only configured and extended)
 
 * a pool with short connect/command timeouts and 503 JSON while the database is down
   (``api.db``, ``api.errors``), ``/healthz``;
-* a landing page that lists the collections (``api.landing``);
+* a landing page that lists the collections, the full Query operators and stricter Fields
+  semantics (``api.client``);
 * write routes only with ``enable_transactions`` and a bearer token (``api.auth``);
 * our extension schema at its identifier path; published files under ``/data`` with Range
   (``api.files``); embedding access routes (``api.embeddings``); the watershed router and,
@@ -63,7 +64,7 @@ def postgres_settings_from_dsn(dsn: str, min_conn: int = 1, max_conn: int = 10) 
 def embedding_schema() -> tuple[Path, str]:
     """Our extension's schema file and the path of its identifier URL."""
     try:
-        from tessera_stac.catalog import embedding  # type: ignore[attr-defined]
+        from tessera_stac.catalog import embedding
 
         path = Path(embedding.schema_path())
         uri_path = urlsplit(embedding.SCHEMA_URI).path or EMBEDDING_SCHEMA_PATH

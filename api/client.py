@@ -87,6 +87,11 @@ class TesseraClient(CoreCrudClient):
         extension's default set (with no ``include`` at all, from the whole item), and a
         filtered item always keeps ``type`` (it is still GeoJSON).
         """
+        bbox = getattr(search_request, "bbox", None)
+        if bbox is not None and len(bbox) == 6:
+            # items are 2D: a 3D box would reach PostGIS as a PolyhedralSurface it cannot
+            # intersect with polygons; its horizontal extent is what selects items
+            search_request.bbox = (bbox[0], bbox[1], bbox[3], bbox[4])
         fields = getattr(search_request, "fields", None)
         if fields is not None:
             explicit_empty = "include" in fields.model_fields_set and not fields.include

@@ -26,13 +26,10 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from tessera_stac.api.readers import (
-    EMBEDDINGS_ASSET,
     DatasetCache,
     ReadError,
-    asset_href,
     read_area,
     read_point,
-    scale_asset_key,
 )
 from tessera_stac.catalog.model import GridCell
 
@@ -79,7 +76,9 @@ class PositionResult(BaseModel):
     scale_asset: str | None = Field(default=None, description="Key of the float32 scales asset.")
     href: str | None = Field(default=None, description="Href of the embeddings asset.")
     pixel: PixelModel | None = None
-    scale: float | None = Field(default=None, description="The pixel's dequantisation scale.")
+    scale: float | None = Field(
+        default=None, description="The pixel's scale (per-pixel-scale recipes)."
+    )
     dimensions: int | None = None
     embedding: list[float] | None = Field(
         default=None, description="Dequantised vector: int8 code x scale (float32 values)."
@@ -263,9 +262,9 @@ async def position(
         year=year,
         collection=item["collection"],
         item=item["id"],
-        asset=EMBEDDINGS_ASSET,
-        scale_asset=scale_asset_key(item),
-        href=asset_href(item, EMBEDDINGS_ASSET),
+        asset=value.asset,
+        scale_asset=value.scale_asset,
+        href=value.href,
         pixel=PixelModel(**value.pixel.__dict__),
         scale=value.scale,
         dimensions=int(value.vector.shape[0]),
@@ -395,13 +394,14 @@ async def _area(request: Request, body: AreaRequest, items: list[dict[str, Any]]
         if sums.total is not None:
             total = sums.total if total is None else total + sums.total
         if sums.count:
+            crs, asset, href = (window.pop(k, None) for k in ("crs", "asset", "href"))
             sources.append(
                 AreaSource(
                     collection=item["collection"],
                     item=item["id"],
-                    asset=EMBEDDINGS_ASSET,
-                    href=asset_href(item, EMBEDDINGS_ASSET),
-                    crs=window.pop("crs", None),
+                    asset=str(asset),
+                    href=str(href),
+                    crs=crs,
                     window=window,
                     count=sums.count,
                     valid=sums.valid,

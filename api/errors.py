@@ -53,6 +53,22 @@ async def database_unavailable(request: Request, exc: Exception) -> JSONResponse
     )
 
 
+async def database_refused(request: Request, exc: Exception) -> JSONResponse:
+    """A query pgSTAC refused: 400 when the request was bad (data error, pgSTAC's own
+    RAISE), else 500; JSON either way, logged."""
+    bad_request = isinstance(
+        exc, asyncpg.exceptions.DataError | asyncpg.exceptions.RaiseError
+    ) or type(exc).__name__ in ("InvalidParameterValueError",)
+    if bad_request:
+        return JSONResponse(
+            status_code=400, content=error_body("BadRequest", f"the query was refused: {exc}")
+        )
+    logger.error("database error on %s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse(
+        status_code=500, content=error_body("DatabaseError", f"the database failed: {exc}")
+    )
+
+
 async def unexpected(request: Request, exc: Exception) -> JSONResponse:
     """500 JSON for a bug (logged with its traceback, not sent)."""
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -83,5 +99,6 @@ def add_error_handlers(app: FastAPI) -> None:
     """Install the handlers (after stac-fastapi's, which map its own errors)."""
     for exc_type in UNAVAILABLE:
         app.add_exception_handler(exc_type, database_unavailable)
+    app.add_exception_handler(asyncpg.PostgresError, database_refused)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected)

@@ -1,8 +1,12 @@
 """Reading dequantised embeddings from published COGs, with cached dataset handles.
 
-Synchronous (rasterio); the routes call it in a thread pool. An item's ``embeddings`` asset holds
-int8 codes (nodata -128, pixel-interleaved, 128 bands), its ``scales`` asset one float32 scale
-per pixel (NaN = invalid); the vector is ``q.astype(float32) * s`` (DESIGN §1).
+Synchronous (rasterio); the routes call it in a thread pool. What to read and how to
+dequantise comes from the item's metadata through the catalog's metadata-only reader
+(``tessera_stac.catalog.reader``: the codes asset, its ``embedding:quantization`` recipe, the
+scale asset, nodata rules, ``dequantize``); for TESSERA that is int8 codes x the per-pixel
+float32 scale, ``q.astype(float32) * s`` (DESIGN §1). This module adds what a server needs on
+top: dataset handles kept open across requests (LRU, one lock each) and our ``/data`` URLs
+read from the local folder.
 
 Hrefs are opened as GDAL paths: local paths as they are, ``s3://`` as ``/vsis3/``, http(s) as
 ``/vsicurl/`` - except URLs of this API's own ``/data`` route when it serves a local folder,
@@ -70,8 +74,11 @@ class PointValue:
     """A dequantised vector and where it was read."""
 
     pixel: Pixel
-    scale: float
+    scale: float | None  # the pixel's scale (per-pixel recipes), else None
     vector: np.ndarray  # float32, (dims,)
+    asset: str  # key of the codes asset read
+    scale_asset: str | None
+    href: str
 
 
 class DatasetCache:
@@ -145,29 +152,71 @@ def asset_href(item: dict[str, Any], key: str) -> str:
     return str(asset["href"])
 
 
-def scale_asset_key(item: dict[str, Any]) -> str:
-    """The key of the per-pixel scale asset (``scales`` unless the metadata names another)."""
-    assets = item.get("assets") or {}
-    if SCALES_ASSET in assets:
-        return SCALES_ASSET
+@dataclass(frozen=True)
+class Recipe:
+    """How to read one item: codes asset, scale asset (per-pixel methods) and the recipe."""
 
-    def strings(value: Any) -> Iterator[str]:
-        if isinstance(value, str):
-            yield value
-        elif isinstance(value, dict):
-            for v in value.values():
-                yield from strings(v)
-        elif isinstance(value, list):
-            for v in value:
-                yield from strings(v)
+    codes_key: str
+    scale_key: str | None
+    quantization: Any  # tessera_stac.catalog.embedding.Quantization
 
-    sources = [
-        v for k, v in (item.get("properties") or {}).items() if k.startswith("embedding:")
-    ] + [v for k, v in (assets.get(EMBEDDINGS_ASSET) or {}).items() if k.startswith("embedding:")]
-    for text in strings(sources):
-        if text in assets and text != EMBEDDINGS_ASSET:
-            return text
-    return SCALES_ASSET
+
+_RECIPES: dict[tuple[str, str, str], Recipe] = {}
+
+
+def recipe(item: dict[str, Any]) -> Recipe:
+    """The item's codes asset and dequantisation recipe, from its metadata alone.
+
+    Memoised per (collection, id, assets) so a hot point route does not re-parse the item.
+
+    Raises:
+        ReadError: 502 when the item does not describe its embeddings well enough.
+    """
+    import json
+
+    key = (
+        str(item.get("collection")),
+        str(item.get("id")),
+        json.dumps(item.get("assets"), sort_keys=True, default=str),
+    )
+    found = _RECIPES.get(key)
+    if found is None:
+        found = _parse_recipe(item)
+        if len(_RECIPES) > 4096:
+            _RECIPES.clear()
+        _RECIPES[key] = found
+    return found
+
+
+def _parse_recipe(item: dict[str, Any]) -> Recipe:
+    import pystac
+
+    from tessera_stac.catalog.embedding import QuantizationMethod
+    from tessera_stac.catalog.errors import InputError
+    from tessera_stac.catalog.reader import quantization_of, select_codes_asset
+
+    try:
+        parsed = pystac.Item.from_dict(item, preserve_dict=False)
+        key = select_codes_asset(parsed)
+        quantization = quantization_of(parsed, key)
+    except (InputError, KeyError, ValueError, TypeError) as exc:
+        raise ReadError(502, "NotAnEmbeddingItem", f"item {item.get('id')!r}: {exc}") from exc
+    scale_key = None
+    if quantization.method is QuantizationMethod.PER_PIXEL_SCALE:
+        scale_key = quantization.scale_asset or SCALES_ASSET
+    return Recipe(key, scale_key, quantization)
+
+
+def scale_asset_key(item: dict[str, Any]) -> str | None:
+    """The key of the per-pixel scale asset named by the item's recipe (None if not used)."""
+    return recipe(item).scale_key
+
+
+def _dequantize(rec: Recipe, codes_bhw: np.ndarray, scales: np.ndarray | None) -> Any:
+    """(values (h, w, dims), valid (h, w)) with the catalog reader's ``dequantize``."""
+    from tessera_stac.catalog.reader import dequantize
+
+    return dequantize(np.moveaxis(codes_bhw, 0, -1), rec.quantization, scales)
 
 
 def _transformer(crs: Any) -> Any:
@@ -190,13 +239,6 @@ def crs_code(crs: Any) -> str:
     return f"EPSG:{epsg}" if epsg else crs.to_string()
 
 
-def valid_mask(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    """Valid pixels: a finite scale in (0, 1) and no nodata code (DESIGN §1)."""
-    with np.errstate(invalid="ignore"):
-        good_scale = np.isfinite(scales) & (scales > 0) & (scales < 1.0)
-    return np.asarray(good_scale & ~(codes == CODE_NODATA).any(axis=0))
-
-
 def read_point(cache: DatasetCache, item: dict[str, Any], lon: float, lat: float) -> PointValue:
     """The dequantised vector of ``item`` at (lon, lat).
 
@@ -205,29 +247,38 @@ def read_point(cache: DatasetCache, item: dict[str, Any], lon: float, lat: float
     """
     from rasterio.windows import Window
 
-    emb_href = asset_href(item, EMBEDDINGS_ASSET)
-    scale_href = asset_href(item, scale_asset_key(item))
-    with cache.dataset(emb_href) as ds:
+    rec = recipe(item)
+    scale = None
+    with cache.dataset(asset_href(item, rec.codes_key)) as ds:
         x, y = _transformer(ds.crs).transform(lon, lat)
         row, col = ds.index(x, y, op=math.floor)
         if not (0 <= row < ds.height and 0 <= col < ds.width):
             raise ReadError(404, "OutsideCoverage", "the point is outside the item's raster")
-        codes = ds.read(window=Window(col, row, 1, 1))[:, 0, 0]
+        window = Window(col, row, 1, 1)
+        codes = ds.read(window=window)
         cx, cy = ds.xy(row, col)
         pixel = Pixel(int(row), int(col), crs_code(ds.crs), float(cx), float(cy))
-    with cache.dataset(scale_href) as sds:
-        scale = sds.read(1, window=Window(col, row, 1, 1))[0, 0]
-    scale = np.float32(scale)
-    if not valid_mask(codes[:, None, None], np.array([[scale]]))[0, 0]:
-        reason = "scale is NaN" if not np.isfinite(scale) else "nodata code or scale out of range"
+    scales = None
+    if rec.scale_key is not None:
+        band = rec.quantization.scale_band or 1
+        with cache.dataset(asset_href(item, rec.scale_key)) as sds:
+            scales = sds.read(band, window=window)
+        scale = float(scales[0, 0])
+    values, valid = _dequantize(rec, codes, scales)
+    if not valid[0, 0]:
+        reason = "nodata code" if scale is None or np.isfinite(scale) else "scale is NaN"
+        if scale is not None and np.isfinite(scale) and not (codes == CODE_NODATA).any():
+            reason = f"scale {scale} outside the valid range"
         raise ReadError(
             422,
             "InvalidPixel",
             f"pixel row {row}, col {col} of {item['id']} holds no valid embedding (water, "
             f"unprocessed or invalid: {reason})",
         )
-    vector = codes.astype(np.float32) * scale
-    return PointValue(pixel, float(scale), vector)
+    vector = np.asarray(values[0, 0], dtype=np.float32)
+    return PointValue(
+        pixel, scale, vector, rec.codes_key, rec.scale_key, asset_href(item, rec.codes_key)
+    )
 
 
 @dataclass
@@ -266,12 +317,11 @@ def read_area(
     from shapely import contains_xy
     from shapely.geometry import shape
 
-    emb_href = asset_href(item, EMBEDDINGS_ASSET)
-    scale_href = asset_href(item, scale_asset_key(item))
+    rec = recipe(item)
     bbox = item.get("bbox") or [0, 0, 0, 0]
     cell = GridCell.containing((bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2)
     out = AreaSum()
-    with cache.dataset(emb_href) as ds:
+    with cache.dataset(asset_href(item, rec.codes_key)) as ds:
         local = transform_geom("EPSG:4326", ds.crs, geometry)
         minx, miny, maxx, maxy = shape(local).bounds
         pad = 3 * abs(ds.transform.a)  # edges bulge slightly between projections
@@ -298,13 +348,17 @@ def read_area(
             "height": int(window.height),
             "width": int(window.width),
             "crs": crs_code(ds.crs),
+            "asset": rec.codes_key,
+            "href": asset_href(item, rec.codes_key),
         }
-    with cache.dataset(scale_href) as sds:
-        scales = sds.read(1, window=window).astype(np.float32)
-    valid = inside & valid_mask(codes, scales)
+    scales = None
+    if rec.scale_key is not None:
+        with cache.dataset(asset_href(item, rec.scale_key)) as sds:
+            scales = sds.read(rec.quantization.scale_band or 1, window=window)
+    values, ok = _dequantize(rec, codes, scales)
+    valid = inside & ok
     out.count = int(inside.sum())
     out.valid = int(valid.sum())
     if out.valid:
-        vectors = codes[:, valid].astype(np.float32) * scales[valid]
-        out.total = vectors.astype(np.float64).sum(axis=1)
+        out.total = values[valid].astype(np.float64).sum(axis=0)
     return out, info

@@ -34,8 +34,8 @@ from bench._support import (
 
 HERE = Path(__file__).resolve().parent
 ITEMS = 3000
-ROUNDS = 2
-REQUESTS = {1: 150, 16: 480}
+ROUNDS = 4
+REQUESTS = {1: 120, 16: 400}
 POINT_COLLECTION = "tessera-embeddings-bench"
 
 Request = tuple[str, str, dict[str, Any] | None, dict[str, Any] | None]

@@ -139,21 +139,41 @@ def _run_publish(files: Any, dest: str, scratch: str) -> tuple[float, dict[str, 
     return seconds, outcome.timings
 
 
+def _vm_hwm() -> int:
+    """Peak RSS of this process image (VmHWM), in bytes (0 where /proc is missing)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def _child(kind: str, args: tuple[Any, ...], queue: Any) -> None:
     import resource
 
+    if kind == "prepare":
+        files = _make_tile(args[0])
+        _reference_source(files, args[1])
+        queue.put((files, 0))
+        return
     if kind == "publish":
         seconds, _ = _run_publish(*args)
     elif kind == "reference":
         seconds = _run_reference(*args)
     else:
         seconds = _run_reference(*args, overviews=False)
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    queue.put((seconds, peak_kb * 1024))
+    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, _vm_hwm())
+    queue.put((seconds, peak))
 
 
-def _in_child(kind: str, *args: Any) -> tuple[float, int]:
-    """Run once in a fresh process: (seconds, peak RSS bytes of that worker)."""
+def _in_child(kind: str, *args: Any) -> tuple[Any, int]:
+    """Run once in a fresh process: (seconds, peak RSS bytes of that worker).
+
+    The parent stays small (the tile is made in a child too): on Linux a spawned child's
+    ``ru_maxrss`` starts from its parent's, so a big parent would hide the worker's peak.
+    """
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(kind, args, queue))
@@ -181,10 +201,14 @@ def _profile_matrix(files: Any, work: Path) -> list[dict[str, Any]]:
         ("ZSTD", 9, 1, 256),
         ("ZSTD", 9, 1, 512),
         ("ZSTD", 9, 2, 256),
-        ("ZSTD", 3, 1, 256),
-        ("ZSTD", 15, 1, 256),
+        ("ZSTD", 1, 2, 128),
+        ("ZSTD", 3, 2, 128),
+        ("ZSTD", 9, 2, 128),
+        ("ZSTD", 1, 2, 256),
+        ("ZSTD", 1, 2, 512),
+        ("DEFLATE", 6, 2, 128),
         ("DEFLATE", 6, 1, 256),
-        ("LZW", None, 1, 256),
+        ("LZW", None, 2, 128),
     ]
     rng = np.random.default_rng(0)
     points = [
@@ -234,12 +258,11 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench-publish-"))
     try:
+        ref_src = work / "reference-src.tif"
         start = time.perf_counter()
-        files = _make_tile(work / "src")
+        files, _ = _in_child("prepare", work / "src", ref_src)
         generate_s = time.perf_counter() - start
         q_bytes = np.load(files.embeddings, mmap_mode="r").nbytes
-        ref_src = work / "reference-src.tif"
-        _reference_source(files, ref_src)
         publish_runs, reference_runs, bare_runs = [], [], []
         for i in range(REPEATS):  # interleaved so all see the same machine load
             reference_runs.append(_in_child("reference", str(ref_src), str(work / f"ref{i}.tif")))
@@ -268,7 +291,7 @@ def main() -> None:
             "reference_tool": "gdal_translate"
             if shutil.which("gdal_translate")
             else ("GDAL COG driver via rasterio.shutil.copy (gdal_translate binary not installed)"),
-            "generate_tile_s": round(generate_s, 2),
+            "generate_tile_and_reference_source_s": round(generate_s, 2),
             "publish_s": round(pub_s, 2),
             "publish_runs_s": [round(r[0], 2) for r in publish_runs],
             "reference_s": round(ref_s, 2),
@@ -332,7 +355,29 @@ def _markdown(r: dict[str, Any]) -> str:
             f"| {m['compress']} | {m['level']} | {m['predictor']} | {m['blocksize']} | "
             f"{m['size_mb']} | {m['size_vs_raw']} | {m['write_s']} | {m['point_read_ms']} |"
         )
+    lines += ["", *NOTES]
     return "\n".join(lines) + "\n"
+
+
+NOTES = [
+    "## Reading these numbers",
+    "",
+    "* Times are the minimum of the runs, measured on a 2-core machine shared with other jobs",
+    "  (load average above); ratios come from runs interleaved in the same process pattern.",
+    "* The reference is GDAL's COG driver (what `gdal_translate -of COG` runs) with the same",
+    "  codec, level, predictor, block size and overview levels, from an uncompressed",
+    "  pixel-interleaved GeoTIFF of the same tile, overviews with NEAREST (GDAL's cheapest).",
+    "  Building overviews of 128 pixel-interleaved bands dominates its time. Without overviews",
+    "  (compression only) the same copy is the second reference: the whole publish (overviews,",
+    "  scales COG, preview, strict validation, checksums, item) stays below it because the",
+    "  publisher hands numpy buffers to GDAL zero-copy and writes the COG in one pass.",
+    "* Peak RSS: max of `resource.getrusage(RUSAGE_SELF).ru_maxrss` and `/proc/self/status`",
+    "  VmHWM in a fresh child process per run (the parent stays small).",
+    "* Values are synthetic (smooth fields + per-pixel noise), so absolute compression ratios on",
+    "  real TESSERA tiles will differ; the relative ranking of codecs/blocks is what chose the",
+    "  profile: 128 px blocks (point reads 5-15x faster than 256/512 at equal size), horizontal",
+    "  predictor (-25 % size), ZSTD level 1 (levels 1-9 equal in size, 1 fastest).",
+]
 
 
 if __name__ == "__main__":

@@ -49,6 +49,12 @@ QUERYABLES: dict[str, dict[str, Any]] = {
 
 
 ORDERED_INDEX = "items_proj_code_dt_id_idx"
+QUERIES_NOTE = (
+    "bbox_year = POST /search, a 0.5° block + one year, limit 100 (~49 items); "
+    "filter_proj_code = CQL2 proj:code = X + one year, limit 10 (no bbox); "
+    "filter_ext_block = CQL2 s_intersects(block) and embedding:dimensions = 128 + one year; "
+    "item_get = GET one item by id. Catalogues queried alternately, same requests for both."
+)
 
 
 def log(msg: str) -> None:
@@ -523,8 +529,14 @@ def write_results(results: dict[str, Any]) -> None:
             f"p50 {q['p50_ms']} ms; + (proj:code, datetime, id) index (built in "
             f"{large['ordered_index_seconds']} s): see filter_proj_code@c1 below"
         )
-    lines += ["", "| query | small p50/p99 ms | large p50/p99 ms | large/small p50 | rps |"]
-    lines.append("|---|---|---|---|---|")
+    lines += [
+        "",
+        f"Queries: {results.get('queries_note', QUERIES_NOTE)}",
+        "",
+        "| query @ concurrency | 10 k p50 / p99 ms | 1 M p50 / p99 ms | 1 M / 10 k p50 "
+        "| req/s 10 k / 1 M | kB per response |",
+        "|---|---|---|---|---|---|",
+    ]
     for key in (large or small or {}).get("queries", {}):
         s = (small or {}).get("queries", {}).get(key)
         g = (large or {}).get("queries", {}).get(key)
@@ -532,7 +544,8 @@ def write_results(results: dict[str, Any]) -> None:
         cell_s = f"{s['p50_ms']} / {s['p99_ms']}" if s else ""
         cell_g = f"{g['p50_ms']} / {g['p99_ms']}" if g else ""
         rps = f"{s['rps'] if s else ''} / {g['rps'] if g else ''}"
-        lines.append(f"| {key} | {cell_s} | {cell_g} | {ratio} | {rps} |")
+        size = round((g or s or {}).get("mean_response_bytes", 0) / 1000, 1)
+        lines.append(f"| {key} | {cell_s} | {cell_g} | {ratio} | {rps} | {size} |")
     (RESULTS / "scale_db.md").write_text("\n".join(lines) + "\n")
 
 

@@ -110,10 +110,15 @@ async function main() {
     coll.screenshot = await shot('2-collection');
     report.pages.collection = coll;
     // 3. the item: its assets listed, its thumbnail/preview decoded
-    const item = await visit(page, `${browser}/collections/${args.collection}/items/${args.item}`, (p) => p.getByText('embeddings'), args.timeout);
+    const item = await visit(page, `${browser}/collections/${args.collection}/items/${args.item}`, (p) => p.locator('.assets').getByText('embeddings', { exact: false }), args.timeout);
     // the item's preview sits in the "Thumbnails" tab beside the map: open it
     const tab = page.getByRole('tab', { name: 'Thumbnails' });
-    item.thumbnails_tab = (await tab.count()) > 0;
+    try {
+      await tab.first().waitFor({ state: 'visible', timeout: args.timeout });
+      item.thumbnails_tab = true;
+    } catch (err) {
+      item.thumbnails_tab = false;
+    }
     if (item.thumbnails_tab) {
       await tab.first().click();
       try {

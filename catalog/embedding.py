@@ -96,11 +96,7 @@ NumberOrNan = float | int | str
 
 def _num(value: NumberOrNan | None) -> float | None:
     """``"nan"``/``"inf"``/``"-inf"`` or a number, as a float (None stays None)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return float(value)
-    return float(value)
+    return None if value is None else float(value)
 
 
 def _json_num(value: float | int | None) -> NumberOrNan | None:

@@ -104,18 +104,16 @@ def read_json_href(href: str) -> Any:
     Raises:
         InputError: naming the file when it cannot be read or parsed.
     """
+    import httpx
+
     try:
         if _is_url(href):
-            import httpx
-
             response = httpx.get(href, timeout=30, follow_redirects=True)
             response.raise_for_status()
             data = response.content
         else:
             data = Path(href).read_bytes()
-    except (OSError, Exception) as exc:
-        if isinstance(exc, InputError):
-            raise
+    except (OSError, httpx.HTTPError) as exc:
         raise InputError(f"{href}: cannot read: {exc}") from exc
     try:
         return orjson.loads(data)
@@ -534,10 +532,11 @@ def load(
                     report.batches = 1
                     report.queryables = register_queryables(conn, collector.definitions())
             while batch_size is not None and not tracker.exhausted:
+                before = tracker.count
                 with conn.transaction():
                     _load_batch(loader, tracker, batch_size, method, Methods)
                     report.queryables += register_queryables(conn, collector.definitions())
-                report.batches += 1
+                report.batches += int(tracker.count > before)
         except (InputError, DatabaseError):
             raise
         except psycopg.OperationalError as exc:

@@ -132,7 +132,7 @@ def _asset_fields(key: str, record: AssetRecord | None = None) -> dict[str, Any]
         }
     elif key == PREVIEW_KEY:
         fields = {
-            "title": "Preview (embedding dimensions 1-3 as RGB)",
+            "title": "Preview (fixed projection of the 128 dimensions to RGB)",
             "roles": ["overview", "visual"],
             "type": PREVIEW_MEDIA_TYPE,
         }
@@ -318,17 +318,30 @@ def create_collection(
         }
     )
     collection.summaries = _summaries(items)
-    for key in (EMBEDDINGS.asset_key, SCALES.asset_key, PREVIEW_KEY):
-        fields = _asset_fields(key)
-        collection.item_assets[key] = pystac.ItemAssetDefinition.create(
-            title=fields.pop("title", None),
-            description=fields.pop("description", None),
-            media_type=fields.pop("type", None),
-            roles=fields.pop("roles", None),
-            extra_fields=fields,
-        )
+    for key, definition in _item_assets(items).items():
+        collection.item_assets[key] = definition
     _add_collection_links(collection, items, link_items)
     return collection
+
+
+def _item_assets(items: Sequence[pystac.Item]) -> dict[str, pystac.ItemAssetDefinition]:
+    """``item_assets`` as the Items have them (first Item with each key; per-file fields such
+    as href, size and checksum left out), so roles and recipes match the published Items."""
+    per_file = {"href", "file:size", "file:checksum"}
+    found: dict[str, pystac.ItemAssetDefinition] = {}
+    for item in sorted(items, key=lambda i: i.id):
+        for key, asset in item.assets.items():
+            if key in found:
+                continue
+            fields = {k: v for k, v in asset.to_dict().items() if k not in per_file}
+            found[key] = pystac.ItemAssetDefinition.create(
+                title=fields.pop("title", None),
+                description=fields.pop("description", None),
+                media_type=fields.pop("type", None),
+                roles=fields.pop("roles", None),
+                extra_fields=fields,
+            )
+    return dict(sorted(found.items()))
 
 
 def _collection_description(model_version: str) -> str:

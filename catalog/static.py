@@ -255,6 +255,8 @@ def build_static_catalog(
             by_collection[loaded.relative["collection"]].append(loaded)
         if progress:
             progress(1)
+    if not by_collection and not report.problems:
+        return report  # nothing published here: write nothing
     versions: set[str] = set()
     years: set[int] = set()
     for cid, loaded_items in sorted(by_collection.items()):

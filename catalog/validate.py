@@ -9,6 +9,7 @@ first one, and with the schema that raised it.
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 import urllib.request
 from collections.abc import Iterator
@@ -85,11 +86,38 @@ def json_path(parts: Any) -> str:
 
 
 def read_json(target: str, timeout: float = 30.0) -> Any:
-    """Load JSON from a local path or an http(s) URL; raises OSError/ValueError."""
-    if urlsplit(target).scheme in ("http", "https"):
+    """Load JSON from a local path, an http(s) URL or ``s3://bucket/key`` (boto3 with its
+    usual environment: ``AWS_ENDPOINT_URL``, credentials...); raises OSError/ValueError."""
+    scheme = urlsplit(target).scheme
+    if scheme in ("http", "https"):
         with urllib.request.urlopen(target, timeout=timeout) as resp:
             return json.loads(resp.read())
+    if scheme == "s3":
+        import boto3
+        import botocore.exceptions
+
+        parts = urlsplit(target)
+        try:
+            body = boto3.client("s3").get_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"))
+            return json.loads(body["Body"].read())
+        except botocore.exceptions.BotoCoreError as exc:
+            raise OSError(str(exc)) from exc
+        except botocore.exceptions.ClientError as exc:
+            raise OSError(str(exc)) from exc
     return json.loads(Path(target).read_text())
+
+
+def join_href(base: str, href: str) -> str:
+    """Resolve ``href`` against the document at ``base`` (path, http(s) or s3 URL)."""
+    if urlsplit(href).scheme or href.startswith("/"):
+        return href
+    parts = urlsplit(base)
+    if parts.scheme == "s3":
+        key = posixpath.normpath(posixpath.join(posixpath.dirname(parts.path), href))
+        return f"s3://{parts.netloc}{key}"
+    if parts.scheme:
+        return urljoin(base, href)
+    return str((Path(base).parent / href).resolve())
 
 
 class StacValidator:
@@ -255,12 +283,8 @@ def _leaves(err: Any) -> list[Any]:
 
 
 def _children(obj: dict[str, Any], base: str) -> list[str]:
-    out = []
-    for link in obj.get("links", []):
-        if isinstance(link, dict) and link.get("rel") in ("child", "item"):
-            href = str(link.get("href", ""))
-            if urlsplit(href).scheme or urlsplit(base).scheme:
-                out.append(urljoin(base, href))
-            else:
-                out.append(str((Path(base).parent / href).resolve()))
-    return out
+    return [
+        join_href(base, str(link.get("href", "")))
+        for link in obj.get("links", [])
+        if isinstance(link, dict) and link.get("rel") in ("child", "item")
+    ]

@@ -57,6 +57,11 @@ def build(
         report = build_static_catalog(
             store, href_base, geoparquet, progress=bar.update, item_links=item_links
         )
+    if not report.collections and not report.problems:
+        raise InputError(
+            f"{dest}: no item JSONs in the layout {{collection}}/{{year}}/{{grid}}/{{item}}.json "
+            "(publish tiles there first: tessera-stac publish SOURCE DEST)"
+        )
     lines = [f"{cid}: {n} items" for cid, n in sorted(report.collections.items())]
     lines.append(f"wrote {len(report.written)} objects under {dest}")
     lines += [f"skipped {p.key}: {p.message}" for p in report.problems]
@@ -66,7 +71,7 @@ def build(
 
 
 def validate(
-    targets: list[str] = typer.Argument(..., help="STAC JSON files or http(s) URLs."),
+    targets: list[str] = typer.Argument(..., help="STAC JSON files, http(s) or s3:// URLs."),
     schema_dir: Path | None = typer.Option(
         None,
         "--schema-dir",

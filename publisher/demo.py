@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -448,6 +449,18 @@ def land_point(scales_tif: Path) -> tuple[float, float] | None:
     return round(float(lons[0]), 6), round(float(lats[0]), 6)
 
 
+def best_watershed(published: Path, year: int) -> str | None:
+    """The ``uid`` of the MWS with the most valid pixels in the demo's join table, if any."""
+    import pyarrow.parquet as pq
+
+    tables = sorted((published / "corestack-mws-embeddings").rglob(f"*_embeddings_{year}.parquet"))
+    if not tables:
+        return None
+    table = pq.read_table(tables[0], columns=["uid", "count"]).to_pydict()
+    ranked = sorted(zip(table["count"], table["uid"], strict=True), reverse=True)
+    return str(ranked[0][1]) if ranked and ranked[0][0] else None
+
+
 def pystac_snippet(base: str, region: DemoRegion, collection: str | None) -> str:
     """A pystac-client program that searches the demo's API for the region's items."""
     bbox = ", ".join(f"{v:g}" for v in region.bbox)
@@ -510,6 +523,14 @@ def demo_links(
             urls["embedding at a point"] = (
                 f"{base}/embeddings/position?lon={point[0]}&lat={point[1]}&year={region.year}"
             )
+    uid = best_watershed(published, region.year) if "/watersheds/{uid}/similar" in routes else None
+    if uid:
+        urls["one watershed's mean embedding"] = (
+            f"{base}/watersheds/{uid}/embedding?year={region.year}"
+        )
+        urls["the watersheds most like it"] = (
+            f"{base}/watersheds/{uid}/similar?year={region.year}&k=5"
+        )
     for other, count in _collections(dsn):
         if other != collection:
             urls[f"collection {other} ({count} items)"] = f"{base}/collections/{other}"
@@ -569,6 +590,8 @@ class BrowserBuild:
 # -------------------------------------------------------------------------------- serving
 def build_app(dsn: str, published: Path, browser_dir: Path | None) -> Any:
     """The API app serving the demo's database, published files and STAC Browser."""
+    # stac-fastapi warns about default settings it builds internally: noise for a newcomer
+    logging.getLogger("stac_fastapi.types.config").setLevel(logging.ERROR)
     from tessera_stac.api.app import create_app
     from tessera_stac.api.browser import mount_browser
     from tessera_stac.api.settings import ApiSettings

@@ -129,3 +129,14 @@ class ProcessEngine:
 def make_engine(workers: int | None) -> SerialEngine | ProcessEngine:
     """``workers == 1`` -> :class:`SerialEngine`; otherwise a :class:`ProcessEngine`."""
     return SerialEngine() if workers == 1 else ProcessEngine(workers)
+
+
+def probe(task: tuple[int, str]) -> int:
+    """A task for checking engines: ``(number, action)`` with action ``ok``, ``raise`` or
+    ``die`` (the worker process exits at once, as if killed). Returns ``number``."""
+    number, action = task
+    if action == "raise":
+        raise RuntimeError(f"probe {number} failed on purpose")
+    if action == "die":
+        os._exit(13)
+    return number

@@ -72,7 +72,6 @@ def make_item(
     item["properties"]["embedding:dimensions"] = dims
     item["properties"].setdefault("embedding:model_version", "v1")
     item["properties"].setdefault("tessera:grid", cell.name)
-    item["properties"].setdefault("instruments", ["sentinel-1", "sentinel-2"])
     return item
 
 
@@ -237,3 +236,65 @@ def cog_catalog(open_tmp: Callable[[str], Path]) -> dict[str, Any]:
     }
     (root / "catalog.json").write_text(json.dumps(catalog))
     return {"root": root, "catalog": root / "catalog.json", "tiles": tiles}
+
+
+# ------------------------------------------------------- the real published sample, served
+@pytest.fixture(scope="session")
+def published_catalog(published_sample: Any, open_tmp: Callable[[str], Path]) -> dict[str, Any]:
+    """``published_sample`` as a complete static catalog the API can serve and load.
+
+    The published tree is hard-linked (no copy of the COGs) into a folder of our own, where
+    ``catalog.json``, the embedding collection (``create_collection``) and the model collection
+    with its MLM item (``create_model_collection``) are added. Returns ``{"root", "catalog",
+    "sample", "items"}`` (``items``: the published item dicts).
+    """
+    import shutil
+    import subprocess
+
+    import pystac
+
+    from tessera_stac.catalog import stac as cstac
+
+    root = open_tmp("api-published") / "published"
+    if shutil.which("cp"):
+        subprocess.run(["cp", "-al", str(published_sample.dest), str(root)], check=True)
+    else:  # pragma: no cover
+        shutil.copytree(published_sample.dest, root)
+    items = [json.loads(p.read_text()) for p in published_sample.items]
+    version = items[0]["properties"]["embedding:model_version"]
+    pyitems = [pystac.Item.from_dict(i) for i in items]
+    coll = cstac.create_collection(pyitems, version)
+    model_item = cstac.create_model_item(version)
+    models = cstac.create_model_collection([model_item])
+
+    def write(key: str, obj: Any) -> None:
+        path = root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)  # never write through a hard link
+        data = obj.to_dict(include_self_link=False, transform_hrefs=False)
+        path.write_text(json.dumps(data, indent=2))
+
+    write(cstac.collection_key(coll.id), coll)
+    model_key = cstac.model_item_key(model_item.id)
+    models_key = cstac.collection_key(models.id)
+    if not any(link.rel == "item" for link in models.links):
+        models.add_link(pystac.Link("item", cstac.relative_href(models_key, model_key)))
+    write(models_key, models)
+    write(model_key, model_item)
+    catalog = {
+        "type": "Catalog",
+        "stac_version": "1.1.0",
+        "id": "tessera",
+        "description": "TESSERA embeddings (test publication)",
+        "links": [
+            {"rel": "child", "href": f"./{cstac.collection_key(coll.id)}"},
+            {"rel": "child", "href": f"./{models_key}"},
+        ],
+    }
+    (root / "catalog.json").write_text(json.dumps(catalog, indent=2))
+    return {
+        "root": root,
+        "catalog": root / "catalog.json",
+        "sample": published_sample,
+        "items": items,
+    }

@@ -45,12 +45,18 @@ def publish_sample(
 ) -> PublishedSample:
     """Generate ``grids`` for ``year`` under ``base/source`` and publish to ``base/published``."""
     from tessera_stac.publisher import run, sample, tiles
+    from tessera_stac.publisher.engine import ProcessEngine
 
     source, dest = base / "source", base / "published"
     cells = [GridCell.parse(g) for g in grids]
     for cell in cells:
         sample.write_tile(source, cell, year)
-    report = run.publish(tiles.sources_for(str(source), cells, [year]), str(dest), report=None)
+    report = run.publish(
+        tiles.sources_for(str(source), cells, [year]),
+        str(dest),
+        engine=ProcessEngine(2),
+        report=None,
+    )
     if report.failed:
         raise RuntimeError(f"published_sample failed: {[o.reason for o in report.failed]}")
     by_grid = {t.cell.name: t for t in report.published}

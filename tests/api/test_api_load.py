@@ -183,3 +183,12 @@ def test_cli_load_json_and_exit_codes(
     out = cli("load", str(bad))
     assert out.returncode == 3 and str(bad) in out.stderr
     assert cli("load", str(path), "--method", "nope").returncode == 3
+
+
+def test_batches_commit_separately(pg_dsn: str, tmp_path: Path, count_items: Any) -> None:
+    items = [make_item(71.93 + 0.1 * i, 23.01, 2024) for i in range(5)]
+    nd = tmp_path / "five.ndjson"
+    nd.write_text("".join(json.dumps(o) + "\n" for o in [make_collection(), *items]))
+    report = load(pg_dsn, str(nd), batch_size=2)
+    assert (report.items, report.batches) == (5, 3)
+    assert count_items(pg_dsn) == {HAND_COLLECTION: 5}

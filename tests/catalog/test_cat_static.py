@@ -190,6 +190,12 @@ def test_static_build_on_s3(published_sample: Any, s3: Any, capsys: Any) -> None
         f"./{published_sample.collection}/collection.json",
         "./tessera-models/collection.json",
     }
+    # and validate reads it back from S3, following the links
+    args = ["validate", f"s3://{bucket}/cat/catalog.json", "-r", "--offline", "--json"]
+    assert main([*args, "--schema-dir", str(SHARED_SCHEMAS)]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert len(results) == 6 and {r["status"] for r in results} == {"valid"}
+    assert main(["validate", f"s3://{bucket}/cat/nope.json", "--offline"]) == 3
 
 
 # ---------------------------------------------------------------------- validate CLI
@@ -244,3 +250,33 @@ def test_validate_cli_recursive(published_sample: Any, tmp_path: Path, capsys: A
     assert main([*args, "--offline", "--json"]) == 0
     results = json.loads(capsys.readouterr().out)
     assert len(results) == 6 and {r["status"] for r in results} == {"valid"}
+
+
+def test_static_catalog_loads_into_pgstac(
+    published_sample: Any, tmp_path: Path, pg_dsn: str, capsys: Any
+) -> None:
+    """What ``catalog build`` writes is what the loader expects (collections + items)."""
+    import psycopg
+
+    from tessera_stac.catalog.load import load
+
+    root = json_tree(published_sample, tmp_path / "tree")
+    assert main(["catalog", "build", str(root)]) == 0
+    capsys.readouterr()
+    load(pg_dsn, str(root / "catalog.json"))
+    with psycopg.connect(pg_dsn) as conn:
+        colls = {r[0] for r in conn.execute("SELECT id FROM pgstac.collections")}
+        items = {r[0] for r in conn.execute("SELECT id FROM pgstac.items")}
+    assert {published_sample.collection, "tessera-models"} <= colls
+    assert {t.item_id for t in published_sample.tiles} | {"tessera-v1"} == items
+
+
+def test_static_build_clear_errors(tmp_path: Path, capsys: Any) -> None:
+    assert main(["catalog", "build", str(tmp_path / "missing")]) == 3
+    assert "no such directory" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["catalog", "build", str(tmp_path / "empty")]) == 3
+    assert "no item JSONs" in capsys.readouterr().err
+    assert not list((tmp_path / "empty").iterdir())  # nothing written
+    assert main(["catalog", "build", str(tmp_path), "--href-base", "ftp://x"]) == 3
+    assert "--href-base must be" in capsys.readouterr().err

@@ -92,9 +92,29 @@ def test_missing_build_is_a_clear_error(pg_dsn: str, tmp_path: Path) -> None:
         mount_browser(app, tmp_path / "nothing-here")
 
 
+@pytest.mark.slow
 def test_real_build_is_configured_for_the_prefix(stac_browser_build: Path) -> None:
     """The cached build loads its bundles and the runtime config from /browser/."""
     index = (stac_browser_build / "index.html").read_text()
     assert 'src="/browser/config.js"' in index
     assert "/browser/js/app." in index
     assert (stac_browser_build / ".build-key").is_file()
+
+
+def test_runtime_config_behind_a_path_prefix(
+    pg_dsn: str, fake_build: Path, live_api: Callable[[Any], str]
+) -> None:
+    """Served under a proxy prefix (root_path), catalogUrl still equals the landing self link."""
+    import json
+
+    app = create_app(ApiSettings(root_path="/stac"), pg_dsn)
+    if not any(getattr(r, "path", "").startswith("/browser") for r in app.router.routes):
+        mount_browser(app, fake_build)
+    base = live_api(app)
+    with httpx.Client(base_url=base, timeout=10) as client:
+        # a proxy strips /stac before the request reaches the app
+        config_js = client.get("/browser/config.js").text
+        landing = client.get("/").json()
+    config = json.loads(config_js.split("=", 1)[1].rstrip().rstrip(";"))
+    self_href = next(link["href"] for link in landing["links"] if link["rel"] == "self")
+    assert config["catalogUrl"] == self_href == f"{base}/stac/"

@@ -197,3 +197,103 @@ def test_long_work_shows_progress(path: tuple[str, ...]) -> None:
     assert "progress(" in source or "tqdm" in source, (
         f"tessera-stac {' '.join(path)} shows no progress bar"
     )
+
+
+def test_readme_documents_every_setting() -> None:
+    """Every environment variable a settings class reads is in the README's configuration."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("config_table", ROOT / "scripts/config_table.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    readme = README.read_text()
+    variables = [var for cls in module.settings_classes() for var, _, _ in module.variables(cls)]
+    assert len(variables) > 20
+    missing = [var for var in variables if var not in readme]
+    assert not missing, f"settings missing from the README: {missing}"
+
+
+def test_readme_links_exist() -> None:
+    """Relative links and images in the README point at files of the repository."""
+    targets = re.findall(r"\]\(((?!https?://|#)[^)\s]+)\)", README.read_text())
+    assert any(t.startswith("bench/results/") for t in targets)
+    missing = [t for t in targets if not (ROOT / t.split("#")[0]).exists()]
+    assert not missing, f"README links to missing files: {missing}"
+
+
+#: Bad input for each data command: it must fail with exit 3 and one line `error: ...` naming
+#: the problem. Known gaps of other areas are xfail with the reason (reported to their owners).
+BAD_INPUT = [
+    pytest.param(["publish", "{tmp}/missing", "{tmp}/out"], "missing", id="publish"),
+    pytest.param(["catalog", "build", "{tmp}/missing"], "missing", id="catalog build"),
+    pytest.param(
+        ["watersheds", "publish", "{tmp}/missing.geojson", "--state", "a", "--district", "b",
+         "--block", "c", "--out", "{tmp}/out"],
+        "missing.geojson",
+        id="watersheds publish",
+    ),
+    pytest.param(["watersheds", "join", "--year", "2024", "--out", "{tmp}/out"], "--mws",
+                 id="watersheds join"),
+    pytest.param(["corestack", "import", "{tmp}/missing", "--out", "{tmp}/out"], "missing",
+                 id="corestack import"),
+    pytest.param(["sample", "tiles", "{tmp}/out", "--bbox", "1,2,3"], "--bbox",
+                 id="sample tiles"),
+    pytest.param(["demo", "--bbox", "1,2,3", "--no-serve"], "--bbox", id="demo"),
+    pytest.param(
+        ["load", "{tmp}/missing"],
+        "missing",
+        id="load",
+        marks=pytest.mark.xfail(
+            reason="load starts its progress bar (and needs the database) before it checks "
+            "SOURCE: the bar's text precedes the error line",
+            strict=False,
+        ),
+    ),
+    pytest.param(
+        ["validate", "{tmp}/missing.json"],
+        "missing.json",
+        id="validate",
+        marks=pytest.mark.xfail(
+            reason="validate reports an unreadable document as its report (stdout, 2 lines)",
+            strict=False,
+        ),
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "named"), BAD_INPUT)
+def test_bad_input_is_one_clear_line(
+    args: list[str], named: str, run_cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    env = {"TESSERA_STAC_HOME": str(tmp_path / "home"), "TESSERA_STAC_DATABASE_URL": ""}
+    result = run_cli([a.replace("{tmp}", str(tmp_path)) for a in args], env=env, timeout=120)
+    assert result.returncode == 3, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert named in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_readme_diagrams_render(chromium: str, playwright_installed: Path) -> None:
+    """The README's mermaid diagrams render (npm mermaid in headless Chromium), as on GitHub."""
+    import json
+    import os
+    import subprocess
+
+    out = ROOT / "test-artifacts" / "readme"
+    result = subprocess.run(
+        ["node", str(ROOT / "browser" / "mermaid.cjs"), str(README), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env={**os.environ, "TESSERA_STAC_CHROMIUM": chromium},
+    )
+    report = json.loads(result.stdout or "[]")
+    assert report, f"no mermaid diagram in the README: {result.stderr}"
+    for diagram in report:
+        assert diagram["ok"], diagram.get("error")
+        assert diagram["nodes"] >= 10 and diagram["width"] > 300
+        assert Path(diagram["png"]).stat().st_size > 5_000

@@ -33,9 +33,9 @@ from tests.fixtures_demo import ARTIFACTS, BROWSER_DIR, CLI_MODULE
 
 pytestmark = pytest.mark.slow
 
-#: Two tiles of the Tisri block: enough for a collection page with several cards, quick to make.
-BBOX = "86.0,24.5,86.2,24.6"
-TILES = 2
+#: One tile of the Tisri block (~19 synthetic watersheds over it): the whole pipeline, quickly.
+BBOX = "86.0,24.5,86.1,24.6"
+TILES = 1
 YEAR = "2024"
 PIPELINE = ["sample", "publish", "catalog", "load"]
 
@@ -236,7 +236,9 @@ def test_stac_browser_shows_collection_item_and_thumbnails(
     assert len(thumbs) >= TILES and all(t["loaded"] for t in thumbs), thumbs
     assert all("/data/" in t["src"] and t["src"].endswith(".png") for t in thumbs), thumbs
     assert pages["item"]["found"], "the item page does not list the embeddings asset"
-    assert any(i["loaded"] and "/data/" in i["src"] for i in pages["item"]["images"])
+    # the item's preview is shown (its Thumbnails tab opened), decoded and on screen
+    assert pages["item"]["thumbnails_tab"], "the item page has no Thumbnails tab"
+    assert any("/data/" in src and src.endswith(".png") for src in pages["item"]["visible_images"])
     for other in others:
         assert pages[f"collection {other}"]["listed_on_landing"], other
         assert pages[f"collection {other}"]["found"], f"collection {other} shows no item"
@@ -244,6 +246,32 @@ def test_stac_browser_shows_collection_item_and_thumbnails(
     for page in pages.values():
         assert Path(page["screenshot"]).stat().st_size > 10_000
     assert not [r for r in report["failed_requests"] if "/browser/" in r], report
+
+
+RECIPE_MARK = "# Runs against the demo API (make demo)."
+
+
+def readme_recipes() -> list[str]:
+    """The README's Python programs that claim to run against the demo's API."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = re.findall(r"^```python\n(.*?)^```", readme, re.S | re.M)
+    return [block for block in blocks if block.startswith(RECIPE_MARK)]
+
+
+def test_readme_recipes_run_against_the_demo(
+    demo_run: DemoRun, served: Served, tmp_path: Path
+) -> None:
+    demo_run.require_pipeline()
+    recipes = readme_recipes()
+    assert len(recipes) >= 4, "the README's pystac-client / rasterio / planner recipes are gone"
+    for number, recipe in enumerate(recipes, start=1):
+        script = tmp_path / f"recipe_{number}.py"
+        script.write_text(recipe.replace("http://127.0.0.1:8080", served.base))
+        result = subprocess.run(
+            [sys.executable, str(script)], capture_output=True, text=True, timeout=180, check=False
+        )
+        assert result.returncode == 0, f"README recipe {number} failed:\n{recipe}\n{result.stderr}"
+        assert result.stdout.strip(), f"README recipe {number} printed nothing"
 
 
 def test_ctrl_c_stops_serving_cleanly(served: Served) -> None:
