@@ -173,7 +173,7 @@ def test_join_finds_tiles_through_the_api_and_reads_cogs_over_http(
     published_sample: Any, bhavnagar_join: Any, pg_dsn: str, live_api: Any, tmp_path: Path
 ) -> None:
     """Tiles found by a STAC search, COGs read by GDAL over HTTP range requests (/data)."""
-    from tessera_stac.publisher.join import find_tiles_api, join_embeddings
+    from tessera_stac.publisher.join import find_tiles_api
     from tests.fixtures_api import make_collection
 
     layer, _tiles, result = bhavnagar_join
@@ -190,14 +190,36 @@ def test_join_finds_tiles_through_the_api_and_reads_cogs_over_http(
     ndjson.write_text("".join(json.dumps(o) + "\n" for o in objs))
     load(pg_dsn, str(ndjson))
 
+    # the join runs in a child process: GDAL holds the GIL while it opens a /vsicurl/ file, so
+    # it must not share a process with the (thread-based) test server it reads from
+    import subprocess
+    import sys
+
+    import geopandas as gpd
+
     table = result.table
     few = table[table["flag"] != "no_valid_pixels"]["uid"].iloc[:3].tolist()
-    frame = layer.frame[layer.frame["uid"].isin(few)].reset_index(drop=True)
-    tiles = find_tiles_api(url, YEAR, frame.total_bounds)
-    assert {t.item_id for t in tiles} == {p.stem for p in published_sample.items}
-    assert all(t.embeddings_href.startswith(f"{url}/data/") for t in tiles)
-    over_http = join_embeddings(frame, tiles, YEAR).table.set_index("uid")
+    src = tmp_path / "few.geojson"
+    layer.frame[layer.frame["uid"].isin(few)].to_file(src, driver="GeoJSON")
+    cli = [sys.executable, "-m", "tessera_stac.publisher.cli", "watersheds", "join", str(src)]
+    run = subprocess.run(
+        [*cli, "--year", str(YEAR), "--stac-url", url, "-o", str(tmp_path / "o"), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    data = json.loads(run.stdout)
+    assert data["tiles_read"] == 2
+    item = json.loads(Path(data["item"]).read_text())
+    derived = [ln["href"] for ln in item["links"] if ln["rel"] == "derived_from"]
+    assert all(h.startswith(f"{url}/collections/") for h in derived[1:]) and len(derived) == 3
+    over_http = gpd.read_parquet(data["parquet"]).set_index("uid")
     local = table.set_index("uid").loc[over_http.index]
+    assert sorted(over_http.index) == sorted(few)
     np.testing.assert_array_equal(over_http["count"], local["count"])
     np.testing.assert_array_equal(over_http[list(MEAN_COLUMNS)], local[list(MEAN_COLUMNS)])
-    assert find_tiles_api(url, 2019, frame.total_bounds) == []
+    assert find_tiles_api(url, 2019, layer.frame.total_bounds) == []
+    tiles = find_tiles_api(url, YEAR, layer.frame.total_bounds)
+    assert {t.item_id for t in tiles} == {p.stem for p in published_sample.items}
+    assert all(t.embeddings_href.startswith(f"{url}/data/") for t in tiles)
