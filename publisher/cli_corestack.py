@@ -85,6 +85,9 @@ def join_cmd(
     tiles: Path | None = typer.Option(
         None, "--tiles", help="Catalog root holding the embedding items (default: --out)."
     ),
+    stac_url: str | None = typer.Option(
+        None, "--stac-url", help="Find the embedding items through this STAC API instead."
+    ),
     collection: str | None = typer.Option(
         None, "--collection", help="Embedding collection to read when several are published."
     ),
@@ -102,6 +105,7 @@ def join_cmd(
     from tessera_stac.publisher.cli_common import progress
     from tessera_stac.publisher.join import (
         cells_covering,
+        find_tiles_api,
         find_tiles_local,
         mws_source,
         write_join,
@@ -110,7 +114,12 @@ def join_cmd(
     if (file is None) == (mws is None):
         raise InputError("give either an MWS layer FILE or --mws ITEM-ID (exactly one)")
     mws_item, mws_href, layer = mws_source(out, mws, file)
-    found = find_tiles_local(tiles or out, year, cells_covering(layer.bbox), collection)
+    if stac_url and tiles:
+        raise InputError("give --tiles or --stac-url, not both")
+    if stac_url:
+        found = find_tiles_api(stac_url, year, layer.bbox, collection)
+    else:
+        found = find_tiles_local(tiles or out, year, cells_covering(layer.bbox), collection)
     bar = progress(len(found), f"join {year}")
     try:
         result = cli_scale.run_join(

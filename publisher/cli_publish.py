@@ -145,7 +145,10 @@ def publish_cmd(
         "", help="Run report path/URI (default: DEST/_reports/publish-<id>.json)."
     ),
     endpoint_url: str = typer.Option(None, help="S3 endpoint (S3-compatible services)."),
-    anonymous: bool = typer.Option(False, "--anonymous", help="Unsigned S3 reads (mirrors)."),
+    source_endpoint_url: str = typer.Option(None, help="S3 endpoint of SOURCE if different."),
+    anonymous: bool = typer.Option(
+        False, "--anonymous", help="Unsigned reads of SOURCE (public mirrors)."
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Publish TESSERA tiles as COGs (embeddings, scales) + preview PNG + STAC Item.
@@ -158,18 +161,20 @@ def publish_cmd(
     from tessera_stac.publisher import run, tiles
     from tessera_stac.publisher.settings import StorageSettings
 
-    overrides: dict[str, Any] = {}
-    if endpoint_url:
-        overrides["endpoint_url"] = endpoint_url
-    if anonymous:
-        overrides["anonymous"] = True
+    overrides: dict[str, Any] = {"endpoint_url": endpoint_url} if endpoint_url else {}
     settings = StorageSettings(**overrides)
+    source_overrides = dict(overrides)
+    if source_endpoint_url:
+        source_overrides["endpoint_url"] = source_endpoint_url
+    if anonymous:
+        source_overrides["anonymous"] = True
+    source_settings = StorageSettings(**source_overrides)
     flt = tiles.TileFilter(
         years=frozenset(parse_years(years)) if years else None,
         bbox=parse_bbox(bbox) if bbox else None,
         grids=frozenset(grid) if grid else None,
     )
-    sources = tiles.discover(source, layout, flt, settings, dataset, landmasks)
+    sources = tiles.discover(source, layout, flt, source_settings, dataset, landmasks)
     if not sources:
         raise InputError(f"{source}: no tiles found (layout {layout}, filters {flt})")
     with _engine(engine, workers, scheduler) as eng, progress(len(sources), "publish") as bar:
@@ -181,6 +186,7 @@ def publish_cmd(
             collection=collection,
             overwrite=overwrite,
             settings=settings,
+            source_settings=source_settings,
             source_label=source,
             report=report,
             on_done=lambda _outcome: bar.update(1),

@@ -142,6 +142,62 @@ def find_tiles_local(
     return found
 
 
+def find_tiles_api(
+    url: str,
+    year: int,
+    bbox: Sequence[float],
+    collection: str | None = None,
+    timeout: float = 60.0,
+) -> list[EmbeddingTile]:
+    """Embedding items of ``year`` intersecting ``bbox``, found through a STAC API search.
+
+    Follows ``next`` links; items without an ``embeddings`` asset (watershed layers...) are
+    skipped. Asset hrefs are used as the API gives them (e.g. ``http://host/data/...``, read by
+    GDAL with HTTP range requests).
+
+    Raises:
+        InputError: the API cannot be searched, or several embedding collections match.
+    """
+    import httpx
+
+    body: dict[str, Any] = {
+        "bbox": [float(v) for v in bbox],
+        "datetime": f"{year}-01-01T00:00:00Z/{year}-12-31T23:59:59Z",
+        "limit": 100,
+    }
+    if collection:
+        body["collections"] = [collection]
+    found: list[EmbeddingTile] = []
+    collections: set[str] = set()
+    target = url.rstrip("/") + "/search"
+    with httpx.Client(timeout=timeout, follow_redirects=True) as client:
+        while target:
+            try:
+                response = client.post(target, json=body)
+                response.raise_for_status()
+            except httpx.HTTPError as exc:
+                raise InputError(f"{url}: STAC API search failed: {exc}") from exc
+            page = response.json()
+            for item in page.get("features", []):
+                if EMBEDDINGS.asset_key not in item.get("assets", {}):
+                    continue
+                self_href = next(
+                    (ln["href"] for ln in item.get("links", []) if ln.get("rel") == "self"),
+                    f"{url.rstrip('/')}/collections/{item.get('collection')}/items/{item['id']}",
+                )
+                collections.add(str(item.get("collection")))
+                found.append(tile_from_item(item, self_href))
+            nxt = next((ln for ln in page.get("links", []) if ln.get("rel") == "next"), None)
+            target = nxt["href"] if nxt else ""
+            body = nxt.get("body", body) if nxt else body
+    if len(collections) > 1:
+        raise InputError(
+            f"{url}: embedding items of several collections match "
+            f"({', '.join(sorted(collections))}); choose one with --collection"
+        )
+    return found
+
+
 # ------------------------------------------------------------------------------ the join
 def overlap_groups(geoms: Sequence[Any] | np.ndarray) -> list[np.ndarray]:
     """Split polygons into groups whose members' interiors never intersect (greedy colouring).

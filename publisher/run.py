@@ -75,7 +75,9 @@ class PublishOptions:
         model_version: e.g. ``v1``; one collection per model version.
         collection: collection id (default ``tessera-embeddings-{model_version}``).
         overwrite: republish tiles even when their outputs already match.
-        storage: S3 settings as a dict (``StorageSettings(**storage)``).
+        storage: S3 settings of the destination as a dict (``StorageSettings(**storage)``).
+        source_storage: S3 settings of the sources (default: ``storage``), e.g. anonymous
+            reads of a public mirror while writing with credentials.
         threads: GDAL compression threads per tile.
     """
 
@@ -86,6 +88,7 @@ class PublishOptions:
     collection: str | None = None
     overwrite: bool = False
     storage: dict[str, Any] | None = None
+    source_storage: dict[str, Any] | None = None
     threads: int = 1
     model_name: str = MODEL_NAME
 
@@ -95,8 +98,14 @@ class PublishOptions:
         return self.collection or default_collection(self.model_version)
 
     def settings(self) -> StorageSettings | None:
-        """S3 settings, rebuilt in the worker."""
+        """S3 settings of the destination, rebuilt in the worker."""
         return StorageSettings(**self.storage) if self.storage is not None else None
+
+    def source_settings(self) -> StorageSettings | None:
+        """S3 settings of the sources (the destination's unless given)."""
+        if self.source_storage is not None:
+            return StorageSettings(**self.source_storage)
+        return self.settings()
 
 
 @dataclass(frozen=True)
@@ -229,7 +238,7 @@ def publish_tile(task: TileTask) -> TileOutcome:
                 return outcome("skipped", reason=reason, item_href=store.join(item_key))
         scratch.mkdir(parents=True, exist_ok=False)
         with timer("read"):
-            loaded = load_tile(src, scratch, opts.settings())
+            loaded = load_tile(src, scratch, opts.source_settings())
         tile, counts = _publish_loaded(loaded, store, prefix, scratch, opts, timer)
         with timer("item"):
             item = create_item(tile).to_dict(include_self_link=False, transform_hrefs=False)
@@ -252,6 +261,9 @@ def publish_tile(task: TileTask) -> TileOutcome:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+_Files = dict[str, tuple[Path, str, tuple[str, ...]]]  # asset key -> (file, media type, roles)
+
+
 def _publish_loaded(
     loaded: LoadedTile,
     store: LocalStore | S3Store,
@@ -267,48 +279,10 @@ def _publish_loaded(
         levels = cog.build_overviews(
             loaded.embeddings, loaded.scales, check.valid, EMBEDDINGS.overview_levels
         )
-    tags = {
-        "TESSERA_MODEL": opts.model_name,
-        "TESSERA_MODEL_VERSION": opts.model_version,
-        "TESSERA_YEAR": str(loaded.year),
-        "TESSERA_TILE": loaded.cell.name,
-        "TESSERA_GEOREF": loaded.georef.source,
-    }
-    files: dict[str, tuple[Path, str, tuple[str, ...]]] = {}
-    emb_path = scratch / EMBEDDINGS.filename
-    with timer("embeddings_cog"):
-        codes = cog.masked_codes(loaded.embeddings, check.valid)
-        cog.write_cog(
-            emb_path,
-            EMBEDDINGS,
-            codes,
-            [lv.codes for lv in levels],
-            loaded.georef,
-            {**tags, "TESSERA_CONTENT": "int8 codes; value = code * scale (scales.tif)"},
-            threads=opts.threads,
-        )
-        del codes
-    files[EMBEDDINGS.asset_key] = (emb_path, EMBEDDINGS.media_type, EMBEDDINGS.roles)
-    sc_path = scratch / SCALES.filename
-    with timer("scales_cog"):
-        cog.write_cog(
-            sc_path,
-            SCALES,
-            cog.masked_scales(loaded.scales, check.valid),
-            [lv.scales for lv in levels if lv.factor in SCALES.overview_levels],
-            loaded.georef,
-            {**tags, "TESSERA_CONTENT": "per-pixel float32 scale; NaN = invalid"},
-            threads=opts.threads,
-        )
-    files[SCALES.asset_key] = (sc_path, SCALES.media_type, SCALES.roles)
-    with timer("preview"):
-        pv = _preview_level(levels)
-        png = scratch / PREVIEW_FILENAME
-        png.write_bytes(preview.png_bytes(preview.render(pv.codes, pv.scales)))
-    files[PREVIEW_KEY] = (png, PREVIEW_MEDIA_TYPE, ("thumbnail", "overview"))
+    files = _write_files(loaded, check, levels, scratch, opts, timer)
     with timer("verify"):
-        cog.verify_cog(emb_path, EMBEDDINGS, loaded.georef)
-        cog.verify_cog(sc_path, SCALES, loaded.georef)
+        for profile in (EMBEDDINGS, SCALES):
+            cog.verify_cog(files[profile.asset_key][0], profile, loaded.georef)
     # an older item is withdrawn first: while its assets are replaced the tile reads incomplete
     store.delete(f"{prefix}/{loaded.source.item_id}.json")
     assets: dict[str, AssetRecord] = {}
@@ -342,6 +316,55 @@ def _publish_loaded(
         georef_from=loaded.georef.source,
     )
     return tile, counts
+
+
+def _write_files(
+    loaded: LoadedTile,
+    check: cog.Validity,
+    levels: list[cog.Overview],
+    scratch: Path,
+    opts: PublishOptions,
+    timer: _Timer,
+) -> _Files:
+    """Write embeddings.tif, scales.tif and preview.png into ``scratch``."""
+    tags = {
+        "TESSERA_MODEL": opts.model_name,
+        "TESSERA_MODEL_VERSION": opts.model_version,
+        "TESSERA_YEAR": str(loaded.year),
+        "TESSERA_TILE": loaded.cell.name,
+        "TESSERA_GEOREF": loaded.georef.source,
+    }
+    emb_path = scratch / EMBEDDINGS.filename
+    with timer("embeddings_cog"):
+        cog.write_cog(
+            emb_path,
+            EMBEDDINGS,
+            cog.masked_codes(loaded.embeddings, check.valid),
+            [lv.codes for lv in levels],
+            loaded.georef,
+            {**tags, "TESSERA_CONTENT": "int8 codes; value = code * scale (scales.tif)"},
+            threads=opts.threads,
+        )
+    sc_path = scratch / SCALES.filename
+    with timer("scales_cog"):
+        cog.write_cog(
+            sc_path,
+            SCALES,
+            cog.masked_scales(loaded.scales, check.valid),
+            [lv.scales for lv in levels if lv.factor in SCALES.overview_levels],
+            loaded.georef,
+            {**tags, "TESSERA_CONTENT": "per-pixel float32 scale; NaN = invalid"},
+            threads=opts.threads,
+        )
+    png = scratch / PREVIEW_FILENAME
+    with timer("preview"):
+        pv = _preview_level(levels)
+        png.write_bytes(preview.png_bytes(preview.render(pv.codes, pv.scales)))
+    return {
+        EMBEDDINGS.asset_key: (emb_path, EMBEDDINGS.media_type, EMBEDDINGS.roles),
+        SCALES.asset_key: (sc_path, SCALES.media_type, SCALES.roles),
+        PREVIEW_KEY: (png, PREVIEW_MEDIA_TYPE, ("thumbnail", "overview")),
+    }
 
 
 def _preview_level(levels: list[cog.Overview]) -> cog.Overview:
@@ -441,6 +464,7 @@ def publish(
     collection: str | None = None,
     overwrite: bool = False,
     settings: StorageSettings | None = None,
+    source_settings: StorageSettings | None = None,
     now: datetime | None = None,
     source_label: str = "",
     report: str | None = "",
@@ -455,7 +479,8 @@ def publish(
         model_version: model version, e.g. ``v1``.
         collection: collection id (default ``tessera-embeddings-{model_version}``).
         overwrite: republish tiles whose outputs already match.
-        settings: S3 settings for sources and destination.
+        settings: S3 settings of the destination (and of the sources unless given).
+        source_settings: S3 settings of the sources (e.g. anonymous reads of a mirror).
         now: the run's timestamp (default: the current time).
         source_label: what to call the source in the report.
         report: where to write the JSON report: ``""`` -> ``{dest}/_reports/publish-{id}.json``,
@@ -483,6 +508,7 @@ def publish(
         collection=collection,
         overwrite=overwrite,
         storage=settings.model_dump() if settings is not None else None,
+        source_storage=source_settings.model_dump() if source_settings is not None else None,
     )
     tasks = (TileTask(src, options) for src in sources)
     outcomes: list[TileOutcome] = []
@@ -502,12 +528,17 @@ def publish(
         source=source_label,
         dest=store.uri,
         collection=options.collection_id,
-        workers=int(getattr(run_engine, "workers", 1)),
+        workers=_worker_count(run_engine),
         outcomes=tuple(outcomes),
     )
     if report is None:
         return result
     return _write_report(result, store, report, settings)
+
+
+def _worker_count(engine: object) -> int:
+    count: Any = getattr(engine, "workers", None) or getattr(engine, "n_workers", None) or 1
+    return int(count)
 
 
 def _engine_failure(task: TileTask, error: BaseException) -> TileOutcome:

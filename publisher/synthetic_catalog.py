@@ -12,11 +12,12 @@ catalogue has 10 k or 10 M items.
 
 Two renderers produce identical JSON:
 
-* exact: ``create_item(tile).to_dict()`` per item (a few thousand items/s);
+* exact: ``create_item(tile).to_dict()`` per item (~1.6 k items/s of 6 kB items here);
 * fast (default): ``create_item`` runs once per (year, UTM zone) to make a text template whose
-  per-tile values are substituted per item (~10^5 items/s). Before streaming, the fast renderer is
-  checked against the exact one on a sample of items; if they disagree (the item builder grew a
-  field this module does not know how to fill), it warns and falls back to the exact renderer.
+  per-tile values are substituted per item (~13 k items/s here, 8x). Before streaming, the
+  fast renderer is checked against the exact one on a sample of items; if they disagree (the
+  item builder grew a field this module does not know how to fill), it warns and falls back to
+  the exact renderer.
 """
 
 from __future__ import annotations

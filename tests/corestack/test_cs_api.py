@@ -167,3 +167,37 @@ def test_imported_corestack_catalog_is_served_next_to_embeddings(
         assert {"grid_72.05_21.85_2024", "gujarat_bhavnagar_bhavnagar_mws"} <= got_ids
         koraput = client.post("/search", json={"bbox": [82.8, 18.8, 82.9, 18.9], "limit": 50})
         assert len(koraput.json()["features"]) == 15
+
+
+def test_join_finds_tiles_through_the_api_and_reads_cogs_over_http(
+    published_sample: Any, bhavnagar_join: Any, pg_dsn: str, live_api: Any, tmp_path: Path
+) -> None:
+    """Tiles found by a STAC search, COGs read by GDAL over HTTP range requests (/data)."""
+    from tessera_stac.publisher.join import find_tiles_api, join_embeddings
+    from tests.fixtures_api import make_collection
+
+    layer, _tiles, result = bhavnagar_join
+    url = live_api(create_app(ApiSettings(data_dir=published_sample.dest), pg_dsn))
+    objs: list[dict[str, Any]] = [make_collection(published_sample.collection)]
+    for path in published_sample.items:
+        item = json.loads(path.read_text())
+        rel = path.parent.relative_to(published_sample.dest).as_posix()
+        for asset in item["assets"].values():
+            asset["href"] = f"{url}/data/{rel}/{asset['href'].removeprefix('./')}"
+        item["links"] = []
+        objs.append(item)
+    ndjson = tmp_path / "tiles.ndjson"
+    ndjson.write_text("".join(json.dumps(o) + "\n" for o in objs))
+    load(pg_dsn, str(ndjson))
+
+    table = result.table
+    few = table[table["flag"] != "no_valid_pixels"]["uid"].iloc[:3].tolist()
+    frame = layer.frame[layer.frame["uid"].isin(few)].reset_index(drop=True)
+    tiles = find_tiles_api(url, YEAR, frame.total_bounds)
+    assert {t.item_id for t in tiles} == {p.stem for p in published_sample.items}
+    assert all(t.embeddings_href.startswith(f"{url}/data/") for t in tiles)
+    over_http = join_embeddings(frame, tiles, YEAR).table.set_index("uid")
+    local = table.set_index("uid").loc[over_http.index]
+    np.testing.assert_array_equal(over_http["count"], local["count"])
+    np.testing.assert_array_equal(over_http[list(MEAN_COLUMNS)], local[list(MEAN_COLUMNS)])
+    assert find_tiles_api(url, 2019, frame.total_bounds) == []

@@ -16,10 +16,12 @@ YEAR = 2024
 GRIDS = ["grid_78.05_12.05", "grid_-0.15_-0.05"]
 
 
-def _upload_tree(client: Any, bucket: str, root: Path, prefix: str) -> None:
+def _upload_tree(client: Any, bucket: str, root: Path, prefix: str, public: bool = False) -> None:
+    extra = {"ACL": "public-read"} if public else None
     for path in sorted(root.rglob("*")):
         if path.is_file():
-            client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(root).as_posix()}")
+            key = f"{prefix}/{path.relative_to(root).as_posix()}"
+            client.upload_file(str(path), bucket, key, ExtraArgs=extra)
 
 
 def test_publish_s3_to_s3(s3: tuple[Any, str], tmp_path: Path) -> None:
@@ -80,3 +82,20 @@ def test_publish_s3_to_s3(s3: tuple[Any, str], tmp_path: Path) -> None:
 
     again = run.publish(sources, dest, settings=settings, report=None)
     assert again.totals == {"ok": 0, "skipped": 2, "failed": 0}
+
+
+def test_anonymous_mirror_to_local(s3: tuple[Any, str], tmp_path: Path) -> None:
+    """Unsigned reads of a public mirror (mirror layout) while writing elsewhere."""
+    from tessera_stac.publisher.settings import StorageSettings
+
+    server, bucket = s3
+    local = tmp_path / "src"
+    sample.write_tile(
+        local, GridCell.parse(GRIDS[0]), YEAR, sample.SampleOptions(crop=(64, 64)), "mirror"
+    )
+    _upload_tree(server.client(), bucket, local, "pub", public=True)  # a public mirror
+    anonymous = StorageSettings(endpoint_url=server.endpoint_url, anonymous=True)
+    sources = tiles.discover(f"s3://{bucket}/pub", settings=anonymous)
+    assert [s.grid for s in sources] == [GRIDS[0]]
+    report = run.publish(sources, str(tmp_path / "out"), source_settings=anonymous, report=None)
+    assert report.totals["ok"] == 1, [o.reason for o in report.failed]
