@@ -71,7 +71,9 @@ def demo_cmd(
         if browser_dir
         else demo.BrowserBuild.start(browser, paths.data / "browser-build.log")
     )
-    base = f"http://{host}:{chosen_port}"
+    # a wildcard address is not one a browser can open: show (and load hrefs with) loopback
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    base = f"http://{shown}:{chosen_port}"
     # with --json, stdout carries only the JSON summary: the steps' narration goes to stderr
     with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
         dsn = demo.start_database()
