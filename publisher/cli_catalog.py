@@ -100,12 +100,17 @@ def validate(
         results.extend(validator.validate_target(target, recursive=recursive))
     lines = []
     for r in results:
+        if r.status == "error" and not as_json:
+            # an unreadable document is an error of the run, not a validation report
+            typer.echo(f"error: {r.target}: {r.message}", err=True)
+            continue
         what = f"{r.stac_type or '?'} {r.object_id}" if r.object_id else (r.stac_type or "")
         lines.append(f"{r.status.upper()}: {r.target} {what}".rstrip())
         if r.message:
             lines.append(f"  {r.message}")
         lines += [f"  {e}" for e in r.errors]
-    emit([r.to_dict() for r in results], as_json, "\n".join(lines))
+    if as_json or lines:
+        emit([r.to_dict() for r in results], as_json, "\n".join(lines))
     if any(r.status == "error" for r in results):
         raise typer.Exit(3)
     if any(r.status == "invalid" for r in results):

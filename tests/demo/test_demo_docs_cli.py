@@ -254,10 +254,6 @@ BAD_INPUT = [
         ["validate", "{tmp}/missing.json"],
         "missing.json",
         id="validate",
-        marks=pytest.mark.xfail(
-            reason="validate reports an unreadable document as its report (stdout, 2 lines)",
-            strict=False,
-        ),
     ),
 ]  # fmt: skip
 
