@@ -234,12 +234,15 @@ def test_validate_cli_unreadable_and_missing_schema(
     item_file: Path, tmp_path: Path, capsys: Any
 ) -> None:
     assert main(["validate", str(tmp_path / "nope.json"), "--offline"]) == 3
-    assert "unreadable" in capsys.readouterr().out
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert out.err.startswith("error: ") and "nope.json" in out.err and "unreadable" in out.err
+    assert len(out.err.strip().splitlines()) == 1
     empty = tmp_path / "schemas"
     empty.mkdir()
     # only our bundled schema is available: core is missing offline -> exit 3
     assert main(["validate", str(item_file), "--schema-dir", str(empty), "--offline"]) == 3
-    assert "not in the schema directory" in capsys.readouterr().out
+    assert "not in the schema directory" in capsys.readouterr().err
 
 
 def test_validate_cli_recursive(published_sample: Any, tmp_path: Path, capsys: Any) -> None:
