@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from tessera_stac.catalog.errors import ConfigurationError, InputError
+from tessera_stac.catalog.errors import InputError
 from tessera_stac.catalog.model import GridCell
 from tessera_stac.publisher.cli_common import JSON_OPTION, emit, progress
+from tessera_stac.publisher.engine import open_engine
 
 sample_app = typer.Typer(
     help="Generate sample data (synthetic tiles, catalogues) for demos, tests and benchmarks.",
@@ -107,25 +106,6 @@ def sample_tiles(
     )
 
 
-@contextlib.contextmanager
-def _engine(kind: str, workers: int | None, scheduler: str | None) -> Iterator[Any]:
-    from tessera_stac.publisher.engine import ProcessEngine, SerialEngine
-
-    if scheduler:  # a scheduler address (--scheduler) means Dask
-        kind = "dask"
-    if kind == "serial" or (kind == "process" and workers == 1):
-        yield SerialEngine()
-    elif kind == "process":
-        yield ProcessEngine(workers)
-    elif kind == "dask":
-        from tessera_stac.publisher.engine_dask import DaskEngine, scheduler_address
-
-        with DaskEngine(scheduler=scheduler_address(scheduler), n_workers=workers) as engine:
-            yield engine
-    else:
-        raise ConfigurationError(f"--engine must be process, serial or dask, got {kind!r}")
-
-
 def publish_cmd(
     source: str = typer.Argument(..., help="Tiles: local folder or s3://bucket/prefix."),
     dest: str = typer.Argument(..., help="Output: local folder or s3://bucket/prefix."),
@@ -177,7 +157,7 @@ def publish_cmd(
     sources = tiles.discover(source, layout, flt, source_settings, dataset, landmasks)
     if not sources:
         raise InputError(f"{source}: no tiles found (layout {layout}, filters {flt})")
-    with _engine(engine, workers, scheduler) as eng, progress(len(sources), "publish") as bar:
+    with open_engine(engine, workers, scheduler) as eng, progress(len(sources), "publish") as bar:
         result = run.publish(
             sources,
             dest,

@@ -7,9 +7,8 @@ them through.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import typer
 
 from tessera_stac.catalog.errors import InputError
 from tessera_stac.publisher.cli_common import JSON_OPTION, emit, progress
+from tessera_stac.publisher.engine import open_engine
 
 sample_app = typer.Typer(
     help="Generate sample data (synthetic tiles, catalogues) for demos, tests and benchmarks.",
@@ -108,31 +108,6 @@ SCHEDULER_OPTION = typer.Option(
 WORKERS_OPTION = typer.Option(
     None, "--workers", "-w", help="Local worker processes (default: all cores)."
 )
-
-
-@contextlib.contextmanager
-def open_engine(kind: str, workers: int | None, scheduler: str | None) -> Iterator[Any]:
-    """The engine named on the command line; a scheduler address means Dask.
-
-    Raises:
-        ConfigurationError: an unknown engine name or a malformed scheduler address.
-    """
-    from tessera_stac.catalog.errors import ConfigurationError
-    from tessera_stac.publisher.engine import ProcessEngine, SerialEngine
-
-    if scheduler:
-        kind = "dask"
-    if kind == "serial" or (kind == "process" and workers == 1):
-        yield SerialEngine()
-    elif kind == "process":
-        yield ProcessEngine(workers)
-    elif kind == "dask":
-        from tessera_stac.publisher.engine_dask import DaskEngine, scheduler_address
-
-        with DaskEngine(scheduler=scheduler_address(scheduler), n_workers=workers) as engine:
-            yield engine
-    else:
-        raise ConfigurationError(f"--engine must be serial, process or dask, got {kind!r}")
 
 
 def run_join(

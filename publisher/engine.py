@@ -14,6 +14,7 @@ default one worker per core) and ``engine_dask.DaskEngine`` (Dask distributed, s
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -129,6 +130,32 @@ class ProcessEngine:
 def make_engine(workers: int | None) -> SerialEngine | ProcessEngine:
     """``workers == 1`` -> :class:`SerialEngine`; otherwise a :class:`ProcessEngine`."""
     return SerialEngine() if workers == 1 else ProcessEngine(workers)
+
+
+@contextlib.contextmanager
+def open_engine(kind: str, workers: int | None, scheduler: str | None) -> Iterator[Engine]:
+    """The engine named on the command line (``serial``, ``process`` or ``dask``).
+
+    A scheduler address implies Dask; ``process`` with one worker runs serially.
+
+    Raises:
+        ConfigurationError: an unknown engine name or a malformed scheduler address.
+    """
+    from tessera_stac.catalog.errors import ConfigurationError
+
+    if scheduler:
+        kind = "dask"
+    if kind == "serial" or (kind == "process" and workers == 1):
+        yield SerialEngine()
+    elif kind == "process":
+        yield ProcessEngine(workers)
+    elif kind == "dask":
+        from tessera_stac.publisher.engine_dask import DaskEngine, scheduler_address
+
+        with DaskEngine(scheduler=scheduler_address(scheduler), n_workers=workers) as engine:
+            yield engine
+    else:
+        raise ConfigurationError(f"--engine must be serial, process or dask, got {kind!r}")
 
 
 def probe(task: tuple[int, str]) -> int:

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tessera_stac.publisher.cli_scale import open_engine, run_join
+from tessera_stac.publisher.cli_scale import run_join
+from tessera_stac.publisher.engine import open_engine
 from tessera_stac.publisher.join import cells_covering, find_tiles_local, join_embeddings
 from tessera_stac.publisher.watersheds import read_mws_layer
 from tests.fixtures_corestack import JOIN_TEST_YEAR as YEAR
