@@ -55,6 +55,9 @@ def load_cmd(
         ) from None
     if partition not in ("year", "month", "none"):
         raise InputError(f"--partition {partition!r}: choose year, month or none")
+    if "://" not in source and not Path(source).exists():
+        raise InputError(f"{source}: no such file or folder to load")
+    dsn = resolve_dsn(DatabaseSettings())
     bar = progress(None, "items", disable=no_progress)
 
     def set_total(total: int | None) -> None:
@@ -63,7 +66,7 @@ def load_cmd(
 
     try:
         report = load(
-            resolve_dsn(DatabaseSettings()),
+            dsn,
             source,
             method=load_method,
             base_url=base_url,

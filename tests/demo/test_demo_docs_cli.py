@@ -244,11 +244,6 @@ BAD_INPUT = [
         ["load", "{tmp}/missing"],
         "missing",
         id="load",
-        marks=pytest.mark.xfail(
-            reason="load starts its progress bar (and needs the database) before it checks "
-            "SOURCE: the bar's text precedes the error line",
-            strict=False,
-        ),
     ),
     pytest.param(
         ["validate", "{tmp}/missing.json"],
