@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -590,8 +589,6 @@ class BrowserBuild:
 # -------------------------------------------------------------------------------- serving
 def build_app(dsn: str, published: Path, browser_dir: Path | None) -> Any:
     """The API app serving the demo's database, published files and STAC Browser."""
-    # stac-fastapi warns about default settings it builds internally: noise for a newcomer
-    logging.getLogger("stac_fastapi.types.config").setLevel(logging.ERROR)
     from tessera_stac.api.app import create_app
     from tessera_stac.api.browser import mount_browser
     from tessera_stac.api.settings import ApiSettings
