@@ -47,12 +47,12 @@ test-fast: setup
 
 .typecheck: 
 	@mkdir -p .typecheck/tessera_stac
-	@for p in publisher catalog api schemas; do ln -sfn ../../$$p .typecheck/tessera_stac/$$p; done
+	@for p in publisher catalog api schemas cli; do ln -sfn ../../$$p .typecheck/tessera_stac/$$p; done
 
 lint: setup .typecheck
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy -p tessera_stac.catalog -p tessera_stac.publisher -p tessera_stac.api
+	$(BIN)/mypy -p tessera_stac.catalog -p tessera_stac.publisher -p tessera_stac.api -p tessera_stac.cli
 
 format: setup
 	$(BIN)/ruff format .

@@ -226,7 +226,7 @@ def _close_readers(app: FastAPI) -> None:
 
 def create_app_from_env() -> FastAPI:
     """Zero-argument factory for ``uvicorn --factory``: settings from the environment."""
-    from tessera_stac.catalog.localdb import resolve_dsn
+    from tessera_stac.catalog.pgstac.cluster import resolve_dsn
     from tessera_stac.catalog.settings import DatabaseSettings
 
     return create_app(ApiSettings(), resolve_dsn(DatabaseSettings()))

@@ -31,7 +31,7 @@ from fastapi.concurrency import run_in_threadpool
 
 router = APIRouter(tags=["Watersheds"])
 
-JOIN_COLLECTION_ID = "corestack-mws-embeddings"  # tessera_stac.publisher.join (same string)
+JOIN_COLLECTION_ID = "corestack-mws-embeddings"  # tessera_stac.publisher.join.join (same string)
 MEAN_PREFIX = "A"
 DIMENSIONS = 128
 CACHE_SIZE = 32

@@ -22,7 +22,7 @@ COLLECTION = "tessera-embeddings-v1"
 @contextlib.contextmanager
 def temp_cluster() -> Iterator[Any]:
     """A fast (fsync off) local pgSTAC cluster in a temp dir, stopped and removed at the end."""
-    from tessera_stac.catalog.localdb import LocalCluster
+    from tessera_stac.catalog.pgstac.cluster import LocalCluster
 
     home = Path(tempfile.mkdtemp(prefix="tessera-bench-"))
     os.chmod(home, 0o755)

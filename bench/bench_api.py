@@ -219,7 +219,7 @@ def point_query(dsn: str, tmp: Path) -> dict[str, Any]:
     """p50/p99 of /embeddings/position on the local COG (concurrency 1)."""
     from pyproj import Transformer
 
-    from tessera_stac.catalog.load import load
+    from tessera_stac.catalog.pgstac.load import load
 
     item = write_point_tile(tmp / "tile")
     coll = {**collection(), "id": POINT_COLLECTION}
@@ -254,7 +254,7 @@ def main() -> None:
         tmp = Path(tmpdir)
         dsn = cluster.dsn()
         items = synthetic_items(ITEMS)
-        from tessera_stac.catalog.load import load
+        from tessera_stac.catalog.pgstac.load import load
 
         load(dsn, str(write_ndjson(tmp / "items.ndjson", [collection(), *items])))
         results = {

@@ -4,7 +4,7 @@
   LocalCluster of 1 worker process, then of 2 (one thread each), to fresh destinations; the
   outputs of the two runs must be byte-identical (asset checksums compared). Target >= 1.8x on 2
   cores.
-* Overhead: no-op tasks (:func:`~tessera_stac.publisher.engine_dask.probe_task`) through the
+* Overhead: no-op tasks (:func:`~tessera_stac.publisher.engines.dask_engine.probe_task`) through the
   engine: wall time per task at throughput, and the round trip of one task, next to the same
   no-op tasks through a ``ProcessPoolExecutor``.
 
@@ -36,7 +36,7 @@ def log(msg: str) -> None:
 
 def overhead(n_tasks: int = 2000) -> dict[str, Any]:
     """Per-task cost of no-op tasks through the Dask engine and through a process pool."""
-    from tessera_stac.publisher.engine_dask import DaskEngine, probe_task
+    from tessera_stac.publisher.engines.dask_engine import DaskEngine, probe_task
 
     tasks = [(i, 0.0, False) for i in range(n_tasks)]
     out: dict[str, Any] = {"tasks": n_tasks}
@@ -67,7 +67,7 @@ def speedup(n_tiles: int, tile_px: int | None) -> dict[str, Any]:
     """Publish the same tiles with 1 then 2 Dask workers; compare times and outputs."""
     import importlib.util
 
-    if importlib.util.find_spec("tessera_stac.publisher.engine") is None:
+    if importlib.util.find_spec("tessera_stac.publisher.engines.local") is None:
         return {"skipped": "the publisher's per-tile task is not on this branch yet"}
     with tempfile.TemporaryDirectory(prefix="tessera-stac-bench-dask-") as tmp:
         return _publish_speedup(Path(tmp), n_tiles, tile_px)
@@ -77,8 +77,9 @@ def _publish_speedup(tmp: Path, n_tiles: int, tile_px: int | None) -> dict[str, 
     from datetime import UTC, datetime
 
     from tessera_stac.catalog.model import GridCell
-    from tessera_stac.publisher import run, sample, tiles
-    from tessera_stac.publisher.engine_dask import DaskEngine
+    from tessera_stac.publisher.embeddings import run, tiles
+    from tessera_stac.publisher.engines.dask_engine import DaskEngine
+    from tessera_stac.publisher.samples import tiles as sample
 
     year = 2024
     cells = [
@@ -153,8 +154,8 @@ def _worker_cpu_seconds() -> float:
 
 def probe_task_for_warmup(task: tuple[int, float, bool]) -> tuple[int, int]:
     """Warm-up task: import the publisher stack in the worker (not timed)."""
-    import tessera_stac.publisher.run  # noqa: F401
-    from tessera_stac.publisher.engine_dask import probe_task
+    import tessera_stac.publisher.embeddings.run  # noqa: F401
+    from tessera_stac.publisher.engines.dask_engine import probe_task
 
     return probe_task(task)
 

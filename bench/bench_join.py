@@ -9,7 +9,7 @@ sample generator and publisher (cached in ``.tessera-stac/bench-join``). The lay
 tiles to be fully covered; the benchmark joins every MWS against the 4 published tiles (the MWS
 outside them get count 0).
 
-* ``ours``: :func:`tessera_stac.publisher.join.join_embeddings` (pixel-centre rule, one tile
+* ``ours``: :func:`tessera_stac.publisher.join.join.join_embeddings` (pixel-centre rule, one tile
   per pixel, float64 sums).
 * ``exactextract``: per tile, ``exact_extract(embeddings.tif, polygons in the tile CRS,
   "weighted_sum", weights=scales)`` over the 128 bands, divided by the ``sum`` of a 0/1
@@ -61,7 +61,8 @@ EE_REPEATS = 1  # exactextract takes minutes here; one run (a best-of would only
 def published_tiles() -> Path:
     """Generate + publish the benchmark tiles once (cached); return the catalog root."""
     from tessera_stac.catalog.model import GridCell
-    from tessera_stac.publisher import run, sample, tiles
+    from tessera_stac.publisher.embeddings import run, tiles
+    from tessera_stac.publisher.samples import tiles as sample
 
     dest = CACHE / "published"
     cells = [GridCell.parse(g) for g in GRIDS]
@@ -77,8 +78,8 @@ def published_tiles() -> Path:
 
 
 def _tiles_and_layer(dest: Path) -> tuple[Any, Any]:
-    from tessera_stac.publisher.join import cells_covering, find_tiles_local
-    from tessera_stac.publisher.watersheds import read_mws_layer
+    from tessera_stac.publisher.join.join import cells_covering, find_tiles_local
+    from tessera_stac.publisher.watersheds.layer import read_mws_layer
 
     layer = read_mws_layer(LAYER)
     return find_tiles_local(dest, YEAR, cells_covering(layer.bbox)), layer
@@ -86,7 +87,7 @@ def _tiles_and_layer(dest: Path) -> tuple[Any, Any]:
 
 def run_ours(dest: Path, out: Path) -> None:
     """Child process: our join; writes counts and means to ``out`` (.npz)."""
-    from tessera_stac.publisher.join import MEAN_COLUMNS, join_embeddings
+    from tessera_stac.publisher.join.join import MEAN_COLUMNS, join_embeddings
 
     tiles, layer = _tiles_and_layer(dest)
     start = time.perf_counter()
@@ -193,7 +194,7 @@ def _best(target: Any, dest: Path, name: str, repeats: int) -> dict[str, Any]:
 
 def compare(ours: dict[str, Any], ee: dict[str, Any]) -> dict[str, Any]:
     """Differences of the means and counts, and the pixel-rule bound per MWS."""
-    from tessera_stac.publisher.watersheds import read_mws_layer
+    from tessera_stac.publisher.watersheds.layer import read_mws_layer
 
     layer = read_mws_layer(LAYER)
     both = (ours["count"] > 0) & (ee["count"] > 0)

@@ -54,7 +54,7 @@ def _count(dsn: str) -> int:
 def ours(cluster: Any, source: Path) -> float:
     """Seconds for ``tessera-stac load`` of collection + items into a fresh database."""
     with cluster.template_clone("bench_template", f"b_{uuid.uuid4().hex[:8]}") as dsn:
-        args = [sys.executable, "-m", "tessera_stac.publisher.cli", "load", str(source)]
+        args = [sys.executable, "-m", "tessera_stac.cli.main", "load", str(source)]
         seconds = _timed([*args, "--no-progress"], _env(dsn))
         assert _count(dsn) == ITEMS
     return seconds

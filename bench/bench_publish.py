@@ -5,7 +5,7 @@ Run with ``python -m bench bench_publish`` (or ``make bench``). Writes
 
 What is measured, all in the same run on the same real-size synthetic tile:
 
-* ``publish``: :func:`tessera_stac.publisher.run.publish_tile` end to end (read .npy, validity,
+* ``publish``: ``embeddings.run.publish_tile`` end to end (read .npy, validity,
   float-space overviews, embeddings COG, scales COG, preview PNG, verification incl.
   ``cog_validate(strict=True)``, sha256 checksums, move into place, STAC item);
 * ``reference``: GDAL's COG driver (what ``gdal_translate -of COG`` runs; the binary when
@@ -48,14 +48,14 @@ REPEATS = 2
 
 def _make_tile(root: Path) -> Any:
     from tessera_stac.catalog.model import GridCell
-    from tessera_stac.publisher import sample
+    from tessera_stac.publisher.samples import tiles as sample
 
     return sample.write_tile(root, GridCell.parse(GRID), YEAR)
 
 
 def _reference_source(files: Any, path: Path) -> None:
     """The tile as a plain uncompressed pixel-interleaved GeoTIFF (what a user would translate)."""
-    from tessera_stac.publisher import cog, georef
+    from tessera_stac.publisher.embeddings import cog, georef
 
     q = np.load(files.embeddings)
     s = np.load(files.scales)
@@ -84,7 +84,7 @@ def _reference_source(files: Any, path: Path) -> None:
 
 def _reference_options() -> dict[str, Any]:
     from tessera_stac.catalog.profile import EMBEDDINGS
-    from tessera_stac.publisher.cog import cog_options
+    from tessera_stac.publisher.embeddings.cog import cog_options
 
     opts = cog_options(EMBEDDINGS)
     opts.update(
@@ -118,7 +118,7 @@ def _run_reference(src: str, dst: str, overviews: bool = True) -> float:
 
 
 def _run_publish(files: Any, dest: str, scratch: str) -> tuple[float, dict[str, float]]:
-    from tessera_stac.publisher import run, tiles
+    from tessera_stac.publisher.embeddings import run, tiles
 
     source = tiles.TileSource(
         grid=GRID,
@@ -188,7 +188,7 @@ def _profile_matrix(files: Any, work: Path) -> list[dict[str, Any]]:
     import rasterio
 
     from tessera_stac.catalog.profile import EMBEDDINGS
-    from tessera_stac.publisher import cog, georef
+    from tessera_stac.publisher.embeddings import cog, georef
 
     q = np.load(files.embeddings)
     s = np.load(files.scales)

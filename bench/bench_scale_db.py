@@ -66,7 +66,7 @@ def log(msg: str) -> None:
 def make_collection(spec: Any) -> dict[str, Any]:
     """The embedding collection document: the catalog's builder when it has one."""
     from tessera_stac.catalog import stac as builders
-    from tessera_stac.publisher.synthetic_catalog import select_cells, synthetic_tiles
+    from tessera_stac.publisher.samples.catalog import select_cells, synthetic_tiles
 
     lon, lat = select_cells(spec)
     bbox = [float(lon.min()) - 0.05, float(lat.min()) - 0.05]
@@ -100,10 +100,10 @@ def make_collection(spec: Any) -> dict[str, Any]:
 
 
 def have_project_loader() -> bool:
-    """True when the serving area's loader (``tessera_stac.catalog.load``) is on this branch."""
+    """True when the serving area's loader (``catalog.pgstac.load``) is on this branch."""
     import importlib.util
 
-    return importlib.util.find_spec("tessera_stac.catalog.load") is not None
+    return importlib.util.find_spec("tessera_stac.catalog.pgstac.load") is not None
 
 
 def tune_database(dsn: str) -> None:
@@ -163,7 +163,7 @@ def load_catalogue(dsn: str, spec: Any, workdir: Path, label: str) -> dict[str, 
 
     Returns how: ``{"loader": ..., "seconds": ...}`` (NDJSON writing not included).
     """
-    from tessera_stac.publisher.synthetic_catalog import iter_ndjson
+    from tessera_stac.publisher.samples.catalog import iter_ndjson
 
     collection = make_collection(spec)
     lines = _progress_lines(iter_ndjson(spec), spec.n_items, label)
@@ -172,7 +172,7 @@ def load_catalogue(dsn: str, spec: Any, workdir: Path, label: str) -> dict[str, 
         start = time.perf_counter()
         load_items(dsn, lines)
         return {"loader": "pypgstac Loader (insert)", "seconds": time.perf_counter() - start}
-    from tessera_stac.catalog.load import load
+    from tessera_stac.catalog.pgstac.load import load
 
     path = workdir / f"{label}.ndjson"
     with open(path, "w") as fh:
@@ -183,7 +183,7 @@ def load_catalogue(dsn: str, spec: Any, workdir: Path, label: str) -> dict[str, 
     load(dsn, str(path), partition_trunc="year", batch_size=100_000)
     seconds = time.perf_counter() - start
     path.unlink()
-    return {"loader": "tessera_stac.catalog.load (upsert, 100k batches)", "seconds": seconds}
+    return {"loader": "tessera_stac.catalog.pgstac.load (upsert, 100k batches)", "seconds": seconds}
 
 
 def database_stats(dsn: str) -> dict[str, Any]:
@@ -285,7 +285,7 @@ def serve_api(dsn: str, max_conn: int = 16) -> Iterator[str]:
     """Serve the API on loopback in its own process (so the client does not share its GIL)."""
     import httpx
 
-    from tessera_stac.catalog.localdb import free_port
+    from tessera_stac.catalog.pgstac.cluster import free_port
 
     port = free_port()
     proc = multiprocessing.get_context("spawn").Process(
@@ -442,7 +442,7 @@ def prepare_catalogue(
     cluster: Any, label: str, n_items: int, args: argparse.Namespace, previous: dict[str, Any]
 ) -> dict[str, Any]:
     """Load one catalogue into database ``scale_{label}`` (skipped when it already holds it)."""
-    from tessera_stac.publisher.synthetic_catalog import SyntheticSpec
+    from tessera_stac.publisher.samples.catalog import SyntheticSpec
 
     dbname = f"scale_{label.lower()}"
     cluster._ensure_database(dbname)
@@ -553,7 +553,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run the benchmark (sizes from arguments or ``BENCH_SCALE_*``)."""
     import shutil
 
-    from tessera_stac.catalog.localdb import LocalCluster
+    from tessera_stac.catalog.pgstac.cluster import LocalCluster
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     env = os.environ.get
@@ -617,7 +617,7 @@ def pg_settings(dsn: str) -> dict[str, str]:
 
 def extension_filter() -> dict[str, Any] | None:
     """A CQL2 clause on one of our extension's fields, when the item builder writes one."""
-    from tessera_stac.publisher.synthetic_catalog import SyntheticSpec, iter_ndjson
+    from tessera_stac.publisher.samples.catalog import SyntheticSpec, iter_ndjson
 
     item = json.loads(next(iter_ndjson(replace(SyntheticSpec(n_items=1)))))
     for key, value in sorted(item["properties"].items()):

@@ -63,7 +63,7 @@ def open_tmp() -> Iterator[Callable[[str], Path]]:
 @pytest.fixture(scope="session")
 def pg_cluster(open_tmp: Callable[[str], Path]) -> Iterator[Any]:
     """A session-wide local cluster with pgSTAC migrated into a template database."""
-    from tessera_stac.catalog.localdb import LocalCluster
+    from tessera_stac.catalog.pgstac.cluster import LocalCluster
 
     home = open_tmp("pg")
     cluster = LocalCluster(home, dbname=TEMPLATE_DB, fast=True)
@@ -102,7 +102,7 @@ class S3Server:
         )
 
     def storage_settings(self) -> Any:
-        from tessera_stac.publisher.settings import StorageSettings
+        from tessera_stac.catalog.store_settings import StorageSettings
 
         return StorageSettings(
             endpoint_url=self.endpoint_url,
@@ -117,7 +117,7 @@ def s3_server() -> Iterator[S3Server]:
     """moto's S3 in server mode on a free loopback port; env set for boto3 and GDAL."""
     from moto.server import ThreadedMotoServer
 
-    from tessera_stac.catalog.localdb import free_port
+    from tessera_stac.catalog.pgstac.cluster import free_port
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -165,7 +165,7 @@ class LiveServer:
     def __init__(self, app: Any) -> None:
         import uvicorn
 
-        from tessera_stac.catalog.localdb import free_port
+        from tessera_stac.catalog.pgstac.cluster import free_port
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

@@ -75,7 +75,7 @@ def write_embedding_tile(
     from tessera_stac.catalog.model import AssetRecord, GridCell, PixelCounts, PublishedTile
     from tessera_stac.catalog.profile import EMBEDDINGS, SCALES
     from tessera_stac.catalog.stac import create_item, item_key
-    from tessera_stac.publisher.georef import rebuild_georef
+    from tessera_stac.publisher.embeddings.georef import rebuild_georef
 
     cell = GridCell.containing(lon, lat)
     georef = rebuild_georef(cell)
@@ -161,8 +161,8 @@ def join_tiles(tmp_path_factory: Any) -> Path:
 def bhavnagar_join(published_sample: Any, bhavnagar_geojson: Path) -> Any:
     """``(layer, tiles, JoinResult)``: the real Bhavnagar layer joined with the publisher's
     ``published_sample`` (two real-size tiles either side of 72°E, 2024)."""
-    from tessera_stac.publisher.join import cells_covering, find_tiles_local, join_embeddings
-    from tessera_stac.publisher.watersheds import read_mws_layer
+    from tessera_stac.publisher.join.join import cells_covering, find_tiles_local, join_embeddings
+    from tessera_stac.publisher.watersheds.layer import read_mws_layer
 
     layer = read_mws_layer(bhavnagar_geojson)
     year = published_sample.year

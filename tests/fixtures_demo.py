@@ -23,7 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 BROWSER_DIR = ROOT / "browser"
-CLI_MODULE = "tessera_stac.publisher.cli"
+CLI_MODULE = "tessera_stac.cli.main"
 
 
 @pytest.fixture(scope="session")
@@ -82,7 +82,7 @@ def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
 @pytest.fixture(scope="session")
 def cli_has() -> Callable[..., bool]:
     """``cli_has("sample", "tiles")``: whether the installed CLI has that command."""
-    from tessera_stac.publisher.demo import cli_commands
+    from tessera_stac.cli.demo_run import cli_commands
 
     commands = cli_commands()
 

@@ -44,8 +44,9 @@ def publish_sample(
     year: int = SAMPLE_YEAR,
 ) -> PublishedSample:
     """Generate ``grids`` for ``year`` under ``base/source`` and publish to ``base/published``."""
-    from tessera_stac.publisher import run, sample, tiles
-    from tessera_stac.publisher.engine import ProcessEngine
+    from tessera_stac.publisher.embeddings import run, tiles
+    from tessera_stac.publisher.engines.local import ProcessEngine
+    from tessera_stac.publisher.samples import tiles as sample
 
     source, dest = base / "source", base / "published"
     cells = [GridCell.parse(g) for g in grids]

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-m", "tessera_stac.publisher.cli"]
+CLI = [sys.executable, "-m", "tessera_stac.cli.main"]
 
 
 def run_cli(args: list[str], home: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -204,7 +204,7 @@ def _walk(command: Any, path: list[str]) -> list[list[str]]:
 def test_every_command_has_help() -> None:
     import typer.main
 
-    from tessera_stac.publisher.cli import app
+    from tessera_stac.cli.main import app
 
     root = typer.main.get_command(app)
     paths = _walk(root, [])

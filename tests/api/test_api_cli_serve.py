@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tessera_stac.catalog.localdb import free_port
+from tessera_stac.catalog.pgstac.cluster import free_port
 
 
 def test_serve_starts_the_api_from_the_environment(pg_dsn: str, tmp_path: Path) -> None:
@@ -23,7 +23,7 @@ def test_serve_starts_the_api_from_the_environment(pg_dsn: str, tmp_path: Path) 
             "TESSERA_STAC_API_TITLE": "served by the CLI",
         }
     )
-    cmd = [sys.executable, "-m", "tessera_stac.publisher.cli", "serve", "--port", str(port)]
+    cmd = [sys.executable, "-m", "tessera_stac.cli.main", "serve", "--port", str(port)]
     proc = subprocess.Popen(
         [*cmd, "--workers", "2", "--data-dir", str(tmp_path)],
         env=env,

@@ -12,7 +12,7 @@ from tests.conftest import ROOT
 def _settings_env_names() -> set[str]:
     from tessera_stac.api.settings import ApiSettings
     from tessera_stac.catalog.settings import DatabaseSettings
-    from tessera_stac.publisher.settings import StorageSettings
+    from tessera_stac.catalog.store_settings import StorageSettings
 
     names = set()
     for cls in (ApiSettings, DatabaseSettings, StorageSettings):

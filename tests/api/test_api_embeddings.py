@@ -13,8 +13,8 @@ from pyproj import Transformer
 
 from tessera_stac.api.app import create_app
 from tessera_stac.api.settings import ApiSettings
-from tessera_stac.catalog.load import load
 from tessera_stac.catalog.model import GridCell
+from tessera_stac.catalog.pgstac.load import load
 from tests.fixtures_api import EMB_COLLECTION
 
 LiveApi = Callable[[Any], str]

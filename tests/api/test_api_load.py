@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from tessera_stac.catalog.errors import InputError
-from tessera_stac.catalog.load import LoadMethod, load
+from tessera_stac.catalog.pgstac.load import LoadMethod, load
 from tests.conftest import SHARED
 from tests.fixtures_api import HAND_COLLECTION, make_collection, make_item
 
@@ -169,7 +169,7 @@ def test_cli_load_json_and_exit_codes(
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "TESSERA_STAC_"))}
     env["TESSERA_STAC_DATABASE_URL"] = pg_dsn
     cli: Callable[..., subprocess.CompletedProcess[str]] = lambda *a: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "tessera_stac.publisher.cli", *a],
+        [sys.executable, "-m", "tessera_stac.cli.main", *a],
         capture_output=True,
         text=True,
         env=env,

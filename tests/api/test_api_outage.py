@@ -13,14 +13,14 @@ import pytest
 
 from tessera_stac.api.app import create_app
 from tessera_stac.api.settings import ApiSettings
-from tessera_stac.catalog.load import load
+from tessera_stac.catalog.pgstac.load import load
 from tests.fixtures_api import HAND_COLLECTION, make_collection, make_item
 
 
 @pytest.fixture
 def own_cluster(open_tmp: Callable[[str], Path]) -> Iterator[Any]:
     """A cluster of our own, so the test can stop and start it."""
-    from tessera_stac.catalog.localdb import LocalCluster
+    from tessera_stac.catalog.pgstac.cluster import LocalCluster
 
     cluster = LocalCluster(open_tmp("outage"), dbname="outage", fast=True)
     cluster.init()

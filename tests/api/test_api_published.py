@@ -21,8 +21,8 @@ from pyproj import Transformer
 
 from tessera_stac.api.app import create_app
 from tessera_stac.api.settings import ApiSettings
-from tessera_stac.catalog.load import load
 from tessera_stac.catalog.model import GridCell
+from tessera_stac.catalog.pgstac.load import load
 from tests.conftest import SHARED, our_schemas
 
 LiveApi = Callable[[Any], str]

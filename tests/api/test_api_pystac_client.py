@@ -15,7 +15,7 @@ import pytest
 
 from tessera_stac.api.app import create_app
 from tessera_stac.api.settings import ApiSettings
-from tessera_stac.catalog.load import load
+from tessera_stac.catalog.pgstac.load import load
 from tests.fixtures_api import EMB_COLLECTION, make_collection, make_item
 
 LiveApi = Callable[[Any], str]

@@ -13,7 +13,7 @@ import pytest
 from tessera_stac.api.app import create_app, embedding_schema
 from tessera_stac.api.settings import ApiSettings
 from tessera_stac.catalog.errors import ConfigurationError
-from tessera_stac.catalog.load import load
+from tessera_stac.catalog.pgstac.load import load
 from tests.fixtures_api import HAND_COLLECTION, make_collection, make_item
 
 LiveApi = Callable[[Any], str]

@@ -257,7 +257,7 @@ def http_root(tmp_path: Path) -> Any:
     import time
     import urllib.request
 
-    from tessera_stac.catalog.localdb import free_port
+    from tessera_stac.catalog.pgstac.cluster import free_port
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", SERVE, str(tmp_path), str(port)])

@@ -15,7 +15,7 @@ import pytest
 
 from tessera_stac.catalog.reader import EmbeddingReader
 from tessera_stac.catalog.stac import create_item
-from tessera_stac.publisher.cli import main
+from tessera_stac.cli.main import main
 
 SHARED_SCHEMAS = Path(__file__).resolve().parents[3] / "shared" / "stac-schemas"
 Validate = Callable[[dict[str, Any]], None]
@@ -261,7 +261,7 @@ def test_static_catalog_loads_into_pgstac(
     """What ``catalog build`` writes is what the loader expects (collections + items)."""
     import psycopg
 
-    from tessera_stac.catalog.load import load
+    from tessera_stac.catalog.pgstac.load import load
 
     root = json_tree(published_sample, tmp_path / "tree")
     assert main(["catalog", "build", str(root)]) == 0

@@ -18,10 +18,10 @@ import pytest
 
 from tessera_stac.api.app import create_app
 from tessera_stac.api.settings import ApiSettings
-from tessera_stac.catalog.load import load
-from tessera_stac.publisher.corestack import read_corestack_catalog, write_import
-from tessera_stac.publisher.join import MEAN_COLUMNS, JoinResult, write_join
-from tessera_stac.publisher.watersheds import BlockName, publish_mws_layer
+from tessera_stac.catalog.pgstac.load import load
+from tessera_stac.publisher.join.join import MEAN_COLUMNS, JoinResult, write_join
+from tessera_stac.publisher.watersheds.corestack import read_corestack_catalog, write_import
+from tessera_stac.publisher.watersheds.layer import BlockName, publish_mws_layer
 
 YEAR = 2024
 NOW = datetime(2025, 3, 1, tzinfo=UTC)
@@ -173,7 +173,7 @@ def test_join_finds_tiles_through_the_api_and_reads_cogs_over_http(
     published_sample: Any, bhavnagar_join: Any, pg_dsn: str, live_api: Any, tmp_path: Path
 ) -> None:
     """Tiles found by a STAC search, COGs read by GDAL over HTTP range requests (/data)."""
-    from tessera_stac.publisher.join import find_tiles_api
+    from tessera_stac.publisher.join.join import find_tiles_api
     from tests.fixtures_api import make_collection
 
     layer, _tiles, result = bhavnagar_join
@@ -201,7 +201,7 @@ def test_join_finds_tiles_through_the_api_and_reads_cogs_over_http(
     few = table[table["flag"] != "no_valid_pixels"]["uid"].iloc[:3].tolist()
     src = tmp_path / "few.geojson"
     layer.frame[layer.frame["uid"].isin(few)].to_file(src, driver="GeoJSON")
-    cli = [sys.executable, "-m", "tessera_stac.publisher.cli", "watersheds", "join", str(src)]
+    cli = [sys.executable, "-m", "tessera_stac.cli.main", "watersheds", "join", str(src)]
     run = subprocess.run(
         [*cli, "--year", str(YEAR), "--stac-url", url, "-o", str(tmp_path / "o"), "--json"],
         capture_output=True,

@@ -17,7 +17,7 @@ import pytest
 from shapely.geometry import shape
 
 from tessera_stac.catalog.errors import InputError
-from tessera_stac.publisher.corestack import read_corestack_catalog, write_import
+from tessera_stac.publisher.watersheds.corestack import read_corestack_catalog, write_import
 
 EXPECTED_COLLECTIONS = {
     "corestack-odisha-koraput-koraput",
@@ -270,7 +270,7 @@ def test_unreadable_root_is_an_input_error(tmp_path: Path) -> None:
 
 
 def test_cli_import_json(corestack_sample: Path, tmp_path: Path) -> None:
-    cli = [sys.executable, "-m", "tessera_stac.publisher.cli", "corestack", "import"]
+    cli = [sys.executable, "-m", "tessera_stac.cli.main", "corestack", "import"]
     run = subprocess.run(
         [*cli, str(corestack_sample), "-o", str(tmp_path), "--json"],
         capture_output=True,
@@ -286,7 +286,7 @@ def test_cli_import_json(corestack_sample: Path, tmp_path: Path) -> None:
 def test_cli_strict_exits_1_when_a_document_was_skipped(
     colliding_catalog: Path, tmp_path: Path
 ) -> None:
-    cli = [sys.executable, "-m", "tessera_stac.publisher.cli", "corestack", "import"]
+    cli = [sys.executable, "-m", "tessera_stac.cli.main", "corestack", "import"]
     strict = subprocess.run(
         [*cli, str(colliding_catalog), "-o", str(tmp_path / "o"), "--strict"],
         capture_output=True,
@@ -304,7 +304,7 @@ def test_cli_import_load_into_pgstac(
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "TESSERA_STAC_"))}
     env["TESSERA_STAC_DATABASE_URL"] = pg_dsn
-    cli = [sys.executable, "-m", "tessera_stac.publisher.cli", "corestack", "import"]
+    cli = [sys.executable, "-m", "tessera_stac.cli.main", "corestack", "import"]
     run = subprocess.run(
         [*cli, str(colliding_catalog), "-o", str(tmp_path / "o"), "--load", "--json"],
         capture_output=True,

@@ -12,7 +12,7 @@ import shapely
 from pyproj import Transformer
 
 from tessera_stac.catalog.errors import InputError
-from tessera_stac.publisher.join import (
+from tessera_stac.publisher.join.join import (
     FLAG_NO_VALID,
     FLAG_OK,
     FLAG_PARTIAL,
@@ -171,7 +171,7 @@ def test_join_cli_writes_item_table_and_map(
     src = tmp_path / "Few MWS.geojson"
     layer.frame[layer.frame["uid"].isin(few)].to_file(src, driver="GeoJSON")
     out = tmp_path / "cat"
-    cli = [sys.executable, "-m", "tessera_stac.publisher.cli", "watersheds", "join"]
+    cli = [sys.executable, "-m", "tessera_stac.cli.main", "watersheds", "join"]
     tiles = ["--tiles", str(published_sample.dest)]
     run = subprocess.run(
         [*cli, str(src), "--year", str(YEAR), "-o", str(out), *tiles, "--csv", "--json"],

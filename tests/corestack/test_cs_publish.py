@@ -15,7 +15,7 @@ import pytest
 import shapely
 
 from tessera_stac.catalog.errors import InputError
-from tessera_stac.publisher.watersheds import (
+from tessera_stac.publisher.watersheds.layer import (
     MWS_COLLECTION_ID,
     BlockName,
     multihash_sha256,
@@ -238,7 +238,7 @@ def test_publish_to_s3(tmp_path: Path, bhavnagar_frame: Any, s3: Any) -> None:
 
 
 def test_cli_publish_and_error(tmp_path: Path, bhavnagar_geojson: Path) -> None:
-    cli = [sys.executable, "-m", "tessera_stac.publisher.cli", "watersheds", "publish"]
+    cli = [sys.executable, "-m", "tessera_stac.cli.main", "watersheds", "publish"]
     args = ["--state", "Gujarat", "--district", "Bhavnagar", "--block", "Bhavnagar"]
     ok = subprocess.run(
         [*cli, str(bhavnagar_geojson), *args, "-o", str(tmp_path), "--json"],

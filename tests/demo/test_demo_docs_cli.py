@@ -39,7 +39,7 @@ def _commands() -> dict[tuple[str, ...], Any]:
     """Command path -> click command object of the installed CLI."""
     import typer
 
-    from tessera_stac.publisher.cli import app
+    from tessera_stac.cli.main import app
 
     found: dict[tuple[str, ...], Any] = {}
 

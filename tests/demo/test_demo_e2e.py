@@ -75,7 +75,7 @@ class DemoRun:
 @pytest.fixture(scope="module")
 def demo_run(open_tmp: Callable[[str], Path]) -> Iterator[DemoRun]:
     """First run: ``tessera-stac demo --no-serve --json`` from nothing."""
-    from tessera_stac.catalog.localdb import free_port
+    from tessera_stac.catalog.pgstac.cluster import free_port
 
     base = open_tmp("demo-e2e")
     run = DemoRun(base / "data", _env(base / "home", free_port()), free_port())

@@ -1,4 +1,4 @@
-"""The synthetic micro-watershed layer the demo generates (publisher/sample_mws.py)."""
+"""The synthetic micro-watershed layer the demo generates (publisher/samples/mws.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from shapely.geometry import box, shape
 from shapely.ops import unary_union
 
-from tessera_stac.publisher.sample_mws import (
+from tessera_stac.publisher.samples.mws import (
     TERRAIN_FIELDS,
     MwsLayerSpec,
     mws_layer,

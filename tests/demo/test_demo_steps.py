@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tessera_stac.catalog.errors import InputError
-from tessera_stac.publisher.demo import DemoRegion, DemoState, Step, parse_bbox, run_steps
+from tessera_stac.cli.demo_run import DemoRegion, DemoState, Step, parse_bbox, run_steps
 
 
 def _steps(folder: Path, calls: list[str]) -> list[Step]:

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from tessera_stac.catalog.model import GridCell
-from tessera_stac.publisher import run, sample, tiles
-from tessera_stac.publisher.georef import TileGeoref
+from tessera_stac.publisher.embeddings import run, tiles
+from tessera_stac.publisher.embeddings.georef import TileGeoref
+from tessera_stac.publisher.samples import tiles as sample
 
 YEAR = 2024
 CROP = (48, 40)

@@ -12,7 +12,7 @@ import numpy as np
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tessera_stac.publisher.cli", *args],
+        [sys.executable, "-m", "tessera_stac.cli.main", *args],
         capture_output=True,
         text=True,
         timeout=300,

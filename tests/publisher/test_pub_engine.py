@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from tessera_stac.publisher.engine import ProcessEngine, SerialEngine, probe
+from tessera_stac.publisher.engines.local import ProcessEngine, SerialEngine, probe
 
 
 def _on_error(task: tuple[int, str], exc: BaseException) -> int:

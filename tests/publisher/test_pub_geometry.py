@@ -8,8 +8,8 @@ import pytest
 from pyproj import Transformer
 
 from tessera_stac.catalog.model import GridCell
-from tessera_stac.publisher import sample
-from tessera_stac.publisher.georef import read_landmask, rebuild_georef
+from tessera_stac.publisher.embeddings.georef import read_landmask, rebuild_georef
+from tessera_stac.publisher.samples import tiles as sample
 
 # (grid, EPSG, (height, width)): the sizes DESIGN §1 quotes for the equator and 52°N
 CASES = [

@@ -10,7 +10,8 @@ import pytest
 
 from tessera_stac.catalog.errors import InputError
 from tessera_stac.catalog.model import GridCell
-from tessera_stac.publisher import run, sample, tiles
+from tessera_stac.publisher.embeddings import run, tiles
+from tessera_stac.publisher.samples import tiles as sample
 
 CELLS = [GridCell.parse(g) for g in ("grid_0.15_52.05", "grid_0.25_52.05", "grid_5.05_45.05")]
 SMALL = sample.SampleOptions(crop=(40, 32))

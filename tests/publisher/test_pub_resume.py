@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from tessera_stac.catalog.model import GridCell
-from tessera_stac.publisher import run, sample, tiles
+from tessera_stac.publisher.embeddings import run, tiles
+from tessera_stac.publisher.samples import tiles as sample
 
 YEAR = 2024
 GRIDS = [f"grid_{78.05 + 0.1 * i:.2f}_12.05" for i in range(6)]
@@ -22,7 +23,7 @@ ASSETS = {"embeddings.tif", "scales.tif", "preview.png"}
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "tessera_stac.publisher.cli", *args]
+    return [sys.executable, "-m", "tessera_stac.cli.main", *args]
 
 
 def _items(dest: Path) -> list[Path]:

@@ -14,9 +14,10 @@ from rio_cogeo.cogeo import cog_validate
 
 from tessera_stac.catalog.model import GridCell
 from tessera_stac.catalog.profile import EMBEDDINGS, SCALES
-from tessera_stac.publisher import cog, preview, run, sample, tiles
-from tessera_stac.publisher.engine import ProcessEngine
-from tessera_stac.publisher.georef import rebuild_georef
+from tessera_stac.publisher.embeddings import cog, preview, run, tiles
+from tessera_stac.publisher.embeddings.georef import rebuild_georef
+from tessera_stac.publisher.engines.local import ProcessEngine
+from tessera_stac.publisher.samples import tiles as sample
 
 GRIDS = ["grid_78.05_12.05", "grid_0.15_52.05", "grid_-0.15_-0.05", "grid_25.05_70.05"]
 YEAR = 2023

@@ -10,7 +10,8 @@ import numpy as np
 import rasterio
 
 from tessera_stac.catalog.model import GridCell
-from tessera_stac.publisher import run, sample, tiles
+from tessera_stac.publisher.embeddings import run, tiles
+from tessera_stac.publisher.samples import tiles as sample
 
 YEAR = 2024
 GRIDS = ["grid_78.05_12.05", "grid_-0.15_-0.05"]
@@ -86,7 +87,7 @@ def test_publish_s3_to_s3(s3: tuple[Any, str], tmp_path: Path) -> None:
 
 def test_anonymous_mirror_to_local(s3: tuple[Any, str], tmp_path: Path) -> None:
     """Unsigned reads of a public mirror (mirror layout) while writing elsewhere."""
-    from tessera_stac.publisher.settings import StorageSettings
+    from tessera_stac.catalog.store_settings import StorageSettings
 
     server, bucket = s3
     local = tmp_path / "src"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tessera_stac.catalog.model import GridCell
-from tessera_stac.publisher import sample
+from tessera_stac.publisher.samples import tiles as sample
 
 CELL = GridCell.parse("grid_78.05_12.05")
 SMALL = sample.SampleOptions(crop=(160, 200))

@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tessera_stac.publisher.cli_scale import run_join
-from tessera_stac.publisher.engine import open_engine
-from tessera_stac.publisher.join import cells_covering, find_tiles_local, join_embeddings
-from tessera_stac.publisher.watersheds import read_mws_layer
+from tessera_stac.cli.scale import run_join
+from tessera_stac.publisher.engines.local import open_engine
+from tessera_stac.publisher.join.join import cells_covering, find_tiles_local, join_embeddings
+from tessera_stac.publisher.watersheds.layer import read_mws_layer
 from tests.fixtures_corestack import JOIN_TEST_YEAR as YEAR
 
 
@@ -50,7 +50,7 @@ def test_join_on_dask_equals_the_in_process_join(layer_and_tiles: tuple[Any, lis
 
 def test_engine_choice() -> None:
     from tessera_stac.catalog.errors import ConfigurationError
-    from tessera_stac.publisher.engine import SerialEngine
+    from tessera_stac.publisher.engines.local import SerialEngine
 
     with open_engine("serial", None, None) as eng:
         assert isinstance(eng, SerialEngine)

@@ -19,7 +19,9 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("tessera_stac.publisher.run", reason="the publisher is not on this branch")
+pytest.importorskip(
+    "tessera_stac.publisher.embeddings.run", reason="the publisher is not on this branch"
+)
 
 from tessera_stac.catalog.model import GridCell
 
@@ -59,9 +61,10 @@ def _comparable(objects: dict[str, bytes], prefix: str) -> dict[str, str]:
 
 
 def test_publish_on_dask_survives_a_killed_worker(s3: tuple[Any, str], tmp_path: Path) -> None:
-    from tessera_stac.publisher import run, sample, tiles
-    from tessera_stac.publisher.engine import SerialEngine
-    from tessera_stac.publisher.engine_dask import DaskEngine
+    from tessera_stac.publisher.embeddings import run, tiles
+    from tessera_stac.publisher.engines.dask_engine import DaskEngine
+    from tessera_stac.publisher.engines.local import SerialEngine
+    from tessera_stac.publisher.samples import tiles as sample
 
     server, bucket = s3
     client = server.client()

@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 
 from bench import bench_scale_db as bench
-from tessera_stac.publisher.synthetic_catalog import SyntheticSpec, iter_ndjson
+from tessera_stac.publisher.samples.catalog import SyntheticSpec, iter_ndjson
 
 N_ITEMS = 10_000
 

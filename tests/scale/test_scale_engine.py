@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from tessera_stac.catalog.errors import ConfigurationError
-from tessera_stac.publisher.engine_dask import DaskEngine, probe_task, scheduler_address
+from tessera_stac.publisher.engines.dask_engine import DaskEngine, probe_task, scheduler_address
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_scheduler_address_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_unreachable_scheduler_is_a_clear_error() -> None:
-    from tessera_stac.catalog.localdb import free_port
+    from tessera_stac.catalog.pgstac.cluster import free_port
 
     eng = DaskEngine(scheduler=f"tcp://127.0.0.1:{free_port()}", connect_timeout=2)
     with pytest.raises(ConfigurationError, match="cannot reach"):

@@ -13,8 +13,8 @@ from pyproj import Transformer
 
 from tessera_stac.catalog.errors import InputError
 from tessera_stac.catalog.model import GridCell
-from tessera_stac.publisher import synthetic_catalog as sc
-from tessera_stac.publisher.cli import main
+from tessera_stac.cli.main import main
+from tessera_stac.publisher.samples import catalog as sc
 
 
 def test_land_cells_lie_on_the_grid_and_cover_the_land() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from tessera_stac.catalog.errors import InputError
-from tessera_stac.publisher.cli_common import JSON_OPTION, emit, progress
+from tessera_stac.cli.common import JSON_OPTION, emit, progress
 
 catalog_app = typer.Typer(
     help="Build the static STAC catalog around published items.", no_args_is_help=True
@@ -45,8 +45,8 @@ def build(
     Example: tessera-stac catalog build ./published --href-base https://example.org/tessera
     """
     from tessera_stac.catalog.static import build_static_catalog
-    from tessera_stac.publisher.settings import StorageSettings
-    from tessera_stac.publisher.storage import is_s3, open_store
+    from tessera_stac.catalog.store import is_s3, open_store
+    from tessera_stac.catalog.store_settings import StorageSettings
 
     if href_base and not href_base.startswith(("http://", "https://", "s3://")):
         raise InputError(f"--href-base must be an http(s):// or s3:// URL, got {href_base!r}")

@@ -33,7 +33,7 @@ import typer
 
 from tessera_stac.catalog.errors import ConfigurationError, InputError, TesseraStacError
 
-#: The repository root (this file is publisher/demo.py in an editable install).
+#: The repository root (this file is cli/demo_run.py in an editable install).
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BROWSER_DIR = ROOT / "browser" / "dist"
 
@@ -188,7 +188,7 @@ class DemoState:
 
 def cli_commands() -> set[tuple[str, ...]]:
     """Every command path of the installed ``tessera-stac`` CLI, e.g. ``("db", "start")``."""
-    from tessera_stac.publisher.cli import app
+    from tessera_stac.cli.main import app
 
     found: set[tuple[str, ...]] = set()
 
@@ -210,7 +210,7 @@ def run_command(args: Sequence[str], cwd: Path | None = None) -> None:
     """
     shown = " ".join(["tessera-stac", *args])
     typer.echo(f"  $ {shown}")
-    command = [sys.executable, "-m", "tessera_stac.publisher.cli", *args]
+    command = [sys.executable, "-m", "tessera_stac.cli.main", *args]
     proc = subprocess.run(command, cwd=cwd, check=False, stdout=sys.stdout, stderr=sys.stderr)
     if proc.returncode != 0:
         raise DemoStepError(f"`{shown}` failed with exit code {proc.returncode} (output above)")
@@ -260,7 +260,7 @@ def pick_port(host: str, port: int | None, default: int) -> int:
     Raises:
         ConfigurationError: An explicitly requested port is in use.
     """
-    from tessera_stac.catalog.localdb import free_port, port_is_free
+    from tessera_stac.catalog.pgstac.cluster import free_port, port_is_free
 
     if port is not None:
         if not port_is_free(port, host):
@@ -298,7 +298,7 @@ def demo_steps(region: DemoRegion, paths: DemoPaths, dsn: str, base_url: str) ->
 
     ``base_url`` is where the API will serve: asset hrefs are loaded as ``{base_url}/data/...``.
     """
-    from tessera_stac.publisher.sample_mws import MwsLayerSpec, write_mws_layer
+    from tessera_stac.publisher.samples.mws import MwsLayerSpec, write_mws_layer
 
     mws_file = paths.mws / f"{region.state}_{region.district}_{region.block}_mws.geojson"
     spec = MwsLayerSpec(bbox=region.bbox, district=region.district, block=region.block)
@@ -366,7 +366,7 @@ def demo_steps(region: DemoRegion, paths: DemoPaths, dsn: str, base_url: str) ->
 
 def start_database() -> str:
     """Start the project-local database (or use the external one); return its DSN."""
-    from tessera_stac.catalog.localdb import LocalCluster, is_external, redact, resolve_dsn
+    from tessera_stac.catalog.pgstac.cluster import LocalCluster, is_external, redact, resolve_dsn
     from tessera_stac.catalog.settings import DatabaseSettings
 
     settings = DatabaseSettings()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tessera_stac.catalog.localdb import (
+from tessera_stac.catalog.pgstac.cluster import (
     LocalCluster,
     installed_pgstac_version,
     is_external,
@@ -13,7 +13,7 @@ from tessera_stac.catalog.localdb import (
     resolve_dsn,
 )
 from tessera_stac.catalog.settings import DatabaseSettings
-from tessera_stac.publisher.cli_common import JSON_OPTION, emit
+from tessera_stac.cli.common import JSON_OPTION, emit
 
 db_app = typer.Typer(
     help="Run the project-local pgSTAC database (or point at an external one).",

@@ -49,7 +49,7 @@ from tessera_stac.catalog.profile import (
     PREVIEW_MEDIA_TYPE,
     SCALES,
 )
-from tessera_stac.publisher.synthetic_landmask import LAND_0P5_B64, LAND_RES_DEG, LAND_SHAPE
+from tessera_stac.publisher.samples.landmask import LAND_0P5_B64, LAND_RES_DEG, LAND_SHAPE
 
 PIXEL_SIZE = 10.0
 DEFAULT_YEARS = tuple(range(2017, 2026))

@@ -25,7 +25,7 @@ import numpy as np
 
 from tessera_stac.catalog.errors import InputError
 from tessera_stac.catalog.profile import CogProfile
-from tessera_stac.publisher.georef import TileGeoref
+from tessera_stac.publisher.embeddings.georef import TileGeoref
 
 NODATA_CODE = -128
 ROWS_PER_STRIP = 128  # rows processed at once: bounds the float32 working memory

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tessera_stac.catalog.errors import ConfigurationError, InputError
-from tessera_stac.publisher.settings import StorageSettings
+from tessera_stac.catalog.store_settings import StorageSettings
 
 MULTIHASH_SHA256 = "1220"
 CHUNK = 8 * 1024 * 1024

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
-from tessera_stac.publisher import cli_scale
-from tessera_stac.publisher.cli_common import JSON_OPTION, emit
+from tessera_stac.cli import scale as cli_scale
+from tessera_stac.cli.common import JSON_OPTION, emit
 
 OUT_OPTION = typer.Option(
     Path("published"),
@@ -47,7 +47,7 @@ def publish_cmd(
     Example: tessera-stac watersheds publish mws.geojson --state Gujarat --district Bhavnagar
     --block Bhavnagar --out published
     """
-    from tessera_stac.publisher.watersheds import BlockName, publish_mws_layer
+    from tessera_stac.publisher.watersheds.layer import BlockName, publish_mws_layer
 
     result = publish_mws_layer(
         file,
@@ -102,8 +102,8 @@ def join_cmd(
     Example: tessera-stac watersheds join --year 2024 --mws gujarat_bhavnagar_bhavnagar_mws
     """
     from tessera_stac.catalog.errors import InputError
-    from tessera_stac.publisher.cli_common import progress
-    from tessera_stac.publisher.join import (
+    from tessera_stac.cli.common import progress
+    from tessera_stac.publisher.join.join import (
         cells_covering,
         find_tiles_api,
         find_tiles_local,
@@ -168,14 +168,14 @@ def import_cmd(
 
     Example: tessera-stac corestack import ./CorestackCatalogs --out published
     """
-    from tessera_stac.publisher.corestack import read_corestack_catalog, write_import
+    from tessera_stac.publisher.watersheds.corestack import read_corestack_catalog, write_import
 
     result = write_import(read_corestack_catalog(source), out)
     skipped = [d for d in result.defects if d.action == "skipped"]
     loaded = 0
     if load_db:
-        from tessera_stac.catalog.load import load
-        from tessera_stac.catalog.localdb import resolve_dsn
+        from tessera_stac.catalog.pgstac.cluster import resolve_dsn
+        from tessera_stac.catalog.pgstac.load import load
         from tessera_stac.catalog.settings import DatabaseSettings
 
         dsn = resolve_dsn(DatabaseSettings())

@@ -246,7 +246,7 @@ class JoinTileTask:
         env: GDAL configuration for reading the COGs (e.g. the S3 endpoint).
     """
 
-    tile: Any  # tessera_stac.publisher.join.EmbeddingTile
+    tile: Any  # tessera_stac.publisher.join.join.EmbeddingTile
     index: tuple[int, ...]
     wkb: tuple[bytes, ...]
     groups: tuple[tuple[int, ...], ...]
@@ -270,7 +270,7 @@ def join_tile_task(task: JoinTileTask) -> JoinPartial:
     import numpy as np
     import shapely
 
-    from tessera_stac.publisher.join import Accumulator, accumulate_tile
+    from tessera_stac.publisher.join.join import Accumulator, accumulate_tile
 
     geoms = np.asarray(shapely.from_wkb(list(task.wkb)), dtype=object)
     groups = [np.asarray(g, dtype=np.int64) for g in task.groups]
@@ -302,7 +302,7 @@ def join_on_engine(
     import shapely
 
     from tessera_stac.catalog.errors import InputError
-    from tessera_stac.publisher import join as joinmod
+    from tessera_stac.publisher.join import join as joinmod
 
     geoms = np.asarray(frame.geometry.values, dtype=object)
     needed = {c.name for c in joinmod.cells_covering(frame.total_bounds)}

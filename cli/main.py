@@ -19,16 +19,14 @@ import traceback
 import typer
 
 from tessera_stac.catalog.errors import TesseraStacError
-from tessera_stac.publisher import (
-    cli_catalog,
-    cli_corestack,
-    cli_db,
-    cli_demo,
-    cli_publish,
-    cli_scale,
-    cli_serve,
-)
-from tessera_stac.publisher.cli_common import state
+from tessera_stac.cli import catalog as cli_catalog
+from tessera_stac.cli import corestack as cli_corestack
+from tessera_stac.cli import db as cli_db
+from tessera_stac.cli import demo as cli_demo
+from tessera_stac.cli import publish as cli_publish
+from tessera_stac.cli import scale as cli_scale
+from tessera_stac.cli import serve as cli_serve
+from tessera_stac.cli.common import state
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_USER_ERROR, EXIT_INTERNAL = 0, 1, 2, 3, 4
 

@@ -686,7 +686,7 @@ def mirror_to_s3(
     """
     import boto3
 
-    from tessera_stac.publisher.settings import StorageSettings
+    from tessera_stac.catalog.store_settings import StorageSettings
 
     settings = storage or StorageSettings()
     client = boto3.client("s3", **settings.boto3_client_kwargs())

@@ -150,7 +150,7 @@ def open_engine(kind: str, workers: int | None, scheduler: str | None) -> Iterat
     elif kind == "process":
         yield ProcessEngine(workers)
     elif kind == "dask":
-        from tessera_stac.publisher.engine_dask import DaskEngine, scheduler_address
+        from tessera_stac.publisher.engines.dask_engine import DaskEngine, scheduler_address
 
         with DaskEngine(scheduler=scheduler_address(scheduler), n_workers=workers) as engine:
             yield engine

@@ -2,7 +2,7 @@
 
 No real TESSERA tile can be downloaded here, so this generator makes tiles that look like them:
 
-* the exact grid of the cell (:func:`~tessera_stac.publisher.georef.rebuild_georef`), so the
+* the exact grid of the cell (``embeddings.georef.rebuild_georef``), so the
   landmask it writes has the official CRS/transform/shape;
 * values from smooth fields of longitude/latitude, so neighbouring pixels (and neighbouring
   tiles) are alike, with land and water clearly different;
@@ -35,7 +35,7 @@ from pyproj import Transformer
 
 from tessera_stac.catalog.model import GridCell
 from tessera_stac.catalog.profile import EMBEDDING_DIM
-from tessera_stac.publisher.georef import TileGeoref, rebuild_georef
+from tessera_stac.publisher.embeddings.georef import TileGeoref, rebuild_georef
 
 LATENT = 8  # smooth latent fields mixed into the 128 dimensions
 COARSE_STEP = 8  # pixels between evaluations of the smooth fields (then bilinear)

@@ -41,17 +41,17 @@ from tessera_stac.catalog.profile import (
     SCALES,
 )
 from tessera_stac.catalog.stac import create_item
-from tessera_stac.publisher import cog, preview
-from tessera_stac.publisher.engine import Engine, SerialEngine
-from tessera_stac.publisher.settings import StorageSettings
-from tessera_stac.publisher.storage import (
+from tessera_stac.catalog.store import (
     LocalStore,
     S3Store,
     multihash,
     open_store,
     sha256_file,
 )
-from tessera_stac.publisher.tiles import LoadedTile, TileSource, load_tile
+from tessera_stac.catalog.store_settings import StorageSettings
+from tessera_stac.publisher.embeddings import cog, preview
+from tessera_stac.publisher.embeddings.tiles import LoadedTile, TileSource, load_tile
+from tessera_stac.publisher.engines.local import Engine, SerialEngine
 
 SCRATCH_DIR = ".tessera-stac-tmp"
 REPORTS_DIR = "_reports"
@@ -473,7 +473,7 @@ def publish(
     """Publish tiles to ``dest``; one bad tile never stops the others.
 
     Args:
-        sources: tiles to publish (see :func:`tessera_stac.publisher.tiles.discover`).
+        sources: tiles to publish (see :func:`tessera_stac.publisher.embeddings.tiles.discover`).
         dest: local directory or ``s3://bucket/prefix``.
         engine: how to run tiles (default: serial).
         model_version: model version, e.g. ``v1``.

@@ -1,4 +1,4 @@
-"""``tessera-stac demo``: set up sample data end to end and serve it (see publisher/demo.py)."""
+"""``tessera-stac demo``: set up sample data end to end and serve it (see cli/demo_run.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from tessera_stac.publisher.cli_common import JSON_OPTION, emit
+from tessera_stac.cli.common import JSON_OPTION, emit
 
 DEMO_HELP = "\n\n".join(
     [
@@ -55,7 +55,7 @@ def demo_cmd(
 ) -> None:
     """Run the whole product on sample data, then serve it on 127.0.0.1."""
     from tessera_stac.api.settings import ApiSettings
-    from tessera_stac.publisher import demo
+    from tessera_stac.cli import demo_run as demo
 
     region = demo.DemoRegion(bbox=demo.parse_bbox(bbox), year=year)
     paths = demo.DemoPaths(data.absolute())

@@ -35,7 +35,7 @@ from pyproj import Transformer
 from tessera_stac.catalog.errors import InputError
 from tessera_stac.catalog.model import GridCell
 from tessera_stac.catalog.profile import EMBEDDING_DIM, EMBEDDINGS, SCALES
-from tessera_stac.publisher.watersheds import UID_COLUMN
+from tessera_stac.publisher.watersheds.layer import UID_COLUMN
 
 MEAN_COLUMNS = tuple(EMBEDDINGS.band_names)
 STRIP_ROWS = 256
@@ -427,7 +427,7 @@ def join_embeddings(
     """Summarise the embeddings of ``year`` over each MWS of ``frame`` (EPSG:4326, ``uid``).
 
     Args:
-        frame: the MWS layer (as :func:`~tessera_stac.publisher.watersheds.read_mws_layer`
+        frame: the MWS layer (as :func:`~tessera_stac.publisher.watersheds.layer.read_mws_layer`
             returns it).
         tiles: embedding tiles of ``year`` (others are ignored).
         year: the year.
@@ -521,7 +521,7 @@ def join_item_id(mws_item_id: str, year: int) -> str:
 
 def summary_columns(table: gpd.GeoDataFrame) -> list[dict[str, str]]:
     """``table:columns`` of the per-MWS table."""
-    from tessera_stac.publisher.watersheds import table_columns
+    from tessera_stac.publisher.watersheds.layer import table_columns
 
     described = dict(SUMMARY_DESCRIPTIONS)
     described.update({n: f"Mean dequantised embedding, dimension {n}" for n in MEAN_COLUMNS})
@@ -532,7 +532,7 @@ def create_join_collection(bbox: Sequence[float], interval: tuple[Any, Any]) -> 
     """The derived collection of per-MWS embedding summaries (pure)."""
     import pystac
 
-    from tessera_stac.publisher.watersheds import CORESTACK_LICENSE, TABLE_SCHEMA
+    from tessera_stac.publisher.watersheds.layer import CORESTACK_LICENSE, TABLE_SCHEMA
 
     return pystac.Collection(
         id=JOIN_COLLECTION_ID,
@@ -566,7 +566,7 @@ def create_join_item(
 
     import pystac
 
-    from tessera_stac.publisher.watersheds import FILE_SCHEMA, TABLE_SCHEMA, footprint
+    from tessera_stac.publisher.watersheds.layer import FILE_SCHEMA, TABLE_SCHEMA, footprint
 
     start = datetime(result.year, 1, 1, tzinfo=UTC)
     end = datetime(result.year, 12, 31, 23, 59, 59, tzinfo=UTC)
@@ -645,8 +645,8 @@ def write_join(
     """
     import shutil
 
-    from tessera_stac.publisher.pca_map import render_pca_map
-    from tessera_stac.publisher.watersheds import (
+    from tessera_stac.publisher.join.pca_map import render_pca_map
+    from tessera_stac.publisher.watersheds.layer import (
         PARQUET_MEDIA_TYPE,
         asset_record,
         collection_extent,
@@ -717,7 +717,7 @@ def mws_source(
     Raises:
         InputError: the item is not published under ``root`` or the file is unusable.
     """
-    from tessera_stac.publisher.watersheds import (
+    from tessera_stac.publisher.watersheds.layer import (
         MWS_COLLECTION_ID,
         normalise_name,
         read_mws_layer,

@@ -3,7 +3,7 @@
 0.5° cells over the globe (720 x 360, row 0 at 90°N, column 0 at 180°W), 1 = the square touches
 land in Natural Earth's 1:110m countries (the ``naturalearth_lowres`` layer), Antarctica (south of
 60°S) removed. Stored as ``np.packbits`` of the row-major mask, zlib-compressed, base64. Built by
-:func:`tessera_stac.publisher.synthetic_catalog.build_land_mask`; 66,754 land squares, i.e. about
+:func:`tessera_stac.publisher.samples.catalog.build_land_mask`; 66,754 land squares, i.e. about
 1.67 M 0.1° cells, close to TESSERA's ~1.8 M tiles per year.
 """
 

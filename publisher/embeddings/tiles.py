@@ -33,14 +33,14 @@ import numpy as np
 from tessera_stac.catalog.errors import InputError
 from tessera_stac.catalog.model import GridCell
 from tessera_stac.catalog.profile import EMBEDDING_DIM
-from tessera_stac.publisher.georef import (
+from tessera_stac.catalog.store import LocalStore, S3Store, fetch, open_store
+from tessera_stac.catalog.store_settings import StorageSettings
+from tessera_stac.publisher.embeddings.georef import (
     TileGeoref,
     check_matches,
     read_landmask,
     rebuild_georef,
 )
-from tessera_stac.publisher.settings import StorageSettings
-from tessera_stac.publisher.storage import LocalStore, S3Store, fetch, open_store
 
 REPRESENTATION_DIR = "global_0.1_degree_representation"
 LANDMASK_DIR = "global_0.1_degree_tiff_all"

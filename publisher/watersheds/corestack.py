@@ -29,7 +29,7 @@ import shapely
 from shapely.geometry import mapping, shape
 
 from tessera_stac.catalog.errors import InputError
-from tessera_stac.publisher.watersheds import (
+from tessera_stac.publisher.watersheds.layer import (
     GEOJSON_MEDIA_TYPE,
     collection_extent,
     link_child,

@@ -9,8 +9,8 @@ import typer
 
 from tessera_stac.catalog.errors import InputError
 from tessera_stac.catalog.model import GridCell
-from tessera_stac.publisher.cli_common import JSON_OPTION, emit, progress
-from tessera_stac.publisher.engine import open_engine
+from tessera_stac.cli.common import JSON_OPTION, emit, progress
+from tessera_stac.publisher.engines.local import open_engine
 
 sample_app = typer.Typer(
     help="Generate sample data (synthetic tiles, catalogues) for demos, tests and benchmarks.",
@@ -45,7 +45,7 @@ def parse_years(text: str) -> list[int]:
 
 
 def _cells(bbox: str | None, grids: list[str] | None) -> list[GridCell]:
-    from tessera_stac.publisher.sample import cells_in_bbox
+    from tessera_stac.publisher.samples.tiles import cells_in_bbox
 
     cells: list[GridCell] = []
     if bbox:
@@ -77,7 +77,7 @@ def sample_tiles(
 
     Example: ``tessera-stac sample tiles data/ --bbox 71.9,21.8,72.1,21.9 --years 2024``
     """
-    from tessera_stac.publisher import sample
+    from tessera_stac.publisher.samples import tiles as sample
 
     cells = _cells(bbox, grid)
     year_list = parse_years(years)
@@ -138,8 +138,8 @@ def publish_cmd(
 
     Example: ``tessera-stac publish data/ published/ --years 2024``
     """
-    from tessera_stac.publisher import run, tiles
-    from tessera_stac.publisher.settings import StorageSettings
+    from tessera_stac.catalog.store_settings import StorageSettings
+    from tessera_stac.publisher.embeddings import run, tiles
 
     overrides: dict[str, Any] = {"endpoint_url": endpoint_url} if endpoint_url else {}
     settings = StorageSettings(**overrides)

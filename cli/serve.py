@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from tessera_stac.publisher.cli_common import JSON_OPTION, emit, progress
+from tessera_stac.cli.common import JSON_OPTION, emit, progress
 
 
 def load_cmd(
@@ -43,8 +43,8 @@ def load_cmd(
     Example: tessera-stac load out/catalog.json --base-url http://localhost:8080/data
     """
     from tessera_stac.catalog.errors import InputError
-    from tessera_stac.catalog.load import LoadMethod, load
-    from tessera_stac.catalog.localdb import resolve_dsn
+    from tessera_stac.catalog.pgstac.cluster import resolve_dsn
+    from tessera_stac.catalog.pgstac.load import LoadMethod, load
     from tessera_stac.catalog.settings import DatabaseSettings
 
     try:

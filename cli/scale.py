@@ -16,8 +16,8 @@ from typing import Any
 import typer
 
 from tessera_stac.catalog.errors import InputError
-from tessera_stac.publisher.cli_common import JSON_OPTION, emit, progress
-from tessera_stac.publisher.engine import open_engine
+from tessera_stac.cli.common import JSON_OPTION, emit, progress
+from tessera_stac.publisher.engines.local import open_engine
 
 sample_app = typer.Typer(
     help="Generate sample data (synthetic tiles, catalogues) for demos, tests and benchmarks.",
@@ -49,7 +49,7 @@ def sample_catalog(
 
     Example: ``tessera-stac sample catalog 1000000 --out items.ndjson --years 2017-2025``
     """
-    from tessera_stac.publisher.synthetic_catalog import (
+    from tessera_stac.publisher.samples.catalog import (
         SyntheticSpec,
         floats_from_text,
         write_ndjson,
@@ -122,13 +122,13 @@ def run_join(
     """``watersheds join``'s work on the engine chosen by ``--engine``/``--scheduler``.
 
     ``serial`` (default) is the in-process join; the others run one task per tile
-    (:func:`~tessera_stac.publisher.engine_dask.join_on_engine`) and give the same table.
+    (:func:`~tessera_stac.publisher.engines.dask_engine.join_on_engine`) and give the same table.
     """
-    from tessera_stac.publisher.join import join_embeddings
+    from tessera_stac.publisher.join.join import join_embeddings
 
     if engine == "serial" and not scheduler:
         return join_embeddings(frame, tiles, year, on_tile=on_tile)
-    from tessera_stac.publisher.engine_dask import join_on_engine
+    from tessera_stac.publisher.engines.dask_engine import join_on_engine
 
     with open_engine(engine, workers, scheduler) as eng:
         return join_on_engine(eng, frame, tiles, year, on_tile=on_tile)
