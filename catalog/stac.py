@@ -15,7 +15,7 @@ catalog member; ``tessera-stac catalog build`` can make them absolute.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +28,7 @@ from tessera_stac.catalog.embedding import (
     Quantization,
     SimilarityMetric,
 )
+from tessera_stac.catalog.hrefs import is_public
 from tessera_stac.catalog.model import AssetRecord, PublishedTile
 from tessera_stac.catalog.profile import (
     EMBEDDINGS,
@@ -261,7 +262,7 @@ def _add_item_links(item: pystac.Item, tile: PublishedTile) -> None:
     item.add_link(pystac.Link("parent", coll, JSON_MEDIA_TYPE))
     item.add_link(pystac.Link("collection", coll, JSON_MEDIA_TYPE))
     item.add_link(_model_link(key, tile.model_version))
-    for href in tile.sources:
+    for href in filter(is_public, tile.sources):  # a private local path is never published
         name = posixpath.basename(href.rstrip("/"))
         media = "image/tiff; application=geotiff" if name.endswith((".tif", ".tiff")) else None
         item.add_link(
@@ -593,8 +594,10 @@ def create_model_collection(model_items: Sequence[pystac.Item]) -> pystac.Collec
 
 
 # ------------------------------------------------------------------------------- root
-def create_root_catalog(collection_ids: Sequence[str]) -> pystac.Catalog:
-    """The root ``catalog.json``: one ``child`` link per Collection (sorted)."""
+def create_root_catalog(
+    collection_ids: Sequence[str], titles: Mapping[str, str] | None = None
+) -> pystac.Catalog:
+    """The root ``catalog.json``: one ``child`` link per Collection (sorted, titled if known)."""
     catalog = pystac.Catalog(
         id=c.ROOT_CATALOG_ID,
         title=c.ROOT_CATALOG_TITLE,
@@ -604,5 +607,5 @@ def create_root_catalog(collection_ids: Sequence[str]) -> pystac.Catalog:
     catalog.add_link(pystac.Link("root", f"./{CATALOG_KEY}", JSON_MEDIA_TYPE))
     for cid in sorted(set(collection_ids)):
         href = relative_href(CATALOG_KEY, collection_key(cid))
-        catalog.add_link(pystac.Link("child", href, JSON_MEDIA_TYPE))
+        catalog.add_link(pystac.Link("child", href, JSON_MEDIA_TYPE, (titles or {}).get(cid)))
     return catalog

@@ -15,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import tempfile
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +95,14 @@ class Store(Protocol):
         """Remove ``key`` if it exists."""
         ...
 
+    def stage(self, key: str) -> Path:
+        """A fresh local folder to write the objects of ``key`` into."""
+        ...
+
+    def put_folder(self, staged: Path, key: str) -> list[str]:
+        """Publish a staged folder as ``key`` (replacing what was there); the keys written."""
+        ...
+
 
 @dataclass
 class LocalStore:
@@ -108,12 +118,14 @@ class LocalStore:
         return str(self.root / key)
 
     def list(self, prefix: str = "") -> Iterator[str]:
+        """Keys under ``prefix``, sorted; hidden files and folders (staging, scratch) skipped."""
         base = self.root / prefix if prefix else self.root
         if not base.is_dir():
             return
-        for dirpath, _dirs, files in os.walk(base):
+        for dirpath, dirs, files in os.walk(base):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             rel = Path(dirpath).relative_to(self.root)
-            for name in files:
+            for name in sorted(f for f in files if not f.startswith(".")):
                 yield (rel / name).as_posix() if str(rel) != "." else name
 
     def exists(self, key: str) -> bool:
@@ -153,6 +165,30 @@ class LocalStore:
 
     def delete(self, key: str) -> None:
         (self.root / key).unlink(missing_ok=True)
+
+    def stage(self, key: str) -> Path:
+        """A fresh hidden folder beside ``key`` (same file system: the swap is a rename)."""
+        target = self.root / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        path = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+        path.mkdir()
+        return path
+
+    def put_folder(self, staged: Path, key: str) -> list[str]:
+        """Swap a fully written folder in place of ``key`` (the old one removed after).
+
+        Returns:
+            The keys now under ``key``.
+        """
+        target = self.root / key
+        old: Path | None = None
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+            os.replace(target, old)
+        os.replace(staged, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return list(self.list(key))
 
 
 _CLIENTS: dict[str, Any] = {}
@@ -273,6 +309,46 @@ class S3Store:
 
     def delete(self, key: str) -> None:
         s3_client(self.settings).delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def stage(self, key: str) -> Path:
+        """A fresh local folder to write ``key``'s objects into before :meth:`put_folder`."""
+        return Path(tempfile.mkdtemp(prefix="tessera-stac-stage-"))
+
+    def put_folder(self, staged: Path, key: str) -> list[str]:
+        """Upload a folder's files under ``key`` (data first, JSON documents last, each with
+        its sha256), then remove objects under ``key`` the folder no longer has.
+
+        Returns:
+            The keys written.
+        """
+        files = sorted((p for p in staged.rglob("*") if p.is_file()), key=_json_last)
+        written = []
+        for path in files:
+            dest = f"{key}/{path.relative_to(staged).as_posix()}"
+            self.put_file(path, dest, _content_type(path), sha256_file(path))
+            written.append(dest)
+        for stale in set(self.list(f"{key}/")) - set(written):
+            self.delete(stale)
+        shutil.rmtree(staged, ignore_errors=True)
+        return written
+
+
+def _json_last(path: Path) -> tuple[bool, str]:
+    return path.suffix == ".json", path.as_posix()
+
+
+_CONTENT_TYPES = {
+    ".json": "application/json",
+    ".parquet": "application/vnd.apache.parquet",
+    ".geojson": "application/geo+json",
+    ".csv": "text/csv",
+    ".png": "image/png",
+    ".tif": "image/tiff; application=geotiff; profile=cloud-optimized",
+}
+
+
+def _content_type(path: Path) -> str:
+    return _CONTENT_TYPES.get(path.suffix, "application/octet-stream")
 
 
 def open_store(uri: str, settings: StorageSettings | None = None) -> LocalStore | S3Store:

@@ -251,14 +251,15 @@ def published_catalog(published_sample: Any, open_tmp: Callable[[str], Path]) ->
     import shutil
     import subprocess
 
-    from tessera_stac.catalog.static import LocalDir, build_static_catalog
+    from tessera_stac.catalog.static import build_static_catalog
+    from tessera_stac.catalog.store import LocalStore
 
     root = open_tmp("api-published") / "published"
     if shutil.which("cp"):
         subprocess.run(["cp", "-al", str(published_sample.dest), str(root)], check=True)
     else:  # pragma: no cover
         shutil.copytree(published_sample.dest, root)
-    report = build_static_catalog(LocalDir(root), geoparquet=False)
+    report = build_static_catalog(LocalStore(root), geoparquet=False)
     assert report.ok, report.to_dict()
     items = [json.loads(p.read_text()) for p in published_sample.items]
     return {

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from tessera_stac.catalog.errors import TesseraStacError
+from tessera_stac.catalog.hrefs import is_public, scrub_local_paths
 from tessera_stac.catalog.model import AssetRecord, PixelCounts, PublishedTile
 from tessera_stac.catalog.profile import (
     EMBEDDINGS,
@@ -148,6 +149,8 @@ class TileOutcome:
             out["counts"] = self.counts
         if self.item_href:
             out["item"] = self.item_href
+        if self.tile is not None:
+            out["sources"] = list(self.tile.sources)
         return out
 
 
@@ -561,7 +564,11 @@ def _remove_if_empty(path: Path) -> None:
 def _write_report(
     result: RunReport, store: LocalStore | S3Store, report: str, settings: StorageSettings | None
 ) -> RunReport:
-    data = json.dumps(result.as_dict(), indent=2).encode()
+    # the report is published beside the data: sources and outputs as keys, never local paths
+    roots = [store.uri] if isinstance(store, LocalStore) else []
+    if result.source and not is_public(result.source):
+        roots.append(str(Path(result.source).expanduser().resolve()))
+    data = json.dumps(scrub_local_paths(result.as_dict(), roots), indent=2).encode()
     if report == "":
         key = f"{REPORTS_DIR}/publish-{result.run_id}.json"
         store.put_bytes(data, key, "application/json")

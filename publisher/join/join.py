@@ -556,8 +556,8 @@ def create_join_collection(bbox: Sequence[float], interval: tuple[Any, Any]) -> 
 def create_join_item(
     result: JoinResult,
     mws_item: dict[str, Any],
-    mws_href: str,
-    tile_hrefs: Sequence[str],
+    mws_href: str | None,
+    tile_hrefs: Sequence[str | None],
     assets: dict[str, Any],
     processed: Any,
 ) -> Any:
@@ -604,8 +604,12 @@ def create_join_item(
         asset.extra_fields["file:size"] = record.size
         asset.extra_fields["file:checksum"] = record.checksum
         item.add_asset(key, asset)
-    item.add_link(pystac.Link("derived_from", mws_href, "application/geo+json", "MWS layer item"))
-    for href in tile_hrefs:
+    if mws_href:
+        link = pystac.Link("derived_from", mws_href, "application/geo+json", "MWS layer item")
+        item.add_link(link)
+    else:  # a layer file outside the catalog: its identity, never its local path
+        props["corestack:mws_source"] = str(mws_item["id"])
+    for href in filter(None, tile_hrefs):
         item.add_link(pystac.Link("derived_from", href, "application/geo+json"))
     return item
 
@@ -622,12 +626,19 @@ class JoinOutput:
     collection_path: Path
 
 
-def _rel(target: str, folder: Path) -> str:
+def _rel(target: str, folder: Path, root: Path) -> str | None:
+    """Href from ``folder`` to ``target``: public URLs kept, local files inside the catalog
+    ``root`` made relative, other local paths None (never published)."""
     import os
 
-    if "://" in target:
+    from tessera_stac.catalog.hrefs import is_public
+
+    if is_public(target):
         return target
-    rel = os.path.relpath(target, folder)
+    path, base = Path(target).resolve(), root.resolve()
+    if not path.is_relative_to(base):
+        return None
+    rel = os.path.relpath(path, folder.resolve())
     return rel if rel.startswith(".") else f"./{rel}"
 
 
@@ -643,26 +654,18 @@ def write_join(
 
     The folder is staged and swapped in whole; the collection and root catalog are updated.
     """
-    import shutil
-
     from tessera_stac.publisher.join.pca_map import render_pca_map
     from tessera_stac.publisher.watersheds.layer import (
         PARQUET_MEDIA_TYPE,
         asset_record,
-        collection_extent,
-        item_dict,
-        read_items_in,
-        replace_dir,
-        staging_dir,
-        write_collection,
-        write_json_atomic,
+        open_stores,
+        publish_item_folder,
     )
 
     item_id = join_item_id(str(mws_item["id"]), result.year)
-    coll_dir = root / JOIN_COLLECTION_ID
-    final = coll_dir / item_id
-    staged = staging_dir(coll_dir, item_id)
-    try:
+    final = root / JOIN_COLLECTION_ID / item_id
+
+    def write(staged: Path) -> dict[str, Any]:
         table = result.table
         parquet = staged / f"{item_id}.parquet"
         table.to_parquet(parquet, index=False, compression="zstd", schema_version="1.1.0")
@@ -679,29 +682,22 @@ def write_join(
         item = create_join_item(
             result,
             mws_item,
-            _rel(mws_href, final),
-            [_rel(t.item_href, final) for t in result.tiles],
+            _rel(mws_href, final, root),
+            [_rel(t.item_href, final, root) for t in result.tiles],
             records,
             processed,
         )
-        write_json_atomic(
-            staged / f"{item_id}.json", item_dict(item, "../collection.json", "../../catalog.json")
-        )
-        replace_dir(staged, final)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
-    items = read_items_in(coll_dir)
-    bbox, times = collection_extent(items)
-    collection = create_join_collection(bbox, (times[0], times[-1]))
-    coll_path = write_collection(root, collection, items)
+        return dict(item.to_dict(include_self_link=False, transform_hrefs=False))
+
+    stores = open_stores(root, None)
+    publish_item_folder(stores, JOIN_COLLECTION_ID, item_id, write, create_join_collection)
     return JoinOutput(
         item_id=item_id,
         item_path=final / f"{item_id}.json",
         parquet=final / f"{item_id}.parquet",
         csv=final / f"{item_id}.csv" if csv else None,
         map_png=final / f"{item_id}_pca.png",
-        collection_path=coll_path,
+        collection_path=root / JOIN_COLLECTION_ID / "collection.json",
     )
 
 
