@@ -49,7 +49,7 @@ from tessera_stac.catalog.stac import (
     model_item_key,
     relative_href,
 )
-from tessera_stac.catalog.store import LocalStore, Store
+from tessera_stac.catalog.store import Store
 
 ITEM_KEY_RE = re.compile(
     r"^(?P<collection>[^/]+)/(?P<year>\d{4})/(?P<grid>[^/]+)/(?P<name>[^/]+)\.json$"

@@ -49,22 +49,18 @@ def sample_catalog(
 
     Example: ``tessera-stac sample catalog 1000000 --out items.ndjson --years 2017-2025``
     """
-    from tessera_stac.publisher.samples.catalog import (
-        SyntheticSpec,
-        floats_from_text,
-        write_ndjson,
-        years_from_text,
-    )
+    from tessera_stac.catalog.args import parse_bbox, parse_years
+    from tessera_stac.publisher.samples.catalog import SyntheticSpec, floats_from_text, write_ndjson
 
     try:
         when = datetime.fromisoformat(processed)
     except ValueError:
         raise InputError(f"--processed is not an ISO 8601 time: {processed!r}") from None
     lon, lat = floats_from_text(centre, 2, "--centre")
-    box = floats_from_text(bbox, 4, "--bbox") if bbox else None
+    box = parse_bbox(bbox) if bbox else None
     spec = SyntheticSpec(
         n_items=n_items,
-        years=years_from_text(years),
+        years=parse_years(years),
         centre=(lon, lat),
         bbox=(box[0], box[1], box[2], box[3]) if box else None,
         collection_id=collection,

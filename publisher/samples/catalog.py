@@ -621,28 +621,6 @@ def write_ndjson(
     return count
 
 
-def years_from_text(text: str) -> tuple[int, ...]:
-    """Parse ``2017-2025`` or ``2020,2022`` into a tuple of years.
-
-    Raises:
-        InputError: on anything else.
-    """
-    years: list[int] = []
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part:
-                lo, hi = (int(p) for p in part.split("-", 1))
-                years.extend(range(lo, hi + 1))
-            elif part:
-                years.append(int(part))
-    except ValueError:
-        raise InputError(f"years must look like 2017-2025 or 2020,2021: {text!r}") from None
-    if not years:
-        raise InputError(f"no years in {text!r}")
-    return tuple(sorted(set(years)))
-
-
 def floats_from_text(text: str, n: int, what: str) -> Sequence[float]:
     """Parse ``n`` comma-separated floats (e.g. a bbox); raises InputError naming ``what``."""
     try:

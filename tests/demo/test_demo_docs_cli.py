@@ -84,7 +84,7 @@ def exercised(path: tuple[str, ...], sources: str) -> bool:
 
 
 def _test_and_demo_sources() -> str:
-    files = [*ROOT.joinpath("tests").rglob("*.py"), ROOT / "publisher" / "demo.py"]
+    files = [*ROOT.joinpath("tests").rglob("*.py"), ROOT / "cli" / "demo_run.py"]
     return "\n".join(f.read_text() for f in files if f.name != Path(__file__).name)
 
 
