@@ -29,11 +29,10 @@ import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
+from tessera_stac.catalog.constants import BAND_NAMES, EMBEDDING_DIM, JOIN_COLLECTION_ID
+
 router = APIRouter(tags=["Watersheds"])
 
-JOIN_COLLECTION_ID = "corestack-mws-embeddings"  # tessera_stac.publisher.join.join (same string)
-MEAN_PREFIX = "A"
-DIMENSIONS = 128
 CACHE_SIZE = 32
 
 
@@ -102,7 +101,7 @@ def parse_table(item: dict[str, Any], raw: bytes) -> MwsTable:
     """Parse a per-MWS GeoParquet (only the columns the routes need)."""
     import pyarrow.parquet as pq
 
-    names = [f"{MEAN_PREFIX}{i:02d}" for i in range(DIMENSIONS)]
+    names = list(BAND_NAMES)
     table = pq.read_table(
         io.BytesIO(raw), columns=["uid", "count", "valid_fraction", "flag", *names]
     )
@@ -212,7 +211,7 @@ async def mws_embedding(
         "count": int(table.count[row]),
         "valid_fraction": _float(table.valid_fraction[row]),
         "flag": str(table.flag[row]),
-        "dimensions": DIMENSIONS,
+        "dimensions": EMBEDDING_DIM,
         "vector": _vector(table.means[row]),
         "links": [_item_link(request, table)],
     }

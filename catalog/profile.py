@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-EMBEDDING_DIM = 128
+from tessera_stac.catalog.constants import BAND_NAMES, CODE_NODATA, EMBEDDING_DIM, PNG_MEDIA_TYPE
 
 
 @dataclass(frozen=True)
@@ -80,14 +80,14 @@ EMBEDDINGS = CogProfile(
     filename="embeddings.tif",
     dtype="int8",
     count=EMBEDDING_DIM,
-    nodata=-128,
+    nodata=CODE_NODATA,
     blocksize=128,
     compress="ZSTD",
     predictor=2,
     level=1,
     interleave="PIXEL",
     overview_levels=(2, 4, 8),
-    band_names=tuple(f"A{i:02d}" for i in range(EMBEDDING_DIM)),
+    band_names=BAND_NAMES,
     roles=("data", "embeddings"),
     description="TESSERA embedding codes: int8, 128 bands; multiply by the per-pixel scale",
 )
@@ -111,4 +111,4 @@ SCALES = CogProfile(
 
 PREVIEW_KEY = "preview"
 PREVIEW_FILENAME = "preview.png"
-PREVIEW_MEDIA_TYPE = "image/png"
+PREVIEW_MEDIA_TYPE = PNG_MEDIA_TYPE

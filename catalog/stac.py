@@ -39,8 +39,8 @@ from tessera_stac.catalog.profile import (
 )
 
 CATALOG_KEY = "catalog.json"
-JSON_MEDIA_TYPE = "application/json"
-GEOJSON_MEDIA_TYPE = "application/geo+json"
+JSON_MEDIA_TYPE = c.JSON_MEDIA_TYPE
+GEOJSON_MEDIA_TYPE = c.GEOJSON_MEDIA_TYPE
 
 
 # ------------------------------------------------------------------------------ layout
@@ -72,7 +72,7 @@ def model_item_id(model_version: str) -> str:
 
 def default_collection_id(model_version: str) -> str:
     """Default id of the embedding Collection of one model version."""
-    return f"tessera-embeddings-{model_version}"
+    return f"{c.EMBEDDING_COLLECTION_PREFIX}{model_version}"
 
 
 def _model_link(from_key: str, model_version: str) -> pystac.Link:

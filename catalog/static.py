@@ -55,8 +55,8 @@ ITEM_KEY_RE = re.compile(
     r"^(?P<collection>[^/]+)/(?P<year>\d{4})/(?P<grid>[^/]+)/(?P<name>[^/]+)\.json$"
 )
 PARQUET_NAME = "items.parquet"
-PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
-GEOJSON_MEDIA_TYPE = "application/geo+json"
+PARQUET_MEDIA_TYPE = c.PARQUET_MEDIA_TYPE
+GEOJSON_MEDIA_TYPE = c.GEOJSON_MEDIA_TYPE
 COLLECTION_KEY_RE = re.compile(r"^(?P<collection>[^/.][^/]*)/collection\.json$")
 
 

@@ -10,7 +10,14 @@ import typer
 from tessera_stac.catalog.args import parse_bbox, parse_years
 from tessera_stac.catalog.errors import InputError
 from tessera_stac.catalog.model import GridCell
-from tessera_stac.cli.common import JSON_OPTION, emit, progress
+from tessera_stac.cli.common import (
+    ENGINE_OPTION,
+    JSON_OPTION,
+    SCHEDULER_OPTION,
+    WORKERS_OPTION,
+    emit,
+    progress,
+)
 from tessera_stac.publisher.engines.local import open_engine
 
 sample_app = typer.Typer(
@@ -126,9 +133,9 @@ def publish_cmd(
     model_version: str = typer.Option("v1", help="Model version; one collection per version."),
     collection: str = typer.Option(None, help="Collection id (tessera-embeddings-{version})."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Republish matching tiles too."),
-    workers: int = typer.Option(None, "--workers", "-w", help="Parallel tiles (all cores)."),
-    engine: str = typer.Option("process", help="process, serial or dask."),
-    scheduler: str = typer.Option(None, help="Dask scheduler tcp://host:port (--engine dask)."),
+    workers: int | None = WORKERS_OPTION,
+    engine: str = ENGINE_OPTION,
+    scheduler: str | None = SCHEDULER_OPTION,
     report: str = typer.Option(
         "", help="Run report path/URI (default: DEST/_reports/publish-<id>.json)."
     ),

@@ -89,23 +89,6 @@ def sample_catalog(
     )
 
 
-ENGINE_OPTION = typer.Option(
-    "serial",
-    "--engine",
-    help="Where per-tile work runs: serial (this process), process (a local process pool) or "
-    "dask (Dask distributed: a local cluster, or the one at --scheduler).",
-)
-SCHEDULER_OPTION = typer.Option(
-    None,
-    "--scheduler",
-    envvar="DASK_SCHEDULER_ADDRESS",
-    help="Dask scheduler tcp://host:port (implies --engine dask; env DASK_SCHEDULER_ADDRESS).",
-)
-WORKERS_OPTION = typer.Option(
-    None, "--workers", "-w", help="Local worker processes (default: all cores)."
-)
-
-
 def run_join(
     engine: str,
     scheduler: str | None,
@@ -117,7 +100,7 @@ def run_join(
 ) -> Any:
     """``watersheds join``'s work on the engine chosen by ``--engine``/``--scheduler``.
 
-    ``serial`` (default) is the in-process join; the others run one task per tile
+    ``serial`` is the in-process join; the others (``process`` by default) run one task per tile
     (:func:`~tessera_stac.publisher.engines.dask_engine.join_on_engine`) and give the same table.
     """
     from tessera_stac.publisher.join.join import join_embeddings

@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tessera_stac.catalog import constants as c
 from tessera_stac.catalog.errors import TesseraStacError
 from tessera_stac.catalog.hrefs import is_public, scrub_local_paths
 from tessera_stac.catalog.model import AssetRecord, PixelCounts, PublishedTile
@@ -56,8 +57,6 @@ from tessera_stac.publisher.engines.local import Engine, SerialEngine
 
 SCRATCH_DIR = ".tessera-stac-tmp"
 REPORTS_DIR = "_reports"
-ITEM_MEDIA_TYPE = "application/geo+json"
-MODEL_NAME = "TESSERA"
 
 
 def default_collection(model_version: str) -> str:
@@ -91,7 +90,7 @@ class PublishOptions:
     storage: dict[str, Any] | None = None
     source_storage: dict[str, Any] | None = None
     threads: int = 1
-    model_name: str = MODEL_NAME
+    model_name: str = c.MODEL_NAME
 
     @property
     def collection_id(self) -> str:
@@ -247,7 +246,7 @@ def publish_tile(task: TileTask) -> TileOutcome:
             item = create_item(tile).to_dict(include_self_link=False, transform_hrefs=False)
             item_file = scratch / f"{src.item_id}.json"
             item_file.write_bytes(json.dumps(item, indent=2).encode())
-            store.put_file(item_file, item_key, ITEM_MEDIA_TYPE, sha256_file(item_file))
+            store.put_file(item_file, item_key, c.GEOJSON_MEDIA_TYPE, sha256_file(item_file))
         return outcome("ok", counts=counts, item_href=store.join(item_key), tile=tile)
     except TesseraStacError as exc:
         return outcome("failed", reason=str(exc))

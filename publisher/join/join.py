@@ -32,10 +32,18 @@ import numpy as np
 import shapely
 from pyproj import Transformer
 
+from tessera_stac.catalog.constants import (
+    CSV_MEDIA_TYPE,
+    FILE_SCHEMA_URI,
+    JOIN_COLLECTION_ID,
+    PARQUET_MEDIA_TYPE,
+    PNG_MEDIA_TYPE,
+    TABLE_SCHEMA_URI,
+    UID_COLUMN,
+)
 from tessera_stac.catalog.errors import InputError
 from tessera_stac.catalog.model import GridCell
 from tessera_stac.catalog.profile import EMBEDDING_DIM, EMBEDDINGS, SCALES
-from tessera_stac.publisher.watersheds.layer import UID_COLUMN
 
 MEAN_COLUMNS = tuple(EMBEDDINGS.band_names)
 STRIP_ROWS = 256
@@ -500,9 +508,6 @@ def _summary_table(
 
 
 # ------------------------------------------------------------------------------- output
-JOIN_COLLECTION_ID = "corestack-mws-embeddings"
-CSV_MEDIA_TYPE = "text/csv"
-PNG_MEDIA_TYPE = "image/png"
 SUMMARY_DESCRIPTIONS = {
     "uid": "Micro-watershed identifier (join key of the MWS layer)",
     "count": "Valid embedding pixels whose centre lies in the MWS (each pixel once)",
@@ -532,7 +537,7 @@ def create_join_collection(bbox: Sequence[float], interval: tuple[Any, Any]) -> 
     """The derived collection of per-MWS embedding summaries (pure)."""
     import pystac
 
-    from tessera_stac.publisher.watersheds.layer import CORESTACK_LICENSE, TABLE_SCHEMA
+    from tessera_stac.publisher.watersheds.layer import CORESTACK_LICENSE
 
     return pystac.Collection(
         id=JOIN_COLLECTION_ID,
@@ -549,7 +554,7 @@ def create_join_collection(bbox: Sequence[float], interval: tuple[Any, Any]) -> 
         ),
         license=CORESTACK_LICENSE,
         keywords=["TESSERA", "embeddings", "CoRE Stack", "micro-watershed"],
-        stac_extensions=[TABLE_SCHEMA],
+        stac_extensions=[TABLE_SCHEMA_URI],
     )
 
 
@@ -566,7 +571,7 @@ def create_join_item(
 
     import pystac
 
-    from tessera_stac.publisher.watersheds.layer import FILE_SCHEMA, TABLE_SCHEMA, footprint
+    from tessera_stac.publisher.watersheds.layer import footprint
 
     start = datetime(result.year, 1, 1, tzinfo=UTC)
     end = datetime(result.year, 12, 31, 23, 59, 59, tzinfo=UTC)
@@ -580,7 +585,7 @@ def create_join_item(
         end_datetime=end,
         properties={},
         collection=JOIN_COLLECTION_ID,
-        stac_extensions=[TABLE_SCHEMA, FILE_SCHEMA],
+        stac_extensions=[TABLE_SCHEMA_URI, FILE_SCHEMA_URI],
     )
     flags = table["flag"].value_counts().to_dict()
     props = item.properties
@@ -656,7 +661,6 @@ def write_join(
     """
     from tessera_stac.publisher.join.pca_map import render_pca_map
     from tessera_stac.publisher.watersheds.layer import (
-        PARQUET_MEDIA_TYPE,
         asset_record,
         open_stores,
         publish_item_folder,

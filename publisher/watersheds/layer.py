@@ -30,6 +30,14 @@ import pystac
 import shapely
 from shapely.geometry.base import BaseGeometry
 
+from tessera_stac.catalog.constants import (
+    FILE_SCHEMA_URI,
+    GEOJSON_MEDIA_TYPE,
+    MWS_COLLECTION_ID,
+    PARQUET_MEDIA_TYPE,
+    TABLE_SCHEMA_URI,
+    UID_COLUMN,
+)
 from tessera_stac.catalog.errors import InputError
 from tessera_stac.catalog.model import AssetRecord
 from tessera_stac.catalog.stac import CATALOG_KEY
@@ -42,13 +50,7 @@ from tessera_stac.catalog.static import (
 )
 from tessera_stac.catalog.store import Store, is_s3, multihash, open_store, sha256_file
 
-MWS_COLLECTION_ID = "corestack-mws"
 MWS_LAYER_NAME = "mws"
-UID_COLUMN = "uid"
-TABLE_SCHEMA = "https://stac-extensions.github.io/table/v1.2.0/schema.json"
-FILE_SCHEMA = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
-PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
-GEOJSON_MEDIA_TYPE = "application/geo+json"
 CORESTACK_LICENSE = "CC-BY-4.0"
 FIRST_TESSERA_YEAR = 2017  # the first year TESSERA embeddings exist for
 GEOMETRY_ALIASES = ("geometry", "geom", "the_geom", "wkb_geometry", "shape")
@@ -370,7 +372,7 @@ def create_mws_collection(
                 "tessera-stac", roles=[pystac.ProviderRole.PROCESSOR, pystac.ProviderRole.HOST]
             ),
         ],
-        stac_extensions=[TABLE_SCHEMA],
+        stac_extensions=[TABLE_SCHEMA_URI],
     )
     collection.add_link(
         pystac.Link("license", "https://spdx.org/licenses/CC-BY-4.0.html", "text/html")
@@ -401,7 +403,7 @@ def create_mws_item(
         end_datetime=valid[1],
         properties={},
         collection=MWS_COLLECTION_ID,
-        stac_extensions=[TABLE_SCHEMA, FILE_SCHEMA],
+        stac_extensions=[TABLE_SCHEMA_URI, FILE_SCHEMA_URI],
     )
     item.properties.update(
         {
