@@ -498,6 +498,20 @@ def create_model_item(
     return item
 
 
+def _mlm_input(name: str, what: str, bands: list[str]) -> dict[str, Any]:
+    """One MLM model input: a year's time series of one pixel's ``bands``."""
+    return {
+        "name": name,
+        "description": f"{what} time series of one pixel (a year)",
+        "bands": bands,
+        "input": {
+            "shape": [-1, -1, len(bands)],
+            "dim_order": ["batch", "time", "bands"],
+            "data_type": "float32",
+        },
+    }
+
+
 def _model_properties(model_version: str) -> dict[str, Any]:
     s2 = [b[0] for b in c.SENTINEL2_BANDS]
     s1 = list(c.SENTINEL1_BANDS)
@@ -515,26 +529,8 @@ def _model_properties(model_version: str) -> dict[str, Any]:
         "mlm:framework": "PyTorch",
         "mlm:pretrained": True,
         "mlm:input": [
-            {
-                "name": "sentinel-2",
-                "description": "Sentinel-2 L2A reflectance time series of one pixel (a year)",
-                "bands": s2,
-                "input": {
-                    "shape": [-1, -1, len(s2)],
-                    "dim_order": ["batch", "time", "bands"],
-                    "data_type": "float32",
-                },
-            },
-            {
-                "name": "sentinel-1",
-                "description": "Sentinel-1 backscatter time series of one pixel (a year)",
-                "bands": s1,
-                "input": {
-                    "shape": [-1, -1, len(s1)],
-                    "dim_order": ["batch", "time", "bands"],
-                    "data_type": "float32",
-                },
-            },
+            _mlm_input("sentinel-2", "Sentinel-2 L2A reflectance", s2),
+            _mlm_input("sentinel-1", "Sentinel-1 backscatter", s1),
         ],
         "mlm:output": [
             {

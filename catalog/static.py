@@ -54,10 +54,10 @@ from tessera_stac.catalog.store import Store
 ITEM_KEY_RE = re.compile(
     r"^(?P<collection>[^/]+)/(?P<year>\d{4})/(?P<grid>[^/]+)/(?P<name>[^/]+)\.json$"
 )
+COLLECTION_KEY_RE = re.compile(r"^(?P<collection>[^/.][^/]*)/collection\.json$")
 PARQUET_NAME = "items.parquet"
 PARQUET_MEDIA_TYPE = c.PARQUET_MEDIA_TYPE
 GEOJSON_MEDIA_TYPE = c.GEOJSON_MEDIA_TYPE
-COLLECTION_KEY_RE = re.compile(r"^(?P<collection>[^/.][^/]*)/collection\.json$")
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from tessera_stac.catalog.profile import (
     PREVIEW_KEY,
     PREVIEW_MEDIA_TYPE,
     SCALES,
+    CogProfile,
 )
 from tessera_stac.catalog.stac import create_item
 from tessera_stac.catalog.store import (
@@ -336,28 +337,36 @@ def _write_files(
         "TESSERA_TILE": loaded.cell.name,
         "TESSERA_GEOREF": loaded.georef.source,
     }
-    emb_path = scratch / EMBEDDINGS.filename
-    with timer("embeddings_cog"):
-        cog.write_cog(
-            emb_path,
+    # (profile, timer name, full-resolution array, overview arrays, content tag): arrays are
+    # made one file at a time (lazily) so only one masked copy of the tile is alive at once
+    cogs: list[tuple[CogProfile, str, Callable[[], Any], Callable[[], list[Any]], str]] = [
+        (
             EMBEDDINGS,
-            cog.masked_codes(loaded.embeddings, check.valid),
-            [lv.codes for lv in levels],
-            loaded.georef,
-            {**tags, "TESSERA_CONTENT": "int8 codes; value = code * scale (scales.tif)"},
-            threads=opts.threads,
-        )
-    sc_path = scratch / SCALES.filename
-    with timer("scales_cog"):
-        cog.write_cog(
-            sc_path,
+            "embeddings_cog",
+            lambda: cog.masked_codes(loaded.embeddings, check.valid),
+            lambda: [lv.codes for lv in levels],
+            "int8 codes; value = code * scale (scales.tif)",
+        ),
+        (
             SCALES,
-            cog.masked_scales(loaded.scales, check.valid),
-            [lv.scales for lv in levels if lv.factor in SCALES.overview_levels],
-            loaded.georef,
-            {**tags, "TESSERA_CONTENT": "per-pixel float32 scale; NaN = invalid"},
-            threads=opts.threads,
-        )
+            "scales_cog",
+            lambda: cog.masked_scales(loaded.scales, check.valid),
+            lambda: [lv.scales for lv in levels if lv.factor in SCALES.overview_levels],
+            "per-pixel float32 scale; NaN = invalid",
+        ),
+    ]
+    for profile, name, full, overviews, content in cogs:
+        with timer(name):
+            cog.write_cog(
+                scratch / profile.filename,
+                profile,
+                full(),
+                overviews(),
+                loaded.georef,
+                {**tags, "TESSERA_CONTENT": content},
+                threads=opts.threads,
+            )
+    emb_path, sc_path = scratch / EMBEDDINGS.filename, scratch / SCALES.filename
     png = scratch / PREVIEW_FILENAME
     with timer("preview"):
         pv = _preview_level(levels)

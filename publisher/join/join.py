@@ -535,26 +535,18 @@ def summary_columns(table: gpd.GeoDataFrame) -> list[dict[str, str]]:
 
 def create_join_collection(bbox: Sequence[float], interval: tuple[Any, Any]) -> Any:
     """The derived collection of per-MWS embedding summaries (pure)."""
-    import pystac
+    from tessera_stac.publisher.watersheds.layer import corestack_collection
 
-    from tessera_stac.publisher.watersheds.layer import CORESTACK_LICENSE
-
-    return pystac.Collection(
-        id=JOIN_COLLECTION_ID,
-        title="TESSERA embeddings per CoRE Stack micro-watershed",
-        description=(
-            "Per-MWS summaries of the annual TESSERA embeddings: for every micro-watershed "
-            "`uid`, the number of valid 10 m pixels whose centre lies inside it (each pixel "
-            "counted once, in the tile whose 0.1° cell holds its centre), the valid fraction "
-            "and the mean dequantised 128-d vector. One item per (block, year), derived from "
-            "the corestack-mws item and the embedding items it read."
-        ),
-        extent=pystac.Extent(
-            pystac.SpatialExtent([list(bbox)]), pystac.TemporalExtent([list(interval)])
-        ),
-        license=CORESTACK_LICENSE,
-        keywords=["TESSERA", "embeddings", "CoRE Stack", "micro-watershed"],
-        stac_extensions=[TABLE_SCHEMA_URI],
+    return corestack_collection(
+        JOIN_COLLECTION_ID,
+        "TESSERA embeddings per CoRE Stack micro-watershed",
+        "Per-MWS summaries of the annual TESSERA embeddings: for every micro-watershed "
+        "`uid`, the number of valid 10 m pixels whose centre lies inside it (each pixel "
+        "counted once, in the tile whose 0.1° cell holds its centre), the valid fraction "
+        "and the mean dequantised 128-d vector. One item per (block, year), derived from "
+        "the corestack-mws item and the embedding items it read.",
+        (bbox, interval),
+        ["TESSERA", "embeddings", "CoRE Stack", "micro-watershed"],
     )
 
 

@@ -49,6 +49,7 @@ from tessera_stac.catalog.profile import (
     PREVIEW_MEDIA_TYPE,
     SCALES,
 )
+from tessera_stac.publisher.samples.items import fake_tile
 from tessera_stac.publisher.samples.landmask import LAND_0P5_B64, LAND_RES_DEG, LAND_SHAPE
 
 PIXEL_SIZE = 10.0
@@ -293,20 +294,18 @@ def _tile(
     }
     src = f"{spec.source_base.rstrip('/')}/{year}/{cell.name}/{cell.name}"
     a, b, c, d, e, f = cols.transform[i]
-    return PublishedTile(
-        cell=cell,
-        year=year,
+    return fake_tile(
+        cell,
+        year,
         collection_id=spec.collection_id,
         model_name=spec.model_name,
         model_version=spec.model_version,
-        epsg=cols.epsg[i],
-        transform=(a, b, c, d, e, f),
-        shape=(height, width),
+        grid=(cols.epsg[i], (a, b, c, d, e, f), (height, width)),
         assets=assets,
         sources=(f"{src}.npy", f"{src}_scales.npy"),
         counts=PixelCounts(valid=valid, invalid=pixels - valid, sanitised=sanitised, water=water),
         processed=spec.processed,
-        software=dict(spec.software),
+        software=spec.software,
         georef_from="rebuilt",
     )
 

@@ -345,24 +345,47 @@ def table_columns(
     return columns
 
 
-def create_mws_collection(
-    bbox: Sequence[float], interval: tuple[datetime, datetime | None]
+def corestack_collection(
+    collection_id: str,
+    title: str,
+    description: str,
+    extent: tuple[Sequence[float], tuple[datetime | None, datetime | None]],
+    keywords: Sequence[str],
+    providers: Sequence[pystac.Provider] = (),
 ) -> pystac.Collection:
-    """The ``corestack-mws`` collection (pure: extent passed in)."""
+    """A collection of CoRE Stack tables (table extension, CoRE Stack's licence; pure)."""
+    bbox, interval = extent
     collection = pystac.Collection(
-        id=MWS_COLLECTION_ID,
-        title="CoRE Stack micro-watersheds",
-        description=(
-            "CoRE Stack micro-watershed (MWS) layers, one item per administrative block, as "
-            "GeoParquet (and GeoJSON) keyed by `uid`: the polygons the TESSERA embeddings are "
-            "summarised over (see the corestack-mws-embeddings collection)."
-        ),
+        id=collection_id,
+        title=title,
+        description=description,
         extent=pystac.Extent(
             pystac.SpatialExtent([list(bbox)]), pystac.TemporalExtent([list(interval)])
         ),
         license=CORESTACK_LICENSE,
-        keywords=["CoRE Stack", "micro-watershed", "hydrology", "India"],
-        providers=[
+        keywords=list(keywords),
+        providers=list(providers) or None,
+        stac_extensions=[TABLE_SCHEMA_URI],
+    )
+    collection.add_link(
+        pystac.Link("license", "https://spdx.org/licenses/CC-BY-4.0.html", "text/html")
+    )
+    return collection
+
+
+def create_mws_collection(
+    bbox: Sequence[float], interval: tuple[datetime | None, datetime | None]
+) -> pystac.Collection:
+    """The ``corestack-mws`` collection (pure: extent passed in)."""
+    return corestack_collection(
+        MWS_COLLECTION_ID,
+        "CoRE Stack micro-watersheds",
+        "CoRE Stack micro-watershed (MWS) layers, one item per administrative block, as "
+        "GeoParquet (and GeoJSON) keyed by `uid`: the polygons the TESSERA embeddings are "
+        "summarised over (see the corestack-mws-embeddings collection).",
+        (bbox, interval),
+        ["CoRE Stack", "micro-watershed", "hydrology", "India"],
+        [
             pystac.Provider(
                 "CoRE Stack",
                 roles=[pystac.ProviderRole.PRODUCER, pystac.ProviderRole.LICENSOR],
@@ -372,12 +395,7 @@ def create_mws_collection(
                 "tessera-stac", roles=[pystac.ProviderRole.PROCESSOR, pystac.ProviderRole.HOST]
             ),
         ],
-        stac_extensions=[TABLE_SCHEMA_URI],
     )
-    collection.add_link(
-        pystac.Link("license", "https://spdx.org/licenses/CC-BY-4.0.html", "text/html")
-    )
-    return collection
 
 
 def create_mws_item(
