@@ -112,25 +112,24 @@ def embeddings_quantization() -> Quantization:
     )
 
 
+def _cog_fields(profile: CogProfile, title: str) -> dict[str, Any]:
+    """Title, description, roles, media type and band fields of a COG asset."""
+    return {
+        "title": title,
+        "description": profile.description,
+        "roles": list(profile.roles),
+        "type": profile.media_type,
+        **_band_fields(profile),
+    }
+
+
 def _asset_fields(key: str, record: AssetRecord | None = None) -> dict[str, Any]:
     """Title, description, roles and band fields of a known asset (empty for others)."""
     if key == EMBEDDINGS.asset_key:
-        fields = {
-            "title": "Embeddings (int8 codes)",
-            "description": EMBEDDINGS.description,
-            "roles": list(EMBEDDINGS.roles),
-            "type": EMBEDDINGS.media_type,
-            **_band_fields(EMBEDDINGS),
-            "embedding:quantization": embeddings_quantization().to_dict(),
-        }
+        fields = _cog_fields(EMBEDDINGS, "Embeddings (int8 codes)")
+        fields["embedding:quantization"] = embeddings_quantization().to_dict()
     elif key == SCALES.asset_key:
-        fields = {
-            "title": "Per-pixel scales",
-            "description": SCALES.description,
-            "roles": list(SCALES.roles),
-            "type": SCALES.media_type,
-            **_band_fields(SCALES),
-        }
+        fields = _cog_fields(SCALES, "Per-pixel scales")
     elif key == PREVIEW_KEY:
         fields = {
             "title": "Preview (fixed projection of the 128 dimensions to RGB)",

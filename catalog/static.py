@@ -32,12 +32,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
 
 import pystac
 
 from tessera_stac.catalog import constants as c
 from tessera_stac.catalog.embedding import MODEL_VERSION_PROP
+from tessera_stac.catalog.hrefs import resolve_href
 from tessera_stac.catalog.stac import (
     CATALOG_KEY,
     JSON_MEDIA_TYPE,
@@ -54,7 +54,6 @@ from tessera_stac.catalog.store import Store
 ITEM_KEY_RE = re.compile(
     r"^(?P<collection>[^/]+)/(?P<year>\d{4})/(?P<grid>[^/]+)/(?P<name>[^/]+)\.json$"
 )
-COLLECTION_KEY_RE = re.compile(r"^(?P<collection>[^/.][^/]*)/collection\.json$")
 PARQUET_NAME = "items.parquet"
 PARQUET_MEDIA_TYPE = c.PARQUET_MEDIA_TYPE
 GEOJSON_MEDIA_TYPE = c.GEOJSON_MEDIA_TYPE
@@ -100,9 +99,7 @@ def find_item_keys(keys: Iterator[str] | list[str]) -> list[str]:
 
 
 def _absolute(href: str, key: str, href_base: str) -> str:
-    if urlsplit(href).scheme or href.startswith("/"):
-        return href
-    return urljoin(f"{href_base.rstrip('/')}/{key}", href)
+    return resolve_href(href, f"{href_base.rstrip('/')}/{key}")
 
 
 def publish_hrefs(obj: dict[str, Any], key: str, href_base: str | None) -> dict[str, Any]:
@@ -230,13 +227,8 @@ def build_static_catalog(
 
 def _root_base(store: Store) -> str | None:
     """The public URL a root written earlier was built for (its ``self`` link), if any."""
-    if not store.exists(CATALOG_KEY):
-        return None
-    try:
-        root = json.loads(store.read_bytes(CATALOG_KEY))
-    except ValueError:
-        return None
-    for link in root.get("links", []) if isinstance(root, dict) else []:
+    root = _read_doc(store, CATALOG_KEY) or {}
+    for link in root.get("links", []):
         href = str(link.get("href", ""))
         if link.get("rel") == "self" and href.endswith(CATALOG_KEY) and "://" in href:
             return href[: -len(CATALOG_KEY)].rstrip("/") or None
@@ -255,16 +247,10 @@ def write_root(store: Store, href_base: str | None = None) -> dict[str, Any]:
         The root as written.
     """
     titles: dict[str, str] = {}
-    for key in store.list(""):
-        match = COLLECTION_KEY_RE.match(key)
-        if match is None:
-            continue
-        try:
-            doc = json.loads(store.read_bytes(key))
-        except ValueError:
-            continue
-        if isinstance(doc, dict) and doc.get("type") == "Collection":
-            titles[match["collection"]] = str(doc.get("title") or match["collection"])
+    for name in store.folders():
+        doc = _read_doc(store, collection_key(name))
+        if doc is not None and doc.get("type") == "Collection":
+            titles[name] = str(doc.get("title") or name)
     base = href_base or _root_base(store)
     root = create_root_catalog(sorted(titles), titles)
     data = publish_hrefs(
@@ -304,13 +290,21 @@ def read_items(store: Store, collection_id: str) -> list[dict[str, Any]]:
         parts = key.split("/")
         if len(parts) != 3 or parts[2] != f"{parts[1]}.json":
             continue
-        try:
-            data = json.loads(store.read_bytes(key))
-        except ValueError:
-            continue
-        if isinstance(data, dict) and data.get("type") == "Feature":
+        data = _read_doc(store, key)
+        if data is not None and data.get("type") == "Feature":
             out.append(data)
     return out
+
+
+def _read_doc(store: Store, key: str) -> dict[str, Any] | None:
+    """The JSON object at ``key``, or None when it is missing or not a JSON object."""
+    if not store.exists(key):
+        return None
+    try:
+        data = json.loads(store.read_bytes(key))
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def put_collection(

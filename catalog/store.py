@@ -75,6 +75,10 @@ class Store(Protocol):
         """Whether ``key`` exists."""
         ...
 
+    def folders(self) -> list[str]:
+        """Names of the top-level folders (e.g. collections), sorted, hidden ones left out."""
+        ...
+
     def read_bytes(self, key: str) -> bytes:
         """The object's content (small objects: item JSON)."""
         ...
@@ -130,6 +134,11 @@ class LocalStore:
 
     def exists(self, key: str) -> bool:
         return (self.root / key).is_file()
+
+    def folders(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and p.name[0] != ".")
 
     def read_bytes(self, key: str) -> bytes:
         return (self.root / key).read_bytes()
@@ -260,6 +269,18 @@ class S3Store:
 
     def exists(self, key: str) -> bool:
         return self.head(key) is not None
+
+    def folders(self) -> list[str]:
+        client = s3_client(self.settings)
+        base = f"{self.prefix}/" if self.prefix else ""
+        names: set[str] = set()
+        for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=base, Delimiter="/"
+        ):
+            names.update(
+                p["Prefix"][len(base) :].rstrip("/") for p in page.get("CommonPrefixes", [])
+            )
+        return sorted(n for n in names if n and not n.startswith("."))
 
     def read_bytes(self, key: str) -> bytes:
         obj = s3_client(self.settings).get_object(Bucket=self.bucket, Key=self._key(key))

@@ -69,13 +69,9 @@ class EmbeddingTile:
 
 
 def _resolve(base: str, href: str) -> str:
-    if "://" in href or href.startswith("/"):
-        return href
-    if "://" in base:
-        from urllib.parse import urljoin
+    from tessera_stac.catalog.hrefs import resolve_href
 
-        return urljoin(base, href)
-    return str((Path(base).parent / href).resolve())
+    return resolve_href(href, base if "://" in base else str(Path(base).resolve()))
 
 
 def tile_from_item(item: dict[str, Any], href: str) -> EmbeddingTile:

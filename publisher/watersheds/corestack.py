@@ -29,7 +29,7 @@ import shapely
 from shapely.geometry import mapping, shape
 
 from tessera_stac.catalog.errors import InputError
-from tessera_stac.catalog.hrefs import is_public, resolve_href, source_identity
+from tessera_stac.catalog.hrefs import is_public, is_url, resolve_href, source_identity
 from tessera_stac.catalog.static import (
     collection_links,
     dump_json,
@@ -120,10 +120,6 @@ class _UnreadableError(Exception):
 
 
 # ------------------------------------------------------------------------------- sources
-def _is_url(href: str) -> bool:
-    return urlsplit(href).scheme in ("http", "https")
-
-
 def _resolve(base: str, href: str) -> str:
     """Absolute href of ``href`` relative to the document at ``base``."""
     return resolve_href(href.strip().removeprefix("file://"), base)
@@ -138,7 +134,7 @@ def _source_link(href: str, title: str) -> list[dict[str, Any]]:
 
 def _read_json(href: str, timeout: float = 30.0) -> dict[str, Any]:
     try:
-        if _is_url(href):
+        if is_url(href):
             import httpx
 
             response = httpx.get(href, timeout=timeout, follow_redirects=True)
@@ -163,7 +159,7 @@ def _read_json(href: str, timeout: float = 30.0) -> dict[str, Any]:
 
 
 def _root_href(source: str) -> str:
-    if _is_url(source):
+    if is_url(source):
         return source if source.endswith(".json") else source.rstrip("/") + "/catalog.json"
     path = Path(source).expanduser().resolve()
     if path.is_dir():
@@ -199,7 +195,7 @@ class _Walk:
 
 def _find_unlinked(walk: _Walk, root_href: str) -> None:
     """Local sources: item files on disk no link points to (imported, reported)."""
-    if _is_url(root_href):
+    if is_url(root_href):
         return
     root_dir = Path(root_href).parent
     by_dir = {str(Path(h).parent): node for h, node in walk.containers.items()}
@@ -280,7 +276,7 @@ def _placeholder(href: str, resolved: str) -> str | None:
         return "empty href"
     if " " in text:
         return "href contains spaces (a placeholder, not a file name)"
-    if not (_is_url(text) or urlsplit(resolved).scheme) and not Path(resolved).exists():
+    if not (is_url(text) or urlsplit(resolved).scheme) and not Path(resolved).exists():
         return "relative href to a file that does not exist"
     if not is_public(resolved):
         return "local file of the source catalog (not copied; only public hrefs are published)"

@@ -54,6 +54,10 @@ def test_real_layer_publishes(tmp_path: Path, bhavnagar_geojson: Path, stac_vali
     names = [c["name"] for c in props["table:columns"]]
     assert names[0] == "uid" and "area_in_ha" in names and names[-1] == "geometry"
     assert props["corestack:block"] == "bhavnagar" and item["collection"] == MWS_COLLECTION_ID
+    # valid for the TESSERA years (2017 to the publication year), published at NOW
+    assert props["start_datetime"] == props["datetime"] == "2017-01-01T00:00:00Z"
+    assert props["end_datetime"] == f"{NOW.year}-12-31T23:59:59Z"
+    assert props["created"] == props["updated"] == "2025-03-01T00:00:00Z"
 
     source = gpd.read_file(bhavnagar_geojson)
     assert np.allclose(item["bbox"], source.total_bounds, atol=1e-7)
@@ -263,3 +267,20 @@ def test_cli_publish_and_error(tmp_path: Path, bhavnagar_geojson: Path) -> None:
     )
     assert bad.returncode == 3
     assert bad.stderr.strip().splitlines() == [f"error: {empty}: the file is empty"]
+
+
+def test_valid_years_option(tmp_path: Path, bhavnagar_frame: Any) -> None:
+    src = tmp_path / "few.geojson"
+    bhavnagar_frame.iloc[:3].to_file(src, driver="GeoJSON")
+    result = publish_mws_layer(src, BLOCK, tmp_path / "out", now=NOW, valid_years=(2020, 2022))
+    props = json.loads(result.item_path.read_text())["properties"]
+    assert (props["start_datetime"], props["end_datetime"]) == (
+        "2020-01-01T00:00:00Z",
+        "2022-12-31T23:59:59Z",
+    )
+    collection = json.loads(result.collection_path.read_text())
+    assert collection["extent"]["temporal"]["interval"] == [
+        ["2020-01-01T00:00:00Z", "2022-12-31T23:59:59Z"]
+    ]
+    with pytest.raises(InputError, match="after the last"):
+        publish_mws_layer(src, BLOCK, tmp_path / "out", now=NOW, valid_years=(2024, 2020))
