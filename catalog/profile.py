@@ -10,7 +10,8 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
-from tessera_stac.catalog.constants import BAND_NAMES, CODE_NODATA, EMBEDDING_DIM, PNG_MEDIA_TYPE
+from tessera_stac.catalog.constants import BAND_NAMES, CODE_NODATA, PNG_MEDIA_TYPE
+from tessera_stac.catalog.constants import EMBEDDING_DIM as EMBEDDING_DIM  # re-exported
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -61,7 +61,10 @@ def split_s3(uri: str) -> tuple[str, str]:
 class Store(Protocol):
     """A root (local directory or S3 prefix) holding objects by relative key."""
 
-    uri: str
+    @property
+    def uri(self) -> str:
+        """Where the store is (a local path or an ``s3://`` URI)."""
+        ...
 
     def join(self, key: str) -> str:
         """Absolute URI (local path or ``s3://``) of ``key``."""
@@ -75,7 +78,7 @@ class Store(Protocol):
         """Whether ``key`` exists."""
         ...
 
-    def folders(self) -> list[str]:
+    def folders(self) -> Sequence[str]:
         """Names of the top-level folders (e.g. collections), sorted, hidden ones left out."""
         ...
 
@@ -103,7 +106,7 @@ class Store(Protocol):
         """A fresh local folder to write the objects of ``key`` into."""
         ...
 
-    def put_folder(self, staged: Path, key: str) -> list[str]:
+    def put_folder(self, staged: Path, key: str) -> Sequence[str]:
         """Publish a staged folder as ``key`` (replacing what was there); the keys written."""
         ...
 
@@ -135,7 +138,7 @@ class LocalStore:
     def exists(self, key: str) -> bool:
         return (self.root / key).is_file()
 
-    def folders(self) -> list[str]:
+    def folders(self) -> Sequence[str]:
         if not self.root.is_dir():
             return []
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and p.name[0] != ".")
@@ -183,7 +186,7 @@ class LocalStore:
         path.mkdir()
         return path
 
-    def put_folder(self, staged: Path, key: str) -> list[str]:
+    def put_folder(self, staged: Path, key: str) -> Sequence[str]:
         """Swap a fully written folder in place of ``key`` (the old one removed after).
 
         Returns:
@@ -270,7 +273,7 @@ class S3Store:
     def exists(self, key: str) -> bool:
         return self.head(key) is not None
 
-    def folders(self) -> list[str]:
+    def folders(self) -> Sequence[str]:
         client = s3_client(self.settings)
         base = f"{self.prefix}/" if self.prefix else ""
         names: set[str] = set()
@@ -335,7 +338,7 @@ class S3Store:
         """A fresh local folder to write ``key``'s objects into before :meth:`put_folder`."""
         return Path(tempfile.mkdtemp(prefix="tessera-stac-stage-"))
 
-    def put_folder(self, staged: Path, key: str) -> list[str]:
+    def put_folder(self, staged: Path, key: str) -> Sequence[str]:
         """Upload a folder's files under ``key`` (data first, JSON documents last, each with
         its sha256), then remove objects under ``key`` the folder no longer has.
 

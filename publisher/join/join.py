@@ -705,11 +705,8 @@ def mws_source(
     Raises:
         InputError: the item is not published under ``root`` or the file is unusable.
     """
-    from tessera_stac.publisher.watersheds.layer import (
-        MWS_COLLECTION_ID,
-        normalise_name,
-        read_mws_layer,
-    )
+    from tessera_stac.catalog.constants import MWS_COLLECTION_ID
+    from tessera_stac.publisher.watersheds.layer import normalise_name, read_mws_layer
 
     if item_id is not None:
         path = root / MWS_COLLECTION_ID / item_id / f"{item_id}.json"

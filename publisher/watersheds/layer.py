@@ -519,7 +519,7 @@ def publish_item_folder(
         if store is not stores[-1]:
             staged = store.stage(f"{collection_id}/{item_id}")
             shutil.copytree(first, staged, dirs_exist_ok=True)
-        written = store.put_folder(staged, f"{collection_id}/{item_id}")
+        written = list(store.put_folder(staged, f"{collection_id}/{item_id}"))
         items = read_items(store, collection_id)
         collection = make_collection(bbox_of(items), temporal_extent(items))
         cdict = collection.to_dict(include_self_link=False, transform_hrefs=False)
