@@ -24,8 +24,14 @@ from stac_fastapi.pgstac.extensions import QueryExtension
 from stac_fastapi.types.requests import get_base_url
 from starlette.responses import Response
 
+from tessera_stac.catalog import constants as c
+
 #: Collection id prefixes listed first on the landing page, in this order.
-FEATURED_PREFIXES: tuple[str, ...] = ("tessera-embeddings-", "tessera-models", "corestack-")
+FEATURED_PREFIXES: tuple[str, ...] = (
+    c.EMBEDDING_COLLECTION_PREFIX,
+    c.MODEL_COLLECTION_ID,
+    c.CORESTACK_COLLECTION_PREFIX,
+)
 MAX_CHILD_LINKS = 500
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tessera_stac.catalog.constants import EMBEDDING_COLLECTION_PREFIX
+
 
 class ApiSettings(BaseSettings):
     """How the STAC API is served. Reads ``TESSERA_STAC_API_*`` from the environment."""
@@ -43,7 +45,7 @@ class ApiSettings(BaseSettings):
         default=30.0, description="Seconds a database command may run before a 503."
     )
     embedding_collections: str = Field(
-        default="tessera-embeddings-*",
+        default=f"{EMBEDDING_COLLECTION_PREFIX}*",
         description="Collection ids (comma-separated, * wildcard) the embedding routes read.",
     )
     reader_cache_size: int = Field(

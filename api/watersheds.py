@@ -22,18 +22,23 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
-router = APIRouter(tags=["Watersheds"])
+from tessera_stac.catalog.constants import BAND_NAMES, EMBEDDING_DIM, JOIN_COLLECTION_ID
 
-JOIN_COLLECTION_ID = "corestack-mws-embeddings"  # tessera_stac.publisher.join.join (same string)
-MEAN_PREFIX = "A"
-DIMENSIONS = 128
+router = APIRouter(tags=["Watersheds"])
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"description": "Unknown uid or year"},
+    409: {"description": "Ambiguous"},
+}
+YEAR_QUERY = Query(..., description="Year of the embeddings", ge=1900, le=2200)
+ITEM_QUERY = Query(None, description="Join item id, when the uid is in several blocks")
+
 CACHE_SIZE = 32
 
 
@@ -102,7 +107,7 @@ def parse_table(item: dict[str, Any], raw: bytes) -> MwsTable:
     """Parse a per-MWS GeoParquet (only the columns the routes need)."""
     import pyarrow.parquet as pq
 
-    names = [f"{MEAN_PREFIX}{i:02d}" for i in range(DIMENSIONS)]
+    names = list(BAND_NAMES)
     table = pq.read_table(
         io.BytesIO(raw), columns=["uid", "count", "valid_fraction", "flag", *names]
     )
@@ -192,19 +197,34 @@ def _item_link(request: Request, table: MwsTable) -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True)
+class Target:
+    """The MWS a route is about: its uid, the year, the year's tables and its row."""
+
+    uid: str
+    year: int
+    tables: list[MwsTable]
+    table: MwsTable
+    row: int
+
+
+async def target(
+    request: Request, uid: str, year: int = YEAR_QUERY, item: str | None = ITEM_QUERY
+) -> Target:
+    """Dependency of the routes: find ``uid`` in the year's tables (404/409 otherwise)."""
+    tables = await _tables(request, year)
+    table, row = _locate(tables, uid, item)
+    return Target(uid, year, tables, table, row)
+
+
 @router.get(
     "/watersheds/{uid}/embedding",
     summary="Mean embedding vector of a micro-watershed for a year",
-    responses={404: {"description": "Unknown uid or year"}, 409: {"description": "Ambiguous"}},
+    responses=RESPONSES,
 )
-async def mws_embedding(
-    request: Request,
-    uid: str,
-    year: int = Query(..., description="Year of the embeddings", ge=1900, le=2200),
-    item: str | None = Query(None, description="Join item id, when the uid is in several blocks"),
-) -> dict[str, Any]:
+async def mws_embedding(request: Request, at: Annotated[Target, Depends(target)]) -> dict[str, Any]:
     """The per-MWS summary of ``uid``: mean dequantised vector (null without valid pixels)."""
-    table, row = _locate(await _tables(request, year), uid, item)
+    uid, year, table, row = at.uid, at.year, at.table, at.row
     return {
         "uid": uid,
         "year": year,
@@ -212,7 +232,7 @@ async def mws_embedding(
         "count": int(table.count[row]),
         "valid_fraction": _float(table.valid_fraction[row]),
         "flag": str(table.flag[row]),
-        "dimensions": DIMENSIONS,
+        "dimensions": EMBEDDING_DIM,
         "vector": _vector(table.means[row]),
         "links": [_item_link(request, table)],
     }
@@ -242,21 +262,17 @@ def cosine_top_k(
 @router.get(
     "/watersheds/{uid}/similar",
     summary="Micro-watersheds whose mean embeddings are most similar (cosine)",
-    responses={404: {"description": "Unknown uid or year"}, 409: {"description": "Ambiguous"}},
+    responses=RESPONSES,
 )
 async def mws_similar(
-    request: Request,
-    uid: str,
-    year: int = Query(..., description="Year of the embeddings", ge=1900, le=2200),
+    at: Annotated[Target, Depends(target)],
     k: int = Query(10, ge=1, le=1000, description="How many to return"),
     scope: Literal["block", "all"] = Query(
         "block", description="Within the MWS's block, or across all loaded blocks"
     ),
-    item: str | None = Query(None, description="Join item id, when the uid is in several blocks"),
 ) -> dict[str, Any]:
     """The ``k`` most similar MWS to ``uid`` by cosine similarity of mean vectors."""
-    tables = await _tables(request, year)
-    table, row = _locate(tables, uid, item)
+    uid, year, tables, table, row = at.uid, at.year, at.tables, at.table, at.row
     query = table.means[row]
     if not np.isfinite(query).all():
         raise HTTPException(404, f"MWS {uid!r} has no valid pixel in {year}: no vector")

@@ -12,7 +12,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +52,8 @@ def collection() -> dict[str, Any]:
 
 def synthetic_items(count: int, years: tuple[int, ...] = (2023, 2024)) -> list[dict[str, Any]]:
     """``count`` items from the real item builder, on a block of cells across 72°E."""
-    from tessera_stac.catalog.model import AssetRecord, GridCell, PixelCounts, PublishedTile
-    from tessera_stac.catalog.stac import create_item
+    from tessera_stac.catalog.model import GridCell, PixelCounts
+    from tessera_stac.publisher.samples.items import fake_item
 
     per_year = max(1, count // len(years))
     side = int(per_year**0.5) + 1
@@ -63,26 +62,19 @@ def synthetic_items(count: int, years: tuple[int, ...] = (2023, 2024)) -> list[d
         for n in range(per_year):
             lon = 71.0 + (n % side) * 0.1 + 0.05
             lat = 22.0 + (n // side) * 0.1 + 0.05
-            cell = GridCell(round(lon, 2), round(lat, 2))
-            assets = {
-                key: AssetRecord(key, f"./{key}.tif", "image/tiff", 1000, "1220" + "0" * 64)
-                for key in ("embeddings", "scales")
-            }
-            tile = PublishedTile(
-                cell=cell,
-                year=year,
-                collection_id=COLLECTION,
-                model_name="tessera",
-                model_version="v1",
-                epsg=cell.utm_epsg,
-                transform=(10.0, 0.0, 500000.0, 0.0, -10.0, 2600000.0),
-                shape=(1110, 1110),
-                assets=assets,
-                sources=(),
-                counts=PixelCounts(valid=1, invalid=0),
-                processed=datetime(2025, 1, 1, tzinfo=UTC),
+            epsg = GridCell.containing(lon, lat).utm_epsg
+            grid = (epsg, (10.0, 0.0, 500000.0, 0.0, -10.0, 2600000.0), (1110, 1110))
+            items.append(
+                fake_item(
+                    lon,
+                    lat,
+                    year,
+                    collection_id=COLLECTION,
+                    model_name="tessera",
+                    grid=grid,
+                    counts=PixelCounts(valid=1, invalid=0),
+                )
             )
-            items.append(create_item(tile).to_dict(include_self_link=False, transform_hrefs=False))
             if len(items) >= count:
                 return items
     return items

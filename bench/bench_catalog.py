@@ -81,7 +81,8 @@ def tiles(n: int) -> list[Any]:
 def main() -> None:
     """Run the benchmark and write bench/results/catalog.{json,md}."""
     from tessera_stac.catalog.stac import create_item, item_key
-    from tessera_stac.catalog.static import LocalDir, build_static_catalog
+    from tessera_stac.catalog.static import build_static_catalog
+    from tessera_stac.catalog.store import LocalStore
     from tessera_stac.catalog.validate import StacValidator
 
     n = int(os.environ.get("BENCH_CATALOG_ITEMS", "2000"))
@@ -103,7 +104,7 @@ def main() -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(d, indent=2))
         t0 = time.perf_counter()
-        report = build_static_catalog(LocalDir(root))
+        report = build_static_catalog(LocalStore(root))
         t_static = time.perf_counter() - t0
         assert report.ok, report.problems
         results["static_build_s"] = round(t_static, 2)

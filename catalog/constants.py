@@ -109,3 +109,23 @@ def providers() -> list[pystac.Provider]:
             description="Converted to Cloud-Optimized GeoTIFFs and STAC by tessera-stac.",
         ),
     ]
+
+
+# ----------------------------------------------------------- collections, tables, media types
+# Shared by the pipelines (publisher/) and the server (api/), which may not import publisher/.
+EMBEDDING_COLLECTION_PREFIX = "tessera-embeddings-"  # + model version, e.g. tessera-embeddings-v1
+CORESTACK_COLLECTION_PREFIX = "corestack-"
+MWS_COLLECTION_ID = "corestack-mws"  # CoRE Stack micro-watershed layers, one item per block
+JOIN_COLLECTION_ID = "corestack-mws-embeddings"  # per-MWS mean embeddings, one item per year
+#: embedding band i is named ``A{i:02d}``: the COG's band names and the join table's columns
+BAND_PREFIX = "A"
+BAND_NAMES: tuple[str, ...] = tuple(f"{BAND_PREFIX}{i:02d}" for i in range(EMBEDDING_DIM))
+CODE_NODATA = -128  # the int8 code of an invalid pixel (real codes lie in [-127, 127])
+UID_COLUMN = "uid"  # the join key of MWS layers and join tables
+
+TABLE_SCHEMA_URI = "https://stac-extensions.github.io/table/v1.2.0/schema.json"
+JSON_MEDIA_TYPE = "application/json"
+GEOJSON_MEDIA_TYPE = "application/geo+json"
+PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
+CSV_MEDIA_TYPE = "text/csv"
+PNG_MEDIA_TYPE = "image/png"

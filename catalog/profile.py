@@ -6,10 +6,12 @@ size or a compression here and every part follows.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
-EMBEDDING_DIM = 128
+from tessera_stac.catalog.constants import BAND_NAMES, CODE_NODATA, PNG_MEDIA_TYPE
+from tessera_stac.catalog.constants import EMBEDDING_DIM as EMBEDDING_DIM  # re-exported
 
 
 @dataclass(frozen=True)
@@ -71,39 +73,36 @@ class CogProfile:
         return opts
 
 
+#: both COGs: square internal tiles, lossless ZSTD, pixel-interleaved, overviews 2, 4, 8
+_tessera_cog = functools.partial(
+    CogProfile, blocksize=128, compress="ZSTD", interleave="PIXEL", overview_levels=(2, 4, 8)
+)
+
 # Measured in bench/results/publish.md (bench/bench_publish.py) on a real-size tile: 128 px
 # blocks (2 MB of vectors) read a point ~4x faster than 256 and ~19x faster than 512 at the
 # same size, and pad a ~1100 px tile least; horizontal differencing (predictor 2) shrinks
 # the int8 codes by ~25 %; with it ZSTD levels 1..9 give the same size, level 1 is fastest.
-EMBEDDINGS = CogProfile(
+EMBEDDINGS = _tessera_cog(
     asset_key="embeddings",
     filename="embeddings.tif",
     dtype="int8",
     count=EMBEDDING_DIM,
-    nodata=-128,
-    blocksize=128,
-    compress="ZSTD",
+    nodata=CODE_NODATA,
     predictor=2,
     level=1,
-    interleave="PIXEL",
-    overview_levels=(2, 4, 8),
-    band_names=tuple(f"A{i:02d}" for i in range(EMBEDDING_DIM)),
+    band_names=BAND_NAMES,
     roles=("data", "embeddings"),
     description="TESSERA embedding codes: int8, 128 bands; multiply by the per-pixel scale",
 )
 
-SCALES = CogProfile(
+SCALES = _tessera_cog(
     asset_key="scales",
     filename="scales.tif",
     dtype="float32",
     count=1,
     nodata=float("nan"),
-    blocksize=128,
-    compress="ZSTD",
     predictor=3,
     level=9,
-    interleave="PIXEL",
-    overview_levels=(2, 4, 8),
     band_names=("scale",),
     roles=("data", "scales"),
     description="Per-pixel float32 scale of the embedding codes; NaN where the pixel is invalid",
@@ -111,4 +110,4 @@ SCALES = CogProfile(
 
 PREVIEW_KEY = "preview"
 PREVIEW_FILENAME = "preview.png"
-PREVIEW_MEDIA_TYPE = "image/png"
+PREVIEW_MEDIA_TYPE = PNG_MEDIA_TYPE

@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import contextlib
 import math
-import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import numpy as np
 import numpy.typing as npt
@@ -41,6 +40,7 @@ from tessera_stac.catalog.embedding import (
     QuantizationMethod,
 )
 from tessera_stac.catalog.errors import InputError
+from tessera_stac.catalog.hrefs import resolve_href  # the one resolver (re-exported here)
 
 FloatArray = npt.NDArray[np.floating[Any]]
 BoolArray = npt.NDArray[np.bool_]
@@ -92,20 +92,6 @@ def gdal_path(href: str) -> str:
     if parts.scheme == "file":
         return parts.path
     return href
-
-
-def resolve_href(href: str, base: str | None) -> str:
-    """Resolve a possibly relative asset href against the Item's self href."""
-    if urlsplit(href).scheme or href.startswith("/") or not base:
-        return href
-    if urlsplit(base).scheme in ("http", "https", "s3"):
-        if base.startswith("s3://"):
-            bucket_key = base[len("s3://") :]
-            joined = posixpath.normpath(posixpath.join(posixpath.dirname(bucket_key), href))
-            return f"s3://{joined}"
-        return urljoin(base, href)
-    base_path = urlsplit(base).path if base.startswith("file://") else base
-    return posixpath.normpath(posixpath.join(posixpath.dirname(base_path), href))
 
 
 _CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")

@@ -15,7 +15,7 @@ catalog member; ``tessera-stac catalog build`` can make them absolute.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +28,7 @@ from tessera_stac.catalog.embedding import (
     Quantization,
     SimilarityMetric,
 )
+from tessera_stac.catalog.hrefs import is_public
 from tessera_stac.catalog.model import AssetRecord, PublishedTile
 from tessera_stac.catalog.profile import (
     EMBEDDINGS,
@@ -38,8 +39,8 @@ from tessera_stac.catalog.profile import (
 )
 
 CATALOG_KEY = "catalog.json"
-JSON_MEDIA_TYPE = "application/json"
-GEOJSON_MEDIA_TYPE = "application/geo+json"
+JSON_MEDIA_TYPE = c.JSON_MEDIA_TYPE
+GEOJSON_MEDIA_TYPE = c.GEOJSON_MEDIA_TYPE
 
 
 # ------------------------------------------------------------------------------ layout
@@ -71,7 +72,7 @@ def model_item_id(model_version: str) -> str:
 
 def default_collection_id(model_version: str) -> str:
     """Default id of the embedding Collection of one model version."""
-    return f"tessera-embeddings-{model_version}"
+    return f"{c.EMBEDDING_COLLECTION_PREFIX}{model_version}"
 
 
 def _model_link(from_key: str, model_version: str) -> pystac.Link:
@@ -111,25 +112,24 @@ def embeddings_quantization() -> Quantization:
     )
 
 
+def _cog_fields(profile: CogProfile, title: str) -> dict[str, Any]:
+    """Title, description, roles, media type and band fields of a COG asset."""
+    return {
+        "title": title,
+        "description": profile.description,
+        "roles": list(profile.roles),
+        "type": profile.media_type,
+        **_band_fields(profile),
+    }
+
+
 def _asset_fields(key: str, record: AssetRecord | None = None) -> dict[str, Any]:
     """Title, description, roles and band fields of a known asset (empty for others)."""
     if key == EMBEDDINGS.asset_key:
-        fields = {
-            "title": "Embeddings (int8 codes)",
-            "description": EMBEDDINGS.description,
-            "roles": list(EMBEDDINGS.roles),
-            "type": EMBEDDINGS.media_type,
-            **_band_fields(EMBEDDINGS),
-            "embedding:quantization": embeddings_quantization().to_dict(),
-        }
+        fields = _cog_fields(EMBEDDINGS, "Embeddings (int8 codes)")
+        fields["embedding:quantization"] = embeddings_quantization().to_dict()
     elif key == SCALES.asset_key:
-        fields = {
-            "title": "Per-pixel scales",
-            "description": SCALES.description,
-            "roles": list(SCALES.roles),
-            "type": SCALES.media_type,
-            **_band_fields(SCALES),
-        }
+        fields = _cog_fields(SCALES, "Per-pixel scales")
     elif key == PREVIEW_KEY:
         fields = {
             "title": "Preview (fixed projection of the 128 dimensions to RGB)",
@@ -261,7 +261,7 @@ def _add_item_links(item: pystac.Item, tile: PublishedTile) -> None:
     item.add_link(pystac.Link("parent", coll, JSON_MEDIA_TYPE))
     item.add_link(pystac.Link("collection", coll, JSON_MEDIA_TYPE))
     item.add_link(_model_link(key, tile.model_version))
-    for href in tile.sources:
+    for href in filter(is_public, tile.sources):  # a private local path is never published
         name = posixpath.basename(href.rstrip("/"))
         media = "image/tiff; application=geotiff" if name.endswith((".tif", ".tiff")) else None
         item.add_link(
@@ -497,6 +497,20 @@ def create_model_item(
     return item
 
 
+def _mlm_input(name: str, what: str, bands: list[str]) -> dict[str, Any]:
+    """One MLM model input: a year's time series of one pixel's ``bands``."""
+    return {
+        "name": name,
+        "description": f"{what} time series of one pixel (a year)",
+        "bands": bands,
+        "input": {
+            "shape": [-1, -1, len(bands)],
+            "dim_order": ["batch", "time", "bands"],
+            "data_type": "float32",
+        },
+    }
+
+
 def _model_properties(model_version: str) -> dict[str, Any]:
     s2 = [b[0] for b in c.SENTINEL2_BANDS]
     s1 = list(c.SENTINEL1_BANDS)
@@ -514,26 +528,8 @@ def _model_properties(model_version: str) -> dict[str, Any]:
         "mlm:framework": "PyTorch",
         "mlm:pretrained": True,
         "mlm:input": [
-            {
-                "name": "sentinel-2",
-                "description": "Sentinel-2 L2A reflectance time series of one pixel (a year)",
-                "bands": s2,
-                "input": {
-                    "shape": [-1, -1, len(s2)],
-                    "dim_order": ["batch", "time", "bands"],
-                    "data_type": "float32",
-                },
-            },
-            {
-                "name": "sentinel-1",
-                "description": "Sentinel-1 backscatter time series of one pixel (a year)",
-                "bands": s1,
-                "input": {
-                    "shape": [-1, -1, len(s1)],
-                    "dim_order": ["batch", "time", "bands"],
-                    "data_type": "float32",
-                },
-            },
+            _mlm_input("sentinel-2", "Sentinel-2 L2A reflectance", s2),
+            _mlm_input("sentinel-1", "Sentinel-1 backscatter", s1),
         ],
         "mlm:output": [
             {
@@ -593,8 +589,10 @@ def create_model_collection(model_items: Sequence[pystac.Item]) -> pystac.Collec
 
 
 # ------------------------------------------------------------------------------- root
-def create_root_catalog(collection_ids: Sequence[str]) -> pystac.Catalog:
-    """The root ``catalog.json``: one ``child`` link per Collection (sorted)."""
+def create_root_catalog(
+    collection_ids: Sequence[str], titles: Mapping[str, str] | None = None
+) -> pystac.Catalog:
+    """The root ``catalog.json``: one ``child`` link per Collection (sorted, titled if known)."""
     catalog = pystac.Catalog(
         id=c.ROOT_CATALOG_ID,
         title=c.ROOT_CATALOG_TITLE,
@@ -604,5 +602,5 @@ def create_root_catalog(collection_ids: Sequence[str]) -> pystac.Catalog:
     catalog.add_link(pystac.Link("root", f"./{CATALOG_KEY}", JSON_MEDIA_TYPE))
     for cid in sorted(set(collection_ids)):
         href = relative_href(CATALOG_KEY, collection_key(cid))
-        catalog.add_link(pystac.Link("child", href, JSON_MEDIA_TYPE))
+        catalog.add_link(pystac.Link("child", href, JSON_MEDIA_TYPE, (titles or {}).get(cid)))
     return catalog

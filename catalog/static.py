@@ -8,6 +8,11 @@ Layout (DESIGN §2), the same keys in a local directory or an S3 prefix::
     {collection}/{year}/{grid}/{grid}_{year}.json    written by the publisher
     tessera-models/collection.json
     tessera-models/tessera-{version}/tessera-{version}.json   the MLM model Item
+    corestack-*/{item}/{item}.json                   watershed layers, joins, CoRE Stack imports
+
+This module is the one static-catalog writer: :func:`build_static_catalog` for the embedding
+collections, :func:`put_collection` for the others, and :func:`write_root`, which every
+command calls last so ``catalog.json`` always lists every collection present.
 
 Hrefs are relative by default (a catalog that can be moved or mirrored as a whole), or
 absolute under ``href_base`` (then every object also gets a ``self`` link). Every object is
@@ -19,21 +24,20 @@ the others.
 from __future__ import annotations
 
 import json
-import os
 import re
 import tempfile
-import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
-from urllib.parse import urljoin, urlsplit
+from typing import Any
 
 import pystac
 
 from tessera_stac.catalog import constants as c
 from tessera_stac.catalog.embedding import MODEL_VERSION_PROP
+from tessera_stac.catalog.hrefs import resolve_href
 from tessera_stac.catalog.stac import (
     CATALOG_KEY,
     JSON_MEDIA_TYPE,
@@ -45,65 +49,14 @@ from tessera_stac.catalog.stac import (
     model_item_key,
     relative_href,
 )
+from tessera_stac.catalog.store import Store
 
 ITEM_KEY_RE = re.compile(
     r"^(?P<collection>[^/]+)/(?P<year>\d{4})/(?P<grid>[^/]+)/(?P<name>[^/]+)\.json$"
 )
 PARQUET_NAME = "items.parquet"
-PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
-GEOJSON_MEDIA_TYPE = "application/geo+json"
-
-
-class CatalogStore(Protocol):
-    """Where the catalog lives (``publisher.storage`` stores satisfy it)."""
-
-    @property
-    def uri(self) -> str:
-        """Where the store is (a path or an ``s3://`` URI)."""
-        ...
-
-    def list(self, prefix: str = "") -> Iterator[str]:
-        """Keys of every object under ``prefix``."""
-        ...
-
-    def read_bytes(self, key: str) -> bytes:
-        """An object's content."""
-        ...
-
-    def put_bytes(self, data: bytes, key: str, content_type: str) -> None:
-        """Write ``data`` at ``key`` atomically."""
-        ...
-
-
-@dataclass
-class LocalDir:
-    """A local directory as a :class:`CatalogStore` (atomic writes by rename)."""
-
-    root: Path
-
-    @property
-    def uri(self) -> str:
-        """The directory's path."""
-        return str(self.root)
-
-    def list(self, prefix: str = "") -> Iterator[str]:
-        """Keys (posix, relative) of the files under ``prefix``, sorted."""
-        base = self.root / prefix if prefix else self.root
-        for path in sorted(base.rglob("*")):
-            if path.is_file() and not path.name.startswith("."):
-                yield path.relative_to(self.root).as_posix()
-
-    def read_bytes(self, key: str) -> bytes:
-        """The file's bytes."""
-        return (self.root / key).read_bytes()
-
-    def put_bytes(self, data: bytes, key: str, content_type: str) -> None:
-        """Write via a temp file and ``os.replace``."""
-        target = self.root / key
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
+PARQUET_MEDIA_TYPE = c.PARQUET_MEDIA_TYPE
+GEOJSON_MEDIA_TYPE = c.GEOJSON_MEDIA_TYPE
 
 
 @dataclass(frozen=True)
@@ -146,9 +99,7 @@ def find_item_keys(keys: Iterator[str] | list[str]) -> list[str]:
 
 
 def _absolute(href: str, key: str, href_base: str) -> str:
-    if urlsplit(href).scheme or href.startswith("/"):
-        return href
-    return urljoin(f"{href_base.rstrip('/')}/{key}", href)
+    return resolve_href(href, f"{href_base.rstrip('/')}/{key}")
 
 
 def publish_hrefs(obj: dict[str, Any], key: str, href_base: str | None) -> dict[str, Any]:
@@ -172,8 +123,8 @@ def publish_hrefs(obj: dict[str, Any], key: str, href_base: str | None) -> dict[
     return out
 
 
-def _item_links(d: dict[str, Any], key: str, collection_id: str) -> dict[str, Any]:
-    """Set the Item's root/parent/collection links to the layout's (other links kept)."""
+def item_links(d: dict[str, Any], key: str, collection_id: str) -> dict[str, Any]:
+    """The Item with root/parent/collection links for its key (other links kept, no self)."""
     coll = relative_href(key, collection_key(collection_id))
     fixed = [
         {"rel": "root", "href": relative_href(key, CATALOG_KEY), "type": JSON_MEDIA_TYPE},
@@ -184,7 +135,8 @@ def _item_links(d: dict[str, Any], key: str, collection_id: str) -> dict[str, An
     return {**d, "collection": collection_id, "links": fixed + rest}
 
 
-def _dump(obj: dict[str, Any]) -> bytes:
+def dump_json(obj: dict[str, Any]) -> bytes:
+    """How every STAC document is written: indented UTF-8 JSON with a final newline."""
     return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode()
 
 
@@ -196,7 +148,7 @@ class _Loaded:
     item: pystac.Item
 
 
-def _load_item(store: CatalogStore, key: str) -> _Loaded:
+def _load_item(store: Store, key: str) -> _Loaded:
     """Read and check one Item JSON; raises ValueError naming the problem."""
     match = ITEM_KEY_RE.match(key)
     assert match is not None
@@ -212,7 +164,7 @@ def _load_item(store: CatalogStore, key: str) -> _Loaded:
     cid = match["collection"]
     if raw.get("collection") not in (None, cid):
         raise ValueError(f"item says collection {raw.get('collection')!r}, folder says {cid!r}")
-    relative = _item_links(publish_hrefs(raw, key, None), key, cid)
+    relative = item_links(publish_hrefs(raw, key, None), key, cid)
     try:
         # parsing twice is ~10x cheaper than pystac's deepcopy (preserve_dict) of 128 bands;
         # the pystac Item only feeds extents and summaries, so its links do not matter
@@ -225,7 +177,7 @@ def _load_item(store: CatalogStore, key: str) -> _Loaded:
 
 
 def build_static_catalog(
-    store: CatalogStore,
+    store: Store,
     href_base: str | None = None,
     geoparquet: bool = True,
     progress: Callable[[int], None] | None = None,
@@ -268,20 +220,123 @@ def build_static_catalog(
             years.update(i.item.datetime.year for i in loaded_items if i.item.datetime)
     if versions:
         _write_models(store, sorted(versions), (min(years), max(years)), href_base, report)
-    ids = sorted(report.collections) + ([c.MODEL_COLLECTION_ID] if versions else [])
-    root = create_root_catalog(ids).to_dict(include_self_link=False, transform_hrefs=False)
-    _put(store, CATALOG_KEY, publish_hrefs(root, CATALOG_KEY, href_base), report)
+    write_root(store, href_base)
+    report.written.append(CATALOG_KEY)
     return report
 
 
-def _put(store: CatalogStore, key: str, obj: dict[str, Any], report: BuildReport) -> None:
+def _root_base(store: Store) -> str | None:
+    """The public URL a root written earlier was built for (its ``self`` link), if any."""
+    root = _read_doc(store, CATALOG_KEY) or {}
+    for link in root.get("links", []):
+        href = str(link.get("href", ""))
+        if link.get("rel") == "self" and href.endswith(CATALOG_KEY) and "://" in href:
+            return href[: -len(CATALOG_KEY)].rstrip("/") or None
+    return None
+
+
+def write_root(store: Store, href_base: str | None = None) -> dict[str, Any]:
+    """Write ``catalog.json`` with a child link to every collection present in ``store``.
+
+    The one writer of the root: every command that adds a collection (``catalog build``,
+    ``watersheds publish|join``, ``corestack import``) calls it, so the root lists every
+    ``{collection}/collection.json`` whatever order they ran in. Without ``href_base``, the
+    base of a root written earlier with absolute hrefs is kept.
+
+    Returns:
+        The root as written.
+    """
+    titles: dict[str, str] = {}
+    for name in store.folders():
+        doc = _read_doc(store, collection_key(name))
+        if doc is not None and doc.get("type") == "Collection":
+            titles[name] = str(doc.get("title") or name)
+    base = href_base or _root_base(store)
+    root = create_root_catalog(sorted(titles), titles)
+    data = publish_hrefs(
+        root.to_dict(include_self_link=False, transform_hrefs=False), CATALOG_KEY, base
+    )
+    store.put_bytes(dump_json(data), CATALOG_KEY, JSON_MEDIA_TYPE)
+    return data
+
+
+def collection_links(collection: dict[str, Any], item_ids: Iterable[str]) -> dict[str, Any]:
+    """A Collection dict with root/parent links and one ``item`` link per Item.
+
+    Items sit at ``{collection}/{item}/{item}.json`` (the watershed and import layout).
+    """
+    kept = [
+        link
+        for link in collection.get("links", [])
+        if link.get("rel") not in ("root", "parent", "item", "self")
+    ]
+    to_root = relative_href(collection_key(str(collection["id"])), CATALOG_KEY)
+    links = [
+        {"rel": "root", "href": to_root, "type": JSON_MEDIA_TYPE},
+        {"rel": "parent", "href": to_root, "type": JSON_MEDIA_TYPE},
+        *kept,
+        *(
+            {"rel": "item", "href": f"./{i}/{i}.json", "type": GEOJSON_MEDIA_TYPE}
+            for i in sorted(item_ids)
+        ),
+    ]
+    return {**collection, "links": links}
+
+
+def read_items(store: Store, collection_id: str) -> list[dict[str, Any]]:
+    """Item dicts at ``{collection}/{item}/{item}.json`` (unreadable ones skipped)."""
+    out: list[dict[str, Any]] = []
+    for key in store.list(f"{collection_id}/"):
+        parts = key.split("/")
+        if len(parts) != 3 or parts[2] != f"{parts[1]}.json":
+            continue
+        data = _read_doc(store, key)
+        if data is not None and data.get("type") == "Feature":
+            out.append(data)
+    return out
+
+
+def _read_doc(store: Store, key: str) -> dict[str, Any] | None:
+    """The JSON object at ``key``, or None when it is missing or not a JSON object."""
+    if not store.exists(key):
+        return None
+    try:
+        data = json.loads(store.read_bytes(key))
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def put_collection(
+    store: Store, collection: dict[str, Any], items: Iterable[dict[str, Any]]
+) -> str:
+    """Write ``{collection}/collection.json`` listing ``items``, then the root; its key."""
+    key = collection_key(str(collection["id"]))
+    data = collection_links(collection, (str(i["id"]) for i in items))
+    store.put_bytes(dump_json(data), key, JSON_MEDIA_TYPE)
+    write_root(store)
+    return key
+
+
+def temporal_extent(items: Iterable[dict[str, Any]]) -> tuple[datetime | None, datetime | None]:
+    """[min, max] of the Items' ``datetime``/``start_datetime``/``end_datetime``."""
+    times = [
+        datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        for data in items
+        for key in ("datetime", "start_datetime", "end_datetime")
+        if (value := data.get("properties", {}).get(key))
+    ]
+    return (min(times), max(times)) if times else (None, None)
+
+
+def _put(store: Store, key: str, obj: dict[str, Any], report: BuildReport) -> None:
     media = GEOJSON_MEDIA_TYPE if obj.get("type") == "Feature" else JSON_MEDIA_TYPE
-    store.put_bytes(_dump(obj), key, media)
+    store.put_bytes(dump_json(obj), key, media)
     report.written.append(key)
 
 
 def _write_collection(
-    store: CatalogStore,
+    store: Store,
     cid: str,
     loaded: list[_Loaded],
     href_base: str | None,
@@ -332,7 +387,7 @@ def _write_collection(
 
 
 def _write_models(
-    store: CatalogStore,
+    store: Store,
     versions: list[str],
     years: tuple[int, int],
     href_base: str | None,

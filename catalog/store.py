@@ -15,8 +15,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import tempfile
 import threading
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -59,7 +61,10 @@ def split_s3(uri: str) -> tuple[str, str]:
 class Store(Protocol):
     """A root (local directory or S3 prefix) holding objects by relative key."""
 
-    uri: str
+    @property
+    def uri(self) -> str:
+        """Where the store is (a local path or an ``s3://`` URI)."""
+        ...
 
     def join(self, key: str) -> str:
         """Absolute URI (local path or ``s3://``) of ``key``."""
@@ -71,6 +76,10 @@ class Store(Protocol):
 
     def exists(self, key: str) -> bool:
         """Whether ``key`` exists."""
+        ...
+
+    def folders(self) -> Sequence[str]:
+        """Names of the top-level folders (e.g. collections), sorted, hidden ones left out."""
         ...
 
     def read_bytes(self, key: str) -> bytes:
@@ -93,6 +102,14 @@ class Store(Protocol):
         """Remove ``key`` if it exists."""
         ...
 
+    def stage(self, key: str) -> Path:
+        """A fresh local folder to write the objects of ``key`` into."""
+        ...
+
+    def put_folder(self, staged: Path, key: str) -> Sequence[str]:
+        """Publish a staged folder as ``key`` (replacing what was there); the keys written."""
+        ...
+
 
 @dataclass
 class LocalStore:
@@ -108,16 +125,23 @@ class LocalStore:
         return str(self.root / key)
 
     def list(self, prefix: str = "") -> Iterator[str]:
+        """Keys under ``prefix``, sorted; hidden files and folders (staging, scratch) skipped."""
         base = self.root / prefix if prefix else self.root
         if not base.is_dir():
             return
-        for dirpath, _dirs, files in os.walk(base):
+        for dirpath, dirs, files in os.walk(base):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             rel = Path(dirpath).relative_to(self.root)
-            for name in files:
+            for name in sorted(f for f in files if not f.startswith(".")):
                 yield (rel / name).as_posix() if str(rel) != "." else name
 
     def exists(self, key: str) -> bool:
         return (self.root / key).is_file()
+
+    def folders(self) -> Sequence[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and p.name[0] != ".")
 
     def read_bytes(self, key: str) -> bytes:
         return (self.root / key).read_bytes()
@@ -153,6 +177,30 @@ class LocalStore:
 
     def delete(self, key: str) -> None:
         (self.root / key).unlink(missing_ok=True)
+
+    def stage(self, key: str) -> Path:
+        """A fresh hidden folder beside ``key`` (same file system: the swap is a rename)."""
+        target = self.root / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        path = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+        path.mkdir()
+        return path
+
+    def put_folder(self, staged: Path, key: str) -> Sequence[str]:
+        """Swap a fully written folder in place of ``key`` (the old one removed after).
+
+        Returns:
+            The keys now under ``key``.
+        """
+        target = self.root / key
+        old: Path | None = None
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+            os.replace(target, old)
+        os.replace(staged, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return list(self.list(key))
 
 
 _CLIENTS: dict[str, Any] = {}
@@ -225,6 +273,18 @@ class S3Store:
     def exists(self, key: str) -> bool:
         return self.head(key) is not None
 
+    def folders(self) -> Sequence[str]:
+        client = s3_client(self.settings)
+        base = f"{self.prefix}/" if self.prefix else ""
+        names: set[str] = set()
+        for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=base, Delimiter="/"
+        ):
+            names.update(
+                p["Prefix"][len(base) :].rstrip("/") for p in page.get("CommonPrefixes", [])
+            )
+        return sorted(n for n in names if n and not n.startswith("."))
+
     def read_bytes(self, key: str) -> bytes:
         obj = s3_client(self.settings).get_object(Bucket=self.bucket, Key=self._key(key))
         return bytes(obj["Body"].read())
@@ -273,6 +333,46 @@ class S3Store:
 
     def delete(self, key: str) -> None:
         s3_client(self.settings).delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def stage(self, key: str) -> Path:
+        """A fresh local folder to write ``key``'s objects into before :meth:`put_folder`."""
+        return Path(tempfile.mkdtemp(prefix="tessera-stac-stage-"))
+
+    def put_folder(self, staged: Path, key: str) -> Sequence[str]:
+        """Upload a folder's files under ``key`` (data first, JSON documents last, each with
+        its sha256), then remove objects under ``key`` the folder no longer has.
+
+        Returns:
+            The keys written.
+        """
+        files = sorted((p for p in staged.rglob("*") if p.is_file()), key=_json_last)
+        written = []
+        for path in files:
+            dest = f"{key}/{path.relative_to(staged).as_posix()}"
+            self.put_file(path, dest, _content_type(path), sha256_file(path))
+            written.append(dest)
+        for stale in set(self.list(f"{key}/")) - set(written):
+            self.delete(stale)
+        shutil.rmtree(staged, ignore_errors=True)
+        return written
+
+
+def _json_last(path: Path) -> tuple[bool, str]:
+    return path.suffix == ".json", path.as_posix()
+
+
+_CONTENT_TYPES = {
+    ".json": "application/json",
+    ".parquet": "application/vnd.apache.parquet",
+    ".geojson": "application/geo+json",
+    ".csv": "text/csv",
+    ".png": "image/png",
+    ".tif": "image/tiff; application=geotiff; profile=cloud-optimized",
+}
+
+
+def _content_type(path: Path) -> str:
+    return _CONTENT_TYPES.get(path.suffix, "application/octet-stream")
 
 
 def open_store(uri: str, settings: StorageSettings | None = None) -> LocalStore | S3Store:

@@ -9,16 +9,16 @@ first one, and with the schema that raised it.
 from __future__ import annotations
 
 import json
-import posixpath
 import re
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 from tessera_stac.catalog.embedding import SCHEMA_URI, schema_path
+from tessera_stac.catalog.hrefs import resolve_href
 
 CORE_PATHS = {
     "Feature": "item-spec/json-schema/item.json",
@@ -105,19 +105,6 @@ def read_json(target: str, timeout: float = 30.0) -> Any:
         except botocore.exceptions.ClientError as exc:
             raise OSError(str(exc)) from exc
     return json.loads(Path(target).read_text())
-
-
-def join_href(base: str, href: str) -> str:
-    """Resolve ``href`` against the document at ``base`` (path, http(s) or s3 URL)."""
-    if urlsplit(href).scheme or href.startswith("/"):
-        return href
-    parts = urlsplit(base)
-    if parts.scheme == "s3":
-        key = posixpath.normpath(posixpath.join(posixpath.dirname(parts.path), href))
-        return f"s3://{parts.netloc}{key}"
-    if parts.scheme:
-        return urljoin(base, href)
-    return str((Path(base).parent / href).resolve())
 
 
 class StacValidator:
@@ -284,7 +271,7 @@ def _leaves(err: Any) -> list[Any]:
 
 def _children(obj: dict[str, Any], base: str) -> list[str]:
     return [
-        join_href(base, str(link.get("href", "")))
+        resolve_href(str(link.get("href", "")), base)
         for link in obj.get("links", [])
         if isinstance(link, dict) and link.get("rel") in ("child", "item")
     ]

@@ -14,17 +14,18 @@ catalog_app = typer.Typer(
 )
 
 
+HREF_BASE_HELP = (
+    "Public URL of DEST (e.g. https://data.example.org/tessera): write absolute hrefs and "
+    "self links. Default: relative hrefs."
+)
+
+
 @catalog_app.command("build")
 def build(
     dest: str = typer.Argument(
         ..., help="Published tree: a local directory or s3://bucket/prefix."
     ),
-    href_base: str | None = typer.Option(
-        None,
-        "--href-base",
-        help="Public URL of DEST (e.g. https://data.example.org/tessera): write absolute "
-        "hrefs and self links. Default: relative hrefs.",
-    ),
+    href_base: str | None = typer.Option(None, "--href-base", help=HREF_BASE_HELP),
     geoparquet: bool = typer.Option(
         True, "--geoparquet/--no-geoparquet", help="Write {collection}/items.parquet."
     ),

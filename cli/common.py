@@ -33,3 +33,21 @@ def progress(total: int | None, desc: str, disable: bool = False) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="it", file=sys.stderr, disable=disable, leave=False)
+
+
+#: ``--engine`` of every command that runs per-tile work (publish, join): one default for all
+ENGINE_OPTION = typer.Option(
+    "process",
+    "--engine",
+    help="Where per-tile work runs: serial (this process), process (a local process pool) or "
+    "dask (Dask distributed: a local cluster, or the one at --scheduler).",
+)
+SCHEDULER_OPTION = typer.Option(
+    None,
+    "--scheduler",
+    envvar="DASK_SCHEDULER_ADDRESS",
+    help="Dask scheduler tcp://host:port (implies --engine dask; env DASK_SCHEDULER_ADDRESS).",
+)
+WORKERS_OPTION = typer.Option(
+    None, "--workers", "-w", help="Local worker processes (default: all cores)."
+)

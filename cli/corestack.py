@@ -8,7 +8,13 @@ from pathlib import Path
 import typer
 
 from tessera_stac.cli import scale as cli_scale
-from tessera_stac.cli.common import JSON_OPTION, emit
+from tessera_stac.cli.common import (
+    ENGINE_OPTION,
+    JSON_OPTION,
+    SCHEDULER_OPTION,
+    WORKERS_OPTION,
+    emit,
+)
 
 OUT_OPTION = typer.Option(
     Path("published"),
@@ -40,20 +46,32 @@ def publish_cmd(
     drop_empty: bool = typer.Option(
         False, "--drop-empty", help="Drop MWS with an empty geometry (warned) instead of failing."
     ),
+    valid_years: str | None = typer.Option(
+        None,
+        "--valid-years",
+        help="Years the layer is valid for, e.g. 2017-2025: the item's start/end_datetime "
+        "(default: the TESSERA years, 2017 to this year).",
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Publish an MWS layer as GeoParquet + GeoJSON and a STAC item in `corestack-mws`.
 
+    The item's time is the years it is valid for (so a year-filtered search finds it beside
+    that year's embeddings); the publication time is its `created`/`updated`.
+
     Example: tessera-stac watersheds publish mws.geojson --state Gujarat --district Bhavnagar
     --block Bhavnagar --out published
     """
+    from tessera_stac.catalog.args import parse_years
     from tessera_stac.publisher.watersheds.layer import BlockName, publish_mws_layer
 
+    years = parse_years(valid_years, what="--valid-years") if valid_years else None
     result = publish_mws_layer(
         file,
         BlockName(state, district, block),
         out,
         now=datetime.now(UTC),
+        valid_years=(years[0], years[-1]) if years else None,
         drop_empty=drop_empty,
         s3_url=s3,
     )
@@ -92,9 +110,9 @@ def join_cmd(
         None, "--collection", help="Embedding collection to read when several are published."
     ),
     csv: bool = typer.Option(False, "--csv", help="Also write the table as CSV."),
-    engine: str = cli_scale.ENGINE_OPTION,
-    scheduler: str | None = cli_scale.SCHEDULER_OPTION,
-    workers: int | None = cli_scale.WORKERS_OPTION,
+    engine: str = ENGINE_OPTION,
+    scheduler: str | None = SCHEDULER_OPTION,
+    workers: int | None = WORKERS_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Mean embedding vector per micro-watershed for one year (GeoParquet + STAC item + map).

@@ -55,9 +55,10 @@ def demo_cmd(
 ) -> None:
     """Run the whole product on sample data, then serve it on 127.0.0.1."""
     from tessera_stac.api.settings import ApiSettings
+    from tessera_stac.catalog.args import parse_bbox
     from tessera_stac.cli import demo_run as demo
 
-    region = demo.DemoRegion(bbox=demo.parse_bbox(bbox), year=year)
+    region = demo.DemoRegion(bbox=parse_bbox(bbox, on_grid=True), year=year)
     paths = demo.DemoPaths(data.absolute())
     chosen_port = demo.pick_port(host, port, ApiSettings().port)
     if browser_dir is not None and not (browser_dir / "index.html").is_file():

@@ -31,7 +31,7 @@ from typing import Any
 
 import typer
 
-from tessera_stac.catalog.errors import ConfigurationError, InputError, TesseraStacError
+from tessera_stac.catalog.errors import ConfigurationError, TesseraStacError
 
 #: The repository root (this file is cli/demo_run.py in an editable install).
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,24 +72,6 @@ class DemoRegion:
     def bbox_arg(self) -> str:
         """The bbox as a CLI argument (``W,S,E,N``)."""
         return ",".join(f"{v:g}" for v in self.bbox)
-
-
-def parse_bbox(text: str) -> tuple[float, float, float, float]:
-    """Parse ``W,S,E,N`` into a 0.1-degree aligned bbox.
-
-    Raises:
-        InputError: Not four numbers, empty, or not on the 0.1-degree grid.
-    """
-    try:
-        west, south, east, north = (float(v) for v in text.split(","))
-    except ValueError:
-        raise InputError(f"--bbox {text!r}: expected four numbers W,S,E,N") from None
-    if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
-        raise InputError(f"--bbox {text!r}: expected W < E and S < N within lon/lat bounds")
-    for value in (west, south, east, north):
-        if abs(value * 10 - round(value * 10)) > 1e-6:
-            raise InputError(f"--bbox {text!r}: {value:g} is not on the 0.1-degree tile grid")
-    return west, south, east, north
 
 
 @dataclass(frozen=True)
@@ -298,16 +280,10 @@ def demo_steps(region: DemoRegion, paths: DemoPaths, dsn: str, base_url: str) ->
 
     ``base_url`` is where the API will serve: asset hrefs are loaded as ``{base_url}/data/...``.
     """
-    from tessera_stac.publisher.samples.mws import MwsLayerSpec, write_mws_layer
-
     mws_file = paths.mws / f"{region.state}_{region.district}_{region.block}_mws.geojson"
-    spec = MwsLayerSpec(bbox=region.bbox, district=region.district, block=region.block)
     year = str(region.year)
     out = str(paths.published)
     mws_item = f"{region.state}_{region.district}_{region.block}_mws"  # CoRE Stack's id style
-
-    def make_mws() -> str:
-        return f"{write_mws_layer(spec, mws_file)} micro-watersheds in {mws_file}"
 
     return [
         Step(
@@ -320,8 +296,12 @@ def demo_steps(region: DemoRegion, paths: DemoPaths, dsn: str, base_url: str) ->
         Step(
             "mws",
             f"generate a sample micro-watershed layer for {region.block}",
+            (
+                "sample", "mws", str(mws_file), "--bbox", region.bbox_arg,
+                "--district", region.district, "--block", region.block,
+            ),
             outputs=mws_file.is_file,
-            action=make_mws,
+            needs=("sample", "mws"),
         ),
         Step(
             "publish",

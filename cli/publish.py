@@ -1,4 +1,4 @@
-"""``tessera-stac publish SOURCE DEST`` and ``tessera-stac sample tiles DEST``."""
+"""``tessera-stac publish SOURCE DEST``, ``tessera-stac sample tiles DEST`` and ``sample mws``."""
 
 from __future__ import annotations
 
@@ -7,41 +7,23 @@ from typing import Any
 
 import typer
 
+from tessera_stac.catalog.args import parse_bbox, parse_years
 from tessera_stac.catalog.errors import InputError
 from tessera_stac.catalog.model import GridCell
-from tessera_stac.cli.common import JSON_OPTION, emit, progress
+from tessera_stac.cli.common import (
+    ENGINE_OPTION,
+    JSON_OPTION,
+    SCHEDULER_OPTION,
+    WORKERS_OPTION,
+    emit,
+    progress,
+)
 from tessera_stac.publisher.engines.local import open_engine
 
 sample_app = typer.Typer(
     help="Generate sample data (synthetic tiles, catalogues) for demos, tests and benchmarks.",
     no_args_is_help=True,
 )
-
-
-def parse_bbox(text: str) -> tuple[float, float, float, float]:
-    """``W,S,E,N`` -> floats (west <= east, south <= north)."""
-    try:
-        west, south, east, north = (float(v) for v in text.split(","))
-    except ValueError as exc:
-        raise InputError(f"--bbox must be W,S,E,N in degrees, got {text!r}") from exc
-    if west > east or south > north or not (-180 <= west <= 180 and -90 <= south <= 90):
-        raise InputError(f"--bbox must be W,S,E,N with W<=E and S<=N, got {text!r}")
-    return west, south, east, north
-
-
-def parse_years(text: str) -> list[int]:
-    """``2024``, ``2020,2024`` or ``2017-2025`` -> sorted years."""
-    years: set[int] = set()
-    try:
-        for part in text.split(","):
-            if "-" in part.strip()[1:]:
-                first, last = part.split("-")
-                years.update(range(int(first), int(last) + 1))
-            elif part.strip():
-                years.add(int(part))
-    except ValueError as exc:
-        raise InputError(f"years must look like 2024, 2020,2024 or 2017-2025: {text!r}") from exc
-    return sorted(years)
 
 
 def _cells(bbox: str | None, grids: list[str] | None) -> list[GridCell]:
@@ -58,6 +40,39 @@ def _cells(bbox: str | None, grids: list[str] | None) -> list[GridCell]:
     if not cells:
         raise InputError("give --bbox W,S,E,N and/or --grid grid_X_Y")
     return list(dict.fromkeys(cells))
+
+
+@sample_app.command("mws")
+def sample_mws(
+    dest: Path = typer.Argument(..., help="GeoJSON file to write (parent folders created)."),
+    bbox: str = typer.Option(..., "--bbox", help="W,S,E,N in degrees: the area to partition."),
+    district: str = typer.Option("district", "--district", help="District name (feature ids)."),
+    block: str = typer.Option("block", "--block", help="Block (tehsil) name (feature ids)."),
+    target_ha: float = typer.Option(1200.0, "--target-ha", help="Typical MWS area, hectares."),
+    seed: int = typer.Option(7, "--seed", help="Random seed (same seed, same layer)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Generate a synthetic CoRE Stack micro-watershed (MWS) layer over a bbox.
+
+    The layer looks like CoRE Stack's WFS output (EPSG:4326 MultiPolygons keyed by a string
+    uid, ~1000 ha each, DEM-like edges); publish it with ``tessera-stac watersheds publish``.
+
+    Example: ``tessera-stac sample mws tisri_mws.geojson --bbox 86.0,24.5,86.2,24.7
+    --district giridih --block tisri``
+    """
+    from tessera_stac.publisher.samples.mws import MwsLayerSpec, write_mws_layer
+
+    if target_ha <= 0:
+        raise InputError(f"--target-ha must be positive, got {target_ha:g}")
+    spec = MwsLayerSpec(
+        bbox=parse_bbox(bbox), district=district, block=block, target_ha=target_ha, seed=seed
+    )
+    count = write_mws_layer(spec, dest)
+    emit(
+        {"path": str(dest), "mws": count, "bbox": list(spec.bbox), "seed": seed},
+        as_json,
+        f"wrote {count} micro-watersheds to {dest}",
+    )
 
 
 @sample_app.command("tiles")
@@ -118,9 +133,9 @@ def publish_cmd(
     model_version: str = typer.Option("v1", help="Model version; one collection per version."),
     collection: str = typer.Option(None, help="Collection id (tessera-embeddings-{version})."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Republish matching tiles too."),
-    workers: int = typer.Option(None, "--workers", "-w", help="Parallel tiles (all cores)."),
-    engine: str = typer.Option("process", help="process, serial or dask."),
-    scheduler: str = typer.Option(None, help="Dask scheduler tcp://host:port (--engine dask)."),
+    workers: int | None = WORKERS_OPTION,
+    engine: str = ENGINE_OPTION,
+    scheduler: str | None = SCHEDULER_OPTION,
     report: str = typer.Option(
         "", help="Run report path/URI (default: DEST/_reports/publish-<id>.json)."
     ),

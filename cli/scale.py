@@ -49,22 +49,18 @@ def sample_catalog(
 
     Example: ``tessera-stac sample catalog 1000000 --out items.ndjson --years 2017-2025``
     """
-    from tessera_stac.publisher.samples.catalog import (
-        SyntheticSpec,
-        floats_from_text,
-        write_ndjson,
-        years_from_text,
-    )
+    from tessera_stac.catalog.args import parse_bbox, parse_years
+    from tessera_stac.publisher.samples.catalog import SyntheticSpec, floats_from_text, write_ndjson
 
     try:
         when = datetime.fromisoformat(processed)
     except ValueError:
         raise InputError(f"--processed is not an ISO 8601 time: {processed!r}") from None
     lon, lat = floats_from_text(centre, 2, "--centre")
-    box = floats_from_text(bbox, 4, "--bbox") if bbox else None
+    box = parse_bbox(bbox) if bbox else None
     spec = SyntheticSpec(
         n_items=n_items,
-        years=years_from_text(years),
+        years=parse_years(years),
         centre=(lon, lat),
         bbox=(box[0], box[1], box[2], box[3]) if box else None,
         collection_id=collection,
@@ -93,23 +89,6 @@ def sample_catalog(
     )
 
 
-ENGINE_OPTION = typer.Option(
-    "serial",
-    "--engine",
-    help="Where per-tile work runs: serial (this process), process (a local process pool) or "
-    "dask (Dask distributed: a local cluster, or the one at --scheduler).",
-)
-SCHEDULER_OPTION = typer.Option(
-    None,
-    "--scheduler",
-    envvar="DASK_SCHEDULER_ADDRESS",
-    help="Dask scheduler tcp://host:port (implies --engine dask; env DASK_SCHEDULER_ADDRESS).",
-)
-WORKERS_OPTION = typer.Option(
-    None, "--workers", "-w", help="Local worker processes (default: all cores)."
-)
-
-
 def run_join(
     engine: str,
     scheduler: str | None,
@@ -121,7 +100,7 @@ def run_join(
 ) -> Any:
     """``watersheds join``'s work on the engine chosen by ``--engine``/``--scheduler``.
 
-    ``serial`` (default) is the in-process join; the others run one task per tile
+    ``serial`` is the in-process join; the others (``process`` by default) run one task per tile
     (:func:`~tessera_stac.publisher.engines.dask_engine.join_on_engine`) and give the same table.
     """
     from tessera_stac.publisher.join.join import join_embeddings

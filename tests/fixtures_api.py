@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,36 +38,20 @@ def make_item(
     lon: float, lat: float, year: int, collection_id: str = HAND_COLLECTION, dims: int = 128
 ) -> dict[str, Any]:
     """An item for the 0.1° cell holding (lon, lat), built by ``create_item``."""
-    from tessera_stac.catalog.model import AssetRecord, GridCell, PixelCounts, PublishedTile
-    from tessera_stac.catalog.stac import create_item
+    from tessera_stac.catalog.model import GridCell, PixelCounts
+    from tessera_stac.publisher.samples.items import fake_item
 
     cell = GridCell.containing(lon, lat)
-    assets = {
-        key: AssetRecord(
-            key=key,
-            href=f"./{key}.tif",
-            media_type="image/tiff; application=geotiff; profile=cloud-optimized",
-            size=1000,
-            checksum="1220" + "0" * 64,
-            roles=("data",),
-        )
-        for key in ("embeddings", "scales")
-    }
-    tile = PublishedTile(
-        cell=cell,
-        year=year,
+    grid = (cell.utm_epsg, (10.0, 0.0, 500000.0, 0.0, -10.0, 5000000.0), (1110, 1110))
+    item = fake_item(
+        lon,
+        lat,
+        year,
         collection_id=collection_id,
         model_name="tessera",
-        model_version="v1",
-        epsg=cell.utm_epsg,
-        transform=(10.0, 0.0, 500000.0, 0.0, -10.0, 5000000.0),
-        shape=(1110, 1110),
-        assets=assets,
-        sources=(),
+        grid=grid,
         counts=PixelCounts(valid=10, invalid=0),
-        processed=datetime(2025, 1, 1, tzinfo=UTC),
     )
-    item = create_item(tile).to_dict(include_self_link=False, transform_hrefs=False)
     item["properties"]["embedding:dimensions"] = dims
     item["properties"].setdefault("embedding:model_version", "v1")
     item["properties"].setdefault("tessera:grid", cell.name)
@@ -251,14 +234,15 @@ def published_catalog(published_sample: Any, open_tmp: Callable[[str], Path]) ->
     import shutil
     import subprocess
 
-    from tessera_stac.catalog.static import LocalDir, build_static_catalog
+    from tessera_stac.catalog.static import build_static_catalog
+    from tessera_stac.catalog.store import LocalStore
 
     root = open_tmp("api-published") / "published"
     if shutil.which("cp"):
         subprocess.run(["cp", "-al", str(published_sample.dest), str(root)], check=True)
     else:  # pragma: no cover
         shutil.copytree(published_sample.dest, root)
-    report = build_static_catalog(LocalDir(root), geoparquet=False)
+    report = build_static_catalog(LocalStore(root), geoparquet=False)
     assert report.ok, report.to_dict()
     items = [json.loads(p.read_text()) for p in published_sample.items]
     return {

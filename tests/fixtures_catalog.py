@@ -82,6 +82,7 @@ def utm_georef(
 def make_tile() -> Callable[..., Any]:
     """Factory of :class:`PublishedTile` objects (deterministic; sizes/checksums invented)."""
     from tessera_stac.catalog.model import AssetRecord, GridCell, PixelCounts, PublishedTile
+    from tessera_stac.publisher.samples.items import fake_tile
 
     def make(
         grid: str = "grid_0.15_52.05",
@@ -119,15 +120,11 @@ def make_tile() -> Callable[..., Any]:
             ),
         }
         src = f"s3://tessera/npy/{model_version}/{year}/{grid}/"
-        return PublishedTile(
-            cell=cell,
-            year=year,
-            collection_id=f"tessera-embeddings-{model_version}",
-            model_name="TESSERA",
+        return fake_tile(
+            cell,
+            year,
             model_version=model_version,
-            epsg=epsg,
-            transform=transform or tr,
-            shape=shape or sh,
+            grid=(epsg, transform or tr, shape or sh),
             assets=assets,
             sources=(f"{src}{grid}.npy", f"{src}{grid}_scales.npy"),
             counts=PixelCounts(valid=math.prod(shape or sh) - 10, invalid=10),

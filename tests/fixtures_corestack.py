@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -72,10 +71,11 @@ def write_embedding_tile(
     import rasterio
     from affine import Affine
 
-    from tessera_stac.catalog.model import AssetRecord, GridCell, PixelCounts, PublishedTile
+    from tessera_stac.catalog.model import AssetRecord, GridCell, PixelCounts
     from tessera_stac.catalog.profile import EMBEDDINGS, SCALES
     from tessera_stac.catalog.stac import create_item, item_key
     from tessera_stac.publisher.embeddings.georef import rebuild_georef
+    from tessera_stac.publisher.samples.items import fake_tile
 
     cell = GridCell.containing(lon, lat)
     georef = rebuild_georef(cell)
@@ -122,19 +122,14 @@ def write_embedding_tile(
         )
         for p in (EMBEDDINGS, SCALES)
     }
-    tile = PublishedTile(
-        cell=cell,
-        year=year,
+    tile = fake_tile(
+        cell,
+        year,
         collection_id=collection,
         model_name="tessera",
-        model_version="v1",
-        epsg=georef.epsg,
-        transform=georef.transform,
-        shape=georef.shape,
+        grid=(georef.epsg, georef.transform, georef.shape),
         assets=assets,
-        sources=(),
         counts=PixelCounts(valid=int((~bad).sum()), invalid=int(bad.sum())),
-        processed=datetime(2025, 1, 1, tzinfo=UTC),
     )
     item = create_item(tile).to_dict(include_self_link=False, transform_hrefs=False)
     path = root / key

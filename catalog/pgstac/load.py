@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
 
 import orjson
 
 from tessera_stac.catalog import embedding as emb
 from tessera_stac.catalog.errors import DatabaseError, InputError
+from tessera_stac.catalog.hrefs import is_url, resolve_href
 
 #: Fields registered as queryables when loaded items carry them: name -> JSON-schema definition.
 #: (``id``, ``geometry``, ``datetime``, ``collection`` are pgSTAC's own; the grid cell of an
@@ -94,10 +94,6 @@ class LoadReport:
 
 
 # ------------------------------------------------------------------------------ reading
-def _is_url(href: str) -> bool:
-    return urlsplit(href).scheme in ("http", "https")
-
-
 def read_json_href(href: str) -> Any:
     """Read a JSON document from a local path or an http(s) URL.
 
@@ -107,7 +103,7 @@ def read_json_href(href: str) -> Any:
     import httpx
 
     try:
-        if _is_url(href):
+        if is_url(href):
             response = httpx.get(href, timeout=30, follow_redirects=True)
             response.raise_for_status()
             data = response.content
@@ -119,15 +115,6 @@ def read_json_href(href: str) -> Any:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise InputError(f"{href}: not valid JSON: {exc}") from exc
-
-
-def _join(base: str, href: str) -> str:
-    """Resolve ``href`` against the document at ``base`` (path or URL)."""
-    if _is_url(href) or urlsplit(href).scheme in ("s3", "gs", "file") or href.startswith("/"):
-        return href
-    if _is_url(base):
-        return urljoin(base, href)
-    return posixpath.normpath(posixpath.join(posixpath.dirname(base), href))
 
 
 class HrefRewriter:
@@ -143,7 +130,7 @@ class HrefRewriter:
         self.base_url = base_url.rstrip("/") + "/" if base_url else None
 
     def __call__(self, doc_href: str, href: str) -> str:
-        absolute = _join(doc_href, href)
+        absolute = resolve_href(href, doc_href)
         if self.root and self.base_url and absolute.startswith(self.root):
             return self.base_url + absolute[len(self.root) :]
         return absolute
@@ -271,14 +258,14 @@ def _walk_catalog(
             if not isinstance(link, dict) or not isinstance(link.get("href"), str):
                 continue
             if link.get("rel") == "child":
-                stack.append((_join(doc_href, link["href"]), current))
+                stack.append((resolve_href(link["href"], doc_href), current))
             elif link.get("rel") == "item":
-                items.append((_join(doc_href, link["href"]), current))
+                items.append((resolve_href(link["href"], doc_href), current))
     return collections, items
 
 
 def _catalog_source(href: str, base_url: str | None) -> Source:
-    root = posixpath.dirname(href) if _is_url(href) else str(Path(href).parent)
+    root = posixpath.dirname(href) if is_url(href) else str(Path(href).parent)
     rewrite = HrefRewriter(root, base_url)
     collections, item_refs = _walk_catalog(href, rewrite)
 
@@ -339,7 +326,7 @@ def open_source(source: str, base_url: str | None = None) -> Source:
     Raises:
         InputError: when the source is missing or not STAC.
     """
-    if _is_url(source):
+    if is_url(source):
         return _catalog_source(source, base_url)
     path = Path(source).absolute()
     if path.is_dir():

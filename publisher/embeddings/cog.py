@@ -23,11 +23,11 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
+from tessera_stac.catalog.constants import CODE_NODATA
 from tessera_stac.catalog.errors import InputError
 from tessera_stac.catalog.profile import CogProfile
 from tessera_stac.publisher.embeddings.georef import TileGeoref
 
-NODATA_CODE = -128
 ROWS_PER_STRIP = 128  # rows processed at once: bounds the float32 working memory
 
 
@@ -100,7 +100,7 @@ def validity(codes: np.ndarray, scales: np.ndarray, landmask: np.ndarray | None)
     code_ok = np.empty(scales.shape, dtype=bool)
     for r0 in range(0, scales.shape[0], ROWS_PER_STRIP):
         r1 = r0 + ROWS_PER_STRIP
-        code_ok[r0:r1] = np.asarray(codes[r0:r1]).min(axis=2) != NODATA_CODE
+        code_ok[r0:r1] = np.asarray(codes[r0:r1]).min(axis=2) != CODE_NODATA
     valid = land & scale_ok & code_ok
     return Validity(
         valid=valid,
@@ -116,7 +116,7 @@ def validity(codes: np.ndarray, scales: np.ndarray, landmask: np.ndarray | None)
 def masked_codes(codes: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """A C-contiguous copy of the codes with -128 on every invalid pixel."""
     out = np.array(codes, dtype=np.int8, order="C")
-    out[~valid] = NODATA_CODE
+    out[~valid] = CODE_NODATA
     return out
 
 
@@ -163,7 +163,7 @@ def requantise(sums: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndar
     np.rint(sums, out=sums)
     np.clip(sums, -127, 127, out=sums)
     codes = sums.astype(np.int8)
-    codes[~has] = NODATA_CODE
+    codes[~has] = CODE_NODATA
     with np.errstate(divide="ignore", invalid="ignore"):
         scale = (peak / (np.float32(127) * count)).astype(np.float32)
     scale[has & ~nonzero] = np.float32(1 / 127)

@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from tessera_stac.catalog.profile import EMBEDDING_DIM
+from tessera_stac.catalog.constants import EMBEDDING_DIM
 
 PROJECTION_SEED = 20250128
 STRETCH = 6.0

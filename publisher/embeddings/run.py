@@ -31,7 +31,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tessera_stac.catalog import constants as c
 from tessera_stac.catalog.errors import TesseraStacError
+from tessera_stac.catalog.hrefs import is_public, scrub_local_paths
 from tessera_stac.catalog.model import AssetRecord, PixelCounts, PublishedTile
 from tessera_stac.catalog.profile import (
     EMBEDDINGS,
@@ -39,6 +41,7 @@ from tessera_stac.catalog.profile import (
     PREVIEW_KEY,
     PREVIEW_MEDIA_TYPE,
     SCALES,
+    CogProfile,
 )
 from tessera_stac.catalog.stac import create_item
 from tessera_stac.catalog.store import (
@@ -55,8 +58,6 @@ from tessera_stac.publisher.engines.local import Engine, SerialEngine
 
 SCRATCH_DIR = ".tessera-stac-tmp"
 REPORTS_DIR = "_reports"
-ITEM_MEDIA_TYPE = "application/geo+json"
-MODEL_NAME = "TESSERA"
 
 
 def default_collection(model_version: str) -> str:
@@ -90,7 +91,7 @@ class PublishOptions:
     storage: dict[str, Any] | None = None
     source_storage: dict[str, Any] | None = None
     threads: int = 1
-    model_name: str = MODEL_NAME
+    model_name: str = c.MODEL_NAME
 
     @property
     def collection_id(self) -> str:
@@ -148,6 +149,8 @@ class TileOutcome:
             out["counts"] = self.counts
         if self.item_href:
             out["item"] = self.item_href
+        if self.tile is not None:
+            out["sources"] = list(self.tile.sources)
         return out
 
 
@@ -244,7 +247,7 @@ def publish_tile(task: TileTask) -> TileOutcome:
             item = create_item(tile).to_dict(include_self_link=False, transform_hrefs=False)
             item_file = scratch / f"{src.item_id}.json"
             item_file.write_bytes(json.dumps(item, indent=2).encode())
-            store.put_file(item_file, item_key, ITEM_MEDIA_TYPE, sha256_file(item_file))
+            store.put_file(item_file, item_key, c.GEOJSON_MEDIA_TYPE, sha256_file(item_file))
         return outcome("ok", counts=counts, item_href=store.join(item_key), tile=tile)
     except TesseraStacError as exc:
         return outcome("failed", reason=str(exc))
@@ -334,28 +337,36 @@ def _write_files(
         "TESSERA_TILE": loaded.cell.name,
         "TESSERA_GEOREF": loaded.georef.source,
     }
-    emb_path = scratch / EMBEDDINGS.filename
-    with timer("embeddings_cog"):
-        cog.write_cog(
-            emb_path,
+    # (profile, timer name, full-resolution array, overview arrays, content tag): arrays are
+    # made one file at a time (lazily) so only one masked copy of the tile is alive at once
+    cogs: list[tuple[CogProfile, str, Callable[[], Any], Callable[[], list[Any]], str]] = [
+        (
             EMBEDDINGS,
-            cog.masked_codes(loaded.embeddings, check.valid),
-            [lv.codes for lv in levels],
-            loaded.georef,
-            {**tags, "TESSERA_CONTENT": "int8 codes; value = code * scale (scales.tif)"},
-            threads=opts.threads,
-        )
-    sc_path = scratch / SCALES.filename
-    with timer("scales_cog"):
-        cog.write_cog(
-            sc_path,
+            "embeddings_cog",
+            lambda: cog.masked_codes(loaded.embeddings, check.valid),
+            lambda: [lv.codes for lv in levels],
+            "int8 codes; value = code * scale (scales.tif)",
+        ),
+        (
             SCALES,
-            cog.masked_scales(loaded.scales, check.valid),
-            [lv.scales for lv in levels if lv.factor in SCALES.overview_levels],
-            loaded.georef,
-            {**tags, "TESSERA_CONTENT": "per-pixel float32 scale; NaN = invalid"},
-            threads=opts.threads,
-        )
+            "scales_cog",
+            lambda: cog.masked_scales(loaded.scales, check.valid),
+            lambda: [lv.scales for lv in levels if lv.factor in SCALES.overview_levels],
+            "per-pixel float32 scale; NaN = invalid",
+        ),
+    ]
+    for profile, name, full, overviews, content in cogs:
+        with timer(name):
+            cog.write_cog(
+                scratch / profile.filename,
+                profile,
+                full(),
+                overviews(),
+                loaded.georef,
+                {**tags, "TESSERA_CONTENT": content},
+                threads=opts.threads,
+            )
+    emb_path, sc_path = scratch / EMBEDDINGS.filename, scratch / SCALES.filename
     png = scratch / PREVIEW_FILENAME
     with timer("preview"):
         pv = _preview_level(levels)
@@ -561,7 +572,11 @@ def _remove_if_empty(path: Path) -> None:
 def _write_report(
     result: RunReport, store: LocalStore | S3Store, report: str, settings: StorageSettings | None
 ) -> RunReport:
-    data = json.dumps(result.as_dict(), indent=2).encode()
+    # the report is published beside the data: sources and outputs as keys, never local paths
+    roots = [store.uri] if isinstance(store, LocalStore) else []
+    if result.source and not is_public(result.source):
+        roots.append(str(Path(result.source).expanduser().resolve()))
+    data = json.dumps(scrub_local_paths(result.as_dict(), roots), indent=2).encode()
     if report == "":
         key = f"{REPORTS_DIR}/publish-{result.run_id}.json"
         store.put_bytes(data, key, "application/json")

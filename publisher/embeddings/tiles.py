@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tessera_stac.catalog.constants import EMBEDDING_DIM
 from tessera_stac.catalog.errors import InputError
 from tessera_stac.catalog.model import GridCell
-from tessera_stac.catalog.profile import EMBEDDING_DIM
 from tessera_stac.catalog.store import LocalStore, S3Store, fetch, open_store
 from tessera_stac.catalog.store_settings import StorageSettings
 from tessera_stac.publisher.embeddings.georef import (

@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from tessera_stac.catalog.errors import ConfigurationError
+from tessera_stac.publisher.engines.local import OnError, TaskFn
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -161,10 +162,7 @@ class DaskEngine:
         return max(64, 4 * threads)
 
     def map(
-        self,
-        fn: Callable[[T], R],
-        tasks: Iterable[T],
-        on_error: Callable[[T, BaseException], R] | None = None,
+        self, fn: TaskFn[T, R], tasks: Iterable[T], on_error: OnError[T, R] = None
     ) -> Iterator[R]:
         """Yield ``fn(task)`` for every task, in completion order.
 

@@ -24,16 +24,16 @@ from typing import Protocol, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+#: the work of one task, and what turns a task that failed into a result (None: raise)
+TaskFn = Callable[[T], R]
+OnError = Callable[[T, BaseException], R] | None
 
 
 class Engine(Protocol):
     """Runs ``fn`` over tasks and yields results in completion order."""
 
     def map(
-        self,
-        fn: Callable[[T], R],
-        tasks: Iterable[T],
-        on_error: Callable[[T, BaseException], R] | None = None,
+        self, fn: TaskFn[T, R], tasks: Iterable[T], on_error: OnError[T, R] = None
     ) -> Iterator[R]:
         """Yield ``fn(task)`` for every task as it completes; errors go to ``on_error``."""
         ...
@@ -46,10 +46,7 @@ class SerialEngine:
     workers = 1
 
     def map(
-        self,
-        fn: Callable[[T], R],
-        tasks: Iterable[T],
-        on_error: Callable[[T, BaseException], R] | None = None,
+        self, fn: TaskFn[T, R], tasks: Iterable[T], on_error: OnError[T, R] = None
     ) -> Iterator[R]:
         """See :class:`Engine`."""
         for task in tasks:
@@ -84,10 +81,7 @@ class ProcessEngine:
         )
 
     def map(
-        self,
-        fn: Callable[[T], R],
-        tasks: Iterable[T],
-        on_error: Callable[[T, BaseException], R] | None = None,
+        self, fn: TaskFn[T, R], tasks: Iterable[T], on_error: OnError[T, R] = None
     ) -> Iterator[R]:
         """See :class:`Engine`."""
         iterator = iter(tasks)

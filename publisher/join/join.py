@@ -32,10 +32,18 @@ import numpy as np
 import shapely
 from pyproj import Transformer
 
+from tessera_stac.catalog.constants import (
+    CSV_MEDIA_TYPE,
+    FILE_SCHEMA_URI,
+    JOIN_COLLECTION_ID,
+    PARQUET_MEDIA_TYPE,
+    PNG_MEDIA_TYPE,
+    TABLE_SCHEMA_URI,
+    UID_COLUMN,
+)
 from tessera_stac.catalog.errors import InputError
 from tessera_stac.catalog.model import GridCell
 from tessera_stac.catalog.profile import EMBEDDING_DIM, EMBEDDINGS, SCALES
-from tessera_stac.publisher.watersheds.layer import UID_COLUMN
 
 MEAN_COLUMNS = tuple(EMBEDDINGS.band_names)
 STRIP_ROWS = 256
@@ -61,13 +69,9 @@ class EmbeddingTile:
 
 
 def _resolve(base: str, href: str) -> str:
-    if "://" in href or href.startswith("/"):
-        return href
-    if "://" in base:
-        from urllib.parse import urljoin
+    from tessera_stac.catalog.hrefs import resolve_href
 
-        return urljoin(base, href)
-    return str((Path(base).parent / href).resolve())
+    return resolve_href(href, base if "://" in base else str(Path(base).resolve()))
 
 
 def tile_from_item(item: dict[str, Any], href: str) -> EmbeddingTile:
@@ -500,9 +504,6 @@ def _summary_table(
 
 
 # ------------------------------------------------------------------------------- output
-JOIN_COLLECTION_ID = "corestack-mws-embeddings"
-CSV_MEDIA_TYPE = "text/csv"
-PNG_MEDIA_TYPE = "image/png"
 SUMMARY_DESCRIPTIONS = {
     "uid": "Micro-watershed identifier (join key of the MWS layer)",
     "count": "Valid embedding pixels whose centre lies in the MWS (each pixel once)",
@@ -530,34 +531,26 @@ def summary_columns(table: gpd.GeoDataFrame) -> list[dict[str, str]]:
 
 def create_join_collection(bbox: Sequence[float], interval: tuple[Any, Any]) -> Any:
     """The derived collection of per-MWS embedding summaries (pure)."""
-    import pystac
+    from tessera_stac.publisher.watersheds.layer import corestack_collection
 
-    from tessera_stac.publisher.watersheds.layer import CORESTACK_LICENSE, TABLE_SCHEMA
-
-    return pystac.Collection(
-        id=JOIN_COLLECTION_ID,
-        title="TESSERA embeddings per CoRE Stack micro-watershed",
-        description=(
-            "Per-MWS summaries of the annual TESSERA embeddings: for every micro-watershed "
-            "`uid`, the number of valid 10 m pixels whose centre lies inside it (each pixel "
-            "counted once, in the tile whose 0.1° cell holds its centre), the valid fraction "
-            "and the mean dequantised 128-d vector. One item per (block, year), derived from "
-            "the corestack-mws item and the embedding items it read."
-        ),
-        extent=pystac.Extent(
-            pystac.SpatialExtent([list(bbox)]), pystac.TemporalExtent([list(interval)])
-        ),
-        license=CORESTACK_LICENSE,
-        keywords=["TESSERA", "embeddings", "CoRE Stack", "micro-watershed"],
-        stac_extensions=[TABLE_SCHEMA],
+    return corestack_collection(
+        JOIN_COLLECTION_ID,
+        "TESSERA embeddings per CoRE Stack micro-watershed",
+        "Per-MWS summaries of the annual TESSERA embeddings: for every micro-watershed "
+        "`uid`, the number of valid 10 m pixels whose centre lies inside it (each pixel "
+        "counted once, in the tile whose 0.1° cell holds its centre), the valid fraction "
+        "and the mean dequantised 128-d vector. One item per (block, year), derived from "
+        "the corestack-mws item and the embedding items it read.",
+        (bbox, interval),
+        ["TESSERA", "embeddings", "CoRE Stack", "micro-watershed"],
     )
 
 
 def create_join_item(
     result: JoinResult,
     mws_item: dict[str, Any],
-    mws_href: str,
-    tile_hrefs: Sequence[str],
+    mws_href: str | None,
+    tile_hrefs: Sequence[str | None],
     assets: dict[str, Any],
     processed: Any,
 ) -> Any:
@@ -566,7 +559,7 @@ def create_join_item(
 
     import pystac
 
-    from tessera_stac.publisher.watersheds.layer import FILE_SCHEMA, TABLE_SCHEMA, footprint
+    from tessera_stac.publisher.watersheds.layer import footprint
 
     start = datetime(result.year, 1, 1, tzinfo=UTC)
     end = datetime(result.year, 12, 31, 23, 59, 59, tzinfo=UTC)
@@ -580,7 +573,7 @@ def create_join_item(
         end_datetime=end,
         properties={},
         collection=JOIN_COLLECTION_ID,
-        stac_extensions=[TABLE_SCHEMA, FILE_SCHEMA],
+        stac_extensions=[TABLE_SCHEMA_URI, FILE_SCHEMA_URI],
     )
     flags = table["flag"].value_counts().to_dict()
     props = item.properties
@@ -604,8 +597,12 @@ def create_join_item(
         asset.extra_fields["file:size"] = record.size
         asset.extra_fields["file:checksum"] = record.checksum
         item.add_asset(key, asset)
-    item.add_link(pystac.Link("derived_from", mws_href, "application/geo+json", "MWS layer item"))
-    for href in tile_hrefs:
+    if mws_href:
+        link = pystac.Link("derived_from", mws_href, "application/geo+json", "MWS layer item")
+        item.add_link(link)
+    else:  # a layer file outside the catalog: its identity, never its local path
+        props["corestack:mws_source"] = str(mws_item["id"])
+    for href in filter(None, tile_hrefs):
         item.add_link(pystac.Link("derived_from", href, "application/geo+json"))
     return item
 
@@ -622,12 +619,19 @@ class JoinOutput:
     collection_path: Path
 
 
-def _rel(target: str, folder: Path) -> str:
+def _rel(target: str, folder: Path, root: Path) -> str | None:
+    """Href from ``folder`` to ``target``: public URLs kept, local files inside the catalog
+    ``root`` made relative, other local paths None (never published)."""
     import os
 
-    if "://" in target:
+    from tessera_stac.catalog.hrefs import is_public
+
+    if is_public(target):
         return target
-    rel = os.path.relpath(target, folder)
+    path, base = Path(target).resolve(), root.resolve()
+    if not path.is_relative_to(base):
+        return None
+    rel = os.path.relpath(path, folder.resolve())
     return rel if rel.startswith(".") else f"./{rel}"
 
 
@@ -643,26 +647,17 @@ def write_join(
 
     The folder is staged and swapped in whole; the collection and root catalog are updated.
     """
-    import shutil
-
     from tessera_stac.publisher.join.pca_map import render_pca_map
     from tessera_stac.publisher.watersheds.layer import (
-        PARQUET_MEDIA_TYPE,
         asset_record,
-        collection_extent,
-        item_dict,
-        read_items_in,
-        replace_dir,
-        staging_dir,
-        write_collection,
-        write_json_atomic,
+        open_stores,
+        publish_item_folder,
     )
 
     item_id = join_item_id(str(mws_item["id"]), result.year)
-    coll_dir = root / JOIN_COLLECTION_ID
-    final = coll_dir / item_id
-    staged = staging_dir(coll_dir, item_id)
-    try:
+    final = root / JOIN_COLLECTION_ID / item_id
+
+    def write(staged: Path) -> dict[str, Any]:
         table = result.table
         parquet = staged / f"{item_id}.parquet"
         table.to_parquet(parquet, index=False, compression="zstd", schema_version="1.1.0")
@@ -679,29 +674,22 @@ def write_join(
         item = create_join_item(
             result,
             mws_item,
-            _rel(mws_href, final),
-            [_rel(t.item_href, final) for t in result.tiles],
+            _rel(mws_href, final, root),
+            [_rel(t.item_href, final, root) for t in result.tiles],
             records,
             processed,
         )
-        write_json_atomic(
-            staged / f"{item_id}.json", item_dict(item, "../collection.json", "../../catalog.json")
-        )
-        replace_dir(staged, final)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
-    items = read_items_in(coll_dir)
-    bbox, times = collection_extent(items)
-    collection = create_join_collection(bbox, (times[0], times[-1]))
-    coll_path = write_collection(root, collection, items)
+        return dict(item.to_dict(include_self_link=False, transform_hrefs=False))
+
+    stores = open_stores(root, None)
+    publish_item_folder(stores, JOIN_COLLECTION_ID, item_id, write, create_join_collection)
     return JoinOutput(
         item_id=item_id,
         item_path=final / f"{item_id}.json",
         parquet=final / f"{item_id}.parquet",
         csv=final / f"{item_id}.csv" if csv else None,
         map_png=final / f"{item_id}_pca.png",
-        collection_path=coll_path,
+        collection_path=root / JOIN_COLLECTION_ID / "collection.json",
     )
 
 
@@ -717,11 +705,8 @@ def mws_source(
     Raises:
         InputError: the item is not published under ``root`` or the file is unusable.
     """
-    from tessera_stac.publisher.watersheds.layer import (
-        MWS_COLLECTION_ID,
-        normalise_name,
-        read_mws_layer,
-    )
+    from tessera_stac.catalog.constants import MWS_COLLECTION_ID
+    from tessera_stac.publisher.watersheds.layer import normalise_name, read_mws_layer
 
     if item_id is not None:
         path = root / MWS_COLLECTION_ID / item_id / f"{item_id}.json"

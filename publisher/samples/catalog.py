@@ -49,6 +49,7 @@ from tessera_stac.catalog.profile import (
     PREVIEW_MEDIA_TYPE,
     SCALES,
 )
+from tessera_stac.publisher.samples.items import fake_tile
 from tessera_stac.publisher.samples.landmask import LAND_0P5_B64, LAND_RES_DEG, LAND_SHAPE
 
 PIXEL_SIZE = 10.0
@@ -293,20 +294,18 @@ def _tile(
     }
     src = f"{spec.source_base.rstrip('/')}/{year}/{cell.name}/{cell.name}"
     a, b, c, d, e, f = cols.transform[i]
-    return PublishedTile(
-        cell=cell,
-        year=year,
+    return fake_tile(
+        cell,
+        year,
         collection_id=spec.collection_id,
         model_name=spec.model_name,
         model_version=spec.model_version,
-        epsg=cols.epsg[i],
-        transform=(a, b, c, d, e, f),
-        shape=(height, width),
+        grid=(cols.epsg[i], (a, b, c, d, e, f), (height, width)),
         assets=assets,
         sources=(f"{src}.npy", f"{src}_scales.npy"),
         counts=PixelCounts(valid=valid, invalid=pixels - valid, sanitised=sanitised, water=water),
         processed=spec.processed,
-        software=dict(spec.software),
+        software=spec.software,
         georef_from="rebuilt",
     )
 
@@ -619,28 +618,6 @@ def write_ndjson(
     finally:
         tmp.unlink(missing_ok=True)
     return count
-
-
-def years_from_text(text: str) -> tuple[int, ...]:
-    """Parse ``2017-2025`` or ``2020,2022`` into a tuple of years.
-
-    Raises:
-        InputError: on anything else.
-    """
-    years: list[int] = []
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part:
-                lo, hi = (int(p) for p in part.split("-", 1))
-                years.extend(range(lo, hi + 1))
-            elif part:
-                years.append(int(part))
-    except ValueError:
-        raise InputError(f"years must look like 2017-2025 or 2020,2021: {text!r}") from None
-    if not years:
-        raise InputError(f"no years in {text!r}")
-    return tuple(sorted(set(years)))
 
 
 def floats_from_text(text: str, n: int, what: str) -> Sequence[float]:

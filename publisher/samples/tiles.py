@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 from pyproj import Transformer
 
+from tessera_stac.catalog.constants import EMBEDDING_DIM
 from tessera_stac.catalog.model import GridCell
-from tessera_stac.catalog.profile import EMBEDDING_DIM
 from tessera_stac.publisher.embeddings.georef import TileGeoref, rebuild_georef
 
 LATENT = 8  # smooth latent fields mixed into the 128 dimensions

@@ -23,21 +23,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import shapely
 from shapely.geometry import mapping, shape
 
 from tessera_stac.catalog.errors import InputError
-from tessera_stac.publisher.watersheds.layer import (
-    GEOJSON_MEDIA_TYPE,
-    collection_extent,
-    link_child,
-    normalise_name,
-    replace_dir,
-    staging_dir,
-    write_json_atomic,
+from tessera_stac.catalog.hrefs import is_public, is_url, resolve_href, source_identity
+from tessera_stac.catalog.static import (
+    collection_links,
+    dump_json,
+    item_links,
+    temporal_extent,
+    write_root,
 )
+from tessera_stac.catalog.store import open_store
+from tessera_stac.publisher.watersheds.layer import bbox_of, normalise_name
 
 COLLECTION_PREFIX = "corestack"
 IMPORT_NOTE = "Imported from CoRE Stack's static STAC catalog by tessera-stac."
@@ -119,28 +120,21 @@ class _UnreadableError(Exception):
 
 
 # ------------------------------------------------------------------------------- sources
-def _is_url(href: str) -> bool:
-    return urlsplit(href).scheme in ("http", "https")
-
-
 def _resolve(base: str, href: str) -> str:
     """Absolute href of ``href`` relative to the document at ``base``."""
-    href = href.strip()
-    if _is_url(href) or urlsplit(href).scheme in ("s3", "gs"):
-        return href
-    if _is_url(base):
-        return urljoin(base, href)
-    if href.startswith("file://"):
-        href = href[7:]
-    path = Path(href)
-    if path.is_absolute():
-        return str(path)
-    return str((Path(base).parent / path).resolve())
+    return resolve_href(href.strip().removeprefix("file://"), base)
+
+
+def _source_link(href: str, title: str) -> list[dict[str, Any]]:
+    """A ``via`` link to the source document when it is public (a local path never is)."""
+    if not is_public(href):
+        return []
+    return [{"rel": "via", "href": href, "type": "application/json", "title": title}]
 
 
 def _read_json(href: str, timeout: float = 30.0) -> dict[str, Any]:
     try:
-        if _is_url(href):
+        if is_url(href):
             import httpx
 
             response = httpx.get(href, timeout=timeout, follow_redirects=True)
@@ -165,7 +159,7 @@ def _read_json(href: str, timeout: float = 30.0) -> dict[str, Any]:
 
 
 def _root_href(source: str) -> str:
-    if _is_url(source):
+    if is_url(source):
         return source if source.endswith(".json") else source.rstrip("/") + "/catalog.json"
     path = Path(source).expanduser().resolve()
     if path.is_dir():
@@ -193,6 +187,7 @@ class _Walk:
         default_factory=list
     )
     containers: dict[str, _Node] = field(default_factory=dict)
+    root: str = ""  # folder (or URL) of the source root catalog
 
     def defect(self, source: str, oid: str, kind: str, detail: str, action: str) -> None:
         self.defects.append(Defect(source, oid, kind, detail, action))
@@ -200,7 +195,7 @@ class _Walk:
 
 def _find_unlinked(walk: _Walk, root_href: str) -> None:
     """Local sources: item files on disk no link points to (imported, reported)."""
-    if _is_url(root_href):
+    if is_url(root_href):
         return
     root_dir = Path(root_href).parent
     by_dir = {str(Path(h).parent): node for h, node in walk.containers.items()}
@@ -254,6 +249,11 @@ def _fix_links(doc: dict[str, Any], href: str, oid: str, walk: _Walk) -> list[di
             continue
         fixed = dict(link)
         fixed["href"] = _resolve(href, link["href"])
+        if not is_public(fixed["href"]):
+            walk.defect(
+                href, oid, "local-link", f"{link['rel']} link to a local file dropped", "repaired"
+            )
+            continue
         path = urlsplit(fixed["href"]).path.lower()
         if fixed.get("type") == "application/pdf" and not path.endswith(".pdf"):
             del fixed["type"]
@@ -266,15 +266,7 @@ def _fix_links(doc: dict[str, Any], href: str, oid: str, walk: _Walk) -> list[di
                 "repaired",
             )
         links.append(fixed)
-    links.append(
-        {
-            "rel": "via",
-            "href": href,
-            "type": "application/json",
-            "title": "Source document in the CoRE Stack catalog",
-        }
-    )
-    return links
+    return links + _source_link(href, "Source document in the CoRE Stack catalog")
 
 
 def _placeholder(href: str, resolved: str) -> str | None:
@@ -284,8 +276,10 @@ def _placeholder(href: str, resolved: str) -> str | None:
         return "empty href"
     if " " in text:
         return "href contains spaces (a placeholder, not a file name)"
-    if not (_is_url(text) or urlsplit(resolved).scheme) and not Path(resolved).exists():
+    if not (is_url(text) or urlsplit(resolved).scheme) and not Path(resolved).exists():
         return "relative href to a file that does not exist"
+    if not is_public(resolved):
+        return "local file of the source catalog (not copied; only public hrefs are published)"
     return None
 
 
@@ -440,6 +434,7 @@ def _import_item(
     item["collection"] = coll_id
     item.setdefault("stac_version", "1.1.0")
     item["links"] = _fix_links(item, href, oid, walk)
+    props["corestack:source"] = source_identity(href, walk.root)
     _fix_assets(item, href, walk)
     _check_table(item, href, walk)
     prefix = "_".join(keys) + "_"
@@ -468,14 +463,14 @@ def _make_collection(
     block = chain[-1] if chain else {}
     names = [str(d.get("id")) for d in chain[1:]]
     interval = (state.get("extent", {}).get("temporal", {}).get("interval") or [[None, None]])[0]
-    bbox, times = collection_extent(items)
+    bbox, (first, last) = bbox_of(items), temporal_extent(items)
     start, end = interval[0], interval[1]
-    if times:
+    if first and last:
         lo, hi = (
-            times[0].isoformat().replace("+00:00", "Z"),
-            times[-1].isoformat().replace("+00:00", "Z"),
+            first.isoformat().replace("+00:00", "Z"),
+            last.isoformat().replace("+00:00", "Z"),
         )
-        if (start and _t(start) > times[0]) or (end and _t(end) < times[-1]):
+        if (start and _t(start) > first) or (end and _t(end) < last):
             walk.defect(
                 state.get("_href", block_href),
                 str(state.get("id", "")),
@@ -489,15 +484,9 @@ def _make_collection(
     keywords = list(dict.fromkeys(state.get("keywords", [])))
     links = _fix_links(state, state.get("_href", block_href), coll_id, walk) if state else []
     links = [lk for lk in links if lk["rel"] != "via"]
-    links.append(
-        {
-            "rel": "via",
-            "href": block_href,
-            "type": "application/json",
-            "title": "Block catalog in the CoRE Stack catalog",
-        }
-    )
+    links += _source_link(block_href, "Block catalog in the CoRE Stack catalog")
     return {
+        "corestack:source": source_identity(block_href, walk.root),
         "type": "Collection",
         "stac_version": "1.1.0",
         "id": coll_id,
@@ -582,7 +571,7 @@ def read_corestack_catalog(source: str | Path) -> ImportResult:
         raise InputError(f"{root_href}: cannot read the CoRE Stack root catalog: {exc}") from exc
     if root.get("type") not in ("Catalog", "Collection"):
         raise InputError(f"{root_href}: not a STAC catalog (type {root.get('type')!r})")
-    walk = _Walk()
+    walk = _Walk(root=root_href.rsplit("/", 1)[0])
     walk.visited.add(root_href)
     walk.containers[root_href] = _Node(root_href, root, ())
     for link in root.get("links", []):
@@ -642,52 +631,33 @@ def _walk_child(walk: _Walk, href: str, chain: tuple[dict[str, Any], ...]) -> No
 
 
 # ------------------------------------------------------------------------------- writing
-def _static_item(item: dict[str, Any]) -> dict[str, Any]:
-    data = dict(item)
-    data["links"] = [
-        {"rel": "root", "href": "../../catalog.json", "type": "application/json"},
-        {"rel": "parent", "href": "../collection.json", "type": "application/json"},
-        {"rel": "collection", "href": "../collection.json", "type": "application/json"},
-        *item["links"],
-    ]
-    return data
-
-
-def _static_collection(coll: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, Any]:
-    data = dict(coll)
-    data["links"] = [
-        {"rel": "root", "href": "../catalog.json", "type": "application/json"},
-        {"rel": "parent", "href": "../catalog.json", "type": "application/json"},
-        *coll["links"],
-        *(
-            {"rel": "item", "href": f"./{i['id']}/{i['id']}.json", "type": GEOJSON_MEDIA_TYPE}
-            for i in sorted(items, key=lambda d: str(d["id"]))
-        ),
-    ]
-    return data
-
-
 def write_import(result: ImportResult, root: str | Path) -> ImportResult:
     """Write the imported collections and items under ``root`` (one folder per collection).
 
     Each collection folder is staged completely, then swapped in; the root ``catalog.json``
-    gains a child link per collection.
+    is rewritten to list every collection present (``catalog.static.write_root``).
     """
-    root = Path(root)
+    store = open_store(str(root))
     written: list[Path] = []
     for coll in result.collections:
-        items = result.items_of(coll["id"])
-        staged = staging_dir(root, coll["id"])
+        cid = str(coll["id"])
+        items = result.items_of(cid)
+        staged = store.stage(cid)
         try:
-            write_json_atomic(staged / "collection.json", _static_collection(coll, items))
+            data = collection_links(coll, (str(i["id"]) for i in items))
+            (staged / "collection.json").write_bytes(dump_json(data))
             for item in items:
-                write_json_atomic(staged / item["id"] / f"{item['id']}.json", _static_item(item))
-            replace_dir(staged, root / coll["id"])
+                key = f"{cid}/{item['id']}/{item['id']}.json"
+                (staged / str(item["id"])).mkdir()
+                (staged / str(item["id"]) / f"{item['id']}.json").write_bytes(
+                    dump_json(item_links(item, key, cid))
+                )
         except BaseException:
             shutil.rmtree(staged, ignore_errors=True)
             raise
-        link_child(root, f"./{coll['id']}/collection.json", coll["title"])
-        written.append(root / coll["id"] / "collection.json")
+        store.put_folder(staged, cid)
+        written.append(Path(store.uri) / cid / "collection.json")
+    write_root(store)
     return ImportResult(
         result.source, result.collections, result.items, result.defects, tuple(written)
     )

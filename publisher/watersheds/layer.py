@@ -9,18 +9,16 @@ Parse -> build -> write, as in stactools packages:
 * :func:`create_mws_item` / :func:`create_mws_collection` are pure STAC builders.
 * :func:`publish_mws_layer` writes ``{root}/corestack-mws/{item_id}/`` (GeoParquet, GeoJSON,
   item JSON) beside the embedding collection, updates the collection and root catalog, and
-  optionally mirrors the same keys to S3. Nothing is half-written: files are staged and renamed.
+  optionally publishes the same keys to S3, all through the one store (``catalog.store``) and
+  static-catalog writer (``catalog.static``). Nothing is half-written: folders are staged
+  whole and swapped in.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import re
 import shutil
-import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,18 +30,29 @@ import pystac
 import shapely
 from shapely.geometry.base import BaseGeometry
 
+from tessera_stac.catalog.constants import (
+    FILE_SCHEMA_URI,
+    GEOJSON_MEDIA_TYPE,
+    MWS_COLLECTION_ID,
+    PARQUET_MEDIA_TYPE,
+    TABLE_SCHEMA_URI,
+    UID_COLUMN,
+)
 from tessera_stac.catalog.errors import InputError
 from tessera_stac.catalog.model import AssetRecord
+from tessera_stac.catalog.stac import CATALOG_KEY
+from tessera_stac.catalog.static import (
+    dump_json,
+    item_links,
+    put_collection,
+    read_items,
+    temporal_extent,
+)
+from tessera_stac.catalog.store import Store, is_s3, multihash, open_store, sha256_file
 
-MWS_COLLECTION_ID = "corestack-mws"
 MWS_LAYER_NAME = "mws"
-UID_COLUMN = "uid"
-TABLE_SCHEMA = "https://stac-extensions.github.io/table/v1.2.0/schema.json"
-FILE_SCHEMA = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
-PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
-GEOJSON_MEDIA_TYPE = "application/geo+json"
 CORESTACK_LICENSE = "CC-BY-4.0"
-ROOT_CATALOG_ID = "tessera-stac"
+FIRST_TESSERA_YEAR = 2017  # the first year TESSERA embeddings exist for
 GEOMETRY_ALIASES = ("geometry", "geom", "the_geom", "wkb_geometry", "shape")
 VECTOR_SUFFIXES = {".geojson", ".json", ".gpkg", ".shp", ".parquet", ".geoparquet", ".zip"}
 
@@ -336,24 +345,47 @@ def table_columns(
     return columns
 
 
-def create_mws_collection(
-    bbox: Sequence[float], interval: tuple[datetime, datetime | None]
+def corestack_collection(
+    collection_id: str,
+    title: str,
+    description: str,
+    extent: tuple[Sequence[float], tuple[datetime | None, datetime | None]],
+    keywords: Sequence[str],
+    providers: Sequence[pystac.Provider] = (),
 ) -> pystac.Collection:
-    """The ``corestack-mws`` collection (pure: extent passed in)."""
+    """A collection of CoRE Stack tables (table extension, CoRE Stack's licence; pure)."""
+    bbox, interval = extent
     collection = pystac.Collection(
-        id=MWS_COLLECTION_ID,
-        title="CoRE Stack micro-watersheds",
-        description=(
-            "CoRE Stack micro-watershed (MWS) layers, one item per administrative block, as "
-            "GeoParquet (and GeoJSON) keyed by `uid`: the polygons the TESSERA embeddings are "
-            "summarised over (see the corestack-mws-embeddings collection)."
-        ),
+        id=collection_id,
+        title=title,
+        description=description,
         extent=pystac.Extent(
             pystac.SpatialExtent([list(bbox)]), pystac.TemporalExtent([list(interval)])
         ),
         license=CORESTACK_LICENSE,
-        keywords=["CoRE Stack", "micro-watershed", "hydrology", "India"],
-        providers=[
+        keywords=list(keywords),
+        providers=list(providers) or None,
+        stac_extensions=[TABLE_SCHEMA_URI],
+    )
+    collection.add_link(
+        pystac.Link("license", "https://spdx.org/licenses/CC-BY-4.0.html", "text/html")
+    )
+    return collection
+
+
+def create_mws_collection(
+    bbox: Sequence[float], interval: tuple[datetime | None, datetime | None]
+) -> pystac.Collection:
+    """The ``corestack-mws`` collection (pure: extent passed in)."""
+    return corestack_collection(
+        MWS_COLLECTION_ID,
+        "CoRE Stack micro-watersheds",
+        "CoRE Stack micro-watershed (MWS) layers, one item per administrative block, as "
+        "GeoParquet (and GeoJSON) keyed by `uid`: the polygons the TESSERA embeddings are "
+        "summarised over (see the corestack-mws-embeddings collection).",
+        (bbox, interval),
+        ["CoRE Stack", "micro-watershed", "hydrology", "India"],
+        [
             pystac.Provider(
                 "CoRE Stack",
                 roles=[pystac.ProviderRole.PRODUCER, pystac.ProviderRole.LICENSOR],
@@ -363,12 +395,7 @@ def create_mws_collection(
                 "tessera-stac", roles=[pystac.ProviderRole.PROCESSOR, pystac.ProviderRole.HOST]
             ),
         ],
-        stac_extensions=[TABLE_SCHEMA],
     )
-    collection.add_link(
-        pystac.Link("license", "https://spdx.org/licenses/CC-BY-4.0.html", "text/html")
-    )
-    return collection
 
 
 def create_mws_item(
@@ -376,17 +403,25 @@ def create_mws_item(
     layer: MwsLayer,
     assets: dict[str, AssetRecord],
     now: datetime,
+    valid: tuple[datetime, datetime],
 ) -> pystac.Item:
-    """The STAC Item of one block's MWS layer (pure: no I/O, ``now`` passed in)."""
+    """The STAC Item of one block's MWS layer (pure: no I/O, ``now`` passed in).
+
+    The item's time is the interval the layer is valid for (``valid``: the watersheds are
+    joined to every year's embeddings in it), not its publication time, which goes in
+    ``created``/``updated``: a year-filtered search then finds the layer beside that year.
+    """
     state, district, block_key = block.keys
     item = pystac.Item(
         id=block.mws_item_id,
         geometry=shapely.geometry.mapping(footprint(layer.frame)),
         bbox=[round(v, 8) for v in layer.bbox],
-        datetime=now,
+        datetime=valid[0],
+        start_datetime=valid[0],
+        end_datetime=valid[1],
         properties={},
         collection=MWS_COLLECTION_ID,
-        stac_extensions=[TABLE_SCHEMA, FILE_SCHEMA],
+        stac_extensions=[TABLE_SCHEMA_URI, FILE_SCHEMA_URI],
     )
     item.properties.update(
         {
@@ -398,6 +433,8 @@ def create_mws_item(
             "corestack:district": district,
             "corestack:block": block_key,
             "corestack:layer": MWS_LAYER_NAME,
+            "created": pystac.utils.datetime_to_str(now),
+            "updated": pystac.utils.datetime_to_str(now),
             "table:primary_geometry": "geometry",
             "table:row_count": len(layer.frame),
             "table:columns": table_columns(layer.frame),
@@ -417,15 +454,6 @@ def create_mws_item(
 
 
 # -------------------------------------------------------------------------------- writing
-def multihash_sha256(path: Path) -> str:
-    """``file:checksum`` value: sha2-256 multihash (hex) of a file."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return "1220" + digest.hexdigest()
-
-
 def asset_record(path: Path, key: str, media_type: str, roles: Iterable[str]) -> AssetRecord:
     """Describe a written file (href relative to its item folder)."""
     return AssetRecord(
@@ -433,152 +461,72 @@ def asset_record(path: Path, key: str, media_type: str, roles: Iterable[str]) ->
         href=f"./{path.name}",
         media_type=media_type,
         size=path.stat().st_size,
-        checksum=multihash_sha256(path),
+        checksum=multihash(sha256_file(path)),
         roles=tuple(roles),
     )
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON through a temp file and rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+def bbox_of(items: Iterable[dict[str, Any]]) -> list[float]:
+    """Union bbox of item dicts (the whole world when none has one)."""
+    boxes = np.array([[float(v) for v in d["bbox"][:4]] for d in items if d.get("bbox")])
+    if not len(boxes):
+        return [-180.0, -90.0, 180.0, 90.0]
+    return [*map(float, boxes[:, :2].min(axis=0)), *map(float, boxes[:, 2:].max(axis=0))]
 
 
-def replace_dir(staged: Path, target: Path) -> None:
-    """Put a fully written folder in place of ``target`` (old one removed after the swap)."""
-    old: Path | None = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(target, old)
-    os.replace(staged, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def open_stores(root: str | Path, s3_url: str | None, storage: Any = None) -> list[Store]:
+    """The local catalog root, and the S3 mirror when ``s3_url`` is given (mirror first)."""
+    from tessera_stac.catalog.store_settings import StorageSettings
+
+    stores: list[Store] = [open_store(str(root))]
+    if s3_url:
+        if not is_s3(s3_url) or len(s3_url) <= len("s3://"):
+            raise InputError(f"not an s3:// URL: {s3_url!r}")
+        stores.insert(0, open_store(s3_url, storage or StorageSettings()))
+    return stores
 
 
-def staging_dir(parent: Path, name: str) -> Path:
-    """A fresh hidden folder beside the final one (same filesystem, so rename is atomic)."""
-    parent.mkdir(parents=True, exist_ok=True)
-    path = parent / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
-    path.mkdir()
-    return path
+def publish_item_folder(
+    stores: Sequence[Store],
+    collection_id: str,
+    item_id: str,
+    write: Callable[[Path], dict[str, Any]],
+    make_collection: Callable[[list[float], tuple[datetime | None, datetime | None]], Any],
+) -> list[str]:
+    """Publish ``{collection}/{item}/`` to each store: staged whole, then swapped in.
 
+    Args:
+        stores: where to publish (an S3 mirror before the local root: the local swap moves
+            the staged folder).
+        collection_id, item_id: the folder's keys.
+        write: writes the assets into the folder it is given; returns the Item dict.
+        make_collection: ``(bbox, interval) -> pystac.Collection`` over all items present.
 
-def item_dict(item: pystac.Item, collection_href: str, root_href: str) -> dict[str, Any]:
-    """Item JSON with relative structural links for a static catalog."""
-    data = item.to_dict(include_self_link=False, transform_hrefs=False)
-    kept = [
-        ln
-        for ln in data.get("links", [])
-        if ln.get("rel") not in ("root", "parent", "collection", "self")
-    ]
-    data["links"] = [
-        {"rel": "root", "href": root_href, "type": "application/json"},
-        {"rel": "parent", "href": collection_href, "type": "application/json"},
-        {"rel": "collection", "href": collection_href, "type": "application/json"},
-        *kept,
-    ]
-    return data
-
-
-def link_child(root: Path, child_href: str, title: str) -> None:
-    """Add a ``child`` link to ``{root}/catalog.json`` (created when missing)."""
-    path = root / "catalog.json"
-    if path.exists():
-        data = json.loads(path.read_text())
-    else:
-        data = {
-            "type": "Catalog",
-            "id": ROOT_CATALOG_ID,
-            "stac_version": "1.1.0",
-            "description": "TESSERA embeddings and CoRE Stack micro-watersheds",
-            "links": [{"rel": "root", "href": "./catalog.json", "type": "application/json"}],
-        }
-    data = merge_child_link(data, child_href, title)
-    write_json_atomic(path, data)
-
-
-def merge_child_link(catalog: dict[str, Any], child_href: str, title: str) -> dict[str, Any]:
-    """Return ``catalog`` with a child link to ``child_href`` (no duplicate)."""
-    links = catalog.setdefault("links", [])
-    norm = child_href.removeprefix("./")
-    if not any(
-        link.get("rel") == "child" and str(link.get("href", "")).removeprefix("./") == norm
-        for link in links
-    ):
-        links.append(
-            {"rel": "child", "href": child_href, "type": "application/json", "title": title}
-        )
-    return catalog
-
-
-def collection_extent(items: Iterable[dict[str, Any]]) -> tuple[list[float], list[datetime]]:
-    """Union bbox and [min, max] datetime of item dicts."""
-    boxes: list[list[float]] = []
-    times: list[datetime] = []
-    for data in items:
-        if data.get("bbox"):
-            boxes.append([float(v) for v in data["bbox"][:4]])
-        props = data.get("properties", {})
-        for key in ("datetime", "start_datetime", "end_datetime"):
-            if props.get(key):
-                times.append(datetime.fromisoformat(str(props[key]).replace("Z", "+00:00")))
-    if not boxes:
-        boxes = [[-180.0, -90.0, 180.0, 90.0]]
-    arr = np.array(boxes)
-    bbox = [
-        float(arr[:, 0].min()),
-        float(arr[:, 1].min()),
-        float(arr[:, 2].max()),
-        float(arr[:, 3].max()),
-    ]
-    return bbox, sorted(times)
-
-
-def read_items_in(collection_dir: Path) -> list[dict[str, Any]]:
-    """Item dicts at ``{collection}/{item}/{item}.json``."""
-    out: list[dict[str, Any]] = []
-    for path in sorted(collection_dir.glob("*/*.json")):
-        if path.parent.name.startswith(".") or path.stem != path.parent.name:
-            continue
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if data.get("type") == "Feature":
-            out.append(data)
-    return out
-
-
-def write_collection(
-    root: Path,
-    collection: pystac.Collection,
-    items: list[dict[str, Any]],
-) -> Path:
-    """Write ``{root}/{id}/collection.json`` with item links and the extent of ``items``."""
-    folder = root / collection.id
-    bbox, times = collection_extent(items)
-    collection.extent = pystac.Extent(
-        pystac.SpatialExtent([bbox]),
-        pystac.TemporalExtent([[times[0] if times else None, times[-1] if times else None]]),
-    )
-    data = collection.to_dict(include_self_link=False, transform_hrefs=False)
-    data["links"] = [
-        link for link in data["links"] if link["rel"] not in ("root", "parent", "item", "self")
-    ]
-    data["links"][:0] = [
-        {"rel": "root", "href": "../catalog.json", "type": "application/json"},
-        {"rel": "parent", "href": "../catalog.json", "type": "application/json"},
-    ]
-    for item in sorted(items, key=lambda d: str(d["id"])):
-        data["links"].append(
-            {"rel": "item", "href": f"./{item['id']}/{item['id']}.json", "type": GEOJSON_MEDIA_TYPE}
-        )
-    path = folder / "collection.json"
-    write_json_atomic(path, data)
-    link_child(root, f"./{collection.id}/collection.json", collection.title or collection.id)
-    return path
+    Returns:
+        Every key written to the S3 stores (with their prefix).
+    """
+    first = stores[-1].stage(f"{collection_id}/{item_id}")
+    try:
+        item = write(first)
+        key = f"{collection_id}/{item_id}/{item_id}.json"
+        (first / f"{item_id}.json").write_bytes(dump_json(item_links(item, key, collection_id)))
+    except BaseException:
+        shutil.rmtree(first, ignore_errors=True)
+        raise
+    uploaded: list[str] = []
+    for store in stores:
+        staged = first
+        if store is not stores[-1]:
+            staged = store.stage(f"{collection_id}/{item_id}")
+            shutil.copytree(first, staged, dirs_exist_ok=True)
+        written = list(store.put_folder(staged, f"{collection_id}/{item_id}"))
+        items = read_items(store, collection_id)
+        collection = make_collection(bbox_of(items), temporal_extent(items))
+        cdict = collection.to_dict(include_self_link=False, transform_hrefs=False)
+        written += [put_collection(store, cdict, items), CATALOG_KEY]
+        if is_s3(store.uri):
+            uploaded += [store.join(k).split("/", 3)[3] for k in written]
+    return uploaded
 
 
 @dataclass(frozen=True)
@@ -613,6 +561,7 @@ def publish_mws_layer(
     root: str | Path,
     *,
     now: datetime | None = None,
+    valid_years: tuple[int, int] | None = None,
     drop_empty: bool = False,
     s3_url: str | None = None,
     storage: Any = None,
@@ -623,98 +572,48 @@ def publish_mws_layer(
         path: the layer file (see :func:`read_mws_layer`).
         block: state/district/block names (normalised as CoRE Stack does for ids).
         root: the catalog root folder (beside the embedding collection).
-        now: item datetime (publication time; default: the current UTC time).
+        now: publication time, the item's ``created``/``updated`` (default: now, UTC).
+        valid_years: first and last year the layer describes (default: the TESSERA years,
+            2017 to ``now``'s year), the item's ``start_datetime``/``end_datetime``.
         drop_empty: drop MWS with empty geometries instead of failing.
-        s3_url: also upload the same keys under ``s3://bucket/prefix``.
+        s3_url: also publish the same keys under ``s3://bucket/prefix``.
         storage: ``StorageSettings`` for S3 (default: from the environment).
 
     Raises:
         InputError: the layer is unusable; nothing is written then.
     """
     layer = read_mws_layer(path, drop_empty=drop_empty)
-    root = Path(root)
     now = now or datetime.now(UTC)
+    interval = valid_interval(valid_years or (FIRST_TESSERA_YEAR, now.year))
     item_id = block.mws_item_id
-    collection_dir = root / MWS_COLLECTION_ID
-    staged = staging_dir(collection_dir, item_id)
-    try:
-        records = write_mws_files(layer, staged, item_id)
-        item = create_mws_item(block, layer, records, now)
-        data = item_dict(item, "../collection.json", "../../catalog.json")
-        write_json_atomic(staged / f"{item_id}.json", data)
-        replace_dir(staged, collection_dir / item_id)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
-    items = read_items_in(collection_dir)
-    bbox, times = collection_extent(items)
-    collection = create_mws_collection(bbox, (times[0], times[-1]))
-    collection_path = write_collection(root, collection, items)
-    keys: tuple[str, ...] = ()
-    if s3_url:
-        keys = mirror_to_s3(
-            root,
-            [collection_dir / item_id, collection_path],
-            s3_url,
-            storage,
-        )
+    stores = open_stores(root, s3_url, storage)
+
+    def write(folder: Path) -> dict[str, Any]:
+        records = write_mws_files(layer, folder, item_id)
+        item = create_mws_item(block, layer, records, now, interval)
+        return dict(item.to_dict(include_self_link=False, transform_hrefs=False))
+
+    keys = publish_item_folder(
+        stores,
+        MWS_COLLECTION_ID,
+        item_id,
+        write,
+        lambda bbox, times: create_mws_collection(bbox, times),
+    )
+    folder = Path(stores[-1].uri) / MWS_COLLECTION_ID
     return PublishResult(
         item_id=item_id,
-        item_path=collection_dir / item_id / f"{item_id}.json",
-        collection_path=collection_path,
+        item_path=folder / item_id / f"{item_id}.json",
+        collection_path=folder / "collection.json",
         row_count=len(layer.frame),
         warnings=layer.warnings,
-        s3_keys=keys,
+        s3_keys=tuple(keys),
     )
 
 
-def parse_s3_url(url: str) -> tuple[str, str]:
-    """``s3://bucket/prefix`` -> (bucket, prefix without slashes at the ends)."""
-    if not url.startswith("s3://") or len(url) <= 5:
-        raise InputError(f"not an s3:// URL: {url!r}")
-    bucket, _, prefix = url[5:].partition("/")
-    return bucket, prefix.strip("/")
-
-
-def mirror_to_s3(
-    root: Path, paths: Sequence[Path], s3_url: str, storage: Any = None
-) -> tuple[str, ...]:
-    """Upload files/folders under ``root`` to the same keys below ``s3_url``.
-
-    Data files go first, JSON documents after them, and the root ``catalog.json`` on S3 is
-    merged (child links added) rather than overwritten.
-    """
-    import boto3
-
-    from tessera_stac.catalog.store_settings import StorageSettings
-
-    settings = storage or StorageSettings()
-    client = boto3.client("s3", **settings.boto3_client_kwargs())
-    bucket, prefix = parse_s3_url(s3_url)
-    files: list[Path] = []
-    for path in paths:
-        files.extend(sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path])
-    files.sort(key=lambda p: p.suffix == ".json")
-    keys: list[str] = []
-    for file in files:
-        key = "/".join(filter(None, [prefix, file.relative_to(root).as_posix()]))
-        client.upload_file(str(file), bucket, key)
-        keys.append(key)
-    cat_key = "/".join(filter(None, [prefix, "catalog.json"]))
-    local = json.loads((root / "catalog.json").read_text())
-    try:
-        remote = json.loads(client.get_object(Bucket=bucket, Key=cat_key)["Body"].read())
-    except client.exceptions.NoSuchKey:
-        remote = None
-    merged = local if remote is None else remote
-    for link in local.get("links", []):
-        if link.get("rel") == "child":
-            merged = merge_child_link(merged, link["href"], link.get("title", ""))
-    client.put_object(
-        Bucket=bucket,
-        Key=cat_key,
-        Body=json.dumps(merged, indent=2).encode(),
-        ContentType="application/json",
-    )
-    keys.append(cat_key)
-    return tuple(keys)
+def valid_interval(years: tuple[int, int]) -> tuple[datetime, datetime]:
+    """``(first, last)`` years -> start of the first, end of the last (UTC)."""
+    first, last = years
+    if first > last:
+        raise InputError(f"valid years {first}-{last}: the first is after the last")
+    return datetime(first, 1, 1, tzinfo=UTC), datetime(last, 12, 31, 23, 59, 59, tzinfo=UTC)

@@ -69,14 +69,15 @@ def test_real_sample_imports_completely(
         removed = item["properties"].get("corestack:removed_assets", {})
         assert set(item["assets"]) | set(removed) == set(orig["assets"])
         for key, asset in item["assets"].items():
-            assert asset["href"].startswith(("https://", "/")), asset["href"]
+            assert asset["href"].startswith("https://"), asset["href"]
             assert {k: v for k, v in asset.items() if k != "href"} == {
                 k: v for k, v in orig["assets"][key].items() if k != "href"
             }
-        assert any(
-            link["rel"] == "via" and Path(link["href"]).name == f"{item['id']}.json"
-            for link in item["links"]
-        )
+        # a local source is never linked by its path: its key in the source tree is kept
+        assert not any(link["rel"] == "via" for link in item["links"])
+        source_key = item["properties"]["corestack:source"]
+        assert not source_key.startswith("/") and source_key.endswith(f"/{item['id']}.json")
+        assert (corestack_sample / source_key).is_file()
     # the block name decides the collection: uttar_pradesh_jaunpur_badlapur_* in its own
     by_coll = {c["id"]: {i["id"] for i in imported.items_of(c["id"])} for c in imported.collections}
     assert all(i.startswith("odisha_koraput_koraput_") for i in by_coll[sorted(by_coll)[1]])

@@ -15,10 +15,10 @@ import pytest
 import shapely
 
 from tessera_stac.catalog.errors import InputError
+from tessera_stac.catalog.store import multihash, sha256_file
 from tessera_stac.publisher.watersheds.layer import (
     MWS_COLLECTION_ID,
     BlockName,
-    multihash_sha256,
     normalise_name,
     publish_mws_layer,
     read_mws_layer,
@@ -54,6 +54,10 @@ def test_real_layer_publishes(tmp_path: Path, bhavnagar_geojson: Path, stac_vali
     names = [c["name"] for c in props["table:columns"]]
     assert names[0] == "uid" and "area_in_ha" in names and names[-1] == "geometry"
     assert props["corestack:block"] == "bhavnagar" and item["collection"] == MWS_COLLECTION_ID
+    # valid for the TESSERA years (2017 to the publication year), published at NOW
+    assert props["start_datetime"] == props["datetime"] == "2017-01-01T00:00:00Z"
+    assert props["end_datetime"] == f"{NOW.year}-12-31T23:59:59Z"
+    assert props["created"] == props["updated"] == "2025-03-01T00:00:00Z"
 
     source = gpd.read_file(bhavnagar_geojson)
     assert np.allclose(item["bbox"], source.total_bounds, atol=1e-7)
@@ -72,7 +76,7 @@ def test_real_layer_publishes(tmp_path: Path, bhavnagar_geojson: Path, stac_vali
     for key, asset in item["assets"].items():
         path = folder / asset["href"]
         assert asset["file:size"] == path.stat().st_size, key
-        assert asset["file:checksum"] == multihash_sha256(path), key
+        assert asset["file:checksum"] == multihash(sha256_file(path)), key
 
     collection = json.loads((tmp_path / MWS_COLLECTION_ID / "collection.json").read_text())
     stac_validate(collection)
@@ -92,6 +96,11 @@ def test_real_layer_publishes(tmp_path: Path, bhavnagar_geojson: Path, stac_vali
 
 
 def test_existing_root_catalog_is_kept(tmp_path: Path, bhavnagar_frame: Any) -> None:
+    """The collections an earlier root listed stay listed (the root lists every collection)."""
+    (tmp_path / "tessera-v1").mkdir()
+    (tmp_path / "tessera-v1" / "collection.json").write_text(
+        json.dumps({"type": "Collection", "id": "tessera-v1", "title": "Embeddings v1"})
+    )
     (tmp_path / "catalog.json").write_text(
         json.dumps(
             {
@@ -108,7 +117,7 @@ def test_existing_root_catalog_is_kept(tmp_path: Path, bhavnagar_frame: Any) -> 
     publish_mws_layer(src, BLOCK, tmp_path, now=NOW)
     root = json.loads((tmp_path / "catalog.json").read_text())
     hrefs = [link["href"] for link in root["links"]]
-    assert root["id"] == "tessera" and "./tessera-v1/collection.json" in hrefs
+    assert "./tessera-v1/collection.json" in hrefs
     assert f"./{MWS_COLLECTION_ID}/collection.json" in hrefs
 
 
@@ -258,3 +267,20 @@ def test_cli_publish_and_error(tmp_path: Path, bhavnagar_geojson: Path) -> None:
     )
     assert bad.returncode == 3
     assert bad.stderr.strip().splitlines() == [f"error: {empty}: the file is empty"]
+
+
+def test_valid_years_option(tmp_path: Path, bhavnagar_frame: Any) -> None:
+    src = tmp_path / "few.geojson"
+    bhavnagar_frame.iloc[:3].to_file(src, driver="GeoJSON")
+    result = publish_mws_layer(src, BLOCK, tmp_path / "out", now=NOW, valid_years=(2020, 2022))
+    props = json.loads(result.item_path.read_text())["properties"]
+    assert (props["start_datetime"], props["end_datetime"]) == (
+        "2020-01-01T00:00:00Z",
+        "2022-12-31T23:59:59Z",
+    )
+    collection = json.loads(result.collection_path.read_text())
+    assert collection["extent"]["temporal"]["interval"] == [
+        ["2020-01-01T00:00:00Z", "2022-12-31T23:59:59Z"]
+    ]
+    with pytest.raises(InputError, match="after the last"):
+        publish_mws_layer(src, BLOCK, tmp_path / "out", now=NOW, valid_years=(2024, 2020))

@@ -25,6 +25,7 @@ JSON_COMMANDS = [
     ("db", "start"),
     ("demo",),
     ("sample", "tiles"),
+    ("sample", "mws"),
     ("publish",),
     ("catalog", "build"),
     ("validate",),
@@ -288,3 +289,19 @@ def test_readme_diagrams_render(chromium: str, playwright_installed: Path) -> No
         assert diagram["ok"], diagram.get("error")
         assert diagram["nodes"] >= 10 and diagram["width"] > 300
         assert Path(diagram["png"]).stat().st_size > 5_000
+
+
+def test_engine_defaults_are_the_same_for_publish_and_join() -> None:
+    commands = _commands()
+    defaults = {
+        path: {p.name: p.default for p in commands[path].params if p.name in ("engine", "workers")}
+        for path in [("publish",), ("watersheds", "join")]
+    }
+    assert (
+        defaults[("publish",)]
+        == defaults[("watersheds", "join")]
+        == {
+            "engine": "process",
+            "workers": None,
+        }
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from shapely.geometry import box, shape
@@ -59,3 +60,17 @@ def test_deterministic_and_written_atomically(tmp_path: Path) -> None:
     count = write_mws_layer(TISRI, path)
     assert count == len(json.loads(path.read_text())["features"])
     assert [p.name for p in path.parent.iterdir()] == ["tisri.geojson"]  # no temp file left
+
+
+def test_sample_mws_command(run_cli: Any, tmp_path: Path) -> None:
+    """``tessera-stac sample mws`` writes the same layer as the library, and says what it did."""
+    path = tmp_path / "tisri_mws.geojson"
+    args = ["sample", "mws", str(path), "--bbox", "86.0,24.5,86.2,24.7"]
+    done = run_cli([*args, "--district", "giridih", "--block", "tisri", "--json"])
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["mws"] == len(json.loads(path.read_text())["features"]) >= 20
+    assert json.loads(path.read_text()) == json.loads(json.dumps(mws_layer(TISRI)))
+    bad = run_cli(["sample", "mws", str(tmp_path / "x.geojson"), "--bbox", "86.2,24.5,86.0,24.7"])
+    assert bad.returncode == 3 and bad.stderr.startswith("error: --bbox")
+    assert not (tmp_path / "x.geojson").exists()

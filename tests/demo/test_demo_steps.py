@@ -6,8 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from tessera_stac.catalog.args import parse_bbox as parse_any_bbox
 from tessera_stac.catalog.errors import InputError
-from tessera_stac.cli.demo_run import DemoRegion, DemoState, Step, parse_bbox, run_steps
+from tessera_stac.cli.demo_run import DemoRegion, DemoState, Step, run_steps
+
+
+def parse_bbox(text: str) -> tuple[float, float, float, float]:
+    return parse_any_bbox(text, on_grid=True)
 
 
 def _steps(folder: Path, calls: list[str]) -> list[Step]:
