@@ -80,7 +80,7 @@ class TesseraClient(CoreCrudClient):
 
     async def post_search(self, search_request: Any, request: Request, **kwargs: Any) -> Any:
         """POST /search; a fields-filtered answer is still GeoJSON (media type kept); a CQL2
-        text filter is accepted (translated to CQL2 JSON)."""
+        text filter is accepted (translated to CQL2 JSON, ``api.compat``)."""
         cql2_text_to_json(search_request)
         return _geojson(await super().post_search(search_request, request=request, **kwargs))
 

@@ -12,9 +12,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
+import attr
 from fastapi import HTTPException
+from pydantic import Field
+from stac_fastapi.extensions import SearchFilterExtension
+from stac_fastapi.extensions.filter.request import FilterExtensionPostRequest
 
 STAC_API_PREFIX = "https://api.stacspec.org/"
 #: Conformance fragments also advertised with their v1.0.0 URI.
@@ -35,17 +39,41 @@ def with_v1_0_aliases(classes: list[str]) -> list[str]:
     return out
 
 
+class TextFilterPostRequest(FilterExtensionPostRequest):
+    """The filter extension's POST model, also taking ``"filter-lang": "cql2-text"``.
+
+    stac-fastapi merges extension models by their fields (validators are not carried over),
+    so the text is translated by :func:`cql2_text_to_json`, called by the client.
+    """
+
+    filter_expr: dict[str, Any] | str | None = Field(  # type: ignore[assignment]
+        None, alias="filter", description="A CQL2 filter: JSON, or text with cql2-text."
+    )
+    filter_lang: Literal["cql2-json", "cql2-text"] | None = Field(  # type: ignore[assignment]
+        "cql2-json", alias="filter-lang", description="The encoding of 'filter'."
+    )
+
+
+@attr.s
+class TextFilterSearchExtension(SearchFilterExtension):
+    """Item Search filter extension whose POST accepts CQL2 text as well as JSON."""
+
+    POST = TextFilterPostRequest
+
+
 def cql2_text_to_json(search_request: Any) -> None:
     """Translate a POSTed ``cql2-text`` filter to CQL2 JSON in place (400 when unparsable)."""
     text = getattr(search_request, "filter_expr", None)
-    if getattr(search_request, "filter_lang", None) != "cql2-text" or not isinstance(text, str):
+    if not isinstance(text, str):
         return
+    if getattr(search_request, "filter_lang", None) != "cql2-text":
+        raise HTTPException(400, detail='a text filter needs "filter-lang": "cql2-text"')
     from cql2 import Expr
 
     try:
         expr = Expr(text)
         expr.validate()
     except Exception as exc:  # cql2 raises a bare Exception on parse errors
-        raise HTTPException(status_code=400, detail=f"Invalid filter: {exc}") from exc
+        raise HTTPException(status_code=400, detail=f"Invalid filter: {exc}") from None
     search_request.filter_expr = expr.to_json()
     search_request.filter_lang = "cql2-json"
