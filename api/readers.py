@@ -27,6 +27,7 @@ from tessera_stac.catalog.reader import (
     ZonalSums,
     crs_code,
     gdal_path,
+    iter_polygon_pixels,
     polygon_sums,
     polygon_window,
     read_points,
@@ -185,7 +186,10 @@ def read_area(
             raise ReadError(
                 422, "AreaTooLarge", f"the geometry covers more than {max_pixels} pixels"
             )
-        sums = polygon_sums(codes, scales, rec.quantization, geometry, cell, window, rec.scale_band)
+        pixels = iter_polygon_pixels(
+            codes, scales, rec.quantization, geometry, cell, window, rec.scale_band
+        )
+        sums = polygon_sums(pixels, rec.quantization)
         info = {
             "row_off": r0,
             "col_off": c0,

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -353,26 +353,14 @@ class ZonalSums:
     valid: int = 0
     total: npt.NDArray[np.float64] | None = None
 
-    def add(self, other: ZonalSums) -> None:
-        """Add ``other`` into these sums."""
-        self.count += other.count
-        self.valid += other.valid
-        if other.total is not None:
-            self.total = other.total if self.total is None else self.total + other.total
 
+def polygon_sums(pixels: Iterable[PolygonPixels], q: Quantization) -> ZonalSums:
+    """Zonal sums over the strips of :func:`iter_polygon_pixels` (streamed: one strip held).
 
-def polygon_sums(
-    codes_ds: Any,
-    scales_ds: Any | None,
-    q: Quantization,
-    geometry: dict[str, Any],
-    cell: GridCell | None,
-    window: Ranges | None = None,
-    scale_band: int = 1,
-) -> ZonalSums:
-    """Zonal sums over :func:`iter_polygon_pixels` (streamed; memory of one strip)."""
+    Example: ``polygon_sums(iter_polygon_pixels(codes, scales, q, geometry, cell), q)``.
+    """
     out = ZonalSums()
-    for px in iter_polygon_pixels(codes_ds, scales_ds, q, geometry, cell, window, scale_band):
+    for px in pixels:
         out.count += len(px.rows)
         good = px.valid
         n = int(good.sum())

@@ -6,9 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,12 +22,14 @@ from tessera_stac.catalog.reader import (
     GDAL_READ_OPTIONS,
     ItemRecipe,
     gdal_path,
+    iter_polygon_pixels,
     open_raster,
     polygon_sums,
     rasterio_env,
     read_points,
 )
 from tessera_stac.catalog.stac import embeddings_quantization
+from tests.fixtures_catalog import wait_serving
 
 ORIGIN = (605000.0, 2556000.0)  # EPSG:32643; the 6 x 5 km tile straddles 0.1° cells
 EPSG = 32643
@@ -154,7 +153,7 @@ def test_polygon_sums_match_independent_computation(
         open_raster(str(root / "embeddings.tif")) as cds,
         open_raster(str(root / "scales.tif")) as sds,
     ):
-        got = polygon_sums(cds, sds, q, mapping(polygon), CELL)
+        got = polygon_sums(iter_polygon_pixels(cds, sds, q, mapping(polygon), CELL), q)
     rr, cc = np.mgrid[0:600, 0:500]
     plon, plat = _lonlat(rr, cc)
     inside = contains_xy(polygon, plon, plat)
@@ -225,17 +224,7 @@ def counting_server(
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", COUNTING_SERVER, str(root), str(port), str(log)])
     base = f"http://127.0.0.1:{port}/data"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            urllib.request.urlopen(f"{base}/nothing-here", timeout=1)
-        except urllib.error.HTTPError:
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("counting server did not start") from None
-            time.sleep(0.1)
+    wait_serving(f"{base}/nothing-here", proc, "counting server")
     log.write_text("")
     yield base, log
     proc.terminate()
