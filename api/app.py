@@ -30,6 +30,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from stac_fastapi.extensions.query import QueryConformanceClasses
 from stac_fastapi.pgstac.app import instantiate_api
 from stac_fastapi.pgstac.config import PostgresSettings, Settings
+from stac_fastapi.pgstac.extensions.filter import FiltersClient
 from stac_fastapi.pgstac.models.extensions import Extensions
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -37,6 +38,7 @@ from starlette.middleware.cors import CORSMiddleware
 from tessera_stac.api import db
 from tessera_stac.api.auth import BearerTokenMiddleware
 from tessera_stac.api.client import FullQueryExtension, StrictFieldsExtension, TesseraClient
+from tessera_stac.api.compat import TextFilterSearchExtension
 from tessera_stac.api.errors import UNAVAILABLE, add_error_handlers
 from tessera_stac.api.settings import ApiSettings
 from tessera_stac.catalog.errors import ConfigurationError
@@ -177,7 +179,11 @@ def create_app(api_settings: ApiSettings, dsn: str) -> FastAPI:
         client=TesseraClient,
         extensions=Extensions(
             settings=settings,
-            search_map={"query": FullQueryExtension(), "fields": StrictFieldsExtension()},
+            search_map={
+                "query": FullQueryExtension(),
+                "fields": StrictFieldsExtension(),
+                "filter": TextFilterSearchExtension(client=FiltersClient()),
+            },
             item_collection_map={
                 "query": FullQueryExtension(conformance_classes=[QueryConformanceClasses.ITEMS])
             },

@@ -18,6 +18,7 @@ import asyncpg
 from fastapi import FastAPI, Request
 from stac_fastapi.pgstac.db import con_init, translate_pgstac_errors
 
+from tessera_stac.api.compat import SEARCH_CONTEXT
 from tessera_stac.api.settings import ApiSettings
 
 
@@ -43,7 +44,12 @@ async def create_pool(dsn: str, settings: ApiSettings) -> asyncpg.Pool:
         timeout=settings.db_connect_timeout,
         command_timeout=settings.db_command_timeout,
         init=con_init,
-        server_settings={"search_path": "pgstac,public", "application_name": "tessera-stac"},
+        server_settings={
+            "search_path": "pgstac,public",
+            "application_name": "tessera-stac",
+            # numberMatched in search results: exact when cheap, else estimated (api.compat)
+            "pgstac.context": SEARCH_CONTEXT,
+        },
     )
 
 

@@ -409,16 +409,17 @@ def _embedding_collection(dsn: str, region: DemoRegion) -> tuple[str | None, str
 def land_point(scales_tif: Path) -> tuple[float, float] | None:
     """The lon/lat of the valid (land) pixel nearest the centre of a published tile.
 
-    Reads the full-resolution ``scales`` COG (one float32 band, a few MB): a pixel is valid
-    when its scale is finite and in (0, 1), as the product defines it.
+    Reads the full-resolution ``scales`` COG (one float32 band, a few MB) through the reader
+    kernel; a pixel is valid by the product's recipe (a finite scale in (0, 1)).
     """
     import numpy as np
-    import rasterio
     from rasterio.warp import transform
 
-    with rasterio.open(scales_tif) as src:
-        scales = src.read(1)
-        valid = np.isfinite(scales) & (scales > 0) & (scales < 1)
+    from tessera_stac.catalog.reader import gdal_path, open_raster, rasterio_env, scale_validity
+    from tessera_stac.catalog.stac import embeddings_quantization
+
+    with rasterio_env(), open_raster(gdal_path(str(scales_tif))) as src:
+        valid = scale_validity(src.read(1), embeddings_quantization())
         rows, cols = np.nonzero(valid)
         if rows.size == 0:
             return None
