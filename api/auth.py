@@ -25,7 +25,7 @@ class BearerTokenMiddleware:
 
     def __init__(self, app: ASGIApp, token: str, root_path: str = "") -> None:
         self.app = app
-        self.expected = f"Bearer {token}".encode()
+        self.expected = token.strip().encode()
         self.root_path = root_path.rstrip("/")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -35,10 +35,17 @@ class BearerTokenMiddleware:
                 path = path[len(self.root_path) :]
             if is_write(scope["method"], path):
                 given = dict(scope["headers"]).get(b"authorization", b"")
-                if not hmac.compare_digest(given, self.expected):
+                if not hmac.compare_digest(bearer_token(given), self.expected):
                     await _unauthorized(send, bool(given))
                     return
         await self.app(scope, receive, send)
+
+
+def bearer_token(header: bytes) -> bytes:
+    """The token of an ``Authorization: Bearer <token>`` header (the scheme is
+    case-insensitive, RFC 6750/7235), or ``b""``."""
+    scheme, _, token = header.strip().partition(b" ")
+    return token.strip() if scheme.lower() == b"bearer" else b""
 
 
 async def _unauthorized(send: Send, had_token: bool) -> None:

@@ -1,0 +1,237 @@
+"""Hostile and careless requests against a live API process: never a crash, never a 5xx for bad
+input, every request bounded (issue 12's corpus and its relatives).
+
+The API runs as its own uvicorn process (one worker): a crash (the CQL2 parser overflowing its
+stack on deep nesting) would kill it, so "the same process keeps serving" is checked by pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tessera_stac.api.app import create_app
+from tessera_stac.api.settings import ApiSettings
+from tessera_stac.catalog.errors import ConfigurationError
+from tessera_stac.catalog.load import load
+from tessera_stac.catalog.localdb import free_port
+from tests.fixtures_api import EMB_COLLECTION, make_collection, make_item
+
+NESTED_PARENS = "(" * 2000 + "id='a'" + ")" * 2000
+NOT_CHAIN = "NOT " * 10_000 + "id='a'"
+SHORT_NOT_CHAIN = "NOT " * 40 + "id='a'"  # short, but gigabytes in the CQL2 validator
+DEEP_TEXT = '{"op": "not", "args": [' * 3000 + '{"op": "=", "args": [{"property": "id"}, "a"]}'
+DEEP_TEXT += "]}" * 3000
+
+
+def _nested_json(depth: int) -> dict[str, Any]:
+    expr: dict[str, Any] = {"op": "=", "args": [{"property": "id"}, "a"]}
+    for _ in range(depth):
+        expr = {"op": "not", "args": [expr]}
+    return expr
+
+
+class Served:
+    """A uvicorn process serving the API (``url``, ``proc``)."""
+
+    def __init__(self, dsn: str, data_dir: Path, env_extra: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "TESSERA_STAC_"))}
+        env.update(
+            {
+                "TESSERA_STAC_DATABASE_URL": dsn,
+                "TESSERA_STAC_API_DATA_DIR": str(data_dir),
+                **env_extra,
+            }
+        )
+        cmd = [sys.executable, "-m", "uvicorn", "--factory", "--port", str(self.port)]
+        self.proc = subprocess.Popen(
+            [*cmd, "--log-level", "warning", "tessera_stac.api.app:create_app_from_env"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    def wait(self) -> Served:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(self.url + "/healthz", timeout=5).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            assert self.proc.poll() is None, self.stderr()
+            assert time.monotonic() < deadline, "the API did not start"
+            time.sleep(0.3)
+
+    def stderr(self) -> str:
+        return self.proc.stderr.read().decode() if self.proc.stderr else ""
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            self.proc.kill()
+
+
+@pytest.fixture
+def served(pg_dsn: str, cog_catalog: dict[str, Any]) -> Iterator[Served]:
+    """The API process over the two-tile COG catalog (items' hrefs through its /data)."""
+    server = Served(pg_dsn, cog_catalog["root"], {"TESSERA_STAC_API_MAX_LIMIT": "5"})
+    try:
+        server.wait()
+        load(pg_dsn, str(cog_catalog["catalog"]), base_url=server.url + "/data")
+        yield server
+    finally:
+        server.stop()
+
+
+def _is_error(response: httpx.Response) -> dict[str, Any]:
+    body = response.json()
+    assert isinstance(body, dict), response.text
+    assert isinstance(body.get("code"), str) and body["code"], response.text
+    assert isinstance(body.get("description"), str) and body["description"], response.text
+    return body
+
+
+def test_hostile_corpus(served: Served) -> None:
+    url = served.url
+    items = f"/collections/{EMB_COLLECTION}/items"
+    point = {"points": [{"lon": 71.97, "lat": 23.03}], "year": 2024}
+    corpus: list[tuple[str, str, dict[str, Any], int]] = []
+    # the crash corpus: deep nesting and long NOT chains, both methods, both routes
+    for text in (NESTED_PARENS, NOT_CHAIN, SHORT_NOT_CHAIN):
+        for path in ("/search", items):
+            corpus.append(("GET", path, {"params": {"filter": text}}, 400))
+        corpus.append(
+            ("POST", "/search", {"json": {"filter": text, "filter-lang": "cql2-text"}}, 400)
+        )
+    deep = _nested_json(40)
+    corpus += [
+        ("POST", "/search", {"json": {"filter": deep, "filter-lang": "cql2-json"}}, 400),
+        ("POST", "/search", {"content": '{"filter": ' + DEEP_TEXT + "}"}, 400),
+        ("GET", "/search", {"params": {"filter-lang": "cql2-json", "filter": json.dumps(deep)}}, 400),
+        ("GET", items, {"params": {"filter-lang": "cql2-json", "filter": json.dumps(deep)}}, 400),
+        # non-finite numbers, as parameters and in bodies (raw JSON text: NaN/Infinity literals)
+        ("GET", "/search", {"params": {"bbox": "nan,nan,nan,nan"}}, 400),
+        ("GET", "/search", {"params": {"limit": "NaN"}}, 400),
+        ("GET", "/search", {"params": {"bbox": "0,0,inf,10"}}, 400),
+        ("GET", "/embeddings/position", {"params": {"lon": "nan", "lat": 1, "year": 2024}}, 400),
+        ("POST", "/search", {"content": '{"limit": NaN}'}, 400),
+        ("POST", "/search", {"content": '{"bbox": [0, 0, Infinity, 1]}'}, 400),
+        (
+            "POST",
+            "/embeddings/positions",
+            {"content": '{"points": [{"lon": NaN, "lat": 1}], "year": 2024}'},
+            400,
+        ),
+        # not JSON where JSON is expected
+        ("GET", "/search", {"params": {"query": "{not json"}}, 400),
+        ("GET", "/search", {"params": {"intersects": "POINT(1 2)"}}, 400),
+        ("GET", "/search", {"params": {"query": "[1, 2]"}}, 400),
+        ("GET", "/collections", {"params": {"q": "("}}, 400),
+        # wrong body types and invalid Unicode
+        ("POST", "/search", {"content": "[]"}, 400),
+        ("POST", "/search", {"content": "null"}, 400),
+        ("POST", "/search", {"content": '"x"'}, 400),
+        ("POST", "/search", {"content": "1"}, 400),
+        ("POST", "/search", {"content": "hello", "headers": {"content-type": "text/plain"}}, 400),
+        ("POST", "/search", {"content": '{"ids": ["\\ud800"]}'}, 400),
+        ("POST", "/search", {"content": b'{"ids": ["\xff\xfe"]}'}, 400),
+        ("POST", "/embeddings/area", {"content": "[]"}, 400),
+        # bounds: body size, points per batch
+        ("POST", "/search", {"content": b'{"ids": ["' + b"a" * 3_000_000 + b'"]}'}, 413),
+        (
+            "POST",
+            "/embeddings/positions",
+            {"json": {**point, "points": point["points"] * 1001}},
+            413,
+        ),
+        # /data: impossible paths are 404, not an outage
+        ("GET", "/data/" + "a" * 6000, {}, 404),
+        ("GET", "/data/a%00b.tif", {}, 404),
+        ("GET", "/data/" + "a/" * 2000 + "x.tif", {}, 404),
+    ]
+    pid = served.proc.pid
+    for method, path, kwargs, status in corpus:
+        got = httpx.request(method, url + path, timeout=60, **kwargs)
+        label = (method, path, str(kwargs)[:120])
+        assert got.status_code == status, (label, got.status_code, got.text[:300])
+        _is_error(got)
+        assert served.proc.poll() is None, (label, served.stderr()[-2000:])
+    # the same process still answers, and correctly
+    assert served.proc.pid == pid and served.proc.poll() is None
+    assert httpx.get(url + "/healthz").status_code == 200
+    ok = httpx.get(url + "/search", params={"filter": "id LIKE '%'"})
+    assert ok.status_code == 200 and len(ok.json()["features"]) == 2
+    fine = httpx.post(url + "/search", json={"filter": _nested_json(3)})
+    assert fine.status_code == 200, fine.text
+
+
+def test_limit_is_capped_and_paging_links_follow(served: Served, pg_dsn: str) -> None:
+    extra = [make_item(72.0 + 0.1 * i, 23.5, 2024, collection_id=EMB_COLLECTION) for i in range(7)]
+    source = Path(served.url.split(":")[-1] + ".ndjson")
+    try:
+        source.write_text("".join(json.dumps(o) + "\n" for o in extra))
+        load(pg_dsn, str(source), method="upsert")
+    finally:
+        source.unlink(missing_ok=True)
+    total = 2 + len(extra)
+    for method in ("GET", "POST"):
+        seen: list[str] = []
+        kwargs: dict[str, Any] = (
+            {"params": {"limit": 1_000_000_000}}
+            if method == "GET"
+            else {"json": {"limit": 1_000_000_000}}
+        )
+        got = httpx.request(method, served.url + "/search", **kwargs)
+        for _ in range(10):
+            assert got.status_code == 200, got.text
+            page = got.json()
+            assert len(page["features"]) <= 5
+            seen += [f["id"] for f in page["features"]]
+            nxt = next((link for link in page["links"] if link["rel"] == "next"), None)
+            if nxt is None:
+                break
+            if nxt.get("method", "GET") == "POST":
+                got = httpx.post(nxt["href"], json=nxt["body"])
+            else:
+                assert "limit=5" in nxt["href"], nxt["href"]
+                got = httpx.get(nxt["href"])
+        assert sorted(seen) == sorted(set(seen)) and len(seen) == total, (method, seen)
+
+
+def test_bearer_scheme_is_case_insensitive_and_blank_tokens_refused(
+    pg_dsn: str, live_api: Any
+) -> None:
+    for blank in ("", "   ", "\t"):
+        with pytest.raises(ConfigurationError):
+            create_app(ApiSettings(enable_transactions=True, write_token=blank), pg_dsn)
+    settings = ApiSettings(enable_transactions=True, write_token="s3cret")
+    url = live_api(create_app(settings, pg_dsn))
+    new = make_collection("tessera-case")
+    for header, status in [
+        ("bearer s3cret", 201),
+        ("BEARER  s3cret", 409),
+        ("Basic s3cret", 401),
+        ("s3cret", 401),
+        ("Bearer", 401),
+        ("Bearer s3cre", 401),
+    ]:
+        got = httpx.post(url + "/collections", json=new, headers={"Authorization": header})
+        assert got.status_code == status or (status == 201 and got.status_code == 200), (
+            header,
+            got.status_code,
+            got.text,
+        )
