@@ -184,7 +184,7 @@ def test_limit_is_capped_and_paging_links_follow(served: Served, pg_dsn: str) ->
     source = Path(served.url.split(":")[-1] + ".ndjson")
     try:
         source.write_text("".join(json.dumps(o) + "\n" for o in extra))
-        load(pg_dsn, str(source), method="upsert")
+        load(pg_dsn, str(source))
     finally:
         source.unlink(missing_ok=True)
     total = 2 + len(extra)
