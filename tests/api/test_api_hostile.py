@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from tessera_stac.api.app import create_app
@@ -121,7 +122,12 @@ def test_hostile_corpus(served: Served) -> None:
     corpus += [
         ("POST", "/search", {"json": {"filter": deep, "filter-lang": "cql2-json"}}, 400),
         ("POST", "/search", {"content": '{"filter": ' + DEEP_TEXT + "}"}, 400),
-        ("GET", "/search", {"params": {"filter-lang": "cql2-json", "filter": json.dumps(deep)}}, 400),
+        (
+            "GET",
+            "/search",
+            {"params": {"filter-lang": "cql2-json", "filter": json.dumps(deep)}},
+            400,
+        ),
         ("GET", items, {"params": {"filter-lang": "cql2-json", "filter": json.dumps(deep)}}, 400),
         # non-finite numbers, as parameters and in bodies (raw JSON text: NaN/Infinity literals)
         ("GET", "/search", {"params": {"bbox": "nan,nan,nan,nan"}}, 400),
@@ -235,3 +241,56 @@ def test_bearer_scheme_is_case_insensitive_and_blank_tokens_refused(
             got.status_code,
             got.text,
         )
+
+
+def test_area_budget_per_request_strips_and_wide_geometries(
+    pg_dsn: str, live_api: Any, cog_catalog: dict[str, Any]
+) -> None:
+    from shapely.geometry import Polygon, box, mapping, shape
+
+    from tests.api.test_api_embeddings import _expected_area
+
+    root = cog_catalog["root"]
+    # small strips: a two-tile area is read in many pieces and must still be exact
+    url = live_api(
+        create_app(
+            ApiSettings(data_dir=root, zonal_block_pixels=20_000, zonal_max_pixels=3_000_000),
+            pg_dsn,
+        )
+    )
+    load(pg_dsn, str(cog_catalog["catalog"]), base_url=url + "/data")
+    tight = live_api(create_app(ApiSettings(data_dir=root, zonal_max_pixels=1_000_000), pg_dsn))
+
+    def area(base: str, geometry: Any) -> httpx.Response:
+        return httpx.post(
+            base + "/embeddings/area", json={"geometry": geometry, "year": 2024}, timeout=120
+        )
+
+    both = box(71.92, 23.0, 72.08, 23.09)
+    for polygon in (both, box(-180, -90, 180, 90), box(0, 0, 179, 60)):
+        got = area(url, mapping(polygon))
+        assert got.status_code == 200, got.text
+        count, valid, mean = _expected_area(cog_catalog, polygon)
+        body = got.json()
+        assert count > 1_000_000 and body["count"] == count and body["valid"] == valid
+        assert np.allclose(np.array(body["mean"], dtype=np.float32), mean, rtol=1e-5, atol=1e-6)
+        assert len(body["sources"]) == 2
+        assert all(
+            s["window"]["height"] * s["window"]["width"] >= s["count"] for s in body["sources"]
+        )
+        # each tile alone is under the tight budget, both together are over it: 413
+        refused = area(tight, mapping(polygon))
+        assert refused.status_code == 413, refused.text
+        assert "1000000" in _is_error(refused)["description"]
+        assert "ZONAL_MAX_PIXELS" in refused.json()["description"]
+    one_tile = box(71.92, 23.0, 71.99, 23.09)
+    assert area(tight, mapping(one_tile)).status_code == 200
+
+    # a polygon across the antimeridian is read as the 20° box it is, not the 340° one
+    crossing = Polygon([(170, -10), (-170, -10), (-170, 10), (170, 10)])
+    from tessera_stac.api.bounds import split_antimeridian
+
+    split = shape(split_antimeridian(mapping(crossing)))
+    assert split.area == pytest.approx(400) and split.bounds == (-180, -10, 180, 10)
+    got = area(url, mapping(crossing))
+    assert got.status_code == 404 and _is_error(got)["code"] == "OutsideCoverage"
