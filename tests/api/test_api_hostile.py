@@ -294,3 +294,22 @@ def test_area_budget_per_request_strips_and_wide_geometries(
     assert split.area == pytest.approx(400) and split.bounds == (-180, -10, 180, 10)
     got = area(url, mapping(crossing))
     assert got.status_code == 404 and _is_error(got)["code"] == "OutsideCoverage"
+
+
+@pytest.mark.slow
+def test_schemathesis_finds_no_server_error(served: Served, tmp_path: Path) -> None:
+    """A bounded, stateless schemathesis run over every operation of the OpenAPI document:
+    0 responses >= 500 (the API process keeps serving throughout)."""
+    cli = Path(sys.executable).parent / "schemathesis"
+    report = tmp_path / "report.xml"
+    args = [str(cli), "run", served.url + "/api", "--checks", "not_a_server_error"]
+    args += ["--phases", "examples,coverage,fuzzing", "--max-examples", "25", "--seed", "12"]
+    args += ["--request-timeout", "60", "--workers", "2", "--suppress-health-check", "all"]
+    args += ["--report", "junit", "--report-junit-path", str(report)]
+    run = subprocess.run(args, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    out = run.stdout + run.stderr
+    print(out[-4000:])
+    assert run.returncode == 0, out[-6000:]
+    assert "not_a_server_error" in out or report.is_file(), out[-2000:]
+    assert served.proc.poll() is None
+    assert httpx.get(served.url + "/healthz").status_code == 200
