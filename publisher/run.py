@@ -435,9 +435,14 @@ def _pid_alive(pid: int) -> bool:
 
 
 def scratch_root(store: LocalStore | S3Store) -> Path:
-    """Where runs keep scratch files: in a local destination (same file system), else tmp."""
+    """Where runs keep scratch files: beside a local destination, never inside it (so partial
+    files are never published nor served under ``/data``) yet on its file system (moves stay
+    renames): ``DEST/../.{DEST name}.tessera-stac-tmp``; the system temp dir for S3 or when
+    the parent folder is not writable."""
     if isinstance(store, LocalStore):
-        return store.root / SCRATCH_DIR
+        root = store.root.resolve()
+        if os.access(root.parent, os.W_OK):
+            return root.parent / f".{root.name}{SCRATCH_DIR}"
     return Path(tempfile.gettempdir()) / "tessera-stac-scratch"
 
 
@@ -497,6 +502,10 @@ def publish(
         store.root.mkdir(parents=True, exist_ok=True)
     root = scratch_root(store)
     clean_stale_scratch(root)
+    if isinstance(store, LocalStore):  # scratch of older versions, inside DEST
+        clean_stale_scratch(store.root / SCRATCH_DIR)
+        with contextlib.suppress(OSError):
+            (store.root / SCRATCH_DIR).rmdir()
     run_id = f"{started.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}"
     scratch = root / f"run-{os.getpid()}-{run_id}"
     scratch.mkdir(parents=True, exist_ok=True)
