@@ -38,12 +38,7 @@ from tessera_stac.api import db
 from tessera_stac.api.auth import BearerTokenMiddleware
 from tessera_stac.api.bounds import BoundsMiddleware
 from tessera_stac.api.client import FullQueryExtension, StrictFieldsExtension, TesseraClient
-from tessera_stac.api.errors import (
-    UNAVAILABLE,
-    DatabaseTimeout,
-    DatabaseUnavailable,
-    add_error_handlers,
-)
+from tessera_stac.api.errors import NO_ANSWER, add_error_handlers
 from tessera_stac.api.settings import ApiSettings
 from tessera_stac.catalog.errors import ConfigurationError
 
@@ -143,7 +138,7 @@ def _extras_router(schema_file: Path, schema_path: str) -> APIRouter:
         try:
             async with request.app.state.get_connection(request, "r") as conn:
                 version = await conn.fetchval("SELECT pgstac.get_version()")
-        except (*UNAVAILABLE, DatabaseUnavailable, DatabaseTimeout) as exc:
+        except NO_ANSWER as exc:
             return JSONResponse(
                 status_code=503,
                 content={

@@ -392,10 +392,11 @@ def _estimate_pixels(item: dict[str, Any], part: Any) -> int | None:
         return None
     a, _, c, _, e, f = (float(v) for v in transform[:6])
     to_grid = Transformer.from_crs("EPSG:4326", str(code), always_xy=True)
-    minx, miny, maxx, maxy = to_grid.transform_bounds(*part.bounds, densify_pts=21)
+    west, south, east, north = part.bounds
+    minx, miny, maxx, maxy = to_grid.transform_bounds(west, south, east, north, densify_pts=21)
     cols = max(0.0, min(shape[1], (maxx - c) / a + 3) - max(0.0, (minx - c) / a - 3))
     rows = max(0.0, min(shape[0], (f - miny) / -e + 3) - max(0.0, (f - maxy) / -e - 3))
-    return math.ceil(cols) * math.ceil(rows)
+    return int(math.ceil(cols) * math.ceil(rows))
 
 
 def plan_area(

@@ -18,7 +18,7 @@ import asyncpg
 from fastapi import FastAPI, Request
 from stac_fastapi.pgstac.db import con_init, translate_pgstac_errors
 
-from tessera_stac.api.errors import UNAVAILABLE, DatabaseTimeout, DatabaseUnavailable
+from tessera_stac.api.errors import CONNECT_ERRORS, DatabaseTimeout, DatabaseUnavailable
 from tessera_stac.api.settings import ApiSettings
 
 
@@ -101,7 +101,7 @@ async def get_connection(
     except TimeoutError as exc:
         busy = pool.get_size() >= pool.get_max_size() and pool.get_idle_size() == 0
         raise DatabaseUnavailable(exc, broken=not busy) from exc
-    except (OSError, *UNAVAILABLE) as exc:
+    except CONNECT_ERRORS as exc:
         raise DatabaseUnavailable(exc) from exc
     try:
         with translate_pgstac_errors():

@@ -49,6 +49,12 @@ class DatabaseTimeout(Exception):  # noqa: N818
     """A statement ran past its time limit."""
 
 
+#: What getting a connection raises when the database cannot be reached.
+CONNECT_ERRORS: tuple[type[Exception], ...] = (OSError, *UNAVAILABLE)
+#: Everything that means "no answer from the database" (for ``/healthz``).
+NO_ANSWER: tuple[type[Exception], ...] = (*UNAVAILABLE, DatabaseUnavailable, DatabaseTimeout)
+
+
 def error_body(code: str, description: str) -> dict[str, str]:
     """The STAC API error shape: ``{"code": ..., "description": ...}``."""
     return {"code": code, "description": description}
