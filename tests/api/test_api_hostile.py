@@ -313,3 +313,37 @@ def test_schemathesis_finds_no_server_error(served: Served, tmp_path: Path) -> N
     assert "not_a_server_error" in out or report.is_file(), out[-2000:]
     assert served.proc.poll() is None
     assert httpx.get(served.url + "/healthz").status_code == 200
+
+
+def test_statement_timeout_is_504_and_keeps_the_pool(
+    pg_dsn: str, live_api: Any, cog_catalog: dict[str, Any]
+) -> None:
+    """A statement past ``db_statement_timeout`` answers 504 (not 503), and neither it nor a
+    burst of bad requests replaces the pool's healthy connections."""
+    import psycopg
+
+    load(pg_dsn, str(cog_catalog["catalog"]))
+    settings = ApiSettings(db_statement_timeout=0.5, db_min_conn=3, db_max_conn=3)
+    url = live_api(create_app(settings, pg_dsn))
+
+    def backends() -> set[int]:
+        with psycopg.connect(pg_dsn) as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'tessera-stac' "
+                "AND datname = current_database()"
+            ).fetchall()
+        return {int(r[0]) for r in rows}
+
+    assert httpx.get(url + "/collections").status_code == 200
+    before = backends()
+    assert before
+    with psycopg.connect(pg_dsn) as locker:
+        locker.execute("LOCK TABLE pgstac.collections IN ACCESS EXCLUSIVE MODE")
+        slow = httpx.get(url + "/collections", timeout=60)
+        assert slow.status_code == 504, slow.text
+        assert _is_error(slow)["code"] == "GatewayTimeout"
+        locker.rollback()
+    for params in ({"q": "("}, {"filter": "NOT " * 50 + "id='a'"}, {"bbox": "nan,1,2,3"}):
+        assert httpx.get(url + "/collections", params=params).status_code == 400
+    assert httpx.get(url + "/collections").status_code == 200
+    assert backends() == before
