@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tessera_stac.catalog.errors import TesseraStacError
+from tessera_stac.catalog.errors import InputError, TesseraStacError
 from tessera_stac.catalog.model import AssetRecord, PixelCounts, PublishedTile
 from tessera_stac.catalog.profile import (
     EMBEDDINGS,
@@ -54,6 +54,10 @@ from tessera_stac.publisher.storage import (
 from tessera_stac.publisher.tiles import LoadedTile, TileSource, load_tile
 
 SCRATCH_DIR = ".tessera-stac-tmp"
+#: Report warning of a tile published without a landmask (its item has tessera:landmask false).
+NO_LANDMASK = (
+    "no landmask: water is not masked, its pixels hold embeddings (item tessera:landmask=false)"
+)
 REPORTS_DIR = "_reports"
 ITEM_MEDIA_TYPE = "application/geo+json"
 MODEL_NAME = "TESSERA"
@@ -91,6 +95,7 @@ class PublishOptions:
     source_storage: dict[str, Any] | None = None
     threads: int = 1
     model_name: str = MODEL_NAME
+    require_landmask: bool = False
 
     @property
     def collection_id(self) -> str:
@@ -130,6 +135,7 @@ class TileOutcome:
     counts: dict[str, int] = field(default_factory=dict)
     item_href: str = ""
     tile: PublishedTile | None = None
+    warnings: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form for the run report."""
@@ -148,6 +154,8 @@ class TileOutcome:
             out["counts"] = self.counts
         if self.item_href:
             out["item"] = self.item_href
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
         return out
 
 
@@ -239,13 +247,22 @@ def publish_tile(task: TileTask) -> TileOutcome:
         scratch.mkdir(parents=True, exist_ok=False)
         with timer("read"):
             loaded = load_tile(src, scratch, opts.source_settings())
+        warnings: tuple[str, ...] = ()
+        if loaded.landmask is None:
+            if opts.require_landmask:
+                raise InputError(
+                    f"{src.embeddings}: no landmask for {src.grid} (refused: --require-landmask)"
+                )
+            warnings = (NO_LANDMASK,)
         tile, counts = _publish_loaded(loaded, store, prefix, scratch, opts, timer)
         with timer("item"):
             item = create_item(tile).to_dict(include_self_link=False, transform_hrefs=False)
             item_file = scratch / f"{src.item_id}.json"
             item_file.write_bytes(json.dumps(item, indent=2).encode())
             store.put_file(item_file, item_key, ITEM_MEDIA_TYPE, sha256_file(item_file))
-        return outcome("ok", counts=counts, item_href=store.join(item_key), tile=tile)
+        return outcome(
+            "ok", counts=counts, item_href=store.join(item_key), tile=tile, warnings=warnings
+        )
     except TesseraStacError as exc:
         return outcome("failed", reason=str(exc))
     except Exception as exc:  # a bug or an environment problem: keep the other tiles going
@@ -420,6 +437,7 @@ class RunReport:
             "collection": self.collection,
             "workers": self.workers,
             "totals": self.totals,
+            "warnings": [f"{o.item_id}: {w}" for o in self.outcomes for w in o.warnings],
             "tiles": [o.as_dict() for o in sorted(self.outcomes, key=lambda o: o.item_id)],
         }
 
@@ -468,6 +486,7 @@ def publish(
     model_version: str = "v1",
     collection: str | None = None,
     overwrite: bool = False,
+    require_landmask: bool = False,
     settings: StorageSettings | None = None,
     source_settings: StorageSettings | None = None,
     now: datetime | None = None,
@@ -484,6 +503,8 @@ def publish(
         model_version: model version, e.g. ``v1``.
         collection: collection id (default ``tessera-embeddings-{model_version}``).
         overwrite: republish tiles whose outputs already match.
+        require_landmask: fail a tile that has no landmask (default: publish it flagged,
+            ``tessera:landmask: false`` on the item and a warning in the report).
         settings: S3 settings of the destination (and of the sources unless given).
         source_settings: S3 settings of the sources (e.g. anonymous reads of a mirror).
         now: the run's timestamp (default: the current time).
@@ -516,6 +537,7 @@ def publish(
         model_version=model_version,
         collection=collection,
         overwrite=overwrite,
+        require_landmask=require_landmask,
         storage=settings.model_dump() if settings is not None else None,
         source_storage=source_settings.model_dump() if source_settings is not None else None,
     )
