@@ -43,6 +43,7 @@ from tessera_stac.catalog.profile import (
 from tessera_stac.catalog.stac import create_item
 from tessera_stac.publisher import cog, preview
 from tessera_stac.publisher.engine import Engine, SerialEngine
+from tessera_stac.publisher.lifeline import alive
 from tessera_stac.publisher.settings import StorageSettings
 from tessera_stac.publisher.storage import (
     LocalStore,
@@ -442,16 +443,6 @@ class RunReport:
         }
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def scratch_root(store: LocalStore | S3Store) -> Path:
     """Where runs keep scratch files: beside a local destination, never inside it (so partial
     files are never published nor served under ``/data``) yet on its file system (moves stay
@@ -472,7 +463,7 @@ def clean_stale_scratch(root: Path) -> list[Path]:
     for child in root.iterdir():
         parts = child.name.split("-")
         stale = len(parts) >= 3 and parts[0] == "run" and parts[1].isdigit()
-        if stale and not _pid_alive(int(parts[1])):
+        if stale and not alive(int(parts[1])):
             shutil.rmtree(child, ignore_errors=True)
             removed.append(child)
     return removed

@@ -3,7 +3,6 @@ no connection is dropped without a response, and the API serves again by itself.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import Counter
@@ -15,9 +14,8 @@ import httpx
 
 from tessera_stac.api.app import create_app
 from tessera_stac.api.settings import ApiSettings
-from tessera_stac.catalog.load import load
 from tests.api.test_api_outage import own_cluster  # noqa: F401 (fixture)
-from tests.fixtures_api import HAND_COLLECTION, make_collection, make_item
+from tests.fixtures_api import HAND_COLLECTION, load_hand_items
 
 
 def test_database_restart_under_load(
@@ -26,10 +24,7 @@ def test_database_restart_under_load(
     tmp_path: Path,
 ) -> None:
     dsn = own_cluster.dsn()
-    source = tmp_path / "seed.ndjson"
-    objs = [make_collection(), make_item(71.93, 23.01, 2024), make_item(72.07, 23.01, 2024)]
-    source.write_text("".join(json.dumps(o) + "\n" for o in objs))
-    load(dsn, str(source))
+    load_hand_items(dsn, tmp_path)
     url = live_api(create_app(ApiSettings(db_connect_timeout=2, db_min_conn=4), dsn))
     search = {"collections": [HAND_COLLECTION]}
     statuses: Counter[int] = Counter()
