@@ -8,9 +8,10 @@ DELETE under ``/collections``) needs ``Authorization: Bearer <write_token>``. Re
 from __future__ import annotations
 
 import hmac
-import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from tessera_stac.api.bounds import send_error
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -50,16 +51,5 @@ def bearer_token(header: bytes) -> bytes:
 
 async def _unauthorized(send: Send, had_token: bool) -> None:
     description = "invalid bearer token" if had_token else "write routes need a bearer token"
-    body = json.dumps({"code": "Unauthorized", "description": description}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 401,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"www-authenticate", b'Bearer realm="tessera-stac"'),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    challenge = {"WWW-Authenticate": 'Bearer realm="tessera-stac"'}
+    await send_error(send, 401, "Unauthorized", description, challenge)

@@ -36,7 +36,7 @@ from bench.bench_api import POINT_COLLECTION, Request, drive, write_point_tile
 
 HERE = Path(__file__).resolve().parent
 FACTORY = "tessera_stac.api.app:create_app_from_env"
-TILE = (72.0, 23.0, 72.1, 23.1)  # the cell of write_point_tile
+TILE = (0.0, 0.0, 0.0, 0.0)  # the cell the tile's item is placed on (fit_item)
 BYTES_PER_PIXEL = 1024  # declared: codes 128 B + float32 vector 512 B + masks/sums
 
 
@@ -98,6 +98,25 @@ def area_request(geometry: dict[str, Any]) -> Request:
     return ("POST", "/embeddings/area", None, body)
 
 
+def fit_item(item: dict[str, Any]) -> dict[str, Any]:
+    """The item of ``write_point_tile`` placed on the 0.1° cell holding its raster's centre
+    (its bbox and geometry are the cell's), so points and areas find it."""
+    from pyproj import Transformer
+
+    from tessera_stac.catalog.model import GridCell
+
+    global TILE
+    back = Transformer.from_crs("EPSG:32643", "EPSG:4326", always_xy=True)
+    lon, lat = back.transform(605000 + 5550, 2555000 - 5550)  # raster centre (bench_api)
+    cell = GridCell.containing(lon, lat)
+    west, south, east, north = cell.bounds
+    TILE = (west, south, east, north)
+    item["bbox"] = [west, south, east, north]
+    item["geometry"] = box(west, south, east, north)
+    item["id"] = f"{cell.name}_2024"
+    return item
+
+
 def measure(dsn: str, env: dict[str, str]) -> dict[str, Any]:
     """Per-request area peak and mixed-load RSS of one worker with ``env``."""
     import httpx
@@ -126,16 +145,22 @@ def measure(dsn: str, env: dict[str, str]) -> dict[str, Any]:
 
     with uvicorn_server(FACTORY, {"TESSERA_STAC_DATABASE_URL": dsn, **env}) as url:
         pid = server_pid(url)
-        first = httpx.post(url + "/embeddings/area", json=area_request(whole)[3], timeout=300)
-        assert first.status_code == 200, first.text
-        pixels = first.json()["count"]
-        peaks = []
-        for _ in range(3):
-            idle = rss_mb(pid)
-            with Sampler(pid) as sampler:
-                got = httpx.post(url + "/embeddings/area", json=area_request(whole)[3], timeout=300)
-                assert got.status_code == 200, got.text
-            peaks.append(round(sampler.peak - idle, 1))
+        # warm up imports, GDAL and the dataset handles with a point, not an area (freed
+        # arrays stay in the allocator: only a fresh worker's first area shows its peak)
+        point = {
+            "lon": (west + east) / 2,
+            "lat": (south + north) / 2,
+            "year": 2024,
+            "collection": POINT_COLLECTION,
+        }
+        warm = httpx.get(url + "/embeddings/position", params=point, timeout=60)
+        assert warm.status_code == 200, warm.text
+        idle = rss_mb(pid)
+        with Sampler(pid) as sampler:
+            got = httpx.post(url + "/embeddings/area", json=area_request(whole)[3], timeout=300)
+            assert got.status_code == 200, got.text
+        pixels = got.json()["count"]
+        peaks = [round(sampler.peak - idle, 1)]
         before = rss_mb(pid)
         with Sampler(pid) as sampler:
             latencies, seconds, errors = drive(url, mixed, 120, 4)
@@ -161,7 +186,7 @@ def main() -> None:
     with temp_cluster() as cluster, tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         dsn = cluster.dsn()
-        item = write_point_tile(tmp / "tile")
+        item = fit_item(write_point_tile(tmp / "tile"))
         coll = {**collection(), "id": POINT_COLLECTION}
         objs = [collection(), *synthetic_items(3000), coll, item]
         load(dsn, str(write_ndjson(tmp / "items.ndjson", objs)))
@@ -173,8 +198,7 @@ def main() -> None:
         "reference_one_window_per_tile": reference,
         "declared_mb_per_request": round(block * BYTES_PER_PIXEL / 2**20, 1),
         "ratio_area_peak": round(
-            min(ours["area_peak_above_idle_mb"])
-            / max(1.0, min(reference["area_peak_above_idle_mb"])),
+            ours["area_peak_above_idle_mb"][0] / max(1.0, reference["area_peak_above_idle_mb"][0]),
             3,
         ),
         "load_average": [round(x, 2) for x in os.getloadavg()],
@@ -194,7 +218,7 @@ def markdown(results: dict[str, Any]) -> str:
             "# One API worker's memory under large and mixed requests",
             "",
             f"Whole-tile `/embeddings/area` ({ours['area_pixels']} pixels, 128 bands), peak RSS "
-            "above the idle worker over 3 requests:",
+            "above the idle worker (first area of a fresh worker):",
             "",
             "| server | peak above idle (MB) | mixed load peak / after (MB) | errors |",
             "|---|---|---|---|",
