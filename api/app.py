@@ -37,9 +37,10 @@ from starlette.middleware.cors import CORSMiddleware
 
 from tessera_stac.api import db
 from tessera_stac.api.auth import BearerTokenMiddleware
+from tessera_stac.api.bounds import BoundsMiddleware
 from tessera_stac.api.client import FullQueryExtension, StrictFieldsExtension, TesseraClient
 from tessera_stac.api.compat import TextFilterSearchExtension
-from tessera_stac.api.errors import UNAVAILABLE, add_error_handlers
+from tessera_stac.api.errors import NO_ANSWER, add_error_handlers
 from tessera_stac.api.settings import ApiSettings
 from tessera_stac.catalog.errors import ConfigurationError
 
@@ -139,7 +140,7 @@ def _extras_router(schema_file: Path, schema_path: str) -> APIRouter:
         try:
             async with request.app.state.get_connection(request, "r") as conn:
                 version = await conn.fetchval("SELECT pgstac.get_version()")
-        except UNAVAILABLE as exc:
+        except NO_ANSWER as exc:
             return JSONResponse(
                 status_code=503,
                 content={
@@ -160,9 +161,9 @@ def create_app(api_settings: ApiSettings, dsn: str) -> FastAPI:
     Raises:
         ConfigurationError: transactions enabled without a write token.
     """
-    if api_settings.enable_transactions and not api_settings.write_token:
+    if api_settings.enable_transactions and not (api_settings.write_token or "").strip():
         raise ConfigurationError(
-            "TESSERA_STAC_API_ENABLE_TRANSACTIONS needs TESSERA_STAC_API_WRITE_TOKEN"
+            "TESSERA_STAC_API_ENABLE_TRANSACTIONS needs a non-blank TESSERA_STAC_API_WRITE_TOKEN"
         )
     settings = stac_settings(api_settings)
 
@@ -196,6 +197,8 @@ def create_app(api_settings: ApiSettings, dsn: str) -> FastAPI:
     app.state.embedding_schema_path = schema_path
     app.state.api_settings = api_settings
     _tune_middlewares(app)
+    # innermost of the middlewares: its refusals still get CORS headers
+    app.user_middleware.append(Middleware(BoundsMiddleware, settings=api_settings))
     add_error_handlers(app)
     app.include_router(_extras_router(schema_file, schema_path))
     _mount_extensions(app, api_settings)

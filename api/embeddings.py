@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from tessera_stac.api.bounds import BoundError, plan_area, split_antimeridian
 from tessera_stac.api.readers import (
     PointValue,
     ReadError,
@@ -38,7 +39,6 @@ from tessera_stac.catalog.reader import DatasetCache
 
 router = APIRouter(prefix="/embeddings", tags=["Embeddings"])
 CACHE_SECONDS = 30.0
-MAX_POINTS = 10_000  # points per POST /embeddings/positions (documented in the README)
 
 
 # ------------------------------------------------------------------------------ models
@@ -101,7 +101,9 @@ class Point(BaseModel):
 class PositionsRequest(BaseModel):
     """A batch of points for one year."""
 
-    points: list[Point] = Field(min_length=1, max_length=MAX_POINTS)
+    points: list[Point] = Field(
+        min_length=1, description="At most ApiSettings.max_points (default 10,000) points: 413."
+    )
     year: int = Field(ge=1900, le=2100)
     collection: str | None = Field(default=None, description="Embedding collection id.")
 
@@ -148,8 +150,10 @@ class AreaResponse(BaseModel):
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "No published tile covers the point/area."},
+    413: {"model": ErrorBody, "description": "Over a bound (pixels, tiles, points, body)."},
     422: {"model": ErrorBody, "description": "Invalid pixel (water, unprocessed) or input."},
     503: {"model": ErrorBody, "description": "The database is unavailable."},
+    504: {"model": ErrorBody, "description": "The database did not answer in time."},
 }
 
 
@@ -353,7 +357,15 @@ async def positions(
     return [r for r in results if r is not None]
 
 
-def _error(exc: ReadError) -> JSONResponse:
+def _union(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    """The smallest window holding windows ``a`` and ``b``."""
+    row0, col0 = min(a["row_off"], b["row_off"]), min(a["col_off"], b["col_off"])
+    row1 = max(a["row_off"] + a["height"], b["row_off"] + b["height"])
+    col1 = max(a["col_off"] + a["width"], b["col_off"] + b["width"])
+    return {"row_off": row0, "col_off": col0, "height": row1 - row0, "width": col1 - col0}
+
+
+def _error(exc: ReadError | BoundError) -> JSONResponse:
     return JSONResponse(
         status_code=exc.status, content={"code": exc.code, "description": exc.description}
     )
@@ -391,9 +403,19 @@ async def get_position(
 async def post_positions(request: Request, body: PositionsRequest) -> Any:
     """One result per point, in order; a point without a value carries ``error``/``status``.
 
-    Up to ``MAX_POINTS`` points: one catalogue search for the batch, then per item each
+    Up to ``ApiSettings.max_points`` points: one catalogue search for the batch, then per item each
     touched COG block is read once.
     """
+    max_points = request.app.state.api_settings.max_points
+    if len(body.points) > max_points:
+        return _error(
+            ReadError(
+                413,
+                "TooManyPoints",
+                f"{len(body.points)} points; at most {max_points} per request "
+                "(TESSERA_STAC_API_MAX_POINTS)",
+            )
+        )
     try:
         await embedding_collections(request, body.collection)
         results = await positions(request, body.points, body.year, body.collection)
@@ -431,10 +453,13 @@ def _check_geometry(geometry: dict[str, Any]) -> Any:
 )
 async def post_area(request: Request, body: AreaRequest) -> Any:
     """Count, valid fraction and mean vector of the pixels whose centre is in the geometry."""
+    settings = request.app.state.api_settings
     try:
         _check_geometry(body.geometry)
+        geometry = split_antimeridian(body.geometry)
         collections = await embedding_collections(request, body.collection)
-        items = await search_items(request, collections, body.geometry, body.year, 500)
+        limit = settings.zonal_max_tiles + 1
+        items = await search_items(request, collections, geometry, body.year, limit)
         if not items:
             raise ReadError(
                 404, "OutsideCoverage", f"no published tile meets the geometry in {body.year}"
@@ -447,43 +472,57 @@ async def post_area(request: Request, body: AreaRequest) -> Any:
                 "several embedding collections cover this area: pass collection= one of "
                 + ", ".join(sorted(chosen)),
             )
-        return await _area(request, body, items)
-    except ReadError as exc:
+        plan = plan_area(items, geometry, settings)
+        if not plan:
+            raise ReadError(
+                404, "OutsideCoverage", f"no published tile meets the geometry in {body.year}"
+            )
+        return await _area(request, body, plan)
+    except (ReadError, BoundError) as exc:
         return _error(exc)
 
 
-async def _area(request: Request, body: AreaRequest, items: list[dict[str, Any]]) -> AreaResponse:
+async def _area(
+    request: Request, body: AreaRequest, plan: list[tuple[dict[str, Any], list[dict[str, Any]]]]
+) -> AreaResponse:
+    """Sum tile by tile, strip by strip (``bounds.plan_area``): memory stays bounded."""
     cache = readers(request)
     max_pixels = request.app.state.api_settings.zonal_max_pixels
     count = valid = 0
     total: Any = None
     sources: list[AreaSource] = []
-    for item in items:
-        sums, window = await run_in_threadpool(read_area, cache, item, body.geometry, max_pixels)
-        count += sums.count
-        valid += sums.valid
-        if sums.total is not None:
-            total = sums.total if total is None else total + sums.total
-        if sums.count:
+    for item, strips in plan:
+        source: AreaSource | None = None
+        for strip in strips:
+            sums, window = await run_in_threadpool(read_area, cache, item, strip, max_pixels)
+            count += sums.count
+            valid += sums.valid
+            if sums.total is not None:
+                total = sums.total if total is None else total + sums.total
+            if not sums.count:
+                continue
             crs, asset, href = (window.pop(k, None) for k in ("crs", "asset", "href"))
-            sources.append(
-                AreaSource(
+            if source is None:
+                source = AreaSource(
                     collection=item["collection"],
                     item=item["id"],
                     asset=str(asset),
                     href=str(href),
                     crs=crs,
                     window=window,
-                    count=sums.count,
-                    valid=sums.valid,
+                    count=0,
+                    valid=0,
                 )
-            )
+                sources.append(source)
+            source.window = _union(source.window, window)
+            source.count += sums.count
+            source.valid += sums.valid
     import numpy as np
 
     mean = None if total is None else (total / valid).astype(np.float32).tolist()
     return AreaResponse(
         year=body.year,
-        collection=items[0]["collection"],
+        collection=plan[0][0]["collection"],
         count=count,
         valid=valid,
         valid_fraction=(valid / count) if count else None,

@@ -234,6 +234,8 @@ def create_item(tile: PublishedTile) -> pystac.Item:
         similarity=SimilarityMetric.COSINE,
         normalized=False,
     )
+    if tile.georef_from != "landmask":  # no landmask: water is not masked in this tile
+        item.properties["tessera:landmask"] = False
     for key in sorted(tile.assets):
         item.add_asset(key, _asset(key, tile.assets[key]))
     _add_item_links(item, tile)

@@ -133,6 +133,9 @@ def publish_cmd(
     model_version: str = typer.Option("v1", help="Model version; one collection per version."),
     collection: str = typer.Option(None, help="Collection id (tessera-embeddings-{version})."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Republish matching tiles too."),
+    require_landmask: bool = typer.Option(
+        False, "--require-landmask", help="Fail tiles without a landmask (default: flag them)."
+    ),
     workers: int | None = WORKERS_OPTION,
     engine: str = ENGINE_OPTION,
     scheduler: str | None = SCHEDULER_OPTION,
@@ -180,6 +183,7 @@ def publish_cmd(
             model_version=model_version,
             collection=collection,
             overwrite=overwrite,
+            require_landmask=require_landmask,
             settings=settings,
             source_settings=source_settings,
             source_label=source,
