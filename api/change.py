@@ -333,4 +333,3 @@ async def mws_change_ranking(
         "items": [t.item_id for t in tables],
         "results": [_row(t, i) for t, i in rows[:limit]],
     }
-

@@ -149,9 +149,7 @@ class ChangeSums:
         return [self.result(i) for i in range(self.n)]
 
 
-def area_change(
-    a: FloatArray, b: FloatArray, threshold: float = DEFAULT_THRESHOLD
-) -> AreaChange:
+def area_change(a: FloatArray, b: FloatArray, threshold: float = DEFAULT_THRESHOLD) -> AreaChange:
     """The change of one area from its pixels' vectors ``(..., dims)`` of both years."""
     dims = np.asarray(a).shape[-1]
     sums = ChangeSums(1, dims, threshold)

@@ -54,6 +54,8 @@ class DemoRegion:
         block: Block (tehsil) name.
         bbox: (west, south, east, north); 0.1-degree aligned so it holds whole tiles.
         year: The embedding year to generate and join.
+        previous_year: The earlier year compared with ``year`` (default ``year - 1``); its
+            land inside :attr:`change_bbox` differs on purpose.
     """
 
     state: str = "jharkhand"
@@ -61,6 +63,18 @@ class DemoRegion:
     block: str = "tisri"
     bbox: tuple[float, float, float, float] = (86.0, 24.5, 86.2, 24.7)
     year: int = 2024
+    previous_year: int | None = None
+
+    @property
+    def years(self) -> tuple[int, int]:
+        """(earlier, later): the two years the demo publishes and compares."""
+        return (self.previous_year or self.year - 1, self.year)
+
+    @property
+    def change_bbox(self) -> tuple[float, float, float, float]:
+        """Where land changes on purpose in the later year: 5 km square in the first tile."""
+        west, south = self.bbox[0], self.bbox[1]
+        return (west + 0.025, south + 0.025, west + 0.075, south + 0.075)
 
     @property
     def tile_count(self) -> int:
@@ -303,6 +317,8 @@ def demo_steps(region: DemoRegion, paths: DemoPaths, dsn: str, base_url: str) ->
     mws_file = paths.mws / f"{region.state}_{region.district}_{region.block}_mws.geojson"
     spec = MwsLayerSpec(bbox=region.bbox, district=region.district, block=region.block)
     year = str(region.year)
+    before = str(region.years[0])
+    change = ",".join(f"{v:g}" for v in region.change_bbox)
     out = str(paths.published)
     mws_item = f"{region.state}_{region.district}_{region.block}_mws"  # CoRE Stack's id style
 
@@ -312,9 +328,11 @@ def demo_steps(region: DemoRegion, paths: DemoPaths, dsn: str, base_url: str) ->
     return [
         Step(
             "sample",
-            f"generate {region.tile_count} synthetic TESSERA tiles over {region.block}",
-            ("sample", "tiles", str(paths.source), "--bbox", region.bbox_arg, "--years", year),
-            outputs=lambda: _count(paths.source, "*_scales.npy") >= region.tile_count,
+            f"generate {region.tile_count} synthetic TESSERA tiles over {region.block} for "
+            f"{before} and {year} (land changed on purpose in {change})",
+            ("sample", "tiles", str(paths.source), "--bbox", region.bbox_arg,
+             "--years", f"{before},{year}", "--change", change, "--change-from", year),
+            outputs=lambda: _count(paths.source, "*_scales.npy") >= 2 * region.tile_count,
             needs=("sample", "tiles"),
         ),
         Step(
@@ -327,7 +345,7 @@ def demo_steps(region: DemoRegion, paths: DemoPaths, dsn: str, base_url: str) ->
             "publish",
             "publish the tiles as Cloud-Optimized GeoTIFFs + previews",
             ("publish", str(paths.source), out),
-            outputs=lambda: _count(paths.published, "embeddings.tif") >= region.tile_count,
+            outputs=lambda: _count(paths.published, "embeddings.tif") >= 2 * region.tile_count,
             needs=("publish",),
         ),
         Step(
@@ -347,12 +365,25 @@ def demo_steps(region: DemoRegion, paths: DemoPaths, dsn: str, base_url: str) ->
             outputs=(paths.published / "corestack-mws" / mws_item / f"{mws_item}.json").is_file,
             needs=("watersheds", "publish"),
         ),
+        *(
+            Step(
+                name,
+                f"join the {y} embeddings to the micro-watersheds",
+                ("watersheds", "join", "--year", y, "--mws", mws_item, "--out", out),
+                outputs=lambda y=y: _count(
+                    paths.published / "corestack-mws-embeddings", f"*_{y}.parquet"
+                ) > 0,
+                needs=("watersheds", "join"),
+            )
+            for name, y in (("join-previous", before), ("join", year))
+        ),
         Step(
-            "join",
-            "join the embeddings to the micro-watersheds",
-            ("watersheds", "join", "--year", year, "--mws", mws_item, "--out", out),
-            outputs=lambda: _count(paths.published / "corestack-mws-embeddings", "*.parquet") > 0,
-            needs=("watersheds", "join"),
+            "change",
+            f"rank the micro-watersheds by change {before}->{year}",
+            ("watersheds", "change", "--mws", mws_item, "--from", before, "--to", year,
+             "--out", out),
+            outputs=lambda: _count(paths.published / "corestack-mws-change", "*.parquet") > 0,
+            needs=("watersheds", "change"),
         ),
         Step(
             "load",
@@ -529,6 +560,11 @@ def demo_links(
         )
         urls["the watersheds most like it"] = (
             f"{base}/watersheds/{uid}/similar?year={region.year}&k=5"
+        )
+    if "/watersheds/change" in routes:
+        before, after = region.years
+        urls[f"watersheds that changed most {before}->{after}"] = (
+            f"{base}/watersheds/change?from={before}&to={after}&limit=10"
         )
     for other, count in _collections(dsn):
         if other != collection:

@@ -13,7 +13,9 @@ OUT_HELP = "Catalog root holding the MWS item and the joins; the change item is 
 
 
 def sample_zarr(
-    source: str = typer.Argument(..., help="Sample tiles (geotessera layout), e.g. from sample tiles."),
+    source: str = typer.Argument(
+        ..., help="Sample tiles (geotessera layout), e.g. from sample tiles."
+    ),
     dest: Path = typer.Argument(..., help="The store to write (a new folder, e.g. tessera.zarr)."),
     years: str = typer.Option(None, "--years", help="Only these years (2024, 2023,2024...)."),
     as_json: bool = JSON_OPTION,
@@ -78,7 +80,12 @@ def change_cmd(
     found_to = find_tiles_local(tiles or out, year_to, cells, collection)
     with progress(len(found_from), f"change {year_from}->{year_to}") as bar:
         result = change_watersheds(
-            layer.frame, found_from, found_to, year_from, year_to, threshold,
+            layer.frame,
+            found_from,
+            found_to,
+            year_from,
+            year_to,
+            threshold,
             on_tile=lambda _t: bar.update(1),
         )
     written = write_change(result, out, mws_item, mws_href, datetime.now(UTC), csv=csv)

@@ -51,7 +51,7 @@ from tessera_stac.catalog.store import (
 from tessera_stac.catalog.store_settings import StorageSettings
 from tessera_stac.publisher.embeddings import cog, preview
 from tessera_stac.publisher.embeddings.tiles import LoadedTile, TileSource, load_tile
-from tessera_stac.publisher.embeddings.zarr_source import EmptyCell, ZarrCell
+from tessera_stac.publisher.embeddings.zarr_source import EmptyCellError, ZarrCell
 from tessera_stac.publisher.engines.local import Engine, SerialEngine
 
 SCRATCH_DIR = ".tessera-stac-tmp"
@@ -250,7 +250,7 @@ def publish_tile(task: TileTask) -> TileOutcome:
             item_file.write_bytes(json.dumps(item, indent=2).encode())
             store.put_file(item_file, item_key, ITEM_MEDIA_TYPE, sha256_file(item_file))
         return outcome("ok", counts=counts, item_href=store.join(item_key), tile=tile)
-    except EmptyCell as exc:
+    except EmptyCellError as exc:
         return outcome("skipped", reason=str(exc))
     except TesseraStacError as exc:
         return outcome("failed", reason=str(exc))

@@ -2,9 +2,9 @@
 
 The store (DESIGN §7)::
 
-    zarr.json                     root group, ``geoemb:`` attributes (model, quantisation)
-    utmNN/                        one group per UTM zone, grid in EPSG:326NN at 10 m
-        embeddings  int8    (time, band, y, x)  chunks (1, 128, 32, 32) in shards (1, 128, 4096, 4096)
+    zarr.json               root group, ``geoemb:`` attributes (model, quantisation)
+    utmNN/                  one group per UTM zone, grid in EPSG:326NN at 10 m
+        embeddings  int8    (time, band, y, x)  chunks (1, 128, 32, 32), shards (1, 128, 4096, 4096)
         scales      float32 (time, y, x)        NaN = water / invalid, +inf = land not yet filled
         time, band, x, y                        years, band numbers, pixel centres
 
@@ -49,16 +49,14 @@ FALSE_NORTHING_SOUTH = 10_000_000.0
 GEOREF_SOURCE = "Zarr store's zone grid"
 
 
-class EmptyCell(TesseraStacError):
+class EmptyCellError(TesseraStacError):
     """The store holds nothing for this cell and year (every pixel unfilled)."""
 
 
 def is_zarr_source(source: str, layout: str = "auto") -> bool:
     """True for ``--layout zarr``, a ``zarr://`` URI or a path/URI ending in ``.zarr``."""
     return (
-        layout == "zarr"
-        or source.startswith(ZARR_SCHEME)
-        or source.rstrip("/").endswith(".zarr")
+        layout == "zarr" or source.startswith(ZARR_SCHEME) or source.rstrip("/").endswith(".zarr")
     )
 
 
@@ -193,8 +191,13 @@ def cell_window(cell: GridCell, grid: ZoneGrid) -> tuple[int, int, TileGeoref]:
     return row, col, TileGeoref(tile.epsg, transform, tile.height, tile.width, GEOREF_SOURCE)
 
 
-def read_region(array: Any, lead: tuple[Any, ...], rows: tuple[int, int], cols: tuple[int, int],
-                fill: float | int) -> np.ndarray:
+def read_region(
+    array: Any,
+    lead: tuple[Any, ...],
+    rows: tuple[int, int],
+    cols: tuple[int, int],
+    fill: float | int,
+) -> np.ndarray:
     """``array[*lead, r0:r1, c0:c1]`` where parts outside the array read as ``fill``."""
     (r0, r1), (c0, c1) = rows, cols
     height, width = array.shape[-2:]
@@ -258,7 +261,7 @@ class ZarrCell:
         """Read the cell's rectangle from the store (``scratch`` is unused: no downloads).
 
         Raises:
-            EmptyCell: every pixel of the rectangle is unfilled (+inf) for this year.
+            EmptyCellError: every pixel of the rectangle is unfilled (+inf) for this year.
             InputError: the store lacks the zone, the year or the arrays.
         """
         del scratch
@@ -273,7 +276,7 @@ class ZarrCell:
         row, col, georef = cell_window(cell, grid)
         rows, cols = (row, row + georef.height), (col, col + georef.width)
         if not cell_has_data(group["scales"], t, row, col, georef):
-            raise EmptyCell(f"{self.scales}: nothing filled for {self.grid} in {self.year}")
+            raise EmptyCellError(f"{self.scales}: nothing filled for {self.grid} in {self.year}")
         scales = read_region(group["scales"], (t,), rows, cols, np.float32(np.inf))
         unfilled = np.isposinf(scales)
         codes = read_region(group["embeddings"], (t, slice(None)), rows, cols, 0)

@@ -368,4 +368,3 @@ def write_change(
         csv=final / f"{item_id}.csv" if csv else None,
         collection_path=coll_path,
     )
-

@@ -75,7 +75,8 @@ class SampleOptions:
     def changed(self, year: int) -> bool:
         """True when ``year`` has the changed land cover inside ``change_bbox``."""
         return (
-            self.change_bbox is not None and self.change_from is not None
+            self.change_bbox is not None
+            and self.change_from is not None
             and year >= self.change_from
         )
 

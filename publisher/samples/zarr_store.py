@@ -22,6 +22,7 @@ How it is filled, rule for rule:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,11 +203,12 @@ def write_store(
                 loaded.scales, loaded.landmask
             )
             placed.append((src.grid, src.year, row, col))
-    zarr.consolidate_metadata(zarr_store(str(dest), read_only=False))
+    with warnings.catch_warnings():  # "not part of the v3 spec": geotessera consolidates too
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(zarr_store(str(dest), read_only=False))
     return StoreSummary(Path(dest), grids, tuple(placed))
 
 
 def _lonlat(grid: str) -> tuple[float, float]:
     cell = GridCell.parse(grid)
     return cell.lon, cell.lat
-

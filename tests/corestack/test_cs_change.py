@@ -55,8 +55,10 @@ def two_years(tmp_path_factory: pytest.TempPathFactory, bhavnagar_geojson: Path)
     for cell in cells:
         for year in YEARS:
             sample.write_tile(source, cell, year, opts)
-    with ProcessEngine(2) as engine:
-        report = run.publish(tiles.sources_for(str(source), cells, YEARS), str(dest), engine=engine, report=None)
+    engine = ProcessEngine(2)
+    report = run.publish(
+        tiles.sources_for(str(source), cells, YEARS), str(dest), engine=engine, report=None
+    )
     assert not report.failed, [o.reason for o in report.failed]
     within = frame[frame.geometry.within(shapely.box(*box))]
     return TwoYears(source, dest, layer, tuple(str(u) for u in within["uid"]), box)
@@ -172,13 +174,19 @@ def test_mws_change_equals_independent_computation(two_years: TwoYears) -> None:
     dest = two_years.dest
     cells = [GridCell.parse(g) for g in GRIDS]
     found = {y: find_tiles_local(dest, y, cells) for y in YEARS}
-    result = change_watersheds(two_years.layer.frame, found[2023], found[2024], 2023, 2024, THRESHOLD)
+    result = change_watersheds(
+        two_years.layer.frame, found[2023], found[2024], 2023, 2024, THRESHOLD
+    )
     want = reference_change(two_years)
     table = result.table
     covered = want["count"] > 0
     np.testing.assert_array_equal(table["pixels"].to_numpy(), want["count"])
-    np.testing.assert_allclose(table["distance"].to_numpy()[covered], want["distance"][covered], rtol=0, atol=1e-6)
-    np.testing.assert_allclose(table["changed_share"].to_numpy()[covered], want["share"][covered], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        table["distance"].to_numpy()[covered], want["distance"][covered], rtol=0, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        table["changed_share"].to_numpy()[covered], want["share"][covered], rtol=0, atol=1e-6
+    )
     assert np.isnan(table["distance"].to_numpy()[~covered]).all()
     # teeth: MWS spanning both tiles (and so both UTM zones), many pixels
     assert (want["cells"] == 2).sum() >= 3 and covered.sum() >= 20
