@@ -195,17 +195,18 @@ def test_mws_change_equals_independent_computation(two_years: TwoYears) -> None:
     assert set(ranked[: len(two_years.changed_uids)]) == set(two_years.changed_uids)
 
 
-def test_change_cli_writes_geoparquet_item_derived_from_both_joins(
-    two_years: TwoYears, bhavnagar_geojson: Path, tmp_path: Path
-) -> None:
+@pytest.fixture(scope="module")
+def cli_catalog(
+    two_years: TwoYears, bhavnagar_geojson: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, str]:
+    """The CLI path: catalog build, watersheds publish, join 2023 and 2024, change."""
     import shutil
-
-    import geopandas as gpd
 
     from tessera_stac.cli.main import main
 
-    root = tmp_path / "cat"
+    root = tmp_path_factory.mktemp("change-cat") / "cat"
     shutil.copytree(two_years.dest, root)
+    assert main(["catalog", "build", str(root)]) == 0
     publish = ["watersheds", "publish", str(bhavnagar_geojson), "--out", str(root)]
     names = ["--state", "Gujarat", "--district", "Bhavnagar", "--block", "Bhavnagar"]
     assert main([*publish, *names]) == 0
@@ -215,6 +216,15 @@ def test_change_cli_writes_geoparquet_item_derived_from_both_joins(
         assert main(join) == 0
     change = ["watersheds", "change", "--mws", mws_id, "--from", "2023", "--to", "2024"]
     assert main([*change, "--out", str(root), "--csv"]) == 0
+    return root, mws_id
+
+
+def test_change_cli_writes_geoparquet_item_derived_from_both_joins(
+    two_years: TwoYears, cli_catalog: tuple[Path, str]
+) -> None:
+    import geopandas as gpd
+
+    root, mws_id = cli_catalog
     name = f"{mws_id}_change_2023_2024"
     folder = root / "corestack-mws-change" / name
     item = json.loads((folder / f"{name}.json").read_text())
@@ -227,3 +237,55 @@ def test_change_cli_writes_geoparquet_item_derived_from_both_joins(
     assert (folder / f"{name}.csv").exists()
     top = table.sort_values("distance", ascending=False)["uid"].head(len(two_years.changed_uids))
     assert set(top) == set(two_years.changed_uids)
+
+
+def test_change_routes_over_http(
+    two_years: TwoYears, cli_catalog: tuple[Path, str], pg_dsn: str, live_api: Any
+) -> None:
+    import geopandas as gpd
+    import httpx
+
+    from tessera_stac.api.app import create_app
+    from tessera_stac.api.settings import ApiSettings
+    from tessera_stac.catalog.pgstac.load import load
+
+    root, mws_id = cli_catalog
+    url = live_api(create_app(ApiSettings(data_dir=root), pg_dsn))
+    load(pg_dsn, str(root / "catalog.json"), base_url=url + "/data")
+    name = f"{mws_id}_change_2023_2024"
+    table = gpd.read_parquet(root / "corestack-mws-change" / name / f"{name}.parquet")
+    years = {"from": 2023, "to": 2024}
+    # a point in the changed box: the pixel's distance, against the source arrays
+    west, south, east, north = two_years.change_bbox
+    lon, lat = (west + east) / 2, (south + north) / 2
+    got = httpx.get(
+        f"{url}/embeddings/change", params={"lon": lon, "lat": lat, **years}, timeout=60
+    )
+    assert got.status_code == 200, got.text
+    cell = GridCell.containing(lon, lat)
+    (va, ok_a, (transform, epsg)), (vb, ok_b, _) = (
+        _source_values(two_years.source, cell, y) for y in YEARS
+    )
+    x, y = Transformer.from_crs(4326, epsg, always_xy=True).transform(lon, lat)
+    r, c = rasterio.transform.rowcol(transform, x, y, op=np.floor)
+    assert ok_a[r, c] and ok_b[r, c]
+    assert abs(got.json()["distance"] - float(_numpy_distance(va[r, c], vb[r, c]))) <= 1e-6
+    # a watershed's polygon over both tiles: the area route equals the change table
+    row = table.sort_values("pixels", ascending=False).iloc[0]
+    geometry = shapely.geometry.mapping(row.geometry)
+    body = {"geometry": geometry, "from": 2023, "to": 2024, "threshold": THRESHOLD}
+    area = httpx.post(f"{url}/embeddings/change", json=body, timeout=120)
+    assert area.status_code == 200, area.text
+    assert area.json()["pixels"] == int(row["pixels"])
+    assert abs(area.json()["distance"] - float(row["distance"])) <= 1e-6
+    assert abs(area.json()["changed_share"] - float(row["changed_share"])) <= 1e-6
+    # per watershed and the ranking, from the published table
+    one = httpx.get(f"{url}/watersheds/{row['uid']}/change", params=years, timeout=60)
+    assert one.status_code == 200, one.text
+    assert abs(one.json()["distance"] - float(row["distance"])) <= 1e-9
+    ranking = httpx.get(f"{url}/watersheds/change", params={**years, "limit": 50}, timeout=60)
+    assert ranking.status_code == 200, ranking.text
+    uids = [r["uid"] for r in ranking.json()["results"]]
+    assert set(uids[: len(two_years.changed_uids)]) == set(two_years.changed_uids)
+    missing = httpx.get(f"{url}/watersheds/change", params={"from": 2019, "to": 2020}, timeout=60)
+    assert missing.status_code == 404
