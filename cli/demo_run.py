@@ -72,9 +72,9 @@ class DemoRegion:
 
     @property
     def change_bbox(self) -> tuple[float, float, float, float]:
-        """Where land changes on purpose in the later year: 5 km square in the first tile."""
+        """Where land changes on purpose in the later year: the west half of the first tile."""
         west, south = self.bbox[0], self.bbox[1]
-        return (west + 0.025, south + 0.025, west + 0.075, south + 0.075)
+        return (west, south, round(west + 0.05, 6), round(south + 0.1, 6))
 
     @property
     def tile_count(self) -> int:
