@@ -43,7 +43,7 @@ def cosine_distance(
     """
     a64 = np.asarray(a, dtype=np.float64)
     b64 = np.asarray(b, dtype=np.float64)
-    ok = np.isfinite(a64).all(axis=-1) & np.isfinite(b64).all(axis=-1)
+    ok: BoolArray = np.asarray(np.isfinite(a64).all(axis=-1) & np.isfinite(b64).all(axis=-1))
     if valid is not None:
         ok &= np.asarray(valid, dtype=bool)
     a64 = np.where(ok[..., None], a64, 0.0)
