@@ -34,9 +34,12 @@ from tessera_stac.publisher.join.join import (
     _project,
     _rel,
     _window,
+    add_file_assets,
     cells_covering,
+    derived_table_collection,
     join_item_id,
     overlap_groups,
+    write_derived_item,
 )
 from tessera_stac.publisher.watersheds.layer import UID_COLUMN
 
@@ -264,11 +267,7 @@ def _create_item(
     props["table:primary_geometry"] = "geometry"
     props["table:row_count"] = len(table)
     props["table:columns"] = table_columns(table, CHANGE_DESCRIPTIONS)
-    for key, record in assets.items():
-        asset = pystac.Asset(record.href, media_type=record.media_type, roles=list(record.roles))
-        asset.extra_fields["file:size"] = record.size
-        asset.extra_fields["file:checksum"] = record.checksum
-        item.add_asset(key, asset)
+    add_file_assets(item, assets)
     for href, title in links:
         item.add_link(pystac.Link("derived_from", href, "application/geo+json", title))
     return item
@@ -276,25 +275,16 @@ def _create_item(
 
 def create_change_collection(bbox: Sequence[float], interval: tuple[Any, Any]) -> Any:
     """The derived collection of per-MWS change tables (pure)."""
-    import pystac
-
-    from tessera_stac.publisher.watersheds.layer import CORESTACK_LICENSE, TABLE_SCHEMA
-
-    return pystac.Collection(
-        id=CHANGE_COLLECTION_ID,
-        title="TESSERA change per CoRE Stack micro-watershed",
-        description=(
-            "How each micro-watershed changed between two years of TESSERA embeddings: the "
-            "cosine distance of its mean vectors and the share of its pixels whose own cosine "
-            "distance exceeds a threshold. One item per (block, year pair), derived from the "
-            "two years' per-MWS embedding items."
-        ),
-        extent=pystac.Extent(
-            pystac.SpatialExtent([list(bbox)]), pystac.TemporalExtent([list(interval)])
-        ),
-        license=CORESTACK_LICENSE,
-        keywords=["TESSERA", "embeddings", "change", "CoRE Stack", "micro-watershed"],
-        stac_extensions=[TABLE_SCHEMA],
+    return derived_table_collection(
+        CHANGE_COLLECTION_ID,
+        "TESSERA change per CoRE Stack micro-watershed",
+        "How each micro-watershed changed between two years of TESSERA embeddings: the "
+        "cosine distance of its mean vectors and the share of its pixels whose own cosine "
+        "distance exceeds a threshold. One item per (block, year pair), derived from the "
+        "two years' per-MWS embedding items.",
+        ["TESSERA", "embeddings", "change", "CoRE Stack", "micro-watershed"],
+        bbox,
+        interval,
     )
 
 
@@ -308,28 +298,27 @@ def write_change(
 ) -> ChangeOutput:
     """Write ``{root}/corestack-mws-change/{item}/`` (GeoParquet, optional CSV, item JSON).
 
-    The item links ``derived_from`` both years' join items (when published under ``root``),
-    the MWS item and the embedding items read.
-    """
-    import shutil
+    The item links ``derived_from`` both years' join items (which must be published under
+    ``root``), the MWS item and the embedding items read.
 
-    from tessera_stac.publisher.watersheds.layer import (
-        PARQUET_MEDIA_TYPE,
-        asset_record,
-        collection_extent,
-        item_dict,
-        read_items_in,
-        replace_dir,
-        staging_dir,
-        write_collection,
-        write_json_atomic,
-    )
+    Raises:
+        InputError: a year's join is not published under ``root``.
+    """
+    from tessera_stac.publisher.watersheds.layer import PARQUET_MEDIA_TYPE, asset_record, item_dict
 
     item_id = change_item_id(str(mws_item["id"]), result.year_from, result.year_to)
-    coll_dir = root / CHANGE_COLLECTION_ID
-    final = coll_dir / item_id
-    staged = staging_dir(coll_dir, item_id)
-    try:
+    joins = []
+    for year in (result.year_from, result.year_to):
+        join_id = join_item_id(str(mws_item["id"]), year)
+        join_path = root / JOIN_COLLECTION_ID / join_id / f"{join_id}.json"
+        if not join_path.exists():
+            raise InputError(
+                f"{join_path}: no join of {year} for {mws_item['id']} (run watersheds join "
+                f"--year {year} first: the change item is derived from both joins)"
+            )
+        joins.append((join_path, year))
+
+    def fill(staged: Path, final: Path) -> dict[str, Any]:
         parquet = staged / f"{item_id}.parquet"
         result.table.to_parquet(parquet, index=False, compression="zstd", schema_version="1.1.0")
         records = {"data": asset_record(parquet, "data", PARQUET_MEDIA_TYPE, ("data",))}
@@ -337,30 +326,16 @@ def write_change(
             path = staged / f"{item_id}.csv"
             result.table.drop(columns="geometry").to_csv(path, index=False, float_format="%.9g")
             records["csv"] = asset_record(path, "csv", "text/csv", ("data",))
-        links: list[tuple[str, str]] = []
-        for year in (result.year_from, result.year_to):
-            join_id = join_item_id(str(mws_item["id"]), year)
-            join_path = root / JOIN_COLLECTION_ID / join_id / f"{join_id}.json"
-            if not join_path.exists():
-                raise InputError(
-                    f"{join_path}: no join of {year} for {mws_item['id']} (run watersheds join "
-                    f"--year {year} first: the change item is derived from both joins)"
-                )
-            links.append((_rel(str(join_path), final), f"per-MWS embeddings {year}"))
+        links = [(_rel(str(p), final), f"per-MWS embeddings {y}") for p, y in joins]
         links.append((_rel(mws_href, final), "MWS layer item"))
         links.extend((_rel(t.item_href, final), t.item_id) for t in result.tiles)
         item = _create_item(result, mws_item, links, records, processed)
-        write_json_atomic(
-            staged / f"{item_id}.json", item_dict(item, "../collection.json", "../../catalog.json")
-        )
-        replace_dir(staged, final)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
-    items = read_items_in(coll_dir)
-    bbox, times = collection_extent(items)
-    collection = create_change_collection(bbox, (times[0], times[-1]))
-    coll_path = write_collection(root, collection, items)
+        return item_dict(item, "../collection.json", "../../catalog.json")
+
+    coll_path = write_derived_item(
+        root, CHANGE_COLLECTION_ID, item_id, fill, create_change_collection
+    )
+    final = root / CHANGE_COLLECTION_ID / item_id
     return ChangeOutput(
         item_id=item_id,
         item_path=final / f"{item_id}.json",

@@ -528,28 +528,45 @@ def summary_columns(table: gpd.GeoDataFrame) -> list[dict[str, str]]:
     return table_columns(table, described)
 
 
-def create_join_collection(bbox: Sequence[float], interval: tuple[Any, Any]) -> Any:
-    """The derived collection of per-MWS embedding summaries (pure)."""
+def derived_table_collection(
+    collection_id: str,
+    title: str,
+    description: str,
+    keywords: list[str],
+    bbox: Sequence[float],
+    interval: tuple[Any, Any],
+) -> Any:
+    """A collection of derived per-MWS tables (the joins, the change tables; pure)."""
     import pystac
 
     from tessera_stac.publisher.watersheds.layer import CORESTACK_LICENSE, TABLE_SCHEMA
 
     return pystac.Collection(
-        id=JOIN_COLLECTION_ID,
-        title="TESSERA embeddings per CoRE Stack micro-watershed",
-        description=(
-            "Per-MWS summaries of the annual TESSERA embeddings: for every micro-watershed "
-            "`uid`, the number of valid 10 m pixels whose centre lies inside it (each pixel "
-            "counted once, in the tile whose 0.1° cell holds its centre), the valid fraction "
-            "and the mean dequantised 128-d vector. One item per (block, year), derived from "
-            "the corestack-mws item and the embedding items it read."
-        ),
+        id=collection_id,
+        title=title,
+        description=description,
         extent=pystac.Extent(
             pystac.SpatialExtent([list(bbox)]), pystac.TemporalExtent([list(interval)])
         ),
         license=CORESTACK_LICENSE,
-        keywords=["TESSERA", "embeddings", "CoRE Stack", "micro-watershed"],
+        keywords=keywords,
         stac_extensions=[TABLE_SCHEMA],
+    )
+
+
+def create_join_collection(bbox: Sequence[float], interval: tuple[Any, Any]) -> Any:
+    """The derived collection of per-MWS embedding summaries (pure)."""
+    return derived_table_collection(
+        JOIN_COLLECTION_ID,
+        "TESSERA embeddings per CoRE Stack micro-watershed",
+        "Per-MWS summaries of the annual TESSERA embeddings: for every micro-watershed "
+        "`uid`, the number of valid 10 m pixels whose centre lies inside it (each pixel "
+        "counted once, in the tile whose 0.1° cell holds its centre), the valid fraction "
+        "and the mean dequantised 128-d vector. One item per (block, year), derived from "
+        "the corestack-mws item and the embedding items it read.",
+        ["TESSERA", "embeddings", "CoRE Stack", "micro-watershed"],
+        bbox,
+        interval,
     )
 
 
@@ -599,15 +616,22 @@ def create_join_item(
     props["table:primary_geometry"] = "geometry"
     props["table:row_count"] = len(table)
     props["table:columns"] = summary_columns(table)
+    add_file_assets(item, assets)
+    item.add_link(pystac.Link("derived_from", mws_href, "application/geo+json", "MWS layer item"))
+    for href in tile_hrefs:
+        item.add_link(pystac.Link("derived_from", href, "application/geo+json"))
+    return item
+
+
+def add_file_assets(item: Any, assets: dict[str, Any]) -> None:
+    """Add asset records (href, media type, roles, ``file:size``/``file:checksum``)."""
+    import pystac
+
     for key, record in assets.items():
         asset = pystac.Asset(record.href, media_type=record.media_type, roles=list(record.roles))
         asset.extra_fields["file:size"] = record.size
         asset.extra_fields["file:checksum"] = record.checksum
         item.add_asset(key, asset)
-    item.add_link(pystac.Link("derived_from", mws_href, "application/geo+json", "MWS layer item"))
-    for href in tile_hrefs:
-        item.add_link(pystac.Link("derived_from", href, "application/geo+json"))
-    return item
 
 
 @dataclass(frozen=True)
@@ -631,6 +655,45 @@ def _rel(target: str, folder: Path) -> str:
     return rel if rel.startswith(".") else f"./{rel}"
 
 
+def write_derived_item(
+    root: Path,
+    collection_id: str,
+    item_id: str,
+    fill: Callable[[Path, Path], dict[str, Any]],
+    collection: Callable[[list[float], tuple[Any, Any]], Any],
+) -> Path:
+    """Stage ``{root}/{collection_id}/{item_id}/`` and swap it in whole, then rewrite the
+    collection (and the root catalog) from the items now there.
+
+    ``fill(staged, final)`` writes the files into ``staged`` and returns the item JSON (hrefs
+    relative to ``final``). Returns the collection's path.
+    """
+    import shutil
+
+    from tessera_stac.publisher.watersheds.layer import (
+        collection_extent,
+        read_items_in,
+        replace_dir,
+        staging_dir,
+        write_collection,
+        write_json_atomic,
+    )
+
+    coll_dir = root / collection_id
+    final = coll_dir / item_id
+    staged = staging_dir(coll_dir, item_id)
+    try:
+        item = fill(staged, final)
+        write_json_atomic(staged / f"{item_id}.json", item)
+        replace_dir(staged, final)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    items = read_items_in(coll_dir)
+    bbox, times = collection_extent(items)
+    return write_collection(root, collection(bbox, (times[0], times[-1])), items)
+
+
 def write_join(
     result: JoinResult,
     root: Path,
@@ -643,26 +706,13 @@ def write_join(
 
     The folder is staged and swapped in whole; the collection and root catalog are updated.
     """
-    import shutil
-
     from tessera_stac.publisher.join.pca_map import render_pca_map
-    from tessera_stac.publisher.watersheds.layer import (
-        PARQUET_MEDIA_TYPE,
-        asset_record,
-        collection_extent,
-        item_dict,
-        read_items_in,
-        replace_dir,
-        staging_dir,
-        write_collection,
-        write_json_atomic,
-    )
+    from tessera_stac.publisher.watersheds.layer import PARQUET_MEDIA_TYPE, asset_record, item_dict
 
     item_id = join_item_id(str(mws_item["id"]), result.year)
-    coll_dir = root / JOIN_COLLECTION_ID
-    final = coll_dir / item_id
-    staged = staging_dir(coll_dir, item_id)
-    try:
+    final = root / JOIN_COLLECTION_ID / item_id
+
+    def fill(staged: Path, final: Path) -> dict[str, Any]:
         table = result.table
         parquet = staged / f"{item_id}.parquet"
         table.to_parquet(parquet, index=False, compression="zstd", schema_version="1.1.0")
@@ -684,17 +734,9 @@ def write_join(
             records,
             processed,
         )
-        write_json_atomic(
-            staged / f"{item_id}.json", item_dict(item, "../collection.json", "../../catalog.json")
-        )
-        replace_dir(staged, final)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
-    items = read_items_in(coll_dir)
-    bbox, times = collection_extent(items)
-    collection = create_join_collection(bbox, (times[0], times[-1]))
-    coll_path = write_collection(root, collection, items)
+        return item_dict(item, "../collection.json", "../../catalog.json")
+
+    coll_path = write_derived_item(root, JOIN_COLLECTION_ID, item_id, fill, create_join_collection)
     return JoinOutput(
         item_id=item_id,
         item_path=final / f"{item_id}.json",
