@@ -37,11 +37,11 @@ from tessera_stac.api.embeddings import (
 from tessera_stac.api.readers import ReadError, asset_href
 from tessera_stac.api.watersheds import _read_bytes, _tables
 from tessera_stac.catalog.change import DEFAULT_THRESHOLD, ChangeSums, cosine_distance
+from tessera_stac.catalog.constants import CHANGE_COLLECTION_ID
 from tessera_stac.catalog.model import GridCell
 
 router = APIRouter(tags=["Change"])
 
-CHANGE_COLLECTION_ID = "corestack-mws-change"  # tessera_stac.publisher.join.change (same string)
 YEAR_FROM = Query(..., alias="from", ge=1900, le=2200, description="The earlier year")
 YEAR_TO = Query(..., alias="to", ge=1900, le=2200, description="The later year")
 

@@ -23,6 +23,7 @@ import numpy as np
 import shapely
 
 from tessera_stac.catalog.change import DEFAULT_THRESHOLD, ChangeSums
+from tessera_stac.catalog.constants import CHANGE_COLLECTION_ID
 from tessera_stac.catalog.errors import InputError
 from tessera_stac.catalog.profile import EMBEDDING_DIM, EMBEDDINGS
 from tessera_stac.publisher.join.join import (
@@ -43,7 +44,6 @@ from tessera_stac.publisher.join.join import (
 )
 from tessera_stac.publisher.watersheds.layer import UID_COLUMN
 
-CHANGE_COLLECTION_ID = "corestack-mws-change"
 CHANGE_DESCRIPTIONS = {
     "uid": "Micro-watershed identifier (join key of the MWS layer)",
     "distance": "Cosine distance between the MWS's mean vectors of the two years",
