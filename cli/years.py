@@ -107,11 +107,41 @@ def change_cmd(
     )
 
 
+def change_map_cmd(
+    dest: Path = typer.Argument(..., help="Folder for the change GeoTIFFs (created)."),
+    year_from: int = typer.Option(..., "--from", help="The earlier year."),
+    year_to: int = typer.Option(..., "--to", help="The later year."),
+    tiles: Path = typer.Option(
+        Path("published"), "--tiles", help="Catalog root holding the embedding items."
+    ),
+    bbox: str = typer.Option(..., "--bbox", help="W,S,E,N: cells overlapping it."),
+    collection: str | None = typer.Option(None, "--collection", help="Embedding collection."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Per-pixel change between two years as georeferenced COGs (cosine distance, NaN invalid).
+
+    Example: tessera-stac change-map changes/ --from 2023 --to 2024 --bbox 86,24.5,86.2,24.7
+    --tiles published/
+    """
+    from tessera_stac.cli.publish import parse_bbox
+    from tessera_stac.publisher.join.change_map import write_change_layers
+    from tessera_stac.publisher.join.join import cells_covering, find_tiles_local
+
+    cells = cells_covering(parse_bbox(bbox))
+    found = [find_tiles_local(tiles, y, cells, collection) for y in (year_from, year_to)]
+    written = write_change_layers(found[0], found[1], dest)
+    emit(
+        {"files": [str(p) for p in written]},
+        as_json,
+        f"wrote {len(written)} change layers {year_from}->{year_to} to {dest}",
+    )
+
+
 def register(app: typer.Typer) -> None:
-    """Attach ``sample zarr`` and ``watersheds change`` to the root CLI's groups."""
+    """Attach ``sample zarr``, ``watersheds change`` and ``change-map`` to the root CLI."""
     from tessera_stac.cli.corestack import watersheds_app
     from tessera_stac.cli.publish import sample_app
 
     sample_app.command("zarr")(sample_zarr)
     watersheds_app.command("change")(change_cmd)
-    del app
+    app.command("change-map")(change_map_cmd)

@@ -292,3 +292,34 @@ def test_change_routes_over_http(
     assert set(uids[: len(two_years.changed_uids)]) == set(two_years.changed_uids)
     missing = httpx.get(f"{url}/watersheds/change", params={"from": 2019, "to": 2020}, timeout=60)
     assert missing.status_code == 404
+
+
+def test_change_map_cli_writes_cogs_of_the_pixel_distance(
+    two_years: TwoYears, tmp_path: Path
+) -> None:
+    from rio_cogeo.cogeo import cog_validate
+
+    from tessera_stac.cli.main import main
+
+    out = tmp_path / "changes"
+    args = ["change-map", str(out), "--from", "2023", "--to", "2024", "--tiles"]
+    assert main([*args, str(two_years.dest), "--bbox", "71.9,21.8,72.1,21.9"]) == 0
+    files = sorted(out.glob("*.tif"))
+    assert [f.name.split("_2023")[0] for f in files] == list(GRIDS)
+    rng = np.random.default_rng(3)
+    for grid, path in zip(GRIDS, files, strict=True):
+        assert cog_validate(str(path), strict=True, quiet=True)[0]
+        cell = GridCell.parse(grid)
+        (va, ok_a, (transform, _)), (vb, ok_b, _) = (
+            _source_values(two_years.source, cell, y) for y in YEARS
+        )
+        with rasterio.open(path) as ds:
+            dist = ds.read(1)
+            assert ds.transform == transform and ds.overviews(1) == [2, 4, 8]
+        both = ok_a & ok_b
+        assert np.array_equal(np.isfinite(dist), both)
+        rows, cols = np.nonzero(both)
+        pick = rng.choice(len(rows), 300, replace=False)
+        r, c = rows[pick], cols[pick]
+        want = _numpy_distance(va[r, c], vb[r, c])
+        np.testing.assert_allclose(dist[r, c], want, rtol=0, atol=1e-6)
