@@ -17,6 +17,7 @@ starts serving in seconds. Steps whose command this installation lacks are repor
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -291,6 +292,11 @@ def describe(results: Sequence[StepResult]) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------- the steps
+def _joined(published: Path, year: str) -> bool:
+    """True when a per-MWS table of ``year`` is written."""
+    return _count(published / "corestack-mws-embeddings", f"*_{year}.parquet") > 0
+
+
 def _count(folder: Path, pattern: str) -> int:
     return sum(1 for _ in folder.rglob(pattern)) if folder.is_dir() else 0
 
@@ -370,9 +376,7 @@ def demo_steps(region: DemoRegion, paths: DemoPaths, dsn: str, base_url: str) ->
                 name,
                 f"join the {y} embeddings to the micro-watersheds",
                 ("watersheds", "join", "--year", y, "--mws", mws_item, "--out", out),
-                outputs=lambda y=y: _count(
-                    paths.published / "corestack-mws-embeddings", f"*_{y}.parquet"
-                ) > 0,
+                outputs=functools.partial(_joined, paths.published, y),
                 needs=("watersheds", "join"),
             )
             for name, y in (("join-previous", before), ("join", year))

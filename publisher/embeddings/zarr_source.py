@@ -100,7 +100,7 @@ def zarr_store(uri: str, settings: StorageSettings | None = None, read_only: boo
     if cfg.access_key_id and cfg.secret_access_key:
         options["access_key_id"] = cfg.access_key_id
         options["secret_access_key"] = cfg.secret_access_key
-    s3 = S3Store(bucket, prefix=prefix or None, client_options=client or None, **options)
+    s3 = S3Store(bucket, prefix=prefix or None, client_options=client or None, **options)  # type: ignore[arg-type]
     return zarr.storage.ObjectStore(s3, read_only=read_only)
 
 
@@ -196,7 +196,7 @@ def read_region(
     lead: tuple[Any, ...],
     rows: tuple[int, int],
     cols: tuple[int, int],
-    fill: float | int,
+    fill: Any,
 ) -> np.ndarray:
     """``array[*lead, r0:r1, c0:c1]`` where parts outside the array read as ``fill``."""
     (r0, r1), (c0, c1) = rows, cols
