@@ -213,10 +213,12 @@ def create_app(api_settings: ApiSettings, dsn: str) -> FastAPI:
 
 def _mount_extensions(app: FastAPI, api_settings: ApiSettings) -> None:
     from tessera_stac.api import embeddings
+    from tessera_stac.api.change import router as change_router
     from tessera_stac.api.watersheds import router as watersheds_router
 
     app.include_router(embeddings.router)
     app.include_router(watersheds_router)
+    app.include_router(change_router)
     if api_settings.data_dir is not None:
         from tessera_stac.api.files import files_router
 

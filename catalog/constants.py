@@ -51,6 +51,8 @@ COLLECTION_EXTENSIONS: tuple[str, ...] = tuple(
 
 MODEL_NAME = "TESSERA"
 MODEL_COLLECTION_ID = "tessera-models"
+#: per-MWS change tables between two years (tessera-stac watersheds change)
+CHANGE_COLLECTION_ID = "corestack-mws-change"
 ROOT_CATALOG_ID = "tessera-stac"
 ROOT_CATALOG_TITLE = "TESSERA embeddings"
 ROOT_CATALOG_DESCRIPTION = (

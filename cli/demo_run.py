@@ -17,6 +17,7 @@ starts serving in seconds. Steps whose command this installation lacks are repor
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -54,6 +55,8 @@ class DemoRegion:
         block: Block (tehsil) name.
         bbox: (west, south, east, north); 0.1-degree aligned so it holds whole tiles.
         year: The embedding year to generate and join.
+        previous_year: The earlier year compared with ``year`` (default ``year - 1``); its
+            land inside :attr:`change_bbox` differs on purpose.
     """
 
     state: str = "jharkhand"
@@ -61,6 +64,18 @@ class DemoRegion:
     block: str = "tisri"
     bbox: tuple[float, float, float, float] = (86.0, 24.5, 86.2, 24.7)
     year: int = 2024
+    previous_year: int | None = None
+
+    @property
+    def years(self) -> tuple[int, int]:
+        """(earlier, later): the two years the demo publishes and compares."""
+        return (self.previous_year or self.year - 1, self.year)
+
+    @property
+    def change_bbox(self) -> tuple[float, float, float, float]:
+        """Where land changes on purpose in the later year: the west half of the first tile."""
+        west, south = self.bbox[0], self.bbox[1]
+        return (west, south, round(west + 0.05, 6), round(south + 0.1, 6))
 
     @property
     def tile_count(self) -> int:
@@ -259,6 +274,11 @@ def describe(results: Sequence[StepResult]) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------- the steps
+def _joined(published: Path, year: str) -> bool:
+    """True when a per-MWS table of ``year`` is written."""
+    return _count(published / "corestack-mws-embeddings", f"*_{year}.parquet") > 0
+
+
 def _count(folder: Path, pattern: str) -> int:
     return sum(1 for _ in folder.rglob(pattern)) if folder.is_dir() else 0
 
@@ -282,15 +302,19 @@ def demo_steps(region: DemoRegion, paths: DemoPaths, dsn: str, base_url: str) ->
     """
     mws_file = paths.mws / f"{region.state}_{region.district}_{region.block}_mws.geojson"
     year = str(region.year)
+    before = str(region.years[0])
+    change = ",".join(f"{v:g}" for v in region.change_bbox)
     out = str(paths.published)
     mws_item = f"{region.state}_{region.district}_{region.block}_mws"  # CoRE Stack's id style
 
     return [
         Step(
             "sample",
-            f"generate {region.tile_count} synthetic TESSERA tiles over {region.block}",
-            ("sample", "tiles", str(paths.source), "--bbox", region.bbox_arg, "--years", year),
-            outputs=lambda: _count(paths.source, "*_scales.npy") >= region.tile_count,
+            f"generate {region.tile_count} synthetic TESSERA tiles over {region.block} for "
+            f"{before} and {year} (land changed on purpose in {change})",
+            ("sample", "tiles", str(paths.source), "--bbox", region.bbox_arg,
+             "--years", f"{before},{year}", "--change", change, "--change-from", year),
+            outputs=lambda: _count(paths.source, "*_scales.npy") >= 2 * region.tile_count,
             needs=("sample", "tiles"),
         ),
         Step(
@@ -307,7 +331,7 @@ def demo_steps(region: DemoRegion, paths: DemoPaths, dsn: str, base_url: str) ->
             "publish",
             "publish the tiles as Cloud-Optimized GeoTIFFs + previews",
             ("publish", str(paths.source), out),
-            outputs=lambda: _count(paths.published, "embeddings.tif") >= region.tile_count,
+            outputs=lambda: _count(paths.published, "embeddings.tif") >= 2 * region.tile_count,
             needs=("publish",),
         ),
         Step(
@@ -327,12 +351,23 @@ def demo_steps(region: DemoRegion, paths: DemoPaths, dsn: str, base_url: str) ->
             outputs=(paths.published / "corestack-mws" / mws_item / f"{mws_item}.json").is_file,
             needs=("watersheds", "publish"),
         ),
+        *(
+            Step(
+                name,
+                f"join the {y} embeddings to the micro-watersheds",
+                ("watersheds", "join", "--year", y, "--mws", mws_item, "--out", out),
+                outputs=functools.partial(_joined, paths.published, y),
+                needs=("watersheds", "join"),
+            )
+            for name, y in (("join-previous", before), ("join", year))
+        ),
         Step(
-            "join",
-            "join the embeddings to the micro-watersheds",
-            ("watersheds", "join", "--year", year, "--mws", mws_item, "--out", out),
-            outputs=lambda: _count(paths.published / "corestack-mws-embeddings", "*.parquet") > 0,
-            needs=("watersheds", "join"),
+            "change",
+            f"rank the micro-watersheds by change {before}->{year}",
+            ("watersheds", "change", "--mws", mws_item, "--from", before, "--to", year,
+             "--out", out),
+            outputs=lambda: _count(paths.published / "corestack-mws-change", "*.parquet") > 0,
+            needs=("watersheds", "change"),
         ),
         Step(
             "load",
@@ -510,6 +545,11 @@ def demo_links(
         )
         urls["the watersheds most like it"] = (
             f"{base}/watersheds/{uid}/similar?year={region.year}&k=5"
+        )
+    if "/watersheds/change" in routes:
+        before, after = region.years
+        urls[f"watersheds that changed most {before}->{after}"] = (
+            f"{base}/watersheds/change?from={before}&to={after}&limit=10"
         )
     for other, count in _collections(dsn):
         if other != collection:

@@ -54,6 +54,7 @@ from tessera_stac.catalog.store import (
 from tessera_stac.catalog.store_settings import StorageSettings
 from tessera_stac.publisher.embeddings import cog, preview
 from tessera_stac.publisher.embeddings.tiles import LoadedTile, TileSource, load_tile
+from tessera_stac.publisher.embeddings.zarr_source import EmptyCellError, ZarrCell
 from tessera_stac.publisher.engines.local import Engine, SerialEngine
 from tessera_stac.publisher.lifeline import alive
 
@@ -117,9 +118,9 @@ class PublishOptions:
 
 @dataclass(frozen=True)
 class TileTask:
-    """One (tile, year) to publish."""
+    """One (tile, year) to publish: ``.npy`` files, or a cell of a Zarr store."""
 
-    source: TileSource
+    source: TileSource | ZarrCell
     options: PublishOptions
 
 
@@ -250,7 +251,10 @@ def publish_tile(task: TileTask) -> TileOutcome:
                 return outcome("skipped", reason=reason, item_href=store.join(item_key))
         scratch.mkdir(parents=True, exist_ok=False)
         with timer("read"):
-            loaded = load_tile(src, scratch, opts.source_settings())
+            if isinstance(src, ZarrCell):
+                loaded = src.load(scratch, opts.source_settings())
+            else:
+                loaded = load_tile(src, scratch, opts.source_settings())
         warnings: tuple[str, ...] = ()
         if loaded.landmask is None:
             if opts.require_landmask:
@@ -267,6 +271,8 @@ def publish_tile(task: TileTask) -> TileOutcome:
         return outcome(
             "ok", counts=counts, item_href=store.join(item_key), tile=tile, warnings=warnings
         )
+    except EmptyCellError as exc:
+        return outcome("skipped", reason=str(exc))
     except TesseraStacError as exc:
         return outcome("failed", reason=str(exc))
     except Exception as exc:  # a bug or an environment problem: keep the other tiles going
@@ -314,7 +320,7 @@ def _publish_loaded(
         with timer("deliver"):
             store.put_file(path, f"{prefix}/{path.name}", media_type, digest)
         assets[key] = AssetRecord(key, f"./{path.name}", media_type, size, multihash(digest), roles)
-    counts = check.as_dict()
+    counts = check.as_dict() | loaded.counts
     tile = PublishedTile(
         cell=loaded.cell,
         year=loaded.year,
@@ -481,7 +487,7 @@ def clean_stale_scratch(root: Path) -> list[Path]:
 
 
 def publish(
-    sources: Iterable[TileSource],
+    sources: Iterable[TileSource | ZarrCell],
     dest: str,
     *,
     engine: Engine | None = None,

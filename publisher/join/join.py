@@ -543,11 +543,23 @@ def summary_columns(table: gpd.GeoDataFrame) -> list[dict[str, str]]:
     return table_columns(table, described)
 
 
-def create_join_collection(bbox: Sequence[float], interval: tuple[Any, Any]) -> Any:
-    """The derived collection of per-MWS embedding summaries (pure)."""
+def derived_table_collection(
+    collection_id: str,
+    title: str,
+    description: str,
+    keywords: list[str],
+    bbox: Sequence[float],
+    interval: tuple[Any, Any],
+) -> Any:
+    """A collection of derived per-MWS tables (the joins, the change tables; pure)."""
     from tessera_stac.publisher.watersheds.layer import corestack_collection
 
-    return corestack_collection(
+    return corestack_collection(collection_id, title, description, (bbox, interval), keywords)
+
+
+def create_join_collection(bbox: Sequence[float], interval: tuple[Any, Any]) -> Any:
+    """The derived collection of per-MWS embedding summaries (pure)."""
+    return derived_table_collection(
         JOIN_COLLECTION_ID,
         "TESSERA embeddings per CoRE Stack micro-watershed",
         "Per-MWS summaries of the annual TESSERA embeddings: for every micro-watershed "
@@ -555,8 +567,9 @@ def create_join_collection(bbox: Sequence[float], interval: tuple[Any, Any]) -> 
         "counted once, in the tile whose 0.1° cell holds its centre), the valid fraction "
         "and the mean dequantised 128-d vector. One item per (block, year), derived from "
         "the corestack-mws item and the embedding items it read.",
-        (bbox, interval),
         ["TESSERA", "embeddings", "CoRE Stack", "micro-watershed"],
+        bbox,
+        interval,
     )
 
 
@@ -606,11 +619,7 @@ def create_join_item(
     props["table:primary_geometry"] = "geometry"
     props["table:row_count"] = len(table)
     props["table:columns"] = summary_columns(table)
-    for key, record in assets.items():
-        asset = pystac.Asset(record.href, media_type=record.media_type, roles=list(record.roles))
-        asset.extra_fields["file:size"] = record.size
-        asset.extra_fields["file:checksum"] = record.checksum
-        item.add_asset(key, asset)
+    add_file_assets(item, assets)
     if mws_href:
         link = pystac.Link("derived_from", mws_href, "application/geo+json", "MWS layer item")
         item.add_link(link)
@@ -619,6 +628,17 @@ def create_join_item(
     for href in filter(None, tile_hrefs):
         item.add_link(pystac.Link("derived_from", href, "application/geo+json"))
     return item
+
+
+def add_file_assets(item: Any, assets: dict[str, Any]) -> None:
+    """Add asset records (href, media type, roles, ``file:size``/``file:checksum``)."""
+    import pystac
+
+    for key, record in assets.items():
+        asset = pystac.Asset(record.href, media_type=record.media_type, roles=list(record.roles))
+        asset.extra_fields["file:size"] = record.size
+        asset.extra_fields["file:checksum"] = record.checksum
+        item.add_asset(key, asset)
 
 
 @dataclass(frozen=True)
@@ -649,6 +669,29 @@ def _rel(target: str, folder: Path, root: Path) -> str | None:
     return rel if rel.startswith(".") else f"./{rel}"
 
 
+def write_derived_item(
+    root: Path,
+    collection_id: str,
+    item_id: str,
+    fill: Callable[[Path, Path], dict[str, Any]],
+    collection: Callable[[list[float], tuple[Any, Any]], Any],
+) -> Path:
+    """Publish ``{root}/{collection_id}/{item_id}/`` whole (staged, then swapped in) and rewrite
+    the collection and the root catalog from the items now there.
+
+    ``fill(staged, final)`` writes the files into ``staged`` and returns the item dict (hrefs
+    relative to ``final``). Returns the collection's path.
+    """
+    from tessera_stac.publisher.watersheds.layer import open_stores, publish_item_folder
+
+    final = root / collection_id / item_id
+    stores = open_stores(root, None)
+    publish_item_folder(
+        stores, collection_id, item_id, lambda staged: fill(staged, final), collection
+    )
+    return root / collection_id / "collection.json"
+
+
 def write_join(
     result: JoinResult,
     root: Path,
@@ -662,16 +705,12 @@ def write_join(
     The folder is staged and swapped in whole; the collection and root catalog are updated.
     """
     from tessera_stac.publisher.join.pca_map import render_pca_map
-    from tessera_stac.publisher.watersheds.layer import (
-        asset_record,
-        open_stores,
-        publish_item_folder,
-    )
+    from tessera_stac.publisher.watersheds.layer import asset_record
 
     item_id = join_item_id(str(mws_item["id"]), result.year)
     final = root / JOIN_COLLECTION_ID / item_id
 
-    def write(staged: Path) -> dict[str, Any]:
+    def fill(staged: Path, final: Path) -> dict[str, Any]:
         table = result.table
         parquet = staged / f"{item_id}.parquet"
         table.to_parquet(parquet, index=False, compression="zstd", schema_version="1.1.0")
@@ -695,8 +734,7 @@ def write_join(
         )
         return dict(item.to_dict(include_self_link=False, transform_hrefs=False))
 
-    stores = open_stores(root, None)
-    publish_item_folder(stores, JOIN_COLLECTION_ID, item_id, write, create_join_collection)
+    write_derived_item(root, JOIN_COLLECTION_ID, item_id, fill, create_join_collection)
     return JoinOutput(
         item_id=item_id,
         item_path=final / f"{item_id}.json",
