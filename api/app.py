@@ -34,7 +34,7 @@ from stac_fastapi.pgstac.models.extensions import Extensions
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from tessera_stac.api import db
+from tessera_stac.api import db, tiles
 from tessera_stac.api.auth import BearerTokenMiddleware
 from tessera_stac.api.client import FullQueryExtension, StrictFieldsExtension, TesseraClient
 from tessera_stac.api.errors import UNAVAILABLE, add_error_handlers
@@ -167,9 +167,11 @@ def create_app(api_settings: ApiSettings, dsn: str) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await db.connect(app, dsn, api_settings)
+        await tiles.open_pool(app, dsn, api_settings.db_max_conn)
         try:
             yield
         finally:
+            await tiles.close_pool(app)
             await db.close(app)
             _close_readers(app)
 
@@ -207,6 +209,7 @@ def _mount_extensions(app: FastAPI, api_settings: ApiSettings) -> None:
     from tessera_stac.api.watersheds import router as watersheds_router
 
     app.include_router(embeddings.router)
+    tiles.mount_tiles(app, api_settings.data_dir, api_settings.root_path)
     app.include_router(watersheds_router)
     if api_settings.data_dir is not None:
         from tessera_stac.api.files import files_router
