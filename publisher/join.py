@@ -610,6 +610,19 @@ def create_join_item(
     return item
 
 
+def _georeference(item: Any, bbox: Sequence[float], shape: tuple[int, int]) -> None:
+    """The map image is a web-mercator grid whose edges are the item's bbox (projection
+    extension: its bounds in EPSG:3857 metres and its shape)."""
+    from tessera_stac.catalog.constants import PROJECTION_SCHEMA_URI
+
+    item.stac_extensions = sorted({*item.stac_extensions, PROJECTION_SCHEMA_URI})
+    asset = item.assets["map"]
+    asset.title = "Map: MWS coloured by the PCA of their mean embeddings"
+    asset.extra_fields["proj:code"] = "EPSG:3857"
+    asset.extra_fields["proj:bbox"] = [round(float(v), 3) for v in bbox]
+    asset.extra_fields["proj:shape"] = list(shape)
+
+
 @dataclass(frozen=True)
 class JoinOutput:
     """Where :func:`write_join` put the results."""
@@ -645,7 +658,7 @@ def write_join(
     """
     import shutil
 
-    from tessera_stac.publisher.pca_map import render_pca_map
+    from tessera_stac.publisher.pca_map import render_pca_map, render_pca_overlay
     from tessera_stac.publisher.watersheds import (
         PARQUET_MEDIA_TYPE,
         asset_record,
@@ -673,9 +686,13 @@ def write_join(
             records["csv"] = asset_record(path, "csv", CSV_MEDIA_TYPE, ("data",))
         png = staged / f"{item_id}_pca.png"
         means = table[list(MEAN_COLUMNS)].to_numpy(dtype=np.float64)
-        title = f"{mws_item['id']}: MWS by PCA of mean embeddings, {result.year}"
-        render_pca_map(table, means, png, title)
+        bbox = tuple(round(float(v), 8) for v in table.total_bounds)
+        shape, merc_bbox = render_pca_overlay(table, means, png, bbox)  # type: ignore[arg-type]
         records["map"] = asset_record(png, "map", PNG_MEDIA_TYPE, ("overview", "visual"))
+        figure = staged / f"{item_id}_pca_figure.png"
+        title = f"{mws_item['id']}: MWS by PCA of mean embeddings, {result.year}"
+        render_pca_map(table, means, figure, title)
+        records["figure"] = asset_record(figure, "figure", PNG_MEDIA_TYPE, ("metadata",))
         item = create_join_item(
             result,
             mws_item,
@@ -684,6 +701,7 @@ def write_join(
             records,
             processed,
         )
+        _georeference(item, merc_bbox, shape)
         write_json_atomic(
             staged / f"{item_id}.json", item_dict(item, "../collection.json", "../../catalog.json")
         )
