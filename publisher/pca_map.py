@@ -49,42 +49,10 @@ def render_pca_overlay(
     bbox: tuple[float, float, float, float],
     width: int = 1024,
 ) -> tuple[tuple[int, int], tuple[float, float, float, float]]:
-    """Write the PCA colours of ``table`` as a web-mercator (EPSG:3857) PNG whose edges are
-    exactly ``bbox`` (west, south, east, north, degrees).
+    """The map layer of :func:`pca_colours` (see ``publisher.overlay.render_overlay``)."""
+    from tessera_stac.publisher.overlay import render_overlay
 
-    Returns ((height, width), the image's bounds in EPSG:3857 metres).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from pyproj import Transformer
-
-    west, south, east, north = (float(v) for v in bbox)
-    to_merc = Transformer.from_crs(4326, 3857, always_xy=True)
-    (x0, x1), (y0, y1) = to_merc.transform([west, east], [south, north])
-    height = max(1, round(width * (y1 - y0) / max(x1 - x0, 1e-9)))
-    rgb = pca_colours(means)
-    has = np.isfinite(rgb).all(axis=1)
-    merc = table.to_crs(3857)
-    dpi = 100
-    fig = plt.figure(figsize=(width / dpi, height / dpi), dpi=dpi)
-    try:
-        ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
-        ax.set_axis_off()
-        if has.any():
-            merc[has].plot(
-                ax=ax, color=[tuple(c) for c in rgb[has]], edgecolor="white", linewidth=0.4
-            )
-        if (~has).any():
-            merc[~has].plot(ax=ax, color=NO_DATA_COLOUR, edgecolor="grey", linewidth=0.4)
-        ax.set_xlim(x0, x1)
-        ax.set_ylim(y0, y1)
-        ax.set_aspect("auto")
-        fig.savefig(path, format="png", dpi=dpi, transparent=True)
-    finally:
-        plt.close(fig)
-    return (height, width), (x0, y0, x1, y1)
+    return render_overlay(table, pca_colours(means), path, bbox, width)
 
 
 def render_pca_map(table: gpd.GeoDataFrame, means: np.ndarray, path: Path, title: str) -> Path:
