@@ -402,6 +402,124 @@ def tile_urls(
     }
 
 
+# ---------------------------------------------------------------------- map links
+LAYER_TITLES = {
+    "pca": "Embeddings: PCA colours (dequantised, the collection's basis)",
+    "rgb": "Embeddings: dimensions 1-3 as RGB (int8 codes)",
+    "scales": "Per-pixel scales",
+}
+#: wmts:layer of the query-parameter layer in our capabilities documents.
+MOSAIC_LAYER = "mosaic"
+
+
+def wmts_layer(identifier: str) -> str:
+    """The WMTS layer name titiler gives the layer described by the query parameters."""
+    return f"{identifier}_{TMS}_default"
+
+
+def _links(urls: list[tuple[str, dict[str, str]]], identifier: str) -> list[dict[str, Any]]:
+    """web-map-links (xyz per layer, then TileJSON and WMTS of the first layer)."""
+    out: list[dict[str, Any]] = [
+        {"rel": "xyz", "href": u["xyz"], "type": "image/png", "title": title} for title, u in urls
+    ]
+    title, first = urls[0]
+    out.append(
+        {"rel": "tilejson", "href": first["tilejson"], "type": "application/json", "title": title}
+    )
+    out.append(
+        {
+            "rel": "wmts",
+            "href": first["wmts"],
+            "type": "image/png",
+            "title": f"{title} (WMTS, e.g. for QGIS)",
+            "wmts:layer": wmts_layer(identifier),
+        }
+    )
+    return out
+
+
+def is_embedding_item(item: dict[str, Any]) -> bool:
+    """An embedding Item: the int8 codes and the per-pixel scales assets."""
+    assets = item.get("assets") or {}
+    return EMBEDDINGS.asset_key in assets and SCALES.asset_key in assets
+
+
+def _year(item: dict[str, Any]) -> int | None:
+    props = item.get("properties") or {}
+    for key in ("tessera:year", "start_datetime", "datetime"):
+        value = props.get(key)
+        if value:
+            return int(str(value)[:4])
+    return None
+
+
+def item_map_links(
+    item: dict[str, Any], base: str, projection_of: Callable[[str], bool]
+) -> list[dict[str, Any]]:
+    """web-map-links of an Item: the embedding layers of an embedding Item, the tiles of a
+    visual COG asset otherwise (e.g. the join's map), or nothing."""
+    cid, iid = str(item.get("collection")), str(item.get("id"))
+    if is_embedding_item(item):
+        layers = (["pca"] if projection_of(cid) else []) + ["rgb", "scales"]
+        urls = [(LAYER_TITLES[n], tile_urls(base, cid, n, item_id=iid)) for n in layers]
+        return _links(urls, iid)
+    for key, asset in sorted((item.get("assets") or {}).items()):
+        media = str(asset.get("type", ""))
+        if "visual" in (asset.get("roles") or []) and "cloud-optimized" in media:
+            root = f"{base.rstrip('/')}{PREFIX}/collections/{cid}/items/{iid}"
+            query = urlencode([("assets", key)])
+            urls = {
+                "xyz": f"{root}/tiles/{TMS}/{{z}}/{{x}}/{{y}}.png?{query}",
+                "tilejson": f"{root}/{TMS}/tilejson.json?{query}",
+                "wmts": f"{root}/WMTSCapabilities.xml?{query}",
+            }
+            return _links([(str(asset.get("title") or key), urls)], iid)
+    return []
+
+
+def collection_map_links(collection: dict[str, Any], base: str) -> list[dict[str, Any]]:
+    """web-map-links of an embedding Collection: the mosaic of each year of its extent
+    (newest first), in PCA colours when it has a stored projection."""
+    if EMBEDDINGS.asset_key not in (collection.get("item_assets") or {}):
+        return []
+    interval = ((collection.get("extent") or {}).get("temporal") or {}).get("interval") or []
+    if not interval or not interval[0] or not interval[0][0]:
+        return []
+    start, end = interval[0][0], interval[0][1] or interval[0][0]
+    years = list(range(int(str(end)[:4]), int(str(start)[:4]) - 1, -1))[:10]
+    layer = "pca" if collection.get(PROJECTION_FIELD) else "rgb"
+    cid = str(collection["id"])
+    urls = [
+        (f"{LAYER_TITLES[layer]}, {year}", tile_urls(base, cid, layer, year=year)) for year in years
+    ]
+    return _links(urls, MOSAIC_LAYER)
+
+
+async def add_item_links(item: dict[str, Any], request: Request) -> dict[str, Any]:
+    """``item`` with its web-map-links (STAC Browser's Map view, QGIS) appended."""
+    from stac_fastapi.types.requests import get_base_url
+
+    async with request.app.state.get_connection(request, "r") as conn:
+        has = await conn.fetchval(
+            "SELECT content ? $2 FROM pgstac.collections WHERE id = $1",
+            str(item.get("collection")),
+            PROJECTION_FIELD,
+        )
+    links = item_map_links(item, get_base_url(request), lambda _cid: bool(has))
+    item.setdefault("links", []).extend(links)
+    return item
+
+
+def add_collection_links(collection: dict[str, Any], request: Request) -> dict[str, Any]:
+    """``collection`` with its web-map-links appended (the yearly mosaics)."""
+    from stac_fastapi.types.requests import get_base_url
+
+    collection.setdefault("links", []).extend(
+        collection_map_links(collection, get_base_url(request))
+    )
+    return collection
+
+
 # ---------------------------------------------------------------------------- mount
 def _with_query_check(factory: Any, extension: Any) -> None:
     """Register a WMTS extension whose layer check validates our algorithm parameters
@@ -412,7 +530,10 @@ def _with_query_check(factory: Any, extension: Any) -> None:
         "assets_accessor_dependency", "backend_dependency",
     ]  # fmt: skip
     deps = [getattr(factory, n) for n in names if hasattr(factory, n)]
-    extension(tile_dependencies=[*deps, algorithm_query]).register(factory)
+    extension(
+        tile_dependencies=[*deps, algorithm_query],
+        layer_identifier_provider=lambda src: str(getattr(src, "id", MOSAIC_LAYER)),
+    ).register(factory)
 
 
 def mount_tiles(app: FastAPI, data_dir: Any, root_path: str = "") -> None:

@@ -616,11 +616,12 @@ def _georeference(item: Any, bbox: Sequence[float], shape: tuple[int, int]) -> N
     from tessera_stac.catalog.constants import PROJECTION_SCHEMA_URI
 
     item.stac_extensions = sorted({*item.stac_extensions, PROJECTION_SCHEMA_URI})
-    asset = item.assets["map"]
-    asset.title = "Map: MWS coloured by the PCA of their mean embeddings"
-    asset.extra_fields["proj:code"] = "EPSG:3857"
-    asset.extra_fields["proj:bbox"] = [round(float(v), 3) for v in bbox]
-    asset.extra_fields["proj:shape"] = list(shape)
+    for key, kind in (("map", "PNG"), ("map-cog", "COG")):
+        asset = item.assets[key]
+        asset.title = f"Map: MWS coloured by the PCA of their mean embeddings ({kind})"
+        asset.extra_fields["proj:code"] = "EPSG:3857"
+        asset.extra_fields["proj:bbox"] = [round(float(v), 3) for v in bbox]
+        asset.extra_fields["proj:shape"] = list(shape)
 
 
 @dataclass(frozen=True)
@@ -658,6 +659,8 @@ def write_join(
     """
     import shutil
 
+    from tessera_stac.catalog.profile import EMBEDDINGS
+    from tessera_stac.publisher.overlay import overlay_cog
     from tessera_stac.publisher.pca_map import render_pca_map, render_pca_overlay
     from tessera_stac.publisher.watersheds import (
         PARQUET_MEDIA_TYPE,
@@ -689,6 +692,8 @@ def write_join(
         bbox = tuple(round(float(v), 8) for v in table.total_bounds)
         shape, merc_bbox = render_pca_overlay(table, means, png, bbox)  # type: ignore[arg-type]
         records["map"] = asset_record(png, "map", PNG_MEDIA_TYPE, ("overview", "visual"))
+        cog = overlay_cog(png, staged / f"{item_id}_pca.tif", merc_bbox)
+        records["map-cog"] = asset_record(cog, "map-cog", EMBEDDINGS.media_type, ("visual",))
         figure = staged / f"{item_id}_pca_figure.png"
         title = f"{mws_item['id']}: MWS by PCA of mean embeddings, {result.year}"
         render_pca_map(table, means, figure, title)

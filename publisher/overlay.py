@@ -65,3 +65,34 @@ def distinct_colours(n: int, seed: int = 7) -> np.ndarray:
 
     hues = (np.arange(n) * 0.618033988749895 + seed * 0.1) % 1.0
     return np.array([colorsys.hsv_to_rgb(h, 0.55, 0.9) for h in hues]).reshape(n, 3)
+
+
+def overlay_cog(png: Path, path: Path, bounds: tuple[float, float, float, float]) -> Path:
+    """Write the RGBA overlay ``png`` as a Cloud-Optimized GeoTIFF on its EPSG:3857 grid
+    (``bounds`` in metres), DEFLATE-compressed so any COG reader (geotiff.js, GDAL, QGIS) and
+    the API's tiler can draw it."""
+    import rasterio
+    import rasterio.shutil
+    from PIL import Image
+    from rasterio.enums import ColorInterp
+    from rasterio.io import MemoryFile
+    from rasterio.transform import from_bounds
+
+    rgba = np.asarray(Image.open(png).convert("RGBA"))
+    height, width = rgba.shape[:2]
+    profile = {
+        "driver": "GTiff",
+        "height": height,
+        "width": width,
+        "count": 4,
+        "dtype": "uint8",
+        "crs": "EPSG:3857",
+        "transform": from_bounds(*bounds, width, height),
+    }
+    with MemoryFile() as memory, memory.open(**profile) as tmp:
+        tmp.write(np.moveaxis(rgba, -1, 0))
+        tmp.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+        rasterio.shutil.copy(
+            tmp, path, driver="COG", compress="DEFLATE", overview_resampling="nearest"
+        )
+    return path

@@ -25,6 +25,7 @@ from rio_tiler.io import Reader
 
 from tessera_stac.api.app import create_app
 from tessera_stac.api.settings import ApiSettings
+from tessera_stac.api.tiles import LAYER_TITLES
 from tessera_stac.catalog.constants import PROJECTION_FIELD
 from tessera_stac.catalog.load import load
 from tessera_stac.catalog.model import GridCell
@@ -227,3 +228,38 @@ def test_similarity_errors(api: str) -> None:
     assert far.status_code == 404, far.text
     missing = httpx.get(base, params=[*VECTORS, ("algorithm", "similarity")], timeout=60)
     assert missing.status_code == 400, missing.text
+
+
+def _png_rgba(response: httpx.Response) -> np.ndarray:
+    from PIL import Image
+
+    assert response.status_code == 200, response.text[:1000]
+    assert response.headers["content-type"] == "image/png"
+    return np.asarray(Image.open(io.BytesIO(response.content)).convert("RGBA"))
+
+
+def test_items_and_collections_carry_web_map_links_that_draw(api: str) -> None:
+    cell = GridCell.containing(71.95, 21.85)
+    item = httpx.get(f"{api}/collections/{COLL}/items/{cell.name}_{YEAR}").json()
+    xyz = [ln for ln in item["links"] if ln["rel"] == "xyz"]
+    assert [ln["title"] for ln in xyz] == [LAYER_TITLES[n] for n in ("pca", "rgb", "scales")]
+    tile = TMS.tile(cell.lon, cell.lat, 14)
+    for link in xyz:
+        href = link["href"].replace("{z}", str(tile.z)).replace("{x}", str(tile.x))
+        rgba = _png_rgba(httpx.get(href.replace("{y}", str(tile.y)), timeout=120))
+        shown = rgba[..., 3] > 0
+        assert shown.mean() > 0.5 and rgba[..., :3][shown].std() > 5, link["title"]
+    wmts = next(ln for ln in item["links"] if ln["rel"] == "wmts")
+    caps = httpx.get(wmts["href"], timeout=60)
+    assert f"<ows:Identifier>{wmts['wmts:layer']}</ows:Identifier>" in caps.text
+    tilejson = next(ln for ln in item["links"] if ln["rel"] == "tilejson")
+    assert httpx.get(tilejson["href"], timeout=60).json()["tiles"]
+    # the collection: one mosaic per year, in PCA colours
+    collection = httpx.get(f"{api}/collections/{COLL}").json()
+    mosaic = [ln for ln in collection["links"] if ln["rel"] == "xyz"]
+    assert len(mosaic) == 1 and f"/years/{YEAR}/" in mosaic[0]["href"]
+    assert "algorithm=pca" in mosaic[0]["href"]
+    corner = TMS.tile(*CORNER, 14)
+    href = mosaic[0]["href"].replace("{z}", "14").replace("{x}", str(corner.x))
+    rgba = _png_rgba(httpx.get(href.replace("{y}", str(corner.y)), timeout=120))
+    assert (rgba[..., 3] > 0).mean() > 0.8
