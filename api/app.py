@@ -37,6 +37,7 @@ from starlette.middleware.cors import CORSMiddleware
 from tessera_stac.api import db, tiles
 from tessera_stac.api.auth import BearerTokenMiddleware
 from tessera_stac.api.client import FullQueryExtension, StrictFieldsExtension, TesseraClient
+from tessera_stac.api.docs import serve_docs_locally
 from tessera_stac.api.errors import UNAVAILABLE, add_error_handlers
 from tessera_stac.api.settings import ApiSettings
 from tessera_stac.catalog.errors import ConfigurationError
@@ -194,6 +195,7 @@ def create_app(api_settings: ApiSettings, dsn: str) -> FastAPI:
     _tune_middlewares(app)
     add_error_handlers(app)
     app.include_router(_extras_router(schema_file, schema_path))
+    serve_docs_locally(app)
     _mount_extensions(app, api_settings)
     if api_settings.enable_transactions and api_settings.write_token:
         app.add_middleware(
