@@ -46,4 +46,5 @@ def serve_docs_locally(app: FastAPI) -> None:
             swagger_favicon_url=f"{root}{STATIC_PATH}/favicon.png",
         )
 
-    app.add_route(docs_url, swagger_ui, include_in_schema=False)
+    # the name FastAPI gives its own page: the landing page links it by that name
+    app.add_route(docs_url, swagger_ui, include_in_schema=False, name="swagger_ui_html")

@@ -24,5 +24,9 @@ def test_swagger_ui_assets_are_served_locally(pg_dsn: str, live_api: Callable[[A
     assert re.search(r"url: '/api'", page.text), page.text
     spec = httpx.get(f"{url}/api").json()
     assert spec["openapi"].startswith("3.1")  # Swagger UI 5 renders 3.1
+    landing = httpx.get(f"{url}/")
+    assert landing.status_code == 200, landing.text
+    docs = [ln["href"] for ln in landing.json()["links"] if ln["rel"] == "service-doc"]
+    assert docs == [f"{url}/api.html"], landing.json()["links"]
     bundle = httpx.get(f"{url}/api-docs-static/swagger-ui-bundle.js").text
     assert re.search(r'"5\.\d+\.\d+"', bundle)
