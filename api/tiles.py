@@ -381,6 +381,14 @@ def layer_query(
     raise ValueError(f"unknown layer {layer!r}")
 
 
+def asset_tile_query() -> dict[str, str]:
+    """Query string of the default layer of each embedding asset (STAC Browser's renderer)."""
+    return {
+        EMBEDDINGS.asset_key: urlencode(layer_query("rgb")),
+        SCALES.asset_key: urlencode(layer_query("scales")),
+    }
+
+
 def tile_urls(
     base: str,
     collection_id: str,
