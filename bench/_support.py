@@ -53,8 +53,7 @@ def collection() -> dict[str, Any]:
 
 def synthetic_items(count: int, years: tuple[int, ...] = (2023, 2024)) -> list[dict[str, Any]]:
     """``count`` items from the real item builder, on a block of cells across 72°E."""
-    from tessera_stac.catalog.model import AssetRecord, GridCell, PixelCounts, PublishedTile
-    from tessera_stac.catalog.stac import create_item
+    from tessera_stac.catalog.model import AssetRecord, GridCell
 
     per_year = max(1, count // len(years))
     side = int(per_year**0.5) + 1
@@ -68,24 +67,41 @@ def synthetic_items(count: int, years: tuple[int, ...] = (2023, 2024)) -> list[d
                 key: AssetRecord(key, f"./{key}.tif", "image/tiff", 1000, "1220" + "0" * 64)
                 for key in ("embeddings", "scales")
             }
-            tile = PublishedTile(
-                cell=cell,
-                year=year,
-                collection_id=COLLECTION,
-                model_name="tessera",
-                model_version="v1",
-                epsg=cell.utm_epsg,
-                transform=(10.0, 0.0, 500000.0, 0.0, -10.0, 2600000.0),
-                shape=(1110, 1110),
-                assets=assets,
-                sources=(),
-                counts=PixelCounts(valid=1, invalid=0),
-                processed=datetime(2025, 1, 1, tzinfo=UTC),
-            )
-            items.append(create_item(tile).to_dict(include_self_link=False, transform_hrefs=False))
+            georef = (cell.utm_epsg, (10.0, 0.0, 500000.0, 0.0, -10.0, 2600000.0), (1110, 1110))
+            items.append(published_item(cell, year, assets, *georef))
             if len(items) >= count:
                 return items
     return items
+
+
+def published_item(
+    cell: Any,
+    year: int,
+    assets: dict[str, Any],
+    epsg: int,
+    transform: tuple[float, ...],
+    shape: tuple[int, int],
+    valid: int = 1,
+) -> dict[str, Any]:
+    """The item the real builder makes for one (tile, year) with these assets and grid."""
+    from tessera_stac.catalog.model import PixelCounts, PublishedTile
+    from tessera_stac.catalog.stac import create_item
+
+    tile = PublishedTile(
+        cell=cell,
+        year=year,
+        collection_id=COLLECTION,
+        model_name="tessera",
+        model_version="v1",
+        epsg=epsg,
+        transform=transform,
+        shape=shape,
+        assets=assets,
+        sources=(),
+        counts=PixelCounts(valid=valid, invalid=0),
+        processed=datetime(2025, 1, 1, tzinfo=UTC),
+    )
+    return create_item(tile).to_dict(include_self_link=False, transform_hrefs=False)
 
 
 def write_ndjson(path: Path, objs: list[dict[str, Any]]) -> Path:

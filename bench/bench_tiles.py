@@ -25,16 +25,21 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench._support import percentile, temp_cluster, uvicorn_server, write_ndjson
+from bench._support import (
+    COLLECTION,
+    percentile,
+    published_item,
+    temp_cluster,
+    uvicorn_server,
+    write_ndjson,
+)
 
 HERE = Path(__file__).resolve().parent
-COLLECTION = "tessera-embeddings-v1"
 YEAR = 2024
 CELLS = [(71.95, 21.75), (72.05, 21.75), (71.95, 21.85), (72.05, 21.85)]
 ZOOM = 14
@@ -48,9 +53,8 @@ def write_tile(root: Path, lon: float, lat: float) -> dict[str, Any]:
     from affine import Affine
     from rasterio.enums import Resampling
 
-    from tessera_stac.catalog.model import AssetRecord, GridCell, PixelCounts, PublishedTile
+    from tessera_stac.catalog.model import AssetRecord, GridCell
     from tessera_stac.catalog.profile import EMBEDDINGS, SCALES
-    from tessera_stac.catalog.stac import create_item
     from tessera_stac.publisher.georef import rebuild_georef
 
     cell = GridCell.containing(lon, lat)
@@ -93,21 +97,7 @@ def write_tile(root: Path, lon: float, lat: float) -> dict[str, Any]:
         )
         for p in (EMBEDDINGS, SCALES)
     }
-    tile = PublishedTile(
-        cell=cell,
-        year=YEAR,
-        collection_id=COLLECTION,
-        model_name="tessera",
-        model_version="v1",
-        epsg=georef.epsg,
-        transform=georef.transform,
-        shape=georef.shape,
-        assets=assets,
-        sources=(),
-        counts=PixelCounts(valid=h * w, invalid=0),
-        processed=datetime(2025, 1, 1, tzinfo=UTC),
-    )
-    return create_item(tile).to_dict(include_self_link=False, transform_hrefs=False)
+    return published_item(cell, YEAR, assets, georef.epsg, georef.transform, georef.shape, h * w)
 
 
 def tiles_around(lon: float, lat: float, n: int) -> list[Any]:
