@@ -35,11 +35,12 @@ from stac_fastapi.pgstac.models.extensions import Extensions
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from tessera_stac.api import db
+from tessera_stac.api import db, tiles
 from tessera_stac.api.auth import BearerTokenMiddleware
 from tessera_stac.api.bounds import BoundsMiddleware
 from tessera_stac.api.client import FullQueryExtension, StrictFieldsExtension, TesseraClient
 from tessera_stac.api.compat import TextFilterSearchExtension
+from tessera_stac.api.docs import serve_docs_locally
 from tessera_stac.api.errors import NO_ANSWER, add_error_handlers
 from tessera_stac.api.settings import ApiSettings
 from tessera_stac.catalog.errors import ConfigurationError
@@ -170,9 +171,11 @@ def create_app(api_settings: ApiSettings, dsn: str) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await db.connect(app, dsn, api_settings)
+        await tiles.open_pool(app, dsn, api_settings.db_max_conn)
         try:
             yield
         finally:
+            await tiles.close_pool(app)
             await db.close(app)
             _close_readers(app)
 
@@ -201,6 +204,7 @@ def create_app(api_settings: ApiSettings, dsn: str) -> FastAPI:
     app.user_middleware.append(Middleware(BoundsMiddleware, settings=api_settings))
     add_error_handlers(app)
     app.include_router(_extras_router(schema_file, schema_path))
+    serve_docs_locally(app)
     _mount_extensions(app, api_settings)
     if api_settings.enable_transactions and api_settings.write_token:
         app.add_middleware(
@@ -217,6 +221,7 @@ def _mount_extensions(app: FastAPI, api_settings: ApiSettings) -> None:
     from tessera_stac.api.watersheds import router as watersheds_router
 
     app.include_router(embeddings.router)
+    tiles.mount_tiles(app, api_settings.data_dir, api_settings.root_path)
     app.include_router(watersheds_router)
     app.include_router(change_router)
     if api_settings.data_dir is not None:

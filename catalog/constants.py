@@ -73,6 +73,8 @@ GEOTESSERA_REPO = "https://github.com/ucam-eo/geotessera"
 
 EMBEDDING_DIM = 128
 TEMPORAL_WINDOW = "P1Y"
+#: Collection field holding the fixed colour projection of the embeddings (catalog/projection.py).
+PROJECTION_FIELD = "tessera:projection"
 KEYWORDS: tuple[str, ...] = (
     "embeddings",
     "foundation model",

@@ -476,6 +476,46 @@ def best_watershed(published: Path, year: int) -> str | None:
     return str(ranked[0][1]) if ranked and ranked[0][0] else None
 
 
+def watershed_point(published: Path, year: int, uid: str) -> tuple[float, float] | None:
+    """A point inside watershed ``uid`` (from the demo's join table), rounded to 1e-6°."""
+    import geopandas as gpd
+
+    tables = sorted((published / "corestack-mws-embeddings").rglob(f"*_embeddings_{year}.parquet"))
+    if not tables:
+        return None
+    frame = gpd.read_parquet(tables[0], columns=["uid", "geometry"])
+    rows = frame[frame["uid"].astype(str) == uid]
+    if rows.empty:
+        return None
+    point = rows.geometry.iloc[0].representative_point()
+    return round(float(point.x), 6), round(float(point.y), 6)
+
+
+def tile_links(
+    base: str,
+    collection: str,
+    year: int,
+    routes: set[str],
+    point: tuple[float, float] | None,
+) -> dict[str, str]:
+    """Map tile URLs of the year's mosaic (QGIS: XYZ Tiles or WMTS) and, given a point, the
+    similarity layer of "places like this point"."""
+    from tessera_stac.api.tiles import PREFIX, tile_urls
+
+    if not any(r.startswith(f"{PREFIX}/") for r in routes):
+        return {}
+    pca = tile_urls(base, collection, "pca", year=year)
+    urls = {
+        f"map tiles {year}, XYZ (QGIS: XYZ Tiles)": pca["xyz"],
+        f"map tiles {year}, TileJSON": pca["tilejson"],
+        f"map tiles {year}, WMTS (QGIS: WMTS)": pca["wmts"],
+    }
+    if point:
+        similar = tile_urls(base, collection, "similarity", year=year, lon=point[0], lat=point[1])
+        urls["places like this point (similarity tiles, XYZ)"] = similar["xyz"]
+    return urls
+
+
 def pystac_snippet(base: str, region: DemoRegion, collection: str | None) -> str:
     """A pystac-client program that searches the demo's API for the region's items."""
     bbox = ", ".join(f"{v:g}" for v in region.bbox)
@@ -538,6 +578,7 @@ def demo_links(
             urls["embedding at a point"] = (
                 f"{base}/embeddings/position?lon={point[0]}&lat={point[1]}&year={region.year}"
             )
+        urls.update(tile_links(base, collection, region.year, routes, point))
     uid = best_watershed(published, region.year) if "/watersheds/{uid}/similar" in routes else None
     if uid:
         urls["one watershed's mean embedding"] = (
@@ -546,6 +587,12 @@ def demo_links(
         urls["the watersheds most like it"] = (
             f"{base}/watersheds/{uid}/similar?year={region.year}&k=5"
         )
+        inside = watershed_point(published, region.year, uid)
+        if collection and inside:
+            similar = tile_links(base, collection, region.year, routes, inside)
+            for key, url in similar.items():
+                if key.startswith("places like"):
+                    urls[f"places like watershed {uid} (similarity tiles, XYZ)"] = url
     if "/watersheds/change" in routes:
         before, after = region.years
         urls[f"watersheds that changed most {before}->{after}"] = (

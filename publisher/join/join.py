@@ -641,6 +641,20 @@ def add_file_assets(item: Any, assets: dict[str, Any]) -> None:
         item.add_asset(key, asset)
 
 
+def _georeference(item: Any, bbox: Sequence[float], shape: tuple[int, int]) -> None:
+    """The map image is a web-mercator grid whose edges are the item's bbox (projection
+    extension: its bounds in EPSG:3857 metres and its shape)."""
+    from tessera_stac.catalog.constants import PROJECTION_SCHEMA_URI
+
+    item.stac_extensions = sorted({*item.stac_extensions, PROJECTION_SCHEMA_URI})
+    for key, kind in (("map", "PNG"), ("map-cog", "COG")):
+        asset = item.assets[key]
+        asset.title = f"Map: MWS coloured by the PCA of their mean embeddings ({kind})"
+        asset.extra_fields["proj:code"] = "EPSG:3857"
+        asset.extra_fields["proj:bbox"] = [round(float(v), 3) for v in bbox]
+        asset.extra_fields["proj:shape"] = list(shape)
+
+
 @dataclass(frozen=True)
 class JoinOutput:
     """Where :func:`write_join` put the results."""
@@ -704,7 +718,9 @@ def write_join(
 
     The folder is staged and swapped in whole; the collection and root catalog are updated.
     """
-    from tessera_stac.publisher.join.pca_map import render_pca_map
+    from tessera_stac.catalog.profile import EMBEDDINGS
+    from tessera_stac.publisher.join.pca_map import render_pca_map, render_pca_overlay
+    from tessera_stac.publisher.overlay import overlay_cog
     from tessera_stac.publisher.watersheds.layer import asset_record
 
     item_id = join_item_id(str(mws_item["id"]), result.year)
@@ -721,9 +737,15 @@ def write_join(
             records["csv"] = asset_record(path, "csv", CSV_MEDIA_TYPE, ("data",))
         png = staged / f"{item_id}_pca.png"
         means = table[list(MEAN_COLUMNS)].to_numpy(dtype=np.float64)
-        title = f"{mws_item['id']}: MWS by PCA of mean embeddings, {result.year}"
-        render_pca_map(table, means, png, title)
+        bbox = tuple(round(float(v), 8) for v in table.total_bounds)
+        shape, merc_bbox = render_pca_overlay(table, means, png, bbox)  # type: ignore[arg-type]
         records["map"] = asset_record(png, "map", PNG_MEDIA_TYPE, ("overview", "visual"))
+        cog = overlay_cog(png, staged / f"{item_id}_pca.tif", merc_bbox)
+        records["map-cog"] = asset_record(cog, "map-cog", EMBEDDINGS.media_type, ("visual",))
+        figure = staged / f"{item_id}_pca_figure.png"
+        title = f"{mws_item['id']}: MWS by PCA of mean embeddings, {result.year}"
+        render_pca_map(table, means, figure, title)
+        records["figure"] = asset_record(figure, "figure", PNG_MEDIA_TYPE, ("metadata",))
         item = create_join_item(
             result,
             mws_item,
@@ -732,6 +754,7 @@ def write_join(
             records,
             processed,
         )
+        _georeference(item, merc_bbox, shape)
         return dict(item.to_dict(include_self_link=False, transform_hrefs=False))
 
     write_derived_item(root, JOIN_COLLECTION_ID, item_id, fill, create_join_collection)
