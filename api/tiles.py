@@ -53,7 +53,7 @@ from titiler.pgstac.errors import PGSTAC_STATUS_CODES
 from titiler.pgstac.factory import MosaicTilerFactory
 from titiler.pgstac.reader import PgSTACReader, SimpleSTACReader
 
-from tessera_stac.api.readers import DatasetCache, ReadError, read_point
+from tessera_stac.api.readers import ReadError, local_paths, read_point
 from tessera_stac.catalog.constants import EMBEDDING_DIM, PROJECTION_FIELD
 from tessera_stac.catalog.model import GridCell
 from tessera_stac.catalog.profile import EMBEDDINGS, SCALES
@@ -145,7 +145,7 @@ _BUILTIN = default_algorithms.list()
 # ------------------------------------------------------------------------ readers
 def _local_hrefs(data_dir: Any, root_path: str) -> Callable[[str], str]:
     """Href -> GDAL path: files the API serves under ``/data`` are read from disk."""
-    return DatasetCache(1, data_dir, root_path.rstrip("/") + "/data/").gdal_path
+    return local_paths(data_dir, root_path.rstrip("/") + "/data/")
 
 
 def cell_mask(img: ImageData, bbox: tuple[float, float, float, float]) -> np.ndarray:
