@@ -16,7 +16,6 @@ Results: ``bench/results/hostile.json`` and ``hostile.md``.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import threading
@@ -31,6 +30,7 @@ from bench._support import (
     temp_cluster,
     uvicorn_server,
     write_ndjson,
+    write_results,
 )
 from bench.bench_api import POINT_COLLECTION, Request, drive, write_point_tile
 
@@ -207,11 +207,7 @@ def main() -> None:
         ),
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    (out / "hostile.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "hostile.md").write_text(markdown(results))
-    print(markdown(results))
+    write_results("hostile", results, markdown(results))
 
 
 def markdown(results: dict[str, Any]) -> str:
