@@ -399,6 +399,13 @@ def _estimate_pixels(item: dict[str, Any], part: Any) -> int | None:
     return int(math.ceil(cols) * math.ceil(rows))
 
 
+def _pixels_at_10m(bounds: tuple[float, float, float, float]) -> int:
+    west, south, east, north = bounds
+    width_m = (east - west) * 111_320 * math.cos(math.radians((south + north) / 2))
+    height_m = (north - south) * 110_574
+    return int(math.ceil(abs(width_m) / 10) * math.ceil(abs(height_m) / 10))
+
+
 def plan_area(
     items: list[dict[str, Any]], geometry: dict[str, Any], settings: ApiSettings
 ) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
@@ -434,7 +441,8 @@ def plan_area(
             raise BoundError(
                 422, "InvalidGeometry", f"cannot project the geometry to {item.get('id')}: {exc}"
             ) from None
-        pixels = pixels if pixels is not None else 0
+        if pixels is None:  # no grid in the metadata: 10 m pixels over the part's bounds
+            pixels = _pixels_at_10m(part.bounds)
         total += pixels
         plan.append((item, part, pixels))
     if total > settings.zonal_max_pixels:

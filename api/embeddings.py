@@ -487,7 +487,10 @@ async def _area(
 ) -> AreaResponse:
     """Sum tile by tile, strip by strip (``bounds.plan_area``): memory stays bounded."""
     cache = readers(request)
-    max_pixels = request.app.state.api_settings.zonal_max_pixels
+    settings = request.app.state.api_settings
+    # one strip is about zonal_block_pixels: a read far larger means the item's grid metadata
+    # misled the plan, and is refused rather than allowed to take the memory
+    max_pixels = min(settings.zonal_max_pixels, 4 * settings.zonal_block_pixels)
     count = valid = 0
     total: Any = None
     sources: list[AreaSource] = []

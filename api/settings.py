@@ -62,8 +62,8 @@ class ApiSettings(BaseSettings):
         "(checked before reading: 413).",
     )
     zonal_block_pixels: int = Field(
-        default=262_144,
-        description="Pixels read at once by /embeddings/area (memory per request ~ 1 KB each).",
+        default=65_536,
+        description="Pixels read at once by /embeddings/area (memory per request ~2.5 KB each).",
     )
     zonal_max_tiles: int = Field(
         default=400, description="Most tiles one /embeddings/area request may meet (413)."

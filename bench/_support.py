@@ -143,6 +143,15 @@ def uvicorn_server(factory: str, env: dict[str, str]) -> Iterator[str]:
             proc.kill()
 
 
+def write_results(name: str, results: dict[str, Any], markdown: str) -> None:
+    """Write ``bench/results/{name}.json`` and ``{name}.md``; print the Markdown."""
+    out = Path(__file__).resolve().parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / f"{name}.md").write_text(markdown)
+    print(markdown)
+
+
 def percentile(values: list[float], q: float) -> float:
     """The ``q`` percentile (0-100) of ``values`` (nearest rank)."""
     ordered = sorted(values)

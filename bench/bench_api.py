@@ -15,7 +15,6 @@ Results: ``bench/results/api.json`` and ``api.md``.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from bench._support import (
     temp_cluster,
     uvicorn_server,
     write_ndjson,
+    write_results,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -264,11 +264,7 @@ def main() -> None:
             "search": compare_search(dsn, items),
             "point_query": point_query(dsn, tmp),
         }
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    (out / "api.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "api.md").write_text(markdown(results))
-    print(markdown(results))
+    write_results("api", results, markdown(results))
 
 
 def markdown(results: dict[str, Any]) -> str:
