@@ -11,7 +11,8 @@ through it.
   ``read_point``, ``read_points``, ``profile``).
 * :mod:`.blocks`: the block-wise kernel on open datasets: :func:`read_points` (a batch of
   points, each touched block read once), :func:`iter_strips`, :func:`iter_polygon_pixels`,
-  :func:`polygon_sums` (streamed, bounded memory).
+  :func:`polygon_sums` (streamed, bounded memory), :func:`dequantize_pixels` (vectors of
+  the pixels a strip yields).
 * :mod:`.gdal`: :data:`GDAL_READ_OPTIONS` (applied wherever a COG is opened), hrefs as GDAL
   paths, :class:`DatasetCache` (open handles kept across reads).
 """
@@ -22,6 +23,7 @@ from tessera_stac.catalog.reader.blocks import (
     PolygonPixels,
     ZonalSums,
     crs_code,
+    dequantize_pixels,
     iter_polygon_pixels,
     iter_strips,
     owned_by_cell,
@@ -62,6 +64,7 @@ __all__ = [
     "ZonalSums",
     "crs_code",
     "dequantize",
+    "dequantize_pixels",
     "gdal_path",
     "iter_polygon_pixels",
     "iter_strips",
