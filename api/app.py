@@ -17,6 +17,7 @@ What we add to stac-fastapi-pgstac (never patched, only configured and extended)
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -167,6 +168,9 @@ def create_app(api_settings: ApiSettings, dsn: str) -> FastAPI:
             "TESSERA_STAC_API_ENABLE_TRANSACTIONS needs a non-blank TESSERA_STAC_API_WRITE_TOKEN"
         )
     settings = stac_settings(api_settings)
+    # GDAL sizes its block cache once, at the first read: bound it before any (a worker's RSS
+    # otherwise grows towards 5% of the machine's RAM under area and tile reads)
+    os.environ.setdefault("GDAL_CACHEMAX", str(api_settings.gdal_cache_mb))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -53,6 +53,13 @@ class ApiSettings(BaseSettings):
         default=f"{EMBEDDING_COLLECTION_PREFIX}*",
         description="Collection ids (comma-separated, * wildcard) the embedding routes read.",
     )
+    gdal_cache_mb: int = Field(
+        default=128,
+        ge=8,
+        description="GDAL's block cache in MB for this process (GDAL's own default is 5% of "
+        "RAM, which is what a busy worker grows to); applied when the app is built, before "
+        "the first read, unless GDAL_CACHEMAX is already set.",
+    )
     reader_cache_size: int = Field(
         default=64, description="Open COG dataset handles kept per worker (LRU)."
     )
