@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -309,6 +309,57 @@ def _labels(
     return out
 
 
+@dataclass(frozen=True)
+class LabelStrip:
+    """A strip of a tile's window: label rasters and which pixels the tile owns.
+
+    Attributes:
+        labels: one label raster per overlap group (MWS index + 1, 0 = none), ``(rows, cols)``.
+        owned: flat bool, the pixel centre lies in the tile's own 0.1° cell (and is labelled).
+        window: the strip as a rasterio ``Window``.
+    """
+
+    labels: list[np.ndarray]
+    owned: np.ndarray
+    window: Any
+
+
+def label_strips(
+    tile: EmbeddingTile, geoms: np.ndarray, groups: list[np.ndarray], tree: shapely.STRtree
+) -> Iterator[LabelStrip] | None:
+    """The labelled strips of a tile (block-row aligned), or None when no MWS touches it."""
+    from rasterio.windows import Window
+
+    index = tree.query(shapely.box(*tile.cell.bounds), predicate="intersects")
+    if len(index) == 0:
+        return None
+    index = np.sort(index)
+    geoms_utm = _project(geoms[index], tile.epsg)
+    win = _window(tile, geoms_utm)
+    if win is None:
+        return None
+    label_sets = _labels(tile, geoms_utm, index, groups, win)
+    row0, row1, col0, col1 = win
+
+    def strips() -> Iterator[LabelStrip]:
+        # strips aligned on the COG's block rows, so each block is decoded once
+        for start in range(row0 - row0 % STRIP_ROWS, row1, STRIP_ROWS):
+            r0, r1 = max(start, row0), min(start + STRIP_ROWS, row1)
+            strip = [lab[r0 - row0 : r1 - row0] for lab in label_sets]
+            if not any(s.any() for s in strip):
+                continue
+            width = col1 - col0
+            labelled = np.zeros((r1 - r0) * width, dtype=bool)
+            for lab in strip:
+                labelled |= lab.reshape(-1) > 0
+            where = np.flatnonzero(labelled)
+            owned = np.zeros(labelled.shape, dtype=bool)
+            owned[where[_owned(tile, r0 + where // width, col0 + where % width)]] = True
+            yield LabelStrip(strip, owned, Window(col0, r0, width, r1 - r0))
+
+    return strips()
+
+
 def accumulate_tile(
     tile: EmbeddingTile,
     geoms: np.ndarray,
@@ -319,63 +370,32 @@ def accumulate_tile(
 ) -> bool:
     """Add one tile's owned, valid pixels to ``acc``; False when no MWS touches the tile."""
     import rasterio
-    from rasterio.windows import Window
 
-    west, south, east, north = tile.cell.bounds
-    index = tree.query(shapely.box(west, south, east, north), predicate="intersects")
-    if len(index) == 0:
+    strips = label_strips(tile, geoms, groups, tree)
+    if strips is None:
         return False
-    index = np.sort(index)
-    geoms_utm = _project(geoms[index], tile.epsg)
-    win = _window(tile, geoms_utm)
-    if win is None:
-        return False
-    label_sets = _labels(tile, geoms_utm, index, groups, win)
-    row0, row1, col0, col1 = win
     with (
         rasterio.Env(**(env or {})),
         rasterio.open(tile.embeddings_href) as emb_ds,
         rasterio.open(tile.scales_href) as scl_ds,
     ):
-        # strips aligned on the COG's block rows, so each block is decoded once
-        first = row0 - row0 % STRIP_ROWS
-        for start in range(first, row1, STRIP_ROWS):
-            r0, r1 = max(start, row0), min(start + STRIP_ROWS, row1)
-            strip = [lab[r0 - row0 : r1 - row0] for lab in label_sets]
-            if not any(s.any() for s in strip):
-                continue
-            window = Window(col0, r0, col1 - col0, r1 - r0)
-            q = emb_ds.read(window=window)  # (128, h, w) int8
-            s = scl_ds.read(1, window=window)
-            _accumulate_strip(tile, strip, q, s, r0, col0, acc)
+        for strip in strips:
+            q = emb_ds.read(window=strip.window)  # (128, h, w) int8
+            s = scl_ds.read(1, window=strip.window)
+            _accumulate_strip(strip, q, s, acc)
     return True
 
 
-def _accumulate_strip(
-    tile: EmbeddingTile,
-    strips: list[np.ndarray],
-    q: np.ndarray,
-    s: np.ndarray,
-    r0: int,
-    col0: int,
-    acc: Accumulator,
-) -> None:
+def _accumulate_strip(strip: LabelStrip, q: np.ndarray, s: np.ndarray, acc: Accumulator) -> None:
     """Accumulate one strip: owned + labelled pixels, then valid ones, summed per label."""
     bands = q.reshape(EMBEDDING_DIM, -1)
     flat_s = s.reshape(-1)
-    width = s.shape[1]
-    labelled = np.zeros(flat_s.shape, dtype=bool)
-    for lab in strips:
-        labelled |= lab.reshape(-1) > 0
-    where = np.flatnonzero(labelled)
-    owned = np.zeros(flat_s.shape, dtype=bool)
-    owned[where[_owned(tile, r0 + where // width, col0 + where % width)]] = True
     # DESIGN §1 validity: a finite scale in (0, 1) and a real code (published nodata is -128)
     with np.errstate(invalid="ignore"):
         valid = (flat_s > 0) & (flat_s < 1) & (bands[0] != EMBEDDINGS.nodata)
-    for lab in strips:
+    for lab in strip.labels:
         flat = lab.reshape(-1)
-        sel = np.flatnonzero((flat > 0) & owned)
+        sel = np.flatnonzero((flat > 0) & strip.owned)
         if len(sel) == 0:
             continue
         labels = flat[sel] - 1
