@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 #: Default threshold on a pixel's cosine distance for "this pixel changed".
 DEFAULT_THRESHOLD = 0.5
+BLOCK = 65536  # pixels converted to float64 at once (128 x 65536 x 8 B = 64 MB per year)
 
 FloatArray = npt.NDArray[np.floating[Any]]
 BoolArray = npt.NDArray[np.bool_]
@@ -43,17 +44,14 @@ def cosine_distance(
     """
     a64 = np.asarray(a, dtype=np.float64)
     b64 = np.asarray(b, dtype=np.float64)
-    ok: BoolArray = np.asarray(np.isfinite(a64).all(axis=-1) & np.isfinite(b64).all(axis=-1))
-    if valid is not None:
-        ok &= np.asarray(valid, dtype=bool)
-    a64 = np.where(ok[..., None], a64, 0.0)
-    b64 = np.where(ok[..., None], b64, 0.0)
-    na = np.sqrt(np.einsum("...d,...d->...", a64, a64))
-    nb = np.sqrt(np.einsum("...d,...d->...", b64, b64))
-    ok &= (na > 0) & (nb > 0)
-    dot = np.einsum("...d,...d->...", a64, b64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        dist = 1.0 - dot / (na * nb)
+        # NaN rows stay NaN through the products and fail the norm tests: no masked copies
+        na = np.sqrt(np.einsum("...d,...d->...", a64, a64))
+        nb = np.sqrt(np.einsum("...d,...d->...", b64, b64))
+        ok: BoolArray = np.asarray((na > 0) & (nb > 0) & np.isfinite(na) & np.isfinite(nb))
+        if valid is not None:
+            ok &= np.asarray(valid, dtype=bool)
+        dist = 1.0 - np.einsum("...d,...d->...", a64, b64) / (na * nb)
     dist = np.where(ok, dist, np.nan)
     return dist, ok
 
@@ -114,19 +112,26 @@ class ChangeSums:
         labels = np.asarray(labels).reshape(-1)
         a = np.asarray(a).reshape(len(labels), -1)
         b = np.asarray(b).reshape(len(labels), -1)
-        dist, ok = cosine_distance(a, b)
-        keep = ok & (labels >= 0)
-        if not keep.any():
+        for start in range(0, len(labels), BLOCK):  # bounds the float64 temporaries
+            stop = start + BLOCK
+            self._add(labels[start:stop], a[start:stop], b[start:stop])
+
+    def _add(self, labels: npt.NDArray[np.integer[Any]], a: FloatArray, b: FloatArray) -> None:
+        keep = np.flatnonzero(labels >= 0)
+        a64 = a[keep].astype(np.float64)
+        b64 = b[keep].astype(np.float64)
+        dist, ok = cosine_distance(a64, b64)
+        if not ok.any():
             return
-        lab = labels[keep].astype(np.int64)
+        lab = labels[keep][ok].astype(np.int64)
         self.pixels += np.bincount(lab, minlength=self.n)
-        self.changed += np.bincount(lab[dist[keep] > self.threshold], minlength=self.n)
+        self.changed += np.bincount(lab[dist[ok] > self.threshold], minlength=self.n)
         order = np.argsort(lab, kind="stable")
         lab = lab[order]
         starts = np.flatnonzero(np.r_[True, lab[1:] != lab[:-1]])
-        for sums, vectors in ((self.sums_a, a), (self.sums_b, b)):
-            block = vectors[keep][order].astype(np.float64)
-            sums[lab[starts]] += np.add.reduceat(block, starts, axis=0)
+        rows = np.flatnonzero(ok)[order]
+        for sums, vectors in ((self.sums_a, a64), (self.sums_b, b64)):
+            sums[lab[starts]] += np.add.reduceat(vectors[rows], starts, axis=0)
 
     def merge(self, other: ChangeSums) -> None:
         """Add another accumulator of the same areas (parallel partial sums)."""

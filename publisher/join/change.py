@@ -27,17 +27,13 @@ from tessera_stac.catalog.constants import CHANGE_COLLECTION_ID, JOIN_COLLECTION
 from tessera_stac.catalog.errors import InputError
 from tessera_stac.catalog.profile import EMBEDDING_DIM, EMBEDDINGS
 from tessera_stac.publisher.join.join import (
-    STRIP_ROWS,
     EmbeddingTile,
-    _labels,
-    _owned,
-    _project,
     _rel,
-    _window,
     add_file_assets,
     cells_covering,
     derived_table_collection,
     join_item_id,
+    label_strips,
     overlap_groups,
     write_derived_item,
 )
@@ -102,18 +98,10 @@ def accumulate_pair(
 ) -> bool:
     """Add one cell's owned pixels, valid in both years, to ``sums``."""
     import rasterio
-    from rasterio.windows import Window
 
-    index = tree.query(shapely.box(*a.cell.bounds), predicate="intersects")
-    if len(index) == 0:
+    strips = label_strips(a, geoms, groups, tree)
+    if strips is None:
         return False
-    index = np.sort(index)
-    geoms_utm = _project(geoms[index], a.epsg)
-    win = _window(a, geoms_utm)
-    if win is None:
-        return False
-    label_sets = _labels(a, geoms_utm, index, groups, win)
-    row0, row1, col0, col1 = win
     with (
         rasterio.Env(**(env or {})),
         rasterio.open(a.embeddings_href) as qa_ds,
@@ -121,26 +109,14 @@ def accumulate_pair(
         rasterio.open(b.embeddings_href) as qb_ds,
         rasterio.open(b.scales_href) as sb_ds,
     ):
-        for start in range(row0 - row0 % STRIP_ROWS, row1, STRIP_ROWS):
-            r0, r1 = max(start, row0), min(start + STRIP_ROWS, row1)
-            strips = [lab[r0 - row0 : r1 - row0] for lab in label_sets]
-            if not any(s.any() for s in strips):
-                continue
-            window = Window(col0, r0, col1 - col0, r1 - r0)
-            width = col1 - col0
-            qa = qa_ds.read(window=window).reshape(EMBEDDING_DIM, -1)
-            sa = sa_ds.read(1, window=window).reshape(-1)
-            qb = qb_ds.read(window=window).reshape(EMBEDDING_DIM, -1)
-            sb = sb_ds.read(1, window=window).reshape(-1)
-            labelled = np.zeros(sa.shape, dtype=bool)
-            for lab in strips:
-                labelled |= lab.reshape(-1) > 0
-            where = np.flatnonzero(labelled)
-            owned = np.zeros(sa.shape, dtype=bool)
-            owned[where[_owned(a, r0 + where // width, col0 + where % width)]] = True
-            for lab in strips:
+        for strip in strips:
+            qa = qa_ds.read(window=strip.window).reshape(EMBEDDING_DIM, -1)
+            sa = sa_ds.read(1, window=strip.window).reshape(-1)
+            qb = qb_ds.read(window=strip.window).reshape(EMBEDDING_DIM, -1)
+            sb = sb_ds.read(1, window=strip.window).reshape(-1)
+            for lab in strip.labels:
                 flat = lab.reshape(-1)
-                sel = np.flatnonzero((flat > 0) & owned)
+                sel = np.flatnonzero((flat > 0) & strip.owned)
                 if len(sel):
                     sums.add(
                         flat[sel] - 1,

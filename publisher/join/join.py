@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,6 @@ from tessera_stac.catalog.profile import EMBEDDING_DIM, EMBEDDINGS, SCALES
 from tessera_stac.catalog.reader import (
     ItemRecipe,
     gdal_path,
-    iter_strips,
     open_raster,
     owned_by_cell,
     pixel_centres,
@@ -323,6 +322,57 @@ def _labels(
     return out
 
 
+@dataclass(frozen=True)
+class LabelStrip:
+    """A strip of a tile's window: label rasters and which pixels the tile owns.
+
+    Attributes:
+        labels: one label raster per overlap group (MWS index + 1, 0 = none), ``(rows, cols)``.
+        owned: flat bool, the pixel centre lies in the tile's own 0.1° cell (and is labelled).
+        window: the strip as a rasterio ``Window``.
+    """
+
+    labels: list[np.ndarray]
+    owned: np.ndarray
+    window: Any
+
+
+def label_strips(
+    tile: EmbeddingTile, geoms: np.ndarray, groups: list[np.ndarray], tree: shapely.STRtree
+) -> Iterator[LabelStrip] | None:
+    """The labelled strips of a tile (block-row aligned), or None when no MWS touches it."""
+    from rasterio.windows import Window
+
+    index = tree.query(shapely.box(*tile.cell.bounds), predicate="intersects")
+    if len(index) == 0:
+        return None
+    index = np.sort(index)
+    geoms_utm = _project(geoms[index], tile.epsg)
+    win = _window(tile, geoms_utm)
+    if win is None:
+        return None
+    label_sets = _labels(tile, geoms_utm, index, groups, win)
+    row0, row1, col0, col1 = win
+
+    def strips() -> Iterator[LabelStrip]:
+        # strips aligned on the COG's block rows, so each block is decoded once
+        for start in range(row0 - row0 % STRIP_ROWS, row1, STRIP_ROWS):
+            r0, r1 = max(start, row0), min(start + STRIP_ROWS, row1)
+            strip = [lab[r0 - row0 : r1 - row0] for lab in label_sets]
+            if not any(s.any() for s in strip):
+                continue
+            width = col1 - col0
+            labelled = np.zeros((r1 - r0) * width, dtype=bool)
+            for lab in strip:
+                labelled |= lab.reshape(-1) > 0
+            where = np.flatnonzero(labelled)
+            owned = np.zeros(labelled.shape, dtype=bool)
+            owned[where[_owned(tile, r0 + where // width, col0 + where % width)]] = True
+            yield LabelStrip(strip, owned, Window(col0, r0, width, r1 - r0))
+
+    return strips()
+
+
 def accumulate_tile(
     tile: EmbeddingTile,
     geoms: np.ndarray,
@@ -332,29 +382,19 @@ def accumulate_tile(
     env: dict[str, str] | None = None,
 ) -> bool:
     """Add one tile's owned, valid pixels to ``acc``; False when no MWS touches the tile."""
-    west, south, east, north = tile.cell.bounds
-    index = tree.query(shapely.box(west, south, east, north), predicate="intersects")
-    if len(index) == 0:
+    strips = label_strips(tile, geoms, groups, tree)
+    if strips is None:
         return False
-    index = np.sort(index)
-    geoms_utm = _project(geoms[index], tile.epsg)
-    win = _window(tile, geoms_utm)
-    if win is None:
-        return False
-    label_sets = _labels(tile, geoms_utm, index, groups, win)
     q = tile.quantization or _tessera_quantization()
-    row0 = win[0]
     with (
         rasterio_env(env),
         open_raster(gdal_path(tile.embeddings_href), tile.embeddings_href) as emb_ds,
         open_raster(gdal_path(tile.scales_href), tile.scales_href) as scl_ds,
     ):
-        for (r0, r1, col0, _), codes, scales in iter_strips(
-            emb_ds, scl_ds, win, q.scale_band or 1, STRIP_ROWS
-        ):
-            strip = [lab[r0 - row0 : r1 - row0] for lab in label_sets]
-            if any(s.any() for s in strip):
-                _accumulate_strip(tile, q, strip, codes, scales, r0, col0, acc)
+        for strip in strips:  # block-row aligned: each COG block decoded once
+            codes = emb_ds.read(window=strip.window)  # (dims, h, w)
+            scales = scl_ds.read(q.scale_band or 1, window=strip.window)
+            _accumulate_strip(strip, q, codes, scales, acc)
     return True
 
 
@@ -365,36 +405,26 @@ def _tessera_quantization() -> Quantization:
 
 
 def _accumulate_strip(
-    tile: EmbeddingTile,
+    strip: LabelStrip,
     q: Quantization,
-    strips: list[np.ndarray],
     codes: np.ndarray,
     scales: np.ndarray | None,
-    r0: int,
-    col0: int,
     acc: Accumulator,
 ) -> None:
-    """Accumulate one strip: owned + labelled pixels, then valid ones, summed per label."""
-    width = codes.shape[2]
-    labelled = np.zeros(codes.shape[1] * width, dtype=bool)
-    for lab in strips:
-        labelled |= lab.reshape(-1) > 0
-    where = np.flatnonzero(labelled)
-    if len(where) == 0:
+    """Accumulate one strip: owned + labelled pixels, validity and sums by the kernel."""
+    pick = np.flatnonzero(strip.owned)
+    if len(pick) == 0:
         return
-    owned = np.zeros(labelled.shape, dtype=bool)
-    owned[where[_owned(tile, r0 + where // width, col0 + where % width)]] = True
     # the pixels of interest only: (k, dims) codes and (k,) scales, validity by the recipe
-    pick = np.flatnonzero(owned)
     pixels = codes.reshape(codes.shape[0], -1)[:, pick].T
     pscales = None if scales is None else scales.reshape(-1)[pick]
-    valid = np.zeros(labelled.shape, dtype=bool)
+    valid = np.zeros(strip.owned.shape, dtype=bool)
     valid[pick] = valid_codes(pixels, pscales, q)
-    slot = np.full(labelled.shape, -1, dtype=np.int64)
+    slot = np.full(strip.owned.shape, -1, dtype=np.int64)
     slot[pick] = np.arange(len(pick))
-    for lab in strips:
+    for lab in strip.labels:
         flat = lab.reshape(-1)
-        sel = np.flatnonzero((flat > 0) & owned)
+        sel = np.flatnonzero((flat > 0) & strip.owned)
         if len(sel) == 0:
             continue
         labels = flat[sel] - 1

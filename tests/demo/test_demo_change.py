@@ -23,8 +23,9 @@ def test_changed_most_ranking_starts_inside_the_changed_area(tmp_path: Path) -> 
     assert len(list(paths.published.glob("tessera-embeddings-*/*/*/*.json"))) == 2  # 2 years
     (table_path,) = (paths.published / "corestack-mws-change").rglob("*.parquet")
     table = gpd.read_parquet(table_path)
-    box = shapely.box(*region.change_bbox)
-    share_inside = table.geometry.intersection(box).area / table.geometry.area
+    box = gpd.GeoSeries([shapely.box(*region.change_bbox)], crs=4326).to_crs(32645)[0]
+    local = table.geometry.to_crs(32645)  # areas in metres (UTM 45N holds the demo block)
+    share_inside = local.intersection(box).area / local.area
     inside = set(table.loc[share_inside > 0.5, "uid"])
     assert inside and len(inside) < len(table)
     ranked = table.sort_values("distance", ascending=False)["uid"].tolist()
