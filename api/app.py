@@ -30,14 +30,18 @@ from fastapi.responses import FileResponse, JSONResponse
 from stac_fastapi.extensions.query import QueryConformanceClasses
 from stac_fastapi.pgstac.app import instantiate_api
 from stac_fastapi.pgstac.config import PostgresSettings, Settings
+from stac_fastapi.pgstac.extensions.filter import FiltersClient
 from stac_fastapi.pgstac.models.extensions import Extensions
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from tessera_stac.api import db
+from tessera_stac.api import db, tiles
 from tessera_stac.api.auth import BearerTokenMiddleware
+from tessera_stac.api.bounds import BoundsMiddleware
 from tessera_stac.api.client import FullQueryExtension, StrictFieldsExtension, TesseraClient
-from tessera_stac.api.errors import UNAVAILABLE, add_error_handlers
+from tessera_stac.api.compat import TextFilterSearchExtension
+from tessera_stac.api.docs import serve_docs_locally
+from tessera_stac.api.errors import NO_ANSWER, add_error_handlers
 from tessera_stac.api.settings import ApiSettings
 from tessera_stac.catalog.errors import ConfigurationError
 
@@ -137,7 +141,7 @@ def _extras_router(schema_file: Path, schema_path: str) -> APIRouter:
         try:
             async with request.app.state.get_connection(request, "r") as conn:
                 version = await conn.fetchval("SELECT pgstac.get_version()")
-        except UNAVAILABLE as exc:
+        except NO_ANSWER as exc:
             return JSONResponse(
                 status_code=503,
                 content={
@@ -158,18 +162,20 @@ def create_app(api_settings: ApiSettings, dsn: str) -> FastAPI:
     Raises:
         ConfigurationError: transactions enabled without a write token.
     """
-    if api_settings.enable_transactions and not api_settings.write_token:
+    if api_settings.enable_transactions and not (api_settings.write_token or "").strip():
         raise ConfigurationError(
-            "TESSERA_STAC_API_ENABLE_TRANSACTIONS needs TESSERA_STAC_API_WRITE_TOKEN"
+            "TESSERA_STAC_API_ENABLE_TRANSACTIONS needs a non-blank TESSERA_STAC_API_WRITE_TOKEN"
         )
     settings = stac_settings(api_settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await db.connect(app, dsn, api_settings)
+        await tiles.open_pool(app, dsn, api_settings.db_max_conn)
         try:
             yield
         finally:
+            await tiles.close_pool(app)
             await db.close(app)
             _close_readers(app)
 
@@ -177,7 +183,11 @@ def create_app(api_settings: ApiSettings, dsn: str) -> FastAPI:
         client=TesseraClient,
         extensions=Extensions(
             settings=settings,
-            search_map={"query": FullQueryExtension(), "fields": StrictFieldsExtension()},
+            search_map={
+                "query": FullQueryExtension(),
+                "fields": StrictFieldsExtension(),
+                "filter": TextFilterSearchExtension(client=FiltersClient()),
+            },
             item_collection_map={
                 "query": FullQueryExtension(conformance_classes=[QueryConformanceClasses.ITEMS])
             },
@@ -190,8 +200,11 @@ def create_app(api_settings: ApiSettings, dsn: str) -> FastAPI:
     app.state.embedding_schema_path = schema_path
     app.state.api_settings = api_settings
     _tune_middlewares(app)
+    # innermost of the middlewares: its refusals still get CORS headers
+    app.user_middleware.append(Middleware(BoundsMiddleware, settings=api_settings))
     add_error_handlers(app)
     app.include_router(_extras_router(schema_file, schema_path))
+    serve_docs_locally(app)
     _mount_extensions(app, api_settings)
     if api_settings.enable_transactions and api_settings.write_token:
         app.add_middleware(
@@ -204,10 +217,13 @@ def create_app(api_settings: ApiSettings, dsn: str) -> FastAPI:
 
 def _mount_extensions(app: FastAPI, api_settings: ApiSettings) -> None:
     from tessera_stac.api import embeddings
+    from tessera_stac.api.change import router as change_router
     from tessera_stac.api.watersheds import router as watersheds_router
 
     app.include_router(embeddings.router)
+    tiles.mount_tiles(app, api_settings.data_dir, api_settings.root_path)
     app.include_router(watersheds_router)
+    app.include_router(change_router)
     if api_settings.data_dir is not None:
         from tessera_stac.api.files import files_router
 

@@ -8,9 +8,10 @@ DELETE under ``/collections``) needs ``Authorization: Bearer <write_token>``. Re
 from __future__ import annotations
 
 import hmac
-import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from tessera_stac.api.bounds import send_error
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -25,7 +26,7 @@ class BearerTokenMiddleware:
 
     def __init__(self, app: ASGIApp, token: str, root_path: str = "") -> None:
         self.app = app
-        self.expected = f"Bearer {token}".encode()
+        self.expected = token.strip().encode()
         self.root_path = root_path.rstrip("/")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -35,24 +36,20 @@ class BearerTokenMiddleware:
                 path = path[len(self.root_path) :]
             if is_write(scope["method"], path):
                 given = dict(scope["headers"]).get(b"authorization", b"")
-                if not hmac.compare_digest(given, self.expected):
+                if not hmac.compare_digest(bearer_token(given), self.expected):
                     await _unauthorized(send, bool(given))
                     return
         await self.app(scope, receive, send)
 
 
+def bearer_token(header: bytes) -> bytes:
+    """The token of an ``Authorization: Bearer <token>`` header (the scheme is
+    case-insensitive, RFC 6750/7235), or ``b""``."""
+    scheme, _, token = header.strip().partition(b" ")
+    return token.strip() if scheme.lower() == b"bearer" else b""
+
+
 async def _unauthorized(send: Send, had_token: bool) -> None:
     description = "invalid bearer token" if had_token else "write routes need a bearer token"
-    body = json.dumps({"code": "Unauthorized", "description": description}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 401,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"www-authenticate", b'Bearer realm="tessera-stac"'),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    challenge = {"WWW-Authenticate": 'Bearer realm="tessera-stac"'}
+    await send_error(send, 401, "Unauthorized", description, challenge)

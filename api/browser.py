@@ -54,6 +54,27 @@ def browser_config(catalog_url: str, title: str) -> dict[str, object]:
     }
 
 
+def tile_renderer_js(base_url: str) -> str:
+    """STAC Browser's ``buildTileUrlTemplate``: assets are drawn by the API's tiler (never by
+    geotiff.js, which cannot decode the ZSTD COGs), with each asset's layer parameters."""
+    from tessera_stac.api.tiles import asset_tile_query
+
+    queries = json.dumps(asset_tile_query(), sort_keys=True)
+    return (
+        "window.STAC_BROWSER_CONFIG.useTileLayerAsFallback = false;\n"
+        "window.STAC_BROWSER_CONFIG.buildTileUrlTemplate = function (asset) {\n"
+        "  var item = asset.getContext ? asset.getContext() : null;\n"
+        "  var key = asset.getKey ? asset.getKey() : null;\n"
+        "  if (!item || !item.id || !item.collection || !key) { return null; }\n"
+        f"  var queries = {queries};\n"
+        "  var query = queries[key] || ('assets=' + encodeURIComponent(key));\n"
+        f"  return {json.dumps(base_url.rstrip('/'))} + '/tiles/collections/' +\n"
+        "    encodeURIComponent(item.collection) + '/items/' + encodeURIComponent(item.id) +\n"
+        "    '/tiles/WebMercatorQuad/{z}/{x}/{y}.png?' + query;\n"
+        "};\n"
+    )
+
+
 def _static_file(root: Path, relative: str) -> Path | None:
     """The file ``relative`` under ``root``, or None if missing or escaping ``root``."""
     if not relative or relative.endswith("/"):
@@ -90,6 +111,7 @@ def mount_browser(app: FastAPI, directory: Path, title: str | None = None) -> No
     async def config_js(request: Request) -> Response:
         config = browser_config(str(request.base_url), shown_title)
         body = f"window.STAC_BROWSER_CONFIG = {json.dumps(config, indent=2)};\n"
+        body += tile_renderer_js(str(request.base_url))
         return Response(
             body,
             media_type="application/javascript",

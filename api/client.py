@@ -24,6 +24,7 @@ from stac_fastapi.pgstac.extensions import QueryExtension
 from stac_fastapi.types.requests import get_base_url
 from starlette.responses import Response
 
+from tessera_stac.api.compat import cql2_text_to_json, with_v1_0_aliases
 from tessera_stac.catalog import constants as c
 
 #: Collection id prefixes listed first on the landing page, in this order.
@@ -78,8 +79,30 @@ class TesseraClient(CoreCrudClient):
         )
         return page
 
+    def conformance_classes(self) -> list[str]:
+        """The classes, plus v1.0.0 aliases pystac-client recognises (``api.compat``)."""
+        return with_v1_0_aliases(super().conformance_classes())
+
+    async def get_item(
+        self, item_id: str, collection_id: str, request: Request, **kwargs: Any
+    ) -> Any:
+        """GET an Item, with web-map-links to its map tiles (``api.tiles``)."""
+        from tessera_stac.api.tiles import add_item_links
+
+        item = await super().get_item(item_id, collection_id, request=request, **kwargs)
+        return await add_item_links(item, request)
+
+    async def get_collection(self, collection_id: str, request: Request, **kwargs: Any) -> Any:
+        """GET a Collection, with web-map-links to the mosaics of its years (``api.tiles``)."""
+        from tessera_stac.api.tiles import add_collection_links
+
+        collection = await super().get_collection(collection_id, request=request, **kwargs)
+        return add_collection_links(collection, request)
+
     async def post_search(self, search_request: Any, request: Request, **kwargs: Any) -> Any:
-        """POST /search; a fields-filtered answer is still GeoJSON (media type kept)."""
+        """POST /search; a fields-filtered answer is still GeoJSON (media type kept); a CQL2
+        text filter is accepted (translated to CQL2 JSON, ``api.compat``)."""
+        cql2_text_to_json(search_request)
         return _geojson(await super().post_search(search_request, request=request, **kwargs))
 
     async def get_search(self, request: Request, **kwargs: Any) -> Any:

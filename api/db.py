@@ -18,6 +18,8 @@ import asyncpg
 from fastapi import FastAPI, Request
 from stac_fastapi.pgstac.db import con_init, translate_pgstac_errors
 
+from tessera_stac.api.compat import SEARCH_CONTEXT
+from tessera_stac.api.errors import CONNECT_ERRORS, DatabaseTimeout, DatabaseUnavailable
 from tessera_stac.api.settings import ApiSettings
 
 
@@ -43,7 +45,13 @@ async def create_pool(dsn: str, settings: ApiSettings) -> asyncpg.Pool:
         timeout=settings.db_connect_timeout,
         command_timeout=settings.db_command_timeout,
         init=con_init,
-        server_settings={"search_path": "pgstac,public", "application_name": "tessera-stac"},
+        server_settings={
+            "search_path": "pgstac,public",
+            "application_name": "tessera-stac",
+            # numberMatched in search results: exact when cheap, else estimated (api.compat)
+            "pgstac.context": SEARCH_CONTEXT,
+            "statement_timeout": str(max(1, round(settings.db_statement_timeout * 1000))),
+        },
     )
 
 
@@ -82,9 +90,29 @@ async def close(app: FastAPI) -> None:
 async def get_connection(
     request: Request, readwrite: Literal["r", "w"] = "r"
 ) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled connection, acquired with a timeout (stac-fastapi-pgstac's getter contract)."""
+    """A pooled connection, acquired with a timeout (stac-fastapi-pgstac's getter contract).
+
+    Failures are told apart here, where their origin is known: no connection (refused, reset,
+    connect timeout) is ``DatabaseUnavailable``; every connection busy is the same without
+    expiring the pool; a command past the client timeout is ``DatabaseTimeout``; a connection
+    left in a broken state is terminated (never handed to the next request).
+    """
     state = request.app.state
-    pool = state.writepool if readwrite == "w" else state.readpool
-    with translate_pgstac_errors():
-        async with pool.acquire(timeout=state.acquire_timeout) as conn:
+    pool: asyncpg.Pool = state.writepool if readwrite == "w" else state.readpool
+    try:
+        conn = await pool.acquire(timeout=state.acquire_timeout)
+    except TimeoutError as exc:
+        busy = pool.get_size() >= pool.get_max_size() and pool.get_idle_size() == 0
+        raise DatabaseUnavailable(exc, broken=not busy) from exc
+    except CONNECT_ERRORS as exc:
+        raise DatabaseUnavailable(exc) from exc
+    try:
+        with translate_pgstac_errors():
             yield conn
+    except TimeoutError as exc:
+        raise DatabaseTimeout(str(exc)) from exc
+    except (OSError, asyncpg.exceptions.InternalClientError) as exc:
+        conn.terminate()
+        raise DatabaseUnavailable(exc) from exc
+    finally:
+        await pool.release(conn)

@@ -23,15 +23,21 @@ MEDIA_TYPES = {
     ".ndjson": "application/x-ndjson",
 }
 
+#: Longest path under ``/data`` looked up (PATH_MAX); longer ones are 404 without a lookup.
+MAX_PATH_CHARS = 4096
+
 
 def resolve_data_path(data_dir: Path, relative: str) -> Path | None:
-    """The file ``relative`` under ``data_dir``, or None when absent or outside it."""
+    """The file ``relative`` under ``data_dir``, or None when absent, outside it or not a
+    possible path (NUL byte, name too long...: a 404, never an error of the server)."""
+    if len(relative) > MAX_PATH_CHARS or "\x00" in relative:
+        return None
     root = data_dir.resolve()
     try:
         path = (root / relative).resolve()
-    except (OSError, RuntimeError):
-        return None
-    if not path.is_relative_to(root) or not path.is_file():
+        if not path.is_relative_to(root) or not path.is_file():
+            return None
+    except (OSError, RuntimeError, ValueError):
         return None
     return path
 

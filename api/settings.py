@@ -42,7 +42,12 @@ class ApiSettings(BaseSettings):
         default=3.0, description="Seconds to wait for a database connection before a 503."
     )
     db_command_timeout: float = Field(
-        default=30.0, description="Seconds a database command may run before a 503."
+        default=30.0,
+        description="Seconds the client waits for a database command (a backstop: 504).",
+    )
+    db_statement_timeout: float = Field(
+        default=10.0,
+        description="Seconds PostgreSQL lets one statement run (statement_timeout) before a 504.",
     )
     embedding_collections: str = Field(
         default=f"{EMBEDDING_COLLECTION_PREFIX}*",
@@ -52,5 +57,35 @@ class ApiSettings(BaseSettings):
         default=64, description="Open COG dataset handles kept per worker (LRU)."
     )
     zonal_max_pixels: int = Field(
-        default=25_000_000, description="Largest area (pixels) a zonal-statistics call may read."
+        default=4_000_000,
+        description="Most pixels one /embeddings/area request may read, summed over its tiles "
+        "(checked before reading: 413).",
+    )
+    zonal_block_pixels: int = Field(
+        default=262_144,
+        description="Pixels read at once by /embeddings/area (memory per request ~ 1 KB each).",
+    )
+    zonal_max_tiles: int = Field(
+        default=400, description="Most tiles one /embeddings/area request may meet (413)."
+    )
+    max_points: int = Field(
+        default=10_000, description="Most points in one /embeddings/positions batch (413)."
+    )
+    max_limit: int = Field(
+        default=1000, description="Largest page size: a larger limit is capped to it."
+    )
+    max_body_bytes: int = Field(
+        default=2_000_000, description="Largest request body in bytes (413)."
+    )
+    max_filter_chars: int = Field(
+        default=8_192, description="Longest filter (CQL2 text or JSON), in characters (400)."
+    )
+    max_filter_depth: int = Field(
+        default=10,
+        description="Deepest filter nesting: parentheses, NOT and function calls in CQL2 text, "
+        "op levels in CQL2 JSON (400).",
+    )
+    max_json_depth: int = Field(
+        default=64,
+        description="Deepest nesting of objects/arrays in a JSON body or parameter (400).",
     )

@@ -4,10 +4,12 @@
 //
 //   node browser/e2e.cjs --base http://127.0.0.1:PORT --collection ID --item ID --out DIR \
 //        [--others ID,ID]   (more collections to find on the landing page and open)
+//        [--maps COLL/ITEM,COLL/ITEM]   (more item pages whose Map view to capture)
 //
 // Opens the landing page, the collection and the item; waits for what a person would look for
 // (the collection's card, item cards with their thumbnails decoded, the item's assets), saves a
-// screenshot of each page in DIR, and prints a JSON report on stdout. Exit code 0 when the run
+// screenshot of each page in DIR (and of the map area of the collection and item pages, with
+// the map tiles they loaded), and prints a JSON report on stdout. Exit code 0 when the run
 // completed (the report says what was seen; the caller asserts), 2 on bad usage, 1 on a crash.
 'use strict';
 
@@ -72,6 +74,33 @@ async function visit(page, url, locator, timeout) {
   return { url, status: response ? response.status() : null, found };
 }
 
+// Wait for the map of the page to draw: a tile (or image) answered for it, then a quiet moment;
+// save the map element's screenshot as NAME-map.png and report what it loaded.
+async function captureMap(page, out, name, tiles, timeout) {
+  const map = page.locator('.map-container .map').first();
+  const result = { map: false };
+  try {
+    await map.waitFor({ state: 'visible', timeout });
+    result.map = true;
+  } catch (err) {
+    return result;
+  }
+  const deadline = Date.now() + timeout;
+  while (tiles.length === 0 && Date.now() < deadline) {
+    await page.waitForTimeout(250);
+  }
+  try {
+    await page.waitForLoadState('networkidle', { timeout: Math.max(1000, deadline - Date.now()) });
+  } catch (err) {
+    // a basemap that never loads (no internet) must not block the capture
+  }
+  await page.waitForTimeout(1500);
+  result.tiles = tiles.slice(0, 50);
+  result.map_screenshot = path.join(out, `${name}-map.png`);
+  await map.screenshot({ path: result.map_screenshot });
+  return result;
+}
+
 async function main() {
   const args = parseArgs(process.argv.slice(2));
   fs.mkdirSync(args.out, { recursive: true });
@@ -92,6 +121,14 @@ async function main() {
     if (sameOrigin(r.url())) report.failed_requests.push(`failed ${r.url()}`);
   });
   page.on('console', (m) => { if (m.type() === 'error') report.console_errors.push(m.text()); });
+  // map imagery answered by our API (tiles, overlays, COGs), per page visit
+  let tiles = [];
+  page.on('response', (r) => {
+    const u = r.url();
+    if (sameOrigin(u) && r.status() === 200 && (/\/tiles\/.*\/\d+\/\d+\/\d+/.test(u) || /\/data\/.*\.(png|tif)$/.test(u))) {
+      tiles.push(u);
+    }
+  });
   try {
     const browser = `${args.base}/browser`;
     const shot = async (name) => {
@@ -108,9 +145,14 @@ async function main() {
     coll.thumbnails = await imagesLoaded(page, `.card img`, 1, args.timeout);
     coll.cards = await page.$$eval('.card a[href*="/items/"]', (as) => as.map((a) => a.getAttribute('href')));
     coll.screenshot = await shot('2-collection');
+    tiles = [];
+    await page.reload({ waitUntil: 'domcontentloaded' });
+    Object.assign(coll, await captureMap(page, args.out, '2-collection', tiles, args.timeout));
     report.pages.collection = coll;
     // 3. the item: its assets listed, its thumbnail/preview decoded
+    tiles = [];
     const item = await visit(page, `${browser}/collections/${args.collection}/items/${args.item}`, (p) => p.locator('.assets').getByText('embeddings', { exact: false }), args.timeout);
+    Object.assign(item, await captureMap(page, args.out, '3-item', tiles, args.timeout));
     // the item's preview sits in the "Thumbnails" tab beside the map: open it
     const tab = page.getByRole('tab', { name: 'Thumbnails' });
     try {
@@ -143,6 +185,20 @@ async function main() {
       opened.screenshot = await shot(`${4 + index}-collection-${id}`);
       report.pages[`collection ${id}`] = opened;
     }
+    // 5. more item pages (the join, the MWS layer): their Map view
+    const maps = (args.maps || '').split(',').filter(Boolean);
+    for (const ref of maps) {
+      const [cid, iid] = ref.split('/');
+      tiles = [];
+      const visited = await visit(page, `${browser}/collections/${cid}/items/${iid}`, (p) => p.locator('.map-container'), args.timeout);
+      Object.assign(visited, await captureMap(page, args.out, `item-${cid}`, tiles, args.timeout));
+      visited.screenshot = await shot(`item-${cid}`);
+      report.pages[`item ${cid}`] = visited;
+    }
+    // 6. the API documentation (Swagger UI, served by the API itself)
+    const docs = await visit(page, `${args.base}/api.html`, (p) => p.locator('.swagger-ui .info .title'), args.timeout);
+    docs.screenshot = await shot('api-docs');
+    report.pages.docs = docs;
   } finally {
     await context.close();
     fs.rmSync(profile, { recursive: true, force: true });

@@ -13,6 +13,8 @@ from tessera_stac.catalog.embedding import SCHEMA_URI as EMBEDDING_SCHEMA_URI
 STAC_VERSION = "1.1.0"
 
 PROJECTION_SCHEMA_URI = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
+#: eo:bands (band names as aliases for odc-stac, which reads no STAC 1.1 ``bands``).
+EO_SCHEMA_URI = "https://stac-extensions.github.io/eo/v1.1.0/schema.json"
 FILE_SCHEMA_URI = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
 PROCESSING_SCHEMA_URI = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"
 RENDER_SCHEMA_URI = "https://stac-extensions.github.io/render/v2.0.0/schema.json"
@@ -25,6 +27,7 @@ ITEM_EXTENSIONS: tuple[str, ...] = tuple(
     sorted(
         [
             EMBEDDING_SCHEMA_URI,
+            EO_SCHEMA_URI,
             FILE_SCHEMA_URI,
             PROCESSING_SCHEMA_URI,
             PROJECTION_SCHEMA_URI,
@@ -38,6 +41,7 @@ COLLECTION_EXTENSIONS: tuple[str, ...] = tuple(
     sorted(
         [
             EMBEDDING_SCHEMA_URI,
+            EO_SCHEMA_URI,
             RENDER_SCHEMA_URI,
             VERSION_SCHEMA_URI,
             SCIENTIFIC_SCHEMA_URI,
@@ -47,6 +51,8 @@ COLLECTION_EXTENSIONS: tuple[str, ...] = tuple(
 
 MODEL_NAME = "TESSERA"
 MODEL_COLLECTION_ID = "tessera-models"
+#: per-MWS change tables between two years (tessera-stac watersheds change)
+CHANGE_COLLECTION_ID = "corestack-mws-change"
 ROOT_CATALOG_ID = "tessera-stac"
 ROOT_CATALOG_TITLE = "TESSERA embeddings"
 ROOT_CATALOG_DESCRIPTION = (
@@ -67,6 +73,8 @@ GEOTESSERA_REPO = "https://github.com/ucam-eo/geotessera"
 
 EMBEDDING_DIM = 128
 TEMPORAL_WINDOW = "P1Y"
+#: Collection field holding the fixed colour projection of the embeddings (catalog/projection.py).
+PROJECTION_FIELD = "tessera:projection"
 KEYWORDS: tuple[str, ...] = (
     "embeddings",
     "foundation model",

@@ -91,12 +91,18 @@ def _year_interval(year: int) -> tuple[datetime, datetime]:
 
 # ------------------------------------------------------------------------------ bands
 def _band_fields(profile: CogProfile) -> dict[str, Any]:
-    """STAC 1.1 ``bands`` + ``data_type``/``nodata`` of an asset, from the COG profile."""
+    """STAC 1.1 ``bands`` + ``data_type``/``nodata`` of an asset, from the COG profile.
+
+    The names are repeated as ``eo:bands``: odc-stac (0.5) takes band aliases (``A00``...,
+    ``scale``) from there only.
+    """
     nodata = profile.nodata
+    names = [{"name": name} for name in profile.band_names]
     return {
         "data_type": profile.dtype,
         "nodata": "nan" if isinstance(nodata, float) and nodata != nodata else nodata,
-        "bands": [{"name": name} for name in profile.band_names],
+        "bands": names,
+        "eo:bands": [dict(n) for n in names],
     }
 
 
@@ -228,6 +234,8 @@ def create_item(tile: PublishedTile) -> pystac.Item:
         similarity=SimilarityMetric.COSINE,
         normalized=False,
     )
+    if tile.georef_from != "landmask":  # no landmask: water is not masked in this tile
+        item.properties["tessera:landmask"] = False
     for key in sorted(tile.assets):
         item.add_asset(key, _asset(key, tile.assets[key]))
     _add_item_links(item, tile)

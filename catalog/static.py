@@ -359,6 +359,7 @@ def _write_collection(
     except ValueError as exc:
         report.problems.append(Problem(collection_key(cid), str(exc)))
         return None
+    _add_projection(store, collection, loaded)
     published = []
     for entry in loaded:
         final = publish_hrefs(entry.relative, entry.key, href_base)
@@ -384,6 +385,21 @@ def _write_collection(
     _put(store, ckey, publish_hrefs(cdict, ckey, href_base), report)
     report.collections[cid] = len(loaded)
     return version
+
+
+def _add_projection(store: Store, collection: pystac.Collection, loaded: list[_Loaded]) -> None:
+    """Store the Collection's fixed colour projection (PCA of a sample of its pixels) when
+    its files can be read; the map tiles colour every Item and year with it."""
+    from tessera_stac.catalog.projection import fit_collection_projection, item_href_in_store
+
+    pairs = [(i.relative, item_href_in_store(store.uri, i.key)) for i in loaded]
+    try:
+        settings = getattr(store, "settings", None)  # S3: the endpoint and credentials
+        gdal_env = settings.gdal_env() if settings is not None else None
+        projection = fit_collection_projection(pairs, gdal_env)
+    except Exception:  # unreadable files (or too few valid pixels): no projection, no harm
+        return
+    collection.extra_fields[c.PROJECTION_FIELD] = projection
 
 
 def _write_models(

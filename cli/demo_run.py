@@ -17,6 +17,7 @@ starts serving in seconds. Steps whose command this installation lacks are repor
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -54,6 +55,8 @@ class DemoRegion:
         block: Block (tehsil) name.
         bbox: (west, south, east, north); 0.1-degree aligned so it holds whole tiles.
         year: The embedding year to generate and join.
+        previous_year: The earlier year compared with ``year`` (default ``year - 1``); its
+            land inside :attr:`change_bbox` differs on purpose.
     """
 
     state: str = "jharkhand"
@@ -61,6 +64,18 @@ class DemoRegion:
     block: str = "tisri"
     bbox: tuple[float, float, float, float] = (86.0, 24.5, 86.2, 24.7)
     year: int = 2024
+    previous_year: int | None = None
+
+    @property
+    def years(self) -> tuple[int, int]:
+        """(earlier, later): the two years the demo publishes and compares."""
+        return (self.previous_year or self.year - 1, self.year)
+
+    @property
+    def change_bbox(self) -> tuple[float, float, float, float]:
+        """Where land changes on purpose in the later year: the west half of the first tile."""
+        west, south = self.bbox[0], self.bbox[1]
+        return (west, south, round(west + 0.05, 6), round(south + 0.1, 6))
 
     @property
     def tile_count(self) -> int:
@@ -259,6 +274,11 @@ def describe(results: Sequence[StepResult]) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------- the steps
+def _joined(published: Path, year: str) -> bool:
+    """True when a per-MWS table of ``year`` is written."""
+    return _count(published / "corestack-mws-embeddings", f"*_{year}.parquet") > 0
+
+
 def _count(folder: Path, pattern: str) -> int:
     return sum(1 for _ in folder.rglob(pattern)) if folder.is_dir() else 0
 
@@ -282,15 +302,19 @@ def demo_steps(region: DemoRegion, paths: DemoPaths, dsn: str, base_url: str) ->
     """
     mws_file = paths.mws / f"{region.state}_{region.district}_{region.block}_mws.geojson"
     year = str(region.year)
+    before = str(region.years[0])
+    change = ",".join(f"{v:g}" for v in region.change_bbox)
     out = str(paths.published)
     mws_item = f"{region.state}_{region.district}_{region.block}_mws"  # CoRE Stack's id style
 
     return [
         Step(
             "sample",
-            f"generate {region.tile_count} synthetic TESSERA tiles over {region.block}",
-            ("sample", "tiles", str(paths.source), "--bbox", region.bbox_arg, "--years", year),
-            outputs=lambda: _count(paths.source, "*_scales.npy") >= region.tile_count,
+            f"generate {region.tile_count} synthetic TESSERA tiles over {region.block} for "
+            f"{before} and {year} (land changed on purpose in {change})",
+            ("sample", "tiles", str(paths.source), "--bbox", region.bbox_arg,
+             "--years", f"{before},{year}", "--change", change, "--change-from", year),
+            outputs=lambda: _count(paths.source, "*_scales.npy") >= 2 * region.tile_count,
             needs=("sample", "tiles"),
         ),
         Step(
@@ -307,7 +331,7 @@ def demo_steps(region: DemoRegion, paths: DemoPaths, dsn: str, base_url: str) ->
             "publish",
             "publish the tiles as Cloud-Optimized GeoTIFFs + previews",
             ("publish", str(paths.source), out),
-            outputs=lambda: _count(paths.published, "embeddings.tif") >= region.tile_count,
+            outputs=lambda: _count(paths.published, "embeddings.tif") >= 2 * region.tile_count,
             needs=("publish",),
         ),
         Step(
@@ -327,12 +351,23 @@ def demo_steps(region: DemoRegion, paths: DemoPaths, dsn: str, base_url: str) ->
             outputs=(paths.published / "corestack-mws" / mws_item / f"{mws_item}.json").is_file,
             needs=("watersheds", "publish"),
         ),
+        *(
+            Step(
+                name,
+                f"join the {y} embeddings to the micro-watersheds",
+                ("watersheds", "join", "--year", y, "--mws", mws_item, "--out", out),
+                outputs=functools.partial(_joined, paths.published, y),
+                needs=("watersheds", "join"),
+            )
+            for name, y in (("join-previous", before), ("join", year))
+        ),
         Step(
-            "join",
-            "join the embeddings to the micro-watersheds",
-            ("watersheds", "join", "--year", year, "--mws", mws_item, "--out", out),
-            outputs=lambda: _count(paths.published / "corestack-mws-embeddings", "*.parquet") > 0,
-            needs=("watersheds", "join"),
+            "change",
+            f"rank the micro-watersheds by change {before}->{year}",
+            ("watersheds", "change", "--mws", mws_item, "--from", before, "--to", year,
+             "--out", out),
+            outputs=lambda: _count(paths.published / "corestack-mws-change", "*.parquet") > 0,
+            needs=("watersheds", "change"),
         ),
         Step(
             "load",
@@ -409,16 +444,17 @@ def _embedding_collection(dsn: str, region: DemoRegion) -> tuple[str | None, str
 def land_point(scales_tif: Path) -> tuple[float, float] | None:
     """The lon/lat of the valid (land) pixel nearest the centre of a published tile.
 
-    Reads the full-resolution ``scales`` COG (one float32 band, a few MB): a pixel is valid
-    when its scale is finite and in (0, 1), as the product defines it.
+    Reads the full-resolution ``scales`` COG (one float32 band, a few MB) through the reader
+    kernel; a pixel is valid by the product's recipe (a finite scale in (0, 1)).
     """
     import numpy as np
-    import rasterio
     from rasterio.warp import transform
 
-    with rasterio.open(scales_tif) as src:
-        scales = src.read(1)
-        valid = np.isfinite(scales) & (scales > 0) & (scales < 1)
+    from tessera_stac.catalog.reader import gdal_path, open_raster, rasterio_env, scale_validity
+    from tessera_stac.catalog.stac import embeddings_quantization
+
+    with rasterio_env(), open_raster(gdal_path(str(scales_tif))) as src:
+        valid = scale_validity(src.read(1), embeddings_quantization())
         rows, cols = np.nonzero(valid)
         if rows.size == 0:
             return None
@@ -438,6 +474,46 @@ def best_watershed(published: Path, year: int) -> str | None:
     table = pq.read_table(tables[0], columns=["uid", "count"]).to_pydict()
     ranked = sorted(zip(table["count"], table["uid"], strict=True), reverse=True)
     return str(ranked[0][1]) if ranked and ranked[0][0] else None
+
+
+def watershed_point(published: Path, year: int, uid: str) -> tuple[float, float] | None:
+    """A point inside watershed ``uid`` (from the demo's join table), rounded to 1e-6°."""
+    import geopandas as gpd
+
+    tables = sorted((published / "corestack-mws-embeddings").rglob(f"*_embeddings_{year}.parquet"))
+    if not tables:
+        return None
+    frame = gpd.read_parquet(tables[0], columns=["uid", "geometry"])
+    rows = frame[frame["uid"].astype(str) == uid]
+    if rows.empty:
+        return None
+    point = rows.geometry.iloc[0].representative_point()
+    return round(float(point.x), 6), round(float(point.y), 6)
+
+
+def tile_links(
+    base: str,
+    collection: str,
+    year: int,
+    routes: set[str],
+    point: tuple[float, float] | None,
+) -> dict[str, str]:
+    """Map tile URLs of the year's mosaic (QGIS: XYZ Tiles or WMTS) and, given a point, the
+    similarity layer of "places like this point"."""
+    from tessera_stac.api.tiles import PREFIX, tile_urls
+
+    if not any(r.startswith(f"{PREFIX}/") for r in routes):
+        return {}
+    pca = tile_urls(base, collection, "pca", year=year)
+    urls = {
+        f"map tiles {year}, XYZ (QGIS: XYZ Tiles)": pca["xyz"],
+        f"map tiles {year}, TileJSON": pca["tilejson"],
+        f"map tiles {year}, WMTS (QGIS: WMTS)": pca["wmts"],
+    }
+    if point:
+        similar = tile_urls(base, collection, "similarity", year=year, lon=point[0], lat=point[1])
+        urls["places like this point (similarity tiles, XYZ)"] = similar["xyz"]
+    return urls
 
 
 def pystac_snippet(base: str, region: DemoRegion, collection: str | None) -> str:
@@ -502,6 +578,7 @@ def demo_links(
             urls["embedding at a point"] = (
                 f"{base}/embeddings/position?lon={point[0]}&lat={point[1]}&year={region.year}"
             )
+        urls.update(tile_links(base, collection, region.year, routes, point))
     uid = best_watershed(published, region.year) if "/watersheds/{uid}/similar" in routes else None
     if uid:
         urls["one watershed's mean embedding"] = (
@@ -509,6 +586,17 @@ def demo_links(
         )
         urls["the watersheds most like it"] = (
             f"{base}/watersheds/{uid}/similar?year={region.year}&k=5"
+        )
+        inside = watershed_point(published, region.year, uid)
+        if collection and inside:
+            similar = tile_links(base, collection, region.year, routes, inside)
+            for key, url in similar.items():
+                if key.startswith("places like"):
+                    urls[f"places like watershed {uid} (similarity tiles, XYZ)"] = url
+    if "/watersheds/change" in routes:
+        before, after = region.years
+        urls[f"watersheds that changed most {before}->{after}"] = (
+            f"{base}/watersheds/change?from={before}&to={after}&limit=10"
         )
     for other, count in _collections(dsn):
         if other != collection:

@@ -26,6 +26,7 @@ from tessera_stac.cli import demo as cli_demo
 from tessera_stac.cli import publish as cli_publish
 from tessera_stac.cli import scale as cli_scale
 from tessera_stac.cli import serve as cli_serve
+from tessera_stac.cli import years as cli_years
 from tessera_stac.cli.common import state
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_USER_ERROR, EXIT_INTERNAL = 0, 1, 2, 3, 4
@@ -55,6 +56,7 @@ cli_serve.register(app)
 cli_corestack.register(app)
 cli_scale.register(app)
 cli_demo.register(app)
+cli_years.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

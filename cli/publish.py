@@ -86,6 +86,12 @@ def sample_tiles(
     sentinel_fraction: float = typer.Option(0.0, help="Share of huge-sentinel scales."),
     all_water: bool = typer.Option(False, "--all-water", help="Make every tile all water."),
     landmask: bool = typer.Option(True, "--landmask/--no-landmask", help="Write landmasks."),
+    change: str = typer.Option(
+        None, "--change", help="W,S,E,N where land changes on purpose in the later years."
+    ),
+    change_from: int = typer.Option(
+        None, "--change-from", help="First year of that change (default: the last year)."
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Generate synthetic TESSERA tiles with the real grid, dtype, scales and defects.
@@ -101,6 +107,8 @@ def sample_tiles(
         sentinel_fraction=sentinel_fraction,
         all_water=all_water,
         landmask=landmask,
+        change_bbox=parse_bbox(change) if change else None,
+        change_from=(change_from or year_list[-1]) if change else None,
     )
     written = []
     with progress(len(cells) * len(year_list), "sample tiles") as bar:
@@ -122,9 +130,13 @@ def sample_tiles(
 
 
 def publish_cmd(
-    source: str = typer.Argument(..., help="Tiles: local folder or s3://bucket/prefix."),
+    source: str = typer.Argument(
+        ..., help="Tiles: local folder or s3://bucket/prefix; a Zarr store: zarr://PATH-or-S3."
+    ),
     dest: str = typer.Argument(..., help="Output: local folder or s3://bucket/prefix."),
-    layout: str = typer.Option("auto", help="auto, geotessera, mirror or list (file of .npy)."),
+    layout: str = typer.Option(
+        "auto", help="auto, geotessera, mirror, list (file of .npy) or zarr (a geoemb store)."
+    ),
     years: str = typer.Option(None, "--years", help="Only these years (2024, 2017-2025...)."),
     bbox: str = typer.Option(None, "--bbox", help="Only cells overlapping W,S,E,N."),
     grid: list[str] = typer.Option(None, "--grid", help="Only these cells (repeatable)."),
@@ -133,6 +145,9 @@ def publish_cmd(
     model_version: str = typer.Option("v1", help="Model version; one collection per version."),
     collection: str = typer.Option(None, help="Collection id (tessera-embeddings-{version})."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Republish matching tiles too."),
+    require_landmask: bool = typer.Option(
+        False, "--require-landmask", help="Fail tiles without a landmask (default: flag them)."
+    ),
     workers: int | None = WORKERS_OPTION,
     engine: str = ENGINE_OPTION,
     scheduler: str | None = SCHEDULER_OPTION,
@@ -169,7 +184,13 @@ def publish_cmd(
         bbox=parse_bbox(bbox) if bbox else None,
         grids=frozenset(grid) if grid else None,
     )
-    sources = tiles.discover(source, layout, flt, source_settings, dataset, landmasks)
+    from tessera_stac.publisher.embeddings import zarr_source
+
+    sources: list[Any]
+    if zarr_source.is_zarr_source(source, layout):
+        sources = list(zarr_source.discover(source, flt, source_settings))
+    else:
+        sources = list(tiles.discover(source, layout, flt, source_settings, dataset, landmasks))
     if not sources:
         raise InputError(f"{source}: no tiles found (layout {layout}, filters {flt})")
     with open_engine(engine, workers, scheduler) as eng, progress(len(sources), "publish") as bar:
@@ -180,6 +201,7 @@ def publish_cmd(
             model_version=model_version,
             collection=collection,
             overwrite=overwrite,
+            require_landmask=require_landmask,
             settings=settings,
             source_settings=source_settings,
             source_label=source,

@@ -78,6 +78,16 @@ def write_catalog(root: Path, items: list[dict[str, Any]], collection_id: str) -
     return root / "catalog.json"
 
 
+def load_hand_items(dsn: str, folder: Path) -> None:
+    """Load the hand collection and two items (UTM 42N/43N, 2024) into ``dsn``."""
+    from tessera_stac.catalog.pgstac.load import load
+
+    source = folder / "seed.ndjson"
+    objs = [make_collection(), make_item(71.93, 23.01, 2024), make_item(72.07, 23.01, 2024)]
+    source.write_text("".join(json.dumps(o) + "\n" for o in objs))
+    load(dsn, str(source))
+
+
 HAND_POINTS = [
     (71.93, 23.01, 2023),
     (71.93, 23.01, 2024),

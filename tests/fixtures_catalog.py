@@ -197,3 +197,23 @@ def schema_errors(our_schema: dict[str, Any]) -> Callable[[dict[str, Any]], list
         return sorted(validator.iter_errors(obj), key=lambda e: list(e.absolute_path))
 
     return errors
+
+
+def wait_serving(url: str, proc: Any, what: str = "test server") -> None:
+    """Wait until ``url`` answers (any HTTP status) from the server process ``proc``."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return  # e.g. 404 on a folder: the server answers
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError(f"{what} did not start") from None
+            time.sleep(0.1)

@@ -1,1 +1,1 @@
-"""/work/main/catalog/pgstac."""
+"""pgSTAC: loading items (pypgstac Loader) and the project-local PostgreSQL cluster."""

@@ -1,1 +1,1 @@
-"""/work/main/publisher/embeddings."""
+"""TESSERA tiles to COGs + STAC items: source readers, georeferencing, COG writer, the run."""

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from tessera_stac.catalog import constants as c
-from tessera_stac.catalog.errors import TesseraStacError
+from tessera_stac.catalog.errors import InputError, TesseraStacError
 from tessera_stac.catalog.hrefs import is_public, scrub_local_paths
 from tessera_stac.catalog.model import AssetRecord, PixelCounts, PublishedTile
 from tessera_stac.catalog.profile import (
@@ -54,9 +54,15 @@ from tessera_stac.catalog.store import (
 from tessera_stac.catalog.store_settings import StorageSettings
 from tessera_stac.publisher.embeddings import cog, preview
 from tessera_stac.publisher.embeddings.tiles import LoadedTile, TileSource, load_tile
+from tessera_stac.publisher.embeddings.zarr_source import EmptyCellError, ZarrCell
 from tessera_stac.publisher.engines.local import Engine, SerialEngine
+from tessera_stac.publisher.lifeline import alive
 
 SCRATCH_DIR = ".tessera-stac-tmp"
+#: Report warning of a tile published without a landmask (its item has tessera:landmask false).
+NO_LANDMASK = (
+    "no landmask: water is not masked, its pixels hold embeddings (item tessera:landmask=false)"
+)
 REPORTS_DIR = "_reports"
 
 
@@ -92,6 +98,7 @@ class PublishOptions:
     source_storage: dict[str, Any] | None = None
     threads: int = 1
     model_name: str = c.MODEL_NAME
+    require_landmask: bool = False
 
     @property
     def collection_id(self) -> str:
@@ -111,9 +118,9 @@ class PublishOptions:
 
 @dataclass(frozen=True)
 class TileTask:
-    """One (tile, year) to publish."""
+    """One (tile, year) to publish: ``.npy`` files, or a cell of a Zarr store."""
 
-    source: TileSource
+    source: TileSource | ZarrCell
     options: PublishOptions
 
 
@@ -131,6 +138,7 @@ class TileOutcome:
     counts: dict[str, int] = field(default_factory=dict)
     item_href: str = ""
     tile: PublishedTile | None = None
+    warnings: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form for the run report."""
@@ -151,6 +159,8 @@ class TileOutcome:
             out["item"] = self.item_href
         if self.tile is not None:
             out["sources"] = list(self.tile.sources)
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
         return out
 
 
@@ -241,14 +251,28 @@ def publish_tile(task: TileTask) -> TileOutcome:
                 return outcome("skipped", reason=reason, item_href=store.join(item_key))
         scratch.mkdir(parents=True, exist_ok=False)
         with timer("read"):
-            loaded = load_tile(src, scratch, opts.source_settings())
+            if isinstance(src, ZarrCell):
+                loaded = src.load(scratch, opts.source_settings())
+            else:
+                loaded = load_tile(src, scratch, opts.source_settings())
+        warnings: tuple[str, ...] = ()
+        if loaded.landmask is None:
+            if opts.require_landmask:
+                raise InputError(
+                    f"{src.embeddings}: no landmask for {src.grid} (refused: --require-landmask)"
+                )
+            warnings = (NO_LANDMASK,)
         tile, counts = _publish_loaded(loaded, store, prefix, scratch, opts, timer)
         with timer("item"):
             item = create_item(tile).to_dict(include_self_link=False, transform_hrefs=False)
             item_file = scratch / f"{src.item_id}.json"
             item_file.write_bytes(json.dumps(item, indent=2).encode())
             store.put_file(item_file, item_key, c.GEOJSON_MEDIA_TYPE, sha256_file(item_file))
-        return outcome("ok", counts=counts, item_href=store.join(item_key), tile=tile)
+        return outcome(
+            "ok", counts=counts, item_href=store.join(item_key), tile=tile, warnings=warnings
+        )
+    except EmptyCellError as exc:
+        return outcome("skipped", reason=str(exc))
     except TesseraStacError as exc:
         return outcome("failed", reason=str(exc))
     except Exception as exc:  # a bug or an environment problem: keep the other tiles going
@@ -296,7 +320,7 @@ def _publish_loaded(
         with timer("deliver"):
             store.put_file(path, f"{prefix}/{path.name}", media_type, digest)
         assets[key] = AssetRecord(key, f"./{path.name}", media_type, size, multihash(digest), roles)
-    counts = check.as_dict()
+    counts = check.as_dict() | loaded.counts
     tile = PublishedTile(
         cell=loaded.cell,
         year=loaded.year,
@@ -431,24 +455,20 @@ class RunReport:
             "collection": self.collection,
             "workers": self.workers,
             "totals": self.totals,
+            "warnings": [f"{o.item_id}: {w}" for o in self.outcomes for w in o.warnings],
             "tiles": [o.as_dict() for o in sorted(self.outcomes, key=lambda o: o.item_id)],
         }
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def scratch_root(store: LocalStore | S3Store) -> Path:
-    """Where runs keep scratch files: in a local destination (same file system), else tmp."""
+    """Where runs keep scratch files: beside a local destination, never inside it (so partial
+    files are never published nor served under ``/data``) yet on its file system (moves stay
+    renames): ``DEST/../.{DEST name}.tessera-stac-tmp``; the system temp dir for S3 or when
+    the parent folder is not writable."""
     if isinstance(store, LocalStore):
-        return store.root / SCRATCH_DIR
+        root = store.root.resolve()
+        if os.access(root.parent, os.W_OK):
+            return root.parent / f".{root.name}{SCRATCH_DIR}"
     return Path(tempfile.gettempdir()) / "tessera-stac-scratch"
 
 
@@ -460,20 +480,21 @@ def clean_stale_scratch(root: Path) -> list[Path]:
     for child in root.iterdir():
         parts = child.name.split("-")
         stale = len(parts) >= 3 and parts[0] == "run" and parts[1].isdigit()
-        if stale and not _pid_alive(int(parts[1])):
+        if stale and not alive(int(parts[1])):
             shutil.rmtree(child, ignore_errors=True)
             removed.append(child)
     return removed
 
 
 def publish(
-    sources: Iterable[TileSource],
+    sources: Iterable[TileSource | ZarrCell],
     dest: str,
     *,
     engine: Engine | None = None,
     model_version: str = "v1",
     collection: str | None = None,
     overwrite: bool = False,
+    require_landmask: bool = False,
     settings: StorageSettings | None = None,
     source_settings: StorageSettings | None = None,
     now: datetime | None = None,
@@ -490,6 +511,8 @@ def publish(
         model_version: model version, e.g. ``v1``.
         collection: collection id (default ``tessera-embeddings-{model_version}``).
         overwrite: republish tiles whose outputs already match.
+        require_landmask: fail a tile that has no landmask (default: publish it flagged,
+            ``tessera:landmask: false`` on the item and a warning in the report).
         settings: S3 settings of the destination (and of the sources unless given).
         source_settings: S3 settings of the sources (e.g. anonymous reads of a mirror).
         now: the run's timestamp (default: the current time).
@@ -508,6 +531,10 @@ def publish(
         store.root.mkdir(parents=True, exist_ok=True)
     root = scratch_root(store)
     clean_stale_scratch(root)
+    if isinstance(store, LocalStore):  # scratch of older versions, inside DEST
+        clean_stale_scratch(store.root / SCRATCH_DIR)
+        with contextlib.suppress(OSError):
+            (store.root / SCRATCH_DIR).rmdir()
     run_id = f"{started.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}"
     scratch = root / f"run-{os.getpid()}-{run_id}"
     scratch.mkdir(parents=True, exist_ok=True)
@@ -518,6 +545,7 @@ def publish(
         model_version=model_version,
         collection=collection,
         overwrite=overwrite,
+        require_landmask=require_landmask,
         storage=settings.model_dump() if settings is not None else None,
         source_storage=source_settings.model_dump() if source_settings is not None else None,
     )

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -335,9 +336,28 @@ def _discover_list(
 
 
 # ------------------------------------------------------------------------------- reading
+class SourceRef(Protocol):
+    """What a run needs to name a source: a :class:`TileSource`, or a cell of a Zarr store."""
+
+    @property
+    def grid(self) -> str: ...
+    @property
+    def year(self) -> int: ...
+    @property
+    def item_id(self) -> str: ...
+    @property
+    def embeddings(self) -> str: ...
+    @property
+    def uris(self) -> tuple[str, ...]: ...
+
+
 @dataclass(frozen=True)
 class LoadedTile:
-    """A tile's arrays and grid, checked for shape, dtype and georeferencing."""
+    """A tile's arrays and grid, checked for shape, dtype and georeferencing.
+
+    ``counts`` holds pixel counts a source knows better than the validity rules (a Zarr
+    store's water and unfilled land); they replace those of the run report.
+    """
 
     cell: GridCell
     year: int
@@ -345,7 +365,8 @@ class LoadedTile:
     embeddings: np.ndarray  # (H, W, 128) int8, possibly a read-only memmap
     scales: np.ndarray  # (H, W) float32
     landmask: np.ndarray | None  # (H, W), 0 = water
-    source: TileSource
+    source: SourceRef
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 def _load_npy(path: Path, uri: str) -> np.ndarray:

@@ -1,1 +1,1 @@
-"""/work/main/publisher/engines."""
+"""Engines that run tasks (tiles, join cells): serial, process pool, Dask."""

@@ -22,6 +22,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from typing import Protocol, TypeVar
 
+from tessera_stac.publisher.lifeline import die_with
+
 T = TypeVar("T")
 R = TypeVar("R")
 #: the work of one task, and what turns a task that failed into a result (None: raise)
@@ -64,7 +66,8 @@ class ProcessEngine:
 
     At most ``2 * workers`` tasks are in flight, so long task lists stream through the pool.
     Workers start with ``forkserver`` (``spawn`` where unavailable). If a worker dies, the
-    tasks it broke are reported through ``on_error`` and a fresh pool runs the rest.
+    tasks it broke are reported through ``on_error`` and a fresh pool runs the rest. Workers
+    die with this process, even when it is killed with SIGKILL (``lifeline.die_with``).
     """
 
     name = "process"
@@ -77,7 +80,11 @@ class ProcessEngine:
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
         return ProcessPoolExecutor(
-            self.workers, mp_context=context, max_tasks_per_child=self.max_tasks_per_child
+            self.workers,
+            mp_context=context,
+            max_tasks_per_child=self.max_tasks_per_child,
+            initializer=die_with,
+            initargs=(os.getpid(),),
         )
 
     def map(
@@ -153,9 +160,14 @@ def open_engine(kind: str, workers: int | None, scheduler: str | None) -> Iterat
 
 
 def probe(task: tuple[int, str]) -> int:
-    """A task for checking engines: ``(number, action)`` with action ``ok``, ``raise`` or
-    ``die`` (the worker process exits at once, as if killed). Returns ``number``."""
+    """A task for checking engines: ``(number, action)`` with action ``ok``, ``raise``, ``die``
+    (the worker process exits at once, as if killed) or ``sleep`` (a minute). Returns
+    ``number``."""
     number, action = task
+    if action == "sleep":
+        import time
+
+        time.sleep(60)
     if action == "raise":
         raise RuntimeError(f"probe {number} failed on purpose")
     if action == "die":

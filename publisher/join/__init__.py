@@ -1,1 +1,1 @@
-"""/work/main/publisher/join."""
+"""Embeddings x micro-watersheds: the zonal join and its PCA map."""

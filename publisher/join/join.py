@@ -14,8 +14,9 @@ Rules:
 
 Per tile the work is: select the MWS that touch the tile's cell, project them to the tile's UTM
 CRS, rasterise them (one label array per group of mutually non-overlapping polygons, so a pixel
-in two overlapping MWS counts for both), then read the COG window in row strips and accumulate
-``q * s`` per label with ``np.bincount`` band by band.
+in two overlapping MWS counts for both), then read the COG window strip by strip through the
+catalog's reader kernel (whole block rows, each block decompressed once; validity by the
+item's recipe; exact float64 sums of ``q * s``) and accumulate per label.
 """
 
 from __future__ import annotations
@@ -41,13 +42,24 @@ from tessera_stac.catalog.constants import (
     TABLE_SCHEMA_URI,
     UID_COLUMN,
 )
+from tessera_stac.catalog.embedding import Quantization
 from tessera_stac.catalog.errors import InputError
 from tessera_stac.catalog.model import GridCell
 from tessera_stac.catalog.profile import EMBEDDING_DIM, EMBEDDINGS, SCALES
+from tessera_stac.catalog.reader import (
+    ItemRecipe,
+    gdal_path,
+    iter_strips,
+    open_raster,
+    owned_by_cell,
+    pixel_centres,
+    rasterio_env,
+    sum_dequantized,
+    valid_codes,
+)
 
 MEAN_COLUMNS = tuple(EMBEDDINGS.band_names)
-STRIP_ROWS = 256
-CHUNK_PIXELS = 16384  # pixels converted to float64 at once (128 x 16384 x 8 B = 16 MB)
+STRIP_ROWS = 256  # two 128 px block rows per read
 FLAG_OK = "ok"
 FLAG_NO_VALID = "no_valid_pixels"
 FLAG_PARTIAL = "partial_coverage"
@@ -66,6 +78,7 @@ class EmbeddingTile:
     shape: tuple[int, int]
     embeddings_href: str
     scales_href: str
+    quantization: Quantization | None = None  # the item's recipe (None: TESSERA's)
 
 
 def _resolve(base: str, href: str) -> str:
@@ -88,10 +101,10 @@ def tile_from_item(item: dict[str, Any], href: str) -> EmbeddingTile:
         transform = tuple(float(v) for v in props["proj:transform"][:6])
         shape = tuple(int(v) for v in props["proj:shape"][:2])
         year = int(props.get("tessera:year") or str(props["start_datetime"])[:4])
-        assets = item["assets"]
-        emb = _resolve(href, assets[EMBEDDINGS.asset_key]["href"])
-        scl = _resolve(href, assets[SCALES.asset_key]["href"])
-    except (KeyError, ValueError, TypeError) as exc:
+        recipe = ItemRecipe.of(item, EMBEDDINGS.asset_key, self_href=href)
+        emb = recipe.codes_href
+        scl = recipe.scale_href or _resolve(href, item["assets"][SCALES.asset_key]["href"])
+    except (KeyError, ValueError, TypeError, InputError) as exc:
         raise InputError(f"{href}: not a TESSERA embedding item ({exc})") from exc
     return EmbeddingTile(
         item_id=str(item["id"]),
@@ -103,6 +116,7 @@ def tile_from_item(item: dict[str, Any], href: str) -> EmbeddingTile:
         shape=shape,  # type: ignore[arg-type]
         embeddings_href=emb,
         scales_href=scl,
+        quantization=recipe.quantization,
     )
 
 
@@ -266,17 +280,13 @@ def _window(tile: EmbeddingTile, geoms_utm: np.ndarray) -> tuple[int, int, int, 
 
 def _owned(tile: EmbeddingTile, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """True where the pixel centre lies in the tile's own 0.1° cell (DESIGN §5)."""
-    a, b, c, d, e, f = tile.transform
-    x = c + (cols + 0.5) * a + (rows + 0.5) * b
-    y = f + (cols + 0.5) * d + (rows + 0.5) * e
-    to_ll = Transformer.from_crs(tile.epsg, 4326, always_xy=True)
-    lon, lat = to_ll.transform(x, y)
-    ix = round((tile.cell.lon - 0.05) * 10)
-    iy = round((tile.cell.lat - 0.05) * 10)
-    result: np.ndarray = (np.floor(np.asarray(lon) * 10) == ix) & (
-        np.floor(np.asarray(lat) * 10) == iy
-    )
-    return result
+    x, y = pixel_centres(tile.transform, rows, cols)
+    lon, lat = _to_lonlat(tile.epsg).transform(x, y)
+    return owned_by_cell(lon, lat, tile.cell)
+
+
+def _to_lonlat(epsg: int) -> Transformer:
+    return Transformer.from_crs(epsg, 4326, always_xy=True)
 
 
 def _labels(
@@ -322,9 +332,6 @@ def accumulate_tile(
     env: dict[str, str] | None = None,
 ) -> bool:
     """Add one tile's owned, valid pixels to ``acc``; False when no MWS touches the tile."""
-    import rasterio
-    from rasterio.windows import Window
-
     west, south, east, north = tile.cell.bounds
     index = tree.query(shapely.box(west, south, east, north), predicate="intersects")
     if len(index) == 0:
@@ -335,48 +342,56 @@ def accumulate_tile(
     if win is None:
         return False
     label_sets = _labels(tile, geoms_utm, index, groups, win)
-    row0, row1, col0, col1 = win
+    q = tile.quantization or _tessera_quantization()
+    row0 = win[0]
     with (
-        rasterio.Env(**(env or {})),
-        rasterio.open(tile.embeddings_href) as emb_ds,
-        rasterio.open(tile.scales_href) as scl_ds,
+        rasterio_env(env),
+        open_raster(gdal_path(tile.embeddings_href), tile.embeddings_href) as emb_ds,
+        open_raster(gdal_path(tile.scales_href), tile.scales_href) as scl_ds,
     ):
-        # strips aligned on the COG's block rows, so each block is decoded once
-        first = row0 - row0 % STRIP_ROWS
-        for start in range(first, row1, STRIP_ROWS):
-            r0, r1 = max(start, row0), min(start + STRIP_ROWS, row1)
+        for (r0, r1, col0, _), codes, scales in iter_strips(
+            emb_ds, scl_ds, win, q.scale_band or 1, STRIP_ROWS
+        ):
             strip = [lab[r0 - row0 : r1 - row0] for lab in label_sets]
-            if not any(s.any() for s in strip):
-                continue
-            window = Window(col0, r0, col1 - col0, r1 - r0)
-            q = emb_ds.read(window=window)  # (128, h, w) int8
-            s = scl_ds.read(1, window=window)
-            _accumulate_strip(tile, strip, q, s, r0, col0, acc)
+            if any(s.any() for s in strip):
+                _accumulate_strip(tile, q, strip, codes, scales, r0, col0, acc)
     return True
+
+
+def _tessera_quantization() -> Quantization:
+    from tessera_stac.catalog.stac import embeddings_quantization
+
+    return embeddings_quantization()
 
 
 def _accumulate_strip(
     tile: EmbeddingTile,
+    q: Quantization,
     strips: list[np.ndarray],
-    q: np.ndarray,
-    s: np.ndarray,
+    codes: np.ndarray,
+    scales: np.ndarray | None,
     r0: int,
     col0: int,
     acc: Accumulator,
 ) -> None:
     """Accumulate one strip: owned + labelled pixels, then valid ones, summed per label."""
-    bands = q.reshape(EMBEDDING_DIM, -1)
-    flat_s = s.reshape(-1)
-    width = s.shape[1]
-    labelled = np.zeros(flat_s.shape, dtype=bool)
+    width = codes.shape[2]
+    labelled = np.zeros(codes.shape[1] * width, dtype=bool)
     for lab in strips:
         labelled |= lab.reshape(-1) > 0
     where = np.flatnonzero(labelled)
-    owned = np.zeros(flat_s.shape, dtype=bool)
+    if len(where) == 0:
+        return
+    owned = np.zeros(labelled.shape, dtype=bool)
     owned[where[_owned(tile, r0 + where // width, col0 + where % width)]] = True
-    # DESIGN §1 validity: a finite scale in (0, 1) and a real code (published nodata is -128)
-    with np.errstate(invalid="ignore"):
-        valid = (flat_s > 0) & (flat_s < 1) & (bands[0] != EMBEDDINGS.nodata)
+    # the pixels of interest only: (k, dims) codes and (k,) scales, validity by the recipe
+    pick = np.flatnonzero(owned)
+    pixels = codes.reshape(codes.shape[0], -1)[:, pick].T
+    pscales = None if scales is None else scales.reshape(-1)[pick]
+    valid = np.zeros(labelled.shape, dtype=bool)
+    valid[pick] = valid_codes(pixels, pscales, q)
+    slot = np.full(labelled.shape, -1, dtype=np.int64)
+    slot[pick] = np.arange(len(pick))
     for lab in strips:
         flat = lab.reshape(-1)
         sel = np.flatnonzero((flat > 0) & owned)
@@ -385,30 +400,29 @@ def _accumulate_strip(
         labels = flat[sel] - 1
         acc.pixels += np.bincount(labels, minlength=acc.n)
         good = valid[sel]
-        _sum_by_label(bands, flat_s, sel[good], labels[good], acc)
+        _sum_by_label(pixels, pscales, slot[sel[good]], labels[good], q, acc)
 
 
 def _sum_by_label(
-    bands: np.ndarray, scales: np.ndarray, sel: np.ndarray, labels: np.ndarray, acc: Accumulator
+    pixels: np.ndarray,
+    scales: np.ndarray | None,
+    rows: np.ndarray,
+    labels: np.ndarray,
+    q: Quantization,
+    acc: Accumulator,
 ) -> None:
-    """Per label: count, and sum of dequantised vectors in float64 (sorted-group reduction).
-
-    ``q * s`` of an int8 and a float32 is exact in float64, so one float64 matrix-vector product
-    per group of pixels gives the sum of the dequantised vectors.
-    """
-    if len(sel) == 0:
+    """Per label: count, and exact float64 sum of the dequantised vectors (sorted groups)."""
+    if len(rows) == 0:
         return
     order = np.argsort(labels, kind="stable")
-    sel, labels = sel[order], labels[order]
+    rows, labels = rows[order], labels[order]
     starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
     ends = np.r_[starts[1:], len(labels)]
     for start, end in zip(starts, ends, strict=True):
         label = int(labels[start])
         acc.count[label] += end - start
-        for c0 in range(start, end, CHUNK_PIXELS):
-            idx = sel[c0 : min(c0 + CHUNK_PIXELS, end)]
-            block = bands[:, idx].astype(np.float64)
-            acc.sums[label] += block @ scales[idx].astype(np.float64)
+        idx = rows[start:end]
+        acc.sums[label] += sum_dequantized(pixels[idx], None if scales is None else scales[idx], q)
 
 
 @dataclass(frozen=True)
@@ -529,11 +543,23 @@ def summary_columns(table: gpd.GeoDataFrame) -> list[dict[str, str]]:
     return table_columns(table, described)
 
 
-def create_join_collection(bbox: Sequence[float], interval: tuple[Any, Any]) -> Any:
-    """The derived collection of per-MWS embedding summaries (pure)."""
+def derived_table_collection(
+    collection_id: str,
+    title: str,
+    description: str,
+    keywords: list[str],
+    bbox: Sequence[float],
+    interval: tuple[Any, Any],
+) -> Any:
+    """A collection of derived per-MWS tables (the joins, the change tables; pure)."""
     from tessera_stac.publisher.watersheds.layer import corestack_collection
 
-    return corestack_collection(
+    return corestack_collection(collection_id, title, description, (bbox, interval), keywords)
+
+
+def create_join_collection(bbox: Sequence[float], interval: tuple[Any, Any]) -> Any:
+    """The derived collection of per-MWS embedding summaries (pure)."""
+    return derived_table_collection(
         JOIN_COLLECTION_ID,
         "TESSERA embeddings per CoRE Stack micro-watershed",
         "Per-MWS summaries of the annual TESSERA embeddings: for every micro-watershed "
@@ -541,8 +567,9 @@ def create_join_collection(bbox: Sequence[float], interval: tuple[Any, Any]) -> 
         "counted once, in the tile whose 0.1° cell holds its centre), the valid fraction "
         "and the mean dequantised 128-d vector. One item per (block, year), derived from "
         "the corestack-mws item and the embedding items it read.",
-        (bbox, interval),
         ["TESSERA", "embeddings", "CoRE Stack", "micro-watershed"],
+        bbox,
+        interval,
     )
 
 
@@ -592,11 +619,7 @@ def create_join_item(
     props["table:primary_geometry"] = "geometry"
     props["table:row_count"] = len(table)
     props["table:columns"] = summary_columns(table)
-    for key, record in assets.items():
-        asset = pystac.Asset(record.href, media_type=record.media_type, roles=list(record.roles))
-        asset.extra_fields["file:size"] = record.size
-        asset.extra_fields["file:checksum"] = record.checksum
-        item.add_asset(key, asset)
+    add_file_assets(item, assets)
     if mws_href:
         link = pystac.Link("derived_from", mws_href, "application/geo+json", "MWS layer item")
         item.add_link(link)
@@ -608,6 +631,31 @@ def create_join_item(
     if unlinked:  # embedding items outside the catalog: their ids, never their local paths
         props["tessera:source_items"] = unlinked
     return item
+
+
+def add_file_assets(item: Any, assets: dict[str, Any]) -> None:
+    """Add asset records (href, media type, roles, ``file:size``/``file:checksum``)."""
+    import pystac
+
+    for key, record in assets.items():
+        asset = pystac.Asset(record.href, media_type=record.media_type, roles=list(record.roles))
+        asset.extra_fields["file:size"] = record.size
+        asset.extra_fields["file:checksum"] = record.checksum
+        item.add_asset(key, asset)
+
+
+def _georeference(item: Any, bbox: Sequence[float], shape: tuple[int, int]) -> None:
+    """The map image is a web-mercator grid whose edges are the item's bbox (projection
+    extension: its bounds in EPSG:3857 metres and its shape)."""
+    from tessera_stac.catalog.constants import PROJECTION_SCHEMA_URI
+
+    item.stac_extensions = sorted({*item.stac_extensions, PROJECTION_SCHEMA_URI})
+    for key, kind in (("map", "PNG"), ("map-cog", "COG")):
+        asset = item.assets[key]
+        asset.title = f"Map: MWS coloured by the PCA of their mean embeddings ({kind})"
+        asset.extra_fields["proj:code"] = "EPSG:3857"
+        asset.extra_fields["proj:bbox"] = [round(float(v), 3) for v in bbox]
+        asset.extra_fields["proj:shape"] = list(shape)
 
 
 @dataclass(frozen=True)
@@ -638,6 +686,29 @@ def _rel(target: str, folder: Path, root: Path) -> str | None:
     return rel if rel.startswith(".") else f"./{rel}"
 
 
+def write_derived_item(
+    root: Path,
+    collection_id: str,
+    item_id: str,
+    fill: Callable[[Path, Path], dict[str, Any]],
+    collection: Callable[[list[float], tuple[Any, Any]], Any],
+) -> Path:
+    """Publish ``{root}/{collection_id}/{item_id}/`` whole (staged, then swapped in) and rewrite
+    the collection and the root catalog from the items now there.
+
+    ``fill(staged, final)`` writes the files into ``staged`` and returns the item dict (hrefs
+    relative to ``final``). Returns the collection's path.
+    """
+    from tessera_stac.publisher.watersheds.layer import open_stores, publish_item_folder
+
+    final = root / collection_id / item_id
+    stores = open_stores(root, None)
+    publish_item_folder(
+        stores, collection_id, item_id, lambda staged: fill(staged, final), collection
+    )
+    return root / collection_id / "collection.json"
+
+
 def write_join(
     result: JoinResult,
     root: Path,
@@ -650,17 +721,15 @@ def write_join(
 
     The folder is staged and swapped in whole; the collection and root catalog are updated.
     """
-    from tessera_stac.publisher.join.pca_map import render_pca_map
-    from tessera_stac.publisher.watersheds.layer import (
-        asset_record,
-        open_stores,
-        publish_item_folder,
-    )
+    from tessera_stac.catalog.profile import EMBEDDINGS
+    from tessera_stac.publisher.join.pca_map import render_pca_map, render_pca_overlay
+    from tessera_stac.publisher.overlay import overlay_cog
+    from tessera_stac.publisher.watersheds.layer import asset_record
 
     item_id = join_item_id(str(mws_item["id"]), result.year)
     final = root / JOIN_COLLECTION_ID / item_id
 
-    def write(staged: Path) -> dict[str, Any]:
+    def fill(staged: Path, final: Path) -> dict[str, Any]:
         table = result.table
         parquet = staged / f"{item_id}.parquet"
         table.to_parquet(parquet, index=False, compression="zstd", schema_version="1.1.0")
@@ -671,9 +740,15 @@ def write_join(
             records["csv"] = asset_record(path, "csv", CSV_MEDIA_TYPE, ("data",))
         png = staged / f"{item_id}_pca.png"
         means = table[list(MEAN_COLUMNS)].to_numpy(dtype=np.float64)
-        title = f"{mws_item['id']}: MWS by PCA of mean embeddings, {result.year}"
-        render_pca_map(table, means, png, title)
+        bbox = tuple(round(float(v), 8) for v in table.total_bounds)
+        shape, merc_bbox = render_pca_overlay(table, means, png, bbox)  # type: ignore[arg-type]
         records["map"] = asset_record(png, "map", PNG_MEDIA_TYPE, ("overview", "visual"))
+        cog = overlay_cog(png, staged / f"{item_id}_pca.tif", merc_bbox)
+        records["map-cog"] = asset_record(cog, "map-cog", EMBEDDINGS.media_type, ("visual",))
+        figure = staged / f"{item_id}_pca_figure.png"
+        title = f"{mws_item['id']}: MWS by PCA of mean embeddings, {result.year}"
+        render_pca_map(table, means, figure, title)
+        records["figure"] = asset_record(figure, "figure", PNG_MEDIA_TYPE, ("metadata",))
         item = create_join_item(
             result,
             mws_item,
@@ -682,10 +757,10 @@ def write_join(
             records,
             processed,
         )
+        _georeference(item, merc_bbox, shape)
         return dict(item.to_dict(include_self_link=False, transform_hrefs=False))
 
-    stores = open_stores(root, None)
-    publish_item_folder(stores, JOIN_COLLECTION_ID, item_id, write, create_join_collection)
+    write_derived_item(root, JOIN_COLLECTION_ID, item_id, fill, create_join_collection)
     return JoinOutput(
         item_id=item_id,
         item_path=final / f"{item_id}.json",

@@ -1,5 +1,10 @@
 """A map of a block's micro-watersheds coloured by the first three principal components of
-their mean embedding vectors: watersheds with similar colours have similar embeddings."""
+their mean embedding vectors: watersheds with similar colours have similar embeddings.
+
+:func:`render_pca_overlay` draws the map layer (no axes, no title, transparent outside the
+polygons) exactly over a lon/lat bounding box, so a web map that stretches the image over the
+item's ``bbox`` (STAC Browser's Map view) registers it with the polygons;
+:func:`render_pca_map` draws the figure with title, axes and legend for people reading it."""
 
 from __future__ import annotations
 
@@ -35,6 +40,19 @@ def pca_colours(means: np.ndarray) -> np.ndarray:
     span = np.where(hi > lo, hi - lo, 1.0)
     rgb[ok] = np.clip((scores - lo) / span, 0.0, 1.0)
     return rgb
+
+
+def render_pca_overlay(
+    table: gpd.GeoDataFrame,
+    means: np.ndarray,
+    path: Path,
+    bbox: tuple[float, float, float, float],
+    width: int = 1024,
+) -> tuple[tuple[int, int], tuple[float, float, float, float]]:
+    """The map layer of :func:`pca_colours` (see ``publisher.overlay.render_overlay``)."""
+    from tessera_stac.publisher.overlay import render_overlay
+
+    return render_overlay(table, pca_colours(means), path, bbox, width)
 
 
 def render_pca_map(table: gpd.GeoDataFrame, means: np.ndarray, path: Path, title: str) -> Path:

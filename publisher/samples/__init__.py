@@ -1,1 +1,1 @@
-"""/work/main/publisher/samples."""
+"""Deterministic sample generators: TESSERA tiles, landmasks, MWS layers, items, catalogues."""

@@ -58,6 +58,10 @@ class SampleOptions:
         crop: ``(height, width)`` to keep only the top-left part (fast tests); the landmask is
             cropped the same way (same origin) so the tile stays self-consistent.
         landmask: write the landmask GeoTIFF.
+        change_bbox: ``(west, south, east, north)`` where land changes on purpose: from
+            ``change_from`` on, its land pixels are drawn from another mixing (a different land
+            cover), so their cosine distance to earlier years is large (~1); water stays water.
+        change_from: the first year of the changed land cover.
     """
 
     zero_fraction: float = 0.0
@@ -65,6 +69,16 @@ class SampleOptions:
     all_water: bool = False
     crop: tuple[int, int] | None = None
     landmask: bool = True
+    change_bbox: tuple[float, float, float, float] | None = None
+    change_from: int | None = None
+
+    def changed(self, year: int) -> bool:
+        """True when ``year`` has the changed land cover inside ``change_bbox``."""
+        return (
+            self.change_bbox is not None
+            and self.change_from is not None
+            and year >= self.change_from
+        )
 
 
 @dataclass(frozen=True)
@@ -171,6 +185,8 @@ class _Model:
     land_bias: np.ndarray  # (128,)
     water: np.ndarray
     water_bias: np.ndarray
+    changed: np.ndarray  # the land cover of SampleOptions.change_bbox
+    changed_bias: np.ndarray
 
     @classmethod
     def make(cls) -> _Model:
@@ -181,6 +197,8 @@ class _Model:
             land_bias=(rng.normal(size=EMBEDDING_DIM) * scale).astype(np.float32),
             water=(rng.normal(size=(LATENT, EMBEDDING_DIM)) * scale * 0.25).astype(np.float32),
             water_bias=(rng.normal(size=EMBEDDING_DIM) * AMPLITUDE * 0.8).astype(np.float32),
+            changed=(rng.normal(size=(LATENT, EMBEDDING_DIM)) * scale).astype(np.float32),
+            changed_bias=(rng.normal(size=EMBEDDING_DIM) * scale).astype(np.float32),
         )
 
 
@@ -224,6 +242,12 @@ def generate_tile(cell: GridCell, year: int, options: SampleOptions | None = Non
     yearly = _Waves.make(_seed("latent", year), LATENT)(lon, lat)
     latent = base + np.float32(0.35) * yearly  # (h, w, LATENT)
     water_field = _Waves.make(_seed("water"), 1, waves=16)(lon, lat)  # (h, w, 1)
+    change_field = None
+    if opts.changed(year):
+        assert opts.change_bbox is not None
+        west, south, east, north = opts.change_bbox
+        inside = (lon >= west) & (lon < east) & (lat >= south) & (lat < north)
+        change_field = inside.astype(np.float32)[..., None]
     row_w = _interp_weights(rows, height)
     col_w = _interp_weights(cols, width)
     model = _Model.make()
@@ -246,6 +270,12 @@ def generate_tile(cell: GridCell, year: int, options: SampleOptions | None = Non
         x += model.land_bias
         if flat_water.any():
             x[flat_water] = z[flat_water] @ model.water + model.water_bias
+        if change_field is not None:
+            flat_changed = (
+                _upsample_rows(change_field, r0, r1, row_w, col_w)[..., 0].reshape(-1) > 0.5
+            ) & ~flat_water
+            if flat_changed.any():
+                x[flat_changed] = z[flat_changed] @ model.changed + model.changed_bias
         q[r0:r1], s[r0:r1] = _quantise_inplace(x.reshape(r1 - r0, width, EMBEDDING_DIM))
         landmask[r0:r1] = ~water
     _add_defects(q, s, opts, rng)

@@ -1,1 +1,1 @@
-"""/work/main/publisher/watersheds."""
+"""CoRE Stack micro-watershed layers: publishing a layer, importing CoRE Stack catalogs."""

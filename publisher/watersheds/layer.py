@@ -445,7 +445,11 @@ def create_mws_item(
             href=record.href,
             media_type=record.media_type,
             roles=list(record.roles),
-            title={"data": "MWS layer (GeoParquet)", "geojson": "MWS layer (GeoJSON)"}.get(key),
+            title={
+                "data": "MWS layer (GeoParquet)",
+                "geojson": "MWS layer (GeoJSON)",
+                "map": "Map of the MWS polygons (web-mercator image over the item's bbox)",
+            }.get(key),
         )
         asset.extra_fields["file:size"] = record.size
         asset.extra_fields["file:checksum"] = record.checksum
@@ -549,10 +553,18 @@ def write_mws_files(layer: MwsLayer, folder: Path, item_id: str) -> dict[str, As
     )
     geojson = folder / f"{item_id}.geojson"
     geojson.write_text(layer.frame.to_json(drop_id=True, to_wgs84=False))
-    return {
+    records = {
         "data": asset_record(parquet, "data", PARQUET_MEDIA_TYPE, ("data",)),
         "geojson": asset_record(geojson, "geojson", GEOJSON_MEDIA_TYPE, ("data",)),
     }
+    if len(layer.frame):
+        from tessera_stac.publisher.overlay import distinct_colours, render_overlay
+
+        png = folder / f"{item_id}_map.png"
+        bbox = tuple(round(float(v), 8) for v in layer.frame.total_bounds)
+        render_overlay(layer.frame, distinct_colours(len(layer.frame)), png, bbox, edge="black")  # type: ignore[arg-type]
+        records["map"] = asset_record(png, "map", "image/png", ("overview", "visual"))
+    return records
 
 
 def publish_mws_layer(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,8 +12,7 @@ import pytest
 
 from tessera_stac.api.app import create_app
 from tessera_stac.api.settings import ApiSettings
-from tessera_stac.catalog.pgstac.load import load
-from tests.fixtures_api import HAND_COLLECTION, make_collection, make_item
+from tests.fixtures_api import HAND_COLLECTION, load_hand_items
 
 
 @pytest.fixture
@@ -34,10 +32,7 @@ def test_database_outage_503_then_recovers(
     own_cluster: Any, live_api: Callable[[Any], str], tmp_path: Path
 ) -> None:
     dsn = own_cluster.dsn()
-    source = tmp_path / "seed.ndjson"
-    objs = [make_collection(), make_item(71.93, 23.01, 2024), make_item(72.07, 23.01, 2024)]
-    source.write_text("".join(json.dumps(o) + "\n" for o in objs))
-    load(dsn, str(source))
+    load_hand_items(dsn, tmp_path)
     settings = ApiSettings(db_connect_timeout=2, db_min_conn=2)
     url = live_api(create_app(settings, dsn))
     search = {"collections": [HAND_COLLECTION]}

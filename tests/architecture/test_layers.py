@@ -89,3 +89,18 @@ def test_every_package_folder_is_a_layer() -> None:
     doc = (ROOT / "docs" / "architecture.md").read_text()
     for layer in ALLOWED:
         assert f"`{layer}/`" in doc
+
+
+def test_every_subpackage_is_packaged() -> None:
+    """A wheel holds only the packages pyproject lists: a new subfolder must be listed."""
+    import tomllib
+
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        "tessera_stac." + ".".join(init.parent.relative_to(ROOT).parts)
+        for layer in ALLOWED
+        for init in (ROOT / layer).rglob("__init__.py")
+    }
+    assert found - listed == set()

@@ -254,27 +254,14 @@ def http_root(tmp_path: Path) -> Any:
     hold the GIL, so a server thread in this process would deadlock)."""
     import subprocess
     import sys
-    import time
-    import urllib.request
 
     from tessera_stac.catalog.pgstac.cluster import free_port
+    from tests.fixtures_catalog import wait_serving
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", SERVE, str(tmp_path), str(port)])
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            urllib.request.urlopen(f"{base}/data/", timeout=1)
-        except urllib.error.HTTPError:
-            break  # 404 on the folder: the server answers
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("static file server did not start") from None
-            time.sleep(0.1)
-            continue
-        break
+    wait_serving(f"{base}/data/", proc, "static file server")
     yield tmp_path, f"{base}/data"
     proc.terminate()
     proc.wait(timeout=10)

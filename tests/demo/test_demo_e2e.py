@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import morecantile
 import pytest
 
 from tests.fixtures_demo import ARTIFACTS, BROWSER_DIR, CLI_MODULE
@@ -186,11 +187,34 @@ def test_second_run_reuses_everything(demo_run: DemoRun, served: Served) -> None
 
 def test_every_printed_url_answers(served: Served) -> None:
     assert {"STAC API (landing page)", "STAC Browser", "collections"} <= set(served.urls)
-    with httpx.Client(timeout=30, follow_redirects=True) as client:
+    point = _printed_point(served.urls)
+    with httpx.Client(timeout=120, follow_redirects=True) as client:
         for name, url in served.urls.items():
+            if "{z}" in url:  # an XYZ template (QGIS): a tile over the printed point answers
+                assert point, f"{name}: an XYZ template but no point to fill it for"
+                tile = morecantile.tms.get("WebMercatorQuad").tile(*point, 12)
+                url = url.replace("{z}", "12").replace("{x}", str(tile.x))
+                url = url.replace("{y}", str(tile.y))
             response = client.get(url)
             assert response.status_code == 200, f"{name}: {url} -> {response.status_code}"
+            if "/tiles/" in url and ".png" in url:
+                assert response.headers["content-type"] == "image/png", name
     assert served.urls["STAC API (landing page)"] == f"{served.base}/"
+
+
+def _printed_point(urls: dict[str, str]) -> tuple[float, float] | None:
+    """The lon/lat of the printed 'embedding at a point' URL."""
+    found = re.search(r"lon=([-\d.]+)&lat=([-\d.]+)", urls.get("embedding at a point", ""))
+    return (float(found.group(1)), float(found.group(2))) if found else None
+
+
+def test_map_tile_urls_are_printed(demo_run: DemoRun, served: Served) -> None:
+    demo_run.require_pipeline()
+    names = " | ".join(served.urls)
+    for kind in ("XYZ", "TileJSON", "WMTS", "places like this point", "places like watershed"):
+        assert kind in names, f"no {kind} URL printed: {names}"
+    wmts = next(url for name, url in served.urls.items() if "WMTS" in name)
+    assert "WMTSCapabilities.xml" in wmts
 
 
 def test_printed_snippet_finds_items(demo_run: DemoRun, served: Served, tmp_path: Path) -> None:
@@ -215,13 +239,14 @@ def test_stac_browser_shows_collection_item_and_thumbnails(
     collection, item = re.search(r"/collections/([^/]+)/items/([^/]+)$", item_url).groups()  # type: ignore[union-attr]
     # the other collections (CoRE Stack watersheds, summaries) are listed and open too
     others = [m.group(1) for n in served.urls if (m := re.match(r"collection (\S+) \(", n))]
+    maps = [f"{cid}/{_first_item(served.base, cid)}" for cid in (JOIN, MWS) if cid in others]
     out = ARTIFACTS / "browser"
     shutil.rmtree(out, ignore_errors=True)
     result = subprocess.run(
         [
             "node", str(BROWSER_DIR / "e2e.cjs"), "--base", served.base,
             "--collection", collection, "--item", item, "--out", str(out),
-            "--others", ",".join(others),
+            "--others", ",".join(others), "--maps", ",".join(maps),
         ],
         capture_output=True, text=True, timeout=300, check=False,
         env={**os.environ, "TESSERA_STAC_CHROMIUM": chromium},
@@ -246,6 +271,48 @@ def test_stac_browser_shows_collection_item_and_thumbnails(
     for page in pages.values():
         assert Path(page["screenshot"]).stat().st_size > 10_000
     assert not [r for r in report["failed_requests"] if "/browser/" in r], report
+    # the Map views draw data: tiles from the API, coloured pixels in the map area
+    assert not [e for e in report["console_errors"] if DECODE_ERROR.search(e)], report
+    item_map = pages["item"]
+    assert any("/tiles/collections/" in t for t in item_map["tiles"]), item_map
+    assert_coloured(item_map["map_screenshot"], min_colours=200)
+    coll_map = pages["collection"]
+    # STAC Browser draws the collection's items (each through the API's tiler); the yearly
+    # mosaic is offered as the collection's web-map-links
+    assert any("/tiles/collections/" in t for t in coll_map["tiles"]), coll_map
+    assert_coloured(coll_map["map_screenshot"], min_colours=200)
+    assert JOIN in others and MWS in others
+    join_map = pages[f"item {JOIN}"]
+    assert any("/tiles/" in t and "map-cog" in t for t in join_map["tiles"]), join_map
+    assert_coloured(join_map["map_screenshot"], min_colours=10)
+    mws_map = pages[f"item {MWS}"]
+    assert any(t.endswith("_map.png") for t in mws_map["tiles"]), mws_map
+    assert_coloured(mws_map["map_screenshot"], min_colours=10)
+    assert pages["docs"]["found"], "Swagger UI did not render /api.html"
+
+
+JOIN = "corestack-mws-embeddings"
+MWS = "corestack-mws"
+DECODE_ERROR = re.compile(r"compression|decod|geotiff", re.I)
+
+
+def _first_item(base: str, collection: str) -> str:
+    items = httpx.get(f"{base}/collections/{collection}/items", params={"limit": 1}).json()
+    return str(items["features"][0]["id"])
+
+
+def assert_coloured(screenshot: str, min_colours: int) -> None:
+    """The map area shows data: a good share of saturated pixels, in many colours (an empty
+    map is white/grey: no basemap offline, a footprint outline in one colour)."""
+    import numpy as np
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(screenshot).convert("RGB")).astype(int)
+    saturation = rgb.max(axis=-1) - rgb.min(axis=-1)
+    coloured = saturation > 40
+    colours = np.unique(rgb[coloured] // 8, axis=0).shape[0]
+    assert coloured.mean() > 0.1, f"{screenshot}: {coloured.mean():.1%} coloured pixels"
+    assert colours >= min_colours, f"{screenshot}: {colours} colours"
 
 
 RECIPE_MARK = "# Runs against the demo API (make demo)."

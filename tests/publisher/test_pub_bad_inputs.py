@@ -161,3 +161,25 @@ def test_bad_scales_are_masked_and_counted(outcome_of: dict[str, run.TileOutcome
     assert c["scale_zero"] == 1 and c["code_minus_128"] == 1
     assert c["sanitised"] == 8
     assert c["valid"] + c["invalid"] == CROP[0] * CROP[1]
+
+
+def test_tile_without_landmask_is_flagged_or_refused(tmp_path: Path) -> None:
+    """No landmask: published, but its item says ``tessera:landmask: false`` and the report
+    warns (its water would read as valid embeddings); ``require_landmask`` refuses it."""
+    import json
+
+    src = tmp_path / "src"
+    cell = GridCell.parse("grid_78.05_12.05")
+    sample.write_tile(src, cell, YEAR, sample.SampleOptions(landmask=False))
+    sources = tiles.discover(str(src))
+    assert len(sources) == 1 and sources[0].landmask is None
+    report = run.publish(sources, str(tmp_path / "out"), report=None)
+    (outcome,) = report.outcomes
+    assert outcome.status == "ok" and outcome.warnings == (run.NO_LANDMASK,)
+    assert report.as_dict()["warnings"] == [f"{outcome.item_id}: {run.NO_LANDMASK}"]
+    item = json.loads(next((tmp_path / "out").rglob(f"{outcome.item_id}.json")).read_text())
+    assert item["properties"]["tessera:landmask"] is False
+    refused = run.publish(sources, str(tmp_path / "out2"), report=None, require_landmask=True)
+    (failed,) = refused.outcomes
+    assert failed.status == "failed" and "--require-landmask" in failed.reason
+    assert not list((tmp_path / "out2").rglob("*.json"))

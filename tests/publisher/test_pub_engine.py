@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
 
 import pytest
@@ -29,3 +34,53 @@ def test_process_engine_survives_a_dead_worker() -> None:
     # tasks the dead worker's pool took down are reported as failed, never lost or doubled
     assert Counter(abs(r) for r in results) == Counter(range(1, 13))
     assert ok >= {i for i in range(9, 13)}  # a fresh pool ran the rest
+
+
+def _children(pid: int) -> set[int]:
+    """Every descendant of ``pid`` (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as fh:
+                    parents[int(entry)] = int(fh.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        kids = [p for p, pp in parents.items() if pp == parent and p not in found]
+        found.update(kids)
+        todo += kids
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_die_with_a_parent_killed_by_sigkill() -> None:
+    from tessera_stac.publisher.lifeline import alive
+
+    script = (
+        "from tessera_stac.publisher.engines.local import ProcessEngine, probe\n"
+        "print('go', flush=True)\n"
+        "list(ProcessEngine(2).map(probe, [(i, 'sleep') for i in range(4)]))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"go"
+    deadline = time.monotonic() + 60
+    family: set[int] = set()
+    while len(family) < 3:  # forkserver (or resource tracker) + 2 workers
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.3)
+        family = _children(proc.pid)
+    time.sleep(1)  # workers initialised and sleeping in their task
+    family = _children(proc.pid)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 5
+    while any(alive(p) for p in family) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [p for p in family if alive(p)]
+    for pid in left:  # do not leak them into the rest of the run
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes left behind 5 s after kill -9 of their parent: {left}"

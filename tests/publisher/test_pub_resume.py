@@ -146,3 +146,44 @@ def test_report_and_exit_code(source: Path, tmp_path: Path) -> None:
     assert Path(report["report"]).is_file()
     ok = by_id[f"{GRIDS[0]}_{YEAR}"]
     assert ok["counts"]["valid"] > 0 and "embeddings_cog" in ok["timings"]
+
+
+def test_sigkill_of_the_parent_alone_leaves_no_worker_and_no_scratch_in_dest(
+    source: Path, tmp_path: Path
+) -> None:
+    """``kill -9`` of the ``publish`` process only (not its group): its workers follow within
+    5 s, and DEST holds nothing but complete items (scratch lives beside DEST)."""
+    from tessera_stac.publisher.lifeline import alive
+    from tests.publisher.test_pub_engine import _children
+
+    dest = tmp_path / "out"
+    proc = subprocess.Popen(
+        _cli("publish", str(source), str(dest), "-w", "2", "--report", str(tmp_path / "r.json")),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    family: set[int] = set()
+    while time.monotonic() < deadline and proc.poll() is None:
+        family |= _children(proc.pid)
+        scratch = list(tmp_path.glob(".out*tmp/run-*/*"))
+        if len(family) >= 3 and scratch:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the kill should land mid-run"
+    family |= _children(proc.pid)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 5
+    while any(alive(p) for p in family) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [p for p in family if alive(p)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"left behind 5 s after kill -9 of publish: {left}"
+    assert not (dest / run.SCRATCH_DIR).exists()
+    assert _leftovers(dest) == []
+    for item_path in _items(dest):  # whatever is visible is complete
+        item = json.loads(item_path.read_text())
+        for asset in item["assets"].values():
+            assert (item_path.parent / asset["href"][2:]).stat().st_size == asset["file:size"]

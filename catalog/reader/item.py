@@ -1,4 +1,4 @@
-"""Read dequantised embeddings of any STAC Item from its metadata alone.
+"""Items: which assets to read and how to dequantise them, and the per-Item reader.
 
 Nothing here knows TESSERA: the codes asset, the dequantisation recipe, nodata rules and the
 scale asset all come from the Item's ``embedding:`` fields (see ``schemas/README.md``), so the
@@ -22,11 +22,11 @@ GDAL's ``/vsicurl/``, ``s3://`` via ``/vsis3/``.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 import numpy.typing as npt
@@ -40,7 +40,8 @@ from tessera_stac.catalog.embedding import (
     QuantizationMethod,
 )
 from tessera_stac.catalog.errors import InputError
-from tessera_stac.catalog.hrefs import resolve_href  # the one resolver (re-exported here)
+from tessera_stac.catalog.hrefs import resolve_href  # the one resolver
+from tessera_stac.catalog.reader.gdal import gdal_path, open_raster, rasterio_env
 
 FloatArray = npt.NDArray[np.floating[Any]]
 BoolArray = npt.NDArray[np.bool_]
@@ -80,41 +81,6 @@ class PointSample:
     x: float
     y: float
     hrefs: dict[str, str] = field(default_factory=dict)
-
-
-def gdal_path(href: str) -> str:
-    """The GDAL path of an href: ``/vsicurl/`` for http(s), ``/vsis3/`` for s3, else as is."""
-    parts = urlsplit(href)
-    if parts.scheme in ("http", "https"):
-        return f"/vsicurl/{href}"
-    if parts.scheme == "s3":
-        return f"/vsis3/{parts.netloc}{parts.path}"
-    if parts.scheme == "file":
-        return parts.path
-    return href
-
-
-_CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-
-
-def rasterio_env(gdal_env: dict[str, str]) -> Any:
-    """``rasterio.Env`` for GDAL options; AWS credentials go through an ``AWSSession``
-    (rasterio refuses them as plain options)."""
-    import rasterio
-    from rasterio.session import AWSSession
-
-    options = {k: v for k, v in gdal_env.items() if k not in _CREDENTIAL_KEYS}
-    if not any(k in gdal_env for k in _CREDENTIAL_KEYS):
-        return rasterio.Env(**options)
-    session = AWSSession(
-        aws_access_key_id=gdal_env.get("AWS_ACCESS_KEY_ID"),
-        aws_secret_access_key=gdal_env.get("AWS_SECRET_ACCESS_KEY"),
-        aws_session_token=gdal_env.get("AWS_SESSION_TOKEN"),
-        region_name=gdal_env.get("AWS_REGION"),
-        endpoint_url=gdal_env.get("AWS_S3_ENDPOINT"),
-        aws_unsigned=gdal_env.get("AWS_NO_SIGN_REQUEST", "").upper() == "YES",
-    )
-    return rasterio.Env(session=session, **options)
 
 
 def _as_item(item: pystac.Item | dict[str, Any], self_href: str | None) -> pystac.Item:
@@ -163,8 +129,105 @@ def quantization_of(item: pystac.Item, asset_key: str) -> Quantization:
     return Quantization.from_dict(raw)
 
 
+@dataclass(frozen=True)
+class ItemRecipe:
+    """What to read for one Item and how: codes asset, scale asset, recipe, resolved hrefs.
+
+    Attributes:
+        item_id: the Item id.
+        collection: its collection id.
+        codes_key: key of the codes asset.
+        codes_href: its resolved href.
+        quantization: the dequantisation recipe.
+        scale_key: key of the scale asset (per-pixel recipes), else None.
+        scale_href: its resolved href, else None.
+        scale_band: band of the scale asset (1-based).
+        bbox: the Item's bbox, when it has one.
+    """
+
+    item_id: str
+    collection: str | None
+    codes_key: str
+    codes_href: str
+    quantization: Quantization
+    scale_key: str | None = None
+    scale_href: str | None = None
+    scale_band: int = 1
+    bbox: tuple[float, ...] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        item: pystac.Item | dict[str, Any],
+        asset_key: str | None = None,
+        self_href: str | None = None,
+    ) -> ItemRecipe:
+        """The recipe of an Item, from its metadata alone (memoised for dicts).
+
+        Raises:
+            InputError: the Item does not describe its embeddings well enough.
+        """
+        if not isinstance(item, dict):
+            return cls._parse(_as_item(item, self_href), asset_key)
+        key = (
+            str(item.get("collection")),
+            str(item.get("id")),
+            asset_key,
+            self_href,
+            json.dumps(item.get("assets"), sort_keys=True, default=str),
+        )
+        found = _RECIPES.get(key)
+        if found is None:
+            try:
+                parsed = _as_item(item, self_href)
+            except (KeyError, ValueError, TypeError) as exc:
+                raise InputError(f"item {item.get('id')!r}: not a STAC Item ({exc})") from exc
+            found = cls._parse(parsed, asset_key)
+            if len(_RECIPES) > 4096:
+                _RECIPES.clear()
+            _RECIPES[key] = found
+        return found
+
+    @classmethod
+    def _parse(cls, item: pystac.Item, asset_key: str | None) -> ItemRecipe:
+        codes_key = select_codes_asset(item, asset_key)
+        q = quantization_of(item, codes_key)
+        base = item.get_self_href()
+        scale_key = scale_href = None
+        if q.method is QuantizationMethod.PER_PIXEL_SCALE:
+            scale_key = q.scale_asset or "scales"
+            if scale_key not in item.assets:
+                raise InputError(
+                    f"item {item.id}: scale asset {scale_key!r} named by {QUANTIZATION_PROP} "
+                    "is missing"
+                )
+            scale_href = resolve_href(item.assets[scale_key].href, base)
+        return cls(
+            item_id=item.id,
+            collection=item.collection_id,
+            codes_key=codes_key,
+            codes_href=resolve_href(item.assets[codes_key].href, base),
+            quantization=q,
+            scale_key=scale_key,
+            scale_href=scale_href,
+            scale_band=q.scale_band or 1,
+            bbox=tuple(item.bbox) if item.bbox else None,
+        )
+
+    @property
+    def hrefs(self) -> dict[str, str]:
+        """``{"codes": href}`` plus ``"scales"`` when the recipe uses a scale asset."""
+        out = {"codes": self.codes_href}
+        if self.scale_href is not None:
+            out["scales"] = self.scale_href
+        return out
+
+
+_RECIPES: dict[tuple[Any, ...], ItemRecipe] = {}
+
+
 # ------------------------------------------------------------------------ dequantise
-def _is(values: npt.NDArray[Any], target: float | int) -> BoolArray:
+def is_value(values: npt.NDArray[Any], target: float | int) -> BoolArray:
     if isinstance(target, float) and math.isnan(target):
         if np.issubdtype(values.dtype, np.floating):
             return np.isnan(values)
@@ -187,7 +250,7 @@ def scale_validity(scales: FloatArray, q: Quantization) -> BoolArray:
     """Valid-scale mask: finite, not ``scale_nodata``, inside the open ``scale_valid_range``."""
     ok = np.isfinite(scales)
     if q.scale_nodata is not None:
-        ok &= ~_is(scales, q.scale_nodata)
+        ok &= ~is_value(scales, q.scale_nodata)
     if q.scale_valid_range is not None:
         lo, hi = q.scale_valid_range
         ok &= (scales > lo) & (scales < hi)
@@ -210,7 +273,7 @@ def dequantize(
     dtype = np.dtype(q.dtype)
     valid: BoolArray = np.ones(codes.shape[:2], dtype=bool)
     if q.nodata is not None:
-        valid &= ~_is(codes, q.nodata).any(axis=-1)
+        valid &= ~is_value(codes, q.nodata).any(axis=-1)
     if q.method is QuantizationMethod.NONE:
         values = codes.astype(dtype)
     elif q.method is QuantizationMethod.LINEAR:
@@ -260,23 +323,13 @@ class EmbeddingReader:
         self_href: str | None = None,
     ) -> None:
         self.item = _as_item(item, self_href)
-        self.asset_key = select_codes_asset(self.item, asset_key)
-        self.quantization = quantization_of(self.item, self.asset_key)
+        self.recipe = ItemRecipe.of(self.item, asset_key)
+        self.asset_key = self.recipe.codes_key
+        self.quantization = self.recipe.quantization
         self.gdal_env = dict(gdal_env or {})
-        self.hrefs = {"codes": self._href(self.asset_key)}
-        if self.quantization.method is QuantizationMethod.PER_PIXEL_SCALE:
-            key = self.quantization.scale_asset
-            if not key or key not in self.item.assets:
-                raise InputError(
-                    f"item {self.item.id}: scale asset {key!r} named by {QUANTIZATION_PROP} "
-                    "is missing"
-                )
-            self.hrefs["scales"] = self._href(key)
+        self.hrefs = self.recipe.hrefs
         self._stack: contextlib.ExitStack | None = None
         self._open_ds: dict[str, Any] = {}
-
-    def _href(self, key: str) -> str:
-        return resolve_href(self.item.assets[key].href, self.item.get_self_href())
 
     # ------------------------------------------------------------------ files
     def __enter__(self) -> EmbeddingReader:
@@ -296,13 +349,7 @@ class EmbeddingReader:
 
     @staticmethod
     def _open_one(href: str) -> Any:
-        import rasterio
-        from rasterio.errors import RasterioIOError
-
-        try:
-            return rasterio.open(gdal_path(href))
-        except RasterioIOError as exc:
-            raise InputError(f"cannot open {href}: {exc}") from exc
+        return open_raster(gdal_path(href), href)
 
     @contextlib.contextmanager
     def _datasets(self) -> Iterator[dict[str, Any]]:
@@ -394,22 +441,47 @@ class EmbeddingReader:
         Returns a :class:`PointSample`; ``vector`` is None outside the raster or on an
         invalid pixel.
         """
-        from rasterio.warp import transform as warp
-
-        with self._datasets() as ds:
-            codes = ds["codes"]
-            xs, ys = warp("EPSG:4326", codes.crs, [lon], [lat])
-            x, y = float(xs[0]), float(ys[0])
-            row, col = (int(v) for v in codes.index(x, y, op=math.floor))
-            inside = 0 <= row < codes.height and 0 <= col < codes.width
-            if not inside:
-                return PointSample(None, False, row, col, False, x, y, dict(self.hrefs))
-            values, valid = self.read(((row, row + 1), (col, col + 1)))
-        ok = bool(valid[0, 0])
-        vector = values[0, 0].astype(np.float32) if ok else None
-        return PointSample(vector, ok, row, col, True, x, y, dict(self.hrefs))
+        return self.read_points([(lon, lat)])[0]
 
     def read_points(self, points: list[tuple[float, float]]) -> list[PointSample]:
-        """:meth:`read_point` for many WGS84 points, opening the files once."""
-        with self._datasets():
-            return [self.read_point(lon, lat) for lon, lat in points]
+        """:meth:`read_point` for many WGS84 points: files opened once, each block read once."""
+        from tessera_stac.catalog.reader.blocks import read_points
+
+        if not points:
+            return []
+        lons, lats = zip(*points, strict=True)
+        with self._datasets() as ds:
+            batch = read_points(
+                ds["codes"],
+                ds.get("scales"),
+                self.quantization,
+                lons,
+                lats,
+                self.recipe.scale_band,
+            )
+            xs, ys = self._point_xy(ds["codes"], lons, lats)
+        out = []
+        for i in range(len(points)):
+            ok = bool(batch.valid[i])
+            out.append(
+                PointSample(
+                    batch.vectors[i].astype(np.float32) if ok else None,
+                    ok,
+                    int(batch.rows[i]),
+                    int(batch.cols[i]),
+                    bool(batch.inside[i]),
+                    float(xs[i]),
+                    float(ys[i]),
+                    dict(self.hrefs),
+                )
+            )
+        return out
+
+    @staticmethod
+    def _point_xy(codes: Any, lons: Any, lats: Any) -> tuple[Any, Any]:
+        """The points in the asset CRS (PointSample reports them, not the pixel centre)."""
+        from tessera_stac.catalog.reader.blocks import transformer
+
+        return transformer("EPSG:4326", codes.crs.to_string()).transform(
+            np.asarray(lons, dtype=np.float64), np.asarray(lats, dtype=np.float64)
+        )

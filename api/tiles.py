@@ -1,0 +1,600 @@
+"""Map tiles of the embeddings, from pgSTAC, in the API process (titiler-pgstac / titiler-core).
+
+Everything is under ``/tiles`` (one origin, one port with the STAC API):
+
+* ``/tiles/collections/{collection}/items/{item}/...``: one Item (titiler-pgstac's STAC item
+  factory): ``tiles/{tms}/{z}/{x}/{y}[.{format}]``, ``{tms}/tilejson.json``,
+  ``WMTSCapabilities.xml``, ``info``, ``point``...;
+* ``/tiles/collections/{collection}/years/{year}/...``: the mosaic of a Collection's Items of
+  one year (a pgSTAC search), the same endpoints. Every Item is read only inside its own 0.1°
+  cell (``CellSTACReader``), so neighbouring tiles (and UTM zones) meet without a seam and
+  without drawing their overlap twice; invalid pixels are transparent.
+
+Layers (query parameters, see :func:`layer_query`):
+
+* any three dimensions as RGB: ``assets=embeddings|bidx=1,2,3&rescale=-127,127`` (the int8
+  codes lie in [-127, 127], -128 is nodata);
+* the scales: ``assets=scales&rescale=0,0.1&colormap_name=magma``;
+* ``algorithm=pca`` on ``assets=embeddings&assets=scales``: the dequantised vectors projected on
+  the Collection's stored PCA basis (``tessera:projection``), the same colours in every tile
+  and year;
+* ``algorithm=similarity&algorithm_params={"lon":..,"lat":..}`` (or ``{"vector": [...]}``) on
+  the same assets: cosine similarity of every dequantised vector to the one at the point
+  ("find places like this"); a float band, drawn with ``rescale=0,1&colormap_name=viridis``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
+
+import attr
+import numpy as np
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from psycopg_pool import ConnectionPool
+from pydantic import BeforeValidator
+from rio_tiler.io import Reader
+from rio_tiler.models import ImageData
+from titiler.core.algorithm import BaseAlgorithm
+from titiler.core.algorithm import algorithms as default_algorithms
+from titiler.core.errors import DEFAULT_STATUS_CODES, add_exception_handlers
+from titiler.core.factory import MultiBaseTilerFactory
+from titiler.core.validation import validate_json
+from titiler.extensions import wmtsExtension
+from titiler.mosaic.errors import MOSAIC_STATUS_CODES
+from titiler.mosaic.extensions.wmts import wmtsExtension as wmtsMosaicExtension
+from titiler.pgstac import dependencies as pgstac_deps
+from titiler.pgstac.errors import PGSTAC_STATUS_CODES
+from titiler.pgstac.factory import MosaicTilerFactory
+from titiler.pgstac.reader import PgSTACReader, SimpleSTACReader
+
+from tessera_stac.api.readers import ReadError, local_paths, read_point
+from tessera_stac.catalog.constants import EMBEDDING_DIM, PROJECTION_FIELD
+from tessera_stac.catalog.model import GridCell
+from tessera_stac.catalog.profile import EMBEDDINGS, SCALES
+from tessera_stac.catalog.projection import apply_projection
+from tessera_stac.catalog.reader import dequantize
+from tessera_stac.catalog.stac import embeddings_quantization
+
+PREFIX = "/tiles"
+TMS = "WebMercatorQuad"
+CACHE_SECONDS = 60.0
+#: Query of the dequantised layers: codes then the per-pixel scale (129 bands).
+VECTOR_ASSETS = [("assets", EMBEDDINGS.asset_key), ("assets", SCALES.asset_key)]
+
+
+# ------------------------------------------------------------------------ algorithms
+def dequantised(img: ImageData) -> tuple[np.ndarray, np.ndarray]:
+    """(values (h, w, dims) float32 with NaN where invalid, valid (h, w)) of a 129-band image
+    (the int8 codes, then the scale), dequantised with the published recipe."""
+    if img.count != EMBEDDING_DIM + 1:
+        raise HTTPException(
+            400,
+            f"this layer needs the {EMBEDDINGS.asset_key} and {SCALES.asset_key} assets "
+            f"({EMBEDDING_DIM + 1} bands), got {img.count} bands",
+        )
+    data = np.ma.getdata(img.array)
+    masked = np.ma.getmaskarray(img.array).any(axis=0)
+    codes = np.moveaxis(data[:EMBEDDING_DIM], 0, -1)
+    codes = np.where(np.isfinite(codes), codes, EMBEDDINGS.nodata)
+    values, valid = dequantize(codes, embeddings_quantization(), data[EMBEDDING_DIM])
+    valid &= ~masked
+    return values, valid
+
+
+def _image(img: ImageData, array: np.ndarray, valid: np.ndarray, names: list[str]) -> ImageData:
+    mask = np.broadcast_to(~valid, array.shape)
+    return ImageData(
+        np.ma.MaskedArray(array, mask=mask),
+        assets=img.assets,
+        crs=img.crs,
+        bounds=img.bounds,
+        band_names=names,
+        band_descriptions=names,
+    )
+
+
+class EmbeddingProjection(BaseAlgorithm):
+    """RGB of the dequantised vectors on a stored projection (PCA basis, mean, stretch)."""
+
+    title: str = "Embeddings on the Collection's PCA axes"
+    description: str = "Dequantised vectors projected on 3 stored axes, stretched to 0-255."
+    input_nbands: int = EMBEDDING_DIM + 1
+    output_nbands: int = 3
+    output_dtype: str = "uint8"
+    projection: dict[str, Any]
+
+    def __call__(self, img: ImageData) -> ImageData:
+        """Project and stretch."""
+        values, valid = dequantised(img)
+        rgb = np.moveaxis(apply_projection(values, self.projection), -1, 0)
+        return _image(img, rgb, valid, ["pc1", "pc2", "pc3"])
+
+
+class EmbeddingSimilarity(BaseAlgorithm):
+    """Cosine similarity of every dequantised vector to a query vector."""
+
+    title: str = "Cosine similarity to a query embedding"
+    description: str = "cos(v, q) of the dequantised vectors (float, -1..1)."
+    input_nbands: int = EMBEDDING_DIM + 1
+    output_nbands: int = 1
+    output_dtype: str = "float32"
+    vector: list[float]
+
+    def __call__(self, img: ImageData) -> ImageData:
+        """Cosine similarity."""
+        values, valid = dequantised(img)
+        query = np.asarray(self.vector, dtype=np.float32)
+        norms = np.linalg.norm(values, axis=-1) * np.float32(np.linalg.norm(query))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cos = (values @ query) / norms
+        valid &= np.isfinite(cos)
+        cos = np.where(valid, cos, 0).astype(np.float32)
+        return _image(img, cos[None], valid, ["similarity"])
+
+
+ALGORITHMS = {"pca": EmbeddingProjection, "similarity": EmbeddingSimilarity}
+_BUILTIN = default_algorithms.list()
+
+
+# ------------------------------------------------------------------------ readers
+def _local_hrefs(data_dir: Any, root_path: str) -> Callable[[str], str]:
+    """Href -> GDAL path: files the API serves under ``/data`` are read from disk."""
+    return local_paths(data_dir, root_path.rstrip("/") + "/data/")
+
+
+def cell_mask(img: ImageData, bbox: tuple[float, float, float, float]) -> np.ndarray:
+    """True where the centre of an output pixel lies outside the 0.1° cell of ``bbox``
+    (half-open like ``GridCell.containing``: west/south edges in, east/north edges out)."""
+    from pyproj import Transformer
+
+    cell = GridCell.containing((bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2)
+    west, south, _, _ = cell.bounds
+    height, width = img.height, img.width
+    left, bottom, right, top = img.bounds
+    xs = left + (np.arange(width) + 0.5) * (right - left) / width
+    ys = top - (np.arange(height) + 0.5) * (top - bottom) / height
+    gx, gy = np.meshgrid(xs, ys)
+    to_lonlat = Transformer.from_crs(img.crs, "EPSG:4326", always_xy=True)
+    lon, lat = to_lonlat.transform(gx, gy)
+    inside = (np.floor(lon * 10) == round(west * 10)) & (np.floor(lat * 10) == round(south * 10))
+    return np.asarray(~inside)
+
+
+def item_reader(gdal_path: Callable[[str], str]) -> type[PgSTACReader]:
+    """PgSTACReader reading the API's own files from disk."""
+
+    @attr.s
+    class ItemReader(PgSTACReader):  # type: ignore[misc]
+        reader: type[Reader] = attr.ib(default=Reader)
+
+        def _get_asset_info(self, asset: Any) -> Any:
+            info = super()._get_asset_info(asset)
+            info["url"] = gdal_path(info["url"])
+            return info
+
+    return ItemReader
+
+
+def cell_reader(gdal_path: Callable[[str], str]) -> type[SimpleSTACReader]:
+    """Mosaic reader: an Item's pixels only inside its own 0.1° cell (no double drawing)."""
+
+    @attr.s
+    class CellSTACReader(SimpleSTACReader):  # type: ignore[misc]
+        def _get_asset_info(self, asset: Any) -> Any:
+            info = super()._get_asset_info(asset)
+            info["url"] = gdal_path(info["url"])
+            return info
+
+        def tile(self, *args: Any, **kwargs: Any) -> ImageData:
+            img = super().tile(*args, **kwargs)
+            outside = cell_mask(img, tuple(self.input["bbox"]))
+            img.array.mask = np.ma.getmaskarray(img.array) | outside[None]
+            return img
+
+    return CellSTACReader
+
+
+# -------------------------------------------------------------------- dependencies
+def _pool(request: Request) -> ConnectionPool:
+    pool: ConnectionPool | None = getattr(request.app.state, "dbpool", None)
+    if pool is None:
+        raise HTTPException(503, "the tile database pool is not open")
+    return pool
+
+
+_PROJECTIONS: dict[tuple[int, str], tuple[float, dict[str, Any] | None]] = {}
+_CACHE: dict[tuple[Any, ...], tuple[float, Any]] = {}
+_LOCK = threading.Lock()
+
+
+def _cached(function: Any, pool: ConnectionPool, *args: Any) -> Any:
+    """titiler-pgstac's lookup without its process-wide cache (keyed without the database),
+    cached here per pool: an app never sees another database's searches or items."""
+    key = (id(pool), function.__name__, *args)
+    with _LOCK:
+        hit = _CACHE.get(key)
+    if hit is not None and time.monotonic() - hit[0] < CACHE_SECONDS:
+        return hit[1]
+    value = function.__wrapped__(pool, *args)
+    with _LOCK:
+        if len(_CACHE) > 10_000:
+            _CACHE.clear()
+        _CACHE[key] = (time.monotonic(), value)
+    return value
+
+
+def stac_item(request: Request, collection_id: str, item_id: str) -> Any:
+    """The pystac Item (cached briefly, per database)."""
+    return _cached(pgstac_deps.get_stac_item, _pool(request), collection_id, item_id)
+
+
+def ItemParams(  # noqa: N802 (a titiler path dependency)
+    request: Request,
+    collection_id: Annotated[str, Path(description="STAC Collection identifier")],
+    item_id: Annotated[str, Path(description="STAC Item identifier")],
+) -> Any:
+    """The Item of the path, from pgSTAC."""
+    return stac_item(request, collection_id, item_id)
+
+
+def collection_projection(request: Request, collection_id: str) -> dict[str, Any]:
+    """The Collection's stored projection (cached briefly); 404 when it has none."""
+    key = (id(_pool(request)), collection_id)
+    with _LOCK:
+        hit = _PROJECTIONS.get(key)
+    if hit is None or time.monotonic() - hit[0] > CACHE_SECONDS:
+        with _pool(request).connection() as conn:
+            row = conn.execute(
+                "SELECT content -> %s FROM pgstac.collections WHERE id = %s",
+                (PROJECTION_FIELD, collection_id),
+            ).fetchone()
+        hit = (time.monotonic(), row[0] if row else None)
+        with _LOCK:
+            _PROJECTIONS[key] = hit
+    if not hit[1]:
+        raise HTTPException(
+            404, f"collection {collection_id!r} has no stored projection ({PROJECTION_FIELD})"
+        )
+    return hit[1]
+
+
+def _year_of(request: Request) -> int:
+    params = request.path_params
+    if "year" in params:
+        return int(params["year"])
+    item = stac_item(request, params["collection_id"], params["item_id"])
+    return int(item.datetime.year if item.datetime else item.common_metadata.start_datetime.year)
+
+
+def query_vector(request: Request, collection_id: str, params: dict[str, Any]) -> list[float]:
+    """The query of a similarity layer: ``vector``, or the embedding at ``lon``/``lat``."""
+    if "vector" in params:
+        vector = [float(v) for v in params["vector"]]
+        if len(vector) != EMBEDDING_DIM:
+            raise HTTPException(400, f"vector has {len(vector)} values, not {EMBEDDING_DIM}")
+        return vector
+    try:
+        lon, lat = float(params["lon"]), float(params["lat"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise HTTPException(
+            400, "similarity needs algorithm_params lon and lat, or vector"
+        ) from exc
+    if not (math.isfinite(lon) and math.isfinite(lat)):
+        raise HTTPException(400, "lon/lat must be finite")
+    year = int(params.get("year") or _year_of(request))
+    cell = GridCell.containing(lon, lat)
+    try:
+        item = stac_item(request, collection_id, f"{cell.name}_{year}")
+    except HTTPException as exc:
+        raise HTTPException(404, f"no published tile for {cell.name} in {year}") from exc
+    from tessera_stac.api.embeddings import readers
+
+    try:
+        value = read_point(readers(request), item.to_dict(transform_hrefs=False), lon, lat)
+    except ReadError as exc:
+        raise HTTPException(exc.status, exc.description) from exc
+    return [float(v) for v in value.vector]
+
+
+def algorithm_query(
+    algorithm: Annotated[
+        Literal[tuple(sorted({*ALGORITHMS, *_BUILTIN}))] | None,  # type: ignore[valid-type]
+        Query(description="pca, similarity (embeddings) or a titiler algorithm"),
+    ] = None,
+    algorithm_params: Annotated[
+        str | None,
+        BeforeValidator(validate_json),
+        Query(description='JSON: for similarity {"lon": x, "lat": y} or {"vector": [...]}'),
+    ] = None,
+) -> tuple[str | None, dict[str, Any]]:
+    """The algorithm query parameters, checked (no database): WMTS layers validate with it."""
+    return algorithm, json.loads(algorithm_params) if algorithm_params else {}
+
+
+def post_process(
+    request: Request, query: Annotated[tuple[str | None, dict[str, Any]], Depends(algorithm_query)]
+) -> BaseAlgorithm | None:
+    """Our algorithms with what they need from pgSTAC, else titiler's own."""
+    algorithm, params = query
+    collection_id = request.path_params.get("collection_id", "")
+    if algorithm == "pca":
+        return EmbeddingProjection(projection=collection_projection(request, collection_id))
+    if algorithm == "similarity":
+        return EmbeddingSimilarity(vector=query_vector(request, collection_id, params))
+    if algorithm:
+        return default_algorithms.get(algorithm)(**params)
+    return None
+
+
+def CollectionYearParams(  # noqa: N802 (a titiler path dependency)
+    request: Request,
+    collection_id: Annotated[str, Path(description="STAC Collection identifier")],
+    year: Annotated[int, Path(description="Year of the embeddings", ge=1900, le=2200)],
+) -> str:
+    """The pgSTAC search (hash) of a Collection's Items of one year."""
+    return str(
+        _cached(
+            pgstac_deps.get_collection_id,
+            _pool(request),
+            collection_id,
+            None,
+            None,
+            f"{year}-01-01T00:00:00Z/{year}-12-31T23:59:59Z",
+            None,
+            None,
+            None,
+            "cql2-text",
+        )
+    )
+
+
+# -------------------------------------------------------------------------- layers
+def layer_query(
+    layer: str, lon: float | None = None, lat: float | None = None
+) -> list[tuple[str, str]]:
+    """Query parameters of a named layer: ``pca``, ``rgb`` (dims 1-3), ``scales``,
+    ``similarity`` (needs ``lon``/``lat``)."""
+    if layer == "pca":
+        return [*VECTOR_ASSETS, ("algorithm", "pca")]
+    if layer == "rgb":
+        return [
+            ("assets", f"{EMBEDDINGS.asset_key}|bidx=1,2,3"),
+            ("rescale", "-127,127"),
+            ("resampling", "nearest"),
+        ]
+    if layer == "scales":
+        return [("assets", SCALES.asset_key), ("rescale", "0,0.1"), ("colormap_name", "magma")]
+    if layer == "similarity":
+        return [
+            *VECTOR_ASSETS,
+            ("algorithm", "similarity"),
+            ("algorithm_params", json.dumps({"lon": lon, "lat": lat}, separators=(",", ":"))),
+            ("rescale", "0,1"),
+            ("colormap_name", "viridis"),
+        ]
+    raise ValueError(f"unknown layer {layer!r}")
+
+
+def asset_tile_query() -> dict[str, str]:
+    """Query string of the default layer of each embedding asset (STAC Browser's renderer)."""
+    return {
+        EMBEDDINGS.asset_key: urlencode(layer_query("rgb")),
+        SCALES.asset_key: urlencode(layer_query("scales")),
+    }
+
+
+def tile_urls(
+    base: str,
+    collection_id: str,
+    layer: str,
+    *,
+    item_id: str | None = None,
+    year: int | None = None,
+    lon: float | None = None,
+    lat: float | None = None,
+) -> dict[str, str]:
+    """XYZ template, TileJSON and WMTS capabilities URLs of a layer (an Item or a year)."""
+    root = f"{base.rstrip('/')}{PREFIX}/collections/{collection_id}"
+    root += f"/items/{item_id}" if item_id else f"/years/{year}"
+    query = urlencode(layer_query(layer, lon, lat))
+    return {
+        "xyz": f"{root}/tiles/{TMS}/{{z}}/{{x}}/{{y}}.png?{query}",
+        "tilejson": f"{root}/{TMS}/tilejson.json?{query}",
+        "wmts": f"{root}/WMTSCapabilities.xml?{query}",
+    }
+
+
+# ---------------------------------------------------------------------- map links
+LAYER_TITLES = {
+    "pca": "Embeddings: PCA colours (dequantised, the collection's basis)",
+    "rgb": "Embeddings: dimensions 1-3 as RGB (int8 codes)",
+    "scales": "Per-pixel scales",
+}
+#: wmts:layer of the query-parameter layer in our capabilities documents.
+MOSAIC_LAYER = "mosaic"
+
+
+def wmts_layer(identifier: str) -> str:
+    """The WMTS layer name titiler gives the layer described by the query parameters."""
+    return f"{identifier}_{TMS}_default"
+
+
+def _links(urls: list[tuple[str, dict[str, str]]], identifier: str) -> list[dict[str, Any]]:
+    """web-map-links (xyz per layer, then TileJSON and WMTS of the first layer)."""
+    out: list[dict[str, Any]] = [
+        {"rel": "xyz", "href": u["xyz"], "type": "image/png", "title": title} for title, u in urls
+    ]
+    title, first = urls[0]
+    out.append(
+        {"rel": "tilejson", "href": first["tilejson"], "type": "application/json", "title": title}
+    )
+    out.append(
+        {
+            "rel": "wmts",
+            "href": first["wmts"],
+            "type": "image/png",
+            "title": f"{title} (WMTS, e.g. for QGIS)",
+            "wmts:layer": wmts_layer(identifier),
+        }
+    )
+    return out
+
+
+def is_embedding_item(item: dict[str, Any]) -> bool:
+    """An embedding Item: the int8 codes and the per-pixel scales assets."""
+    assets = item.get("assets") or {}
+    return EMBEDDINGS.asset_key in assets and SCALES.asset_key in assets
+
+
+def _year(item: dict[str, Any]) -> int | None:
+    props = item.get("properties") or {}
+    for key in ("tessera:year", "start_datetime", "datetime"):
+        value = props.get(key)
+        if value:
+            return int(str(value)[:4])
+    return None
+
+
+def item_map_links(
+    item: dict[str, Any], base: str, projection_of: Callable[[str], bool]
+) -> list[dict[str, Any]]:
+    """web-map-links of an Item: the embedding layers of an embedding Item, the tiles of a
+    visual COG asset otherwise (e.g. the join's map), or nothing."""
+    cid, iid = str(item.get("collection")), str(item.get("id"))
+    if is_embedding_item(item):
+        layers = (["pca"] if projection_of(cid) else []) + ["rgb", "scales"]
+        urls = [(LAYER_TITLES[n], tile_urls(base, cid, n, item_id=iid)) for n in layers]
+        return _links(urls, iid)
+    for key, asset in sorted((item.get("assets") or {}).items()):
+        media = str(asset.get("type", ""))
+        if "visual" in (asset.get("roles") or []) and "cloud-optimized" in media:
+            root = f"{base.rstrip('/')}{PREFIX}/collections/{cid}/items/{iid}"
+            query = urlencode([("assets", key)])
+            urls = {
+                "xyz": f"{root}/tiles/{TMS}/{{z}}/{{x}}/{{y}}.png?{query}",
+                "tilejson": f"{root}/{TMS}/tilejson.json?{query}",
+                "wmts": f"{root}/WMTSCapabilities.xml?{query}",
+            }
+            return _links([(str(asset.get("title") or key), urls)], iid)
+    return []
+
+
+def collection_map_links(collection: dict[str, Any], base: str) -> list[dict[str, Any]]:
+    """web-map-links of an embedding Collection: the mosaic of each year of its extent
+    (newest first), in PCA colours when it has a stored projection."""
+    if EMBEDDINGS.asset_key not in (collection.get("item_assets") or {}):
+        return []
+    interval = ((collection.get("extent") or {}).get("temporal") or {}).get("interval") or []
+    if not interval or not interval[0] or not interval[0][0]:
+        return []
+    start, end = interval[0][0], interval[0][1] or interval[0][0]
+    years = list(range(int(str(end)[:4]), int(str(start)[:4]) - 1, -1))[:10]
+    layer = "pca" if collection.get(PROJECTION_FIELD) else "rgb"
+    cid = str(collection["id"])
+    urls = [
+        (f"{LAYER_TITLES[layer]}, {year}", tile_urls(base, cid, layer, year=year)) for year in years
+    ]
+    return _links(urls, MOSAIC_LAYER)
+
+
+async def add_item_links(item: dict[str, Any], request: Request) -> dict[str, Any]:
+    """``item`` with its web-map-links (STAC Browser's Map view, QGIS) appended."""
+    from stac_fastapi.types.requests import get_base_url
+
+    async with request.app.state.get_connection(request, "r") as conn:
+        has = await conn.fetchval(
+            "SELECT content ? $2 FROM pgstac.collections WHERE id = $1",
+            str(item.get("collection")),
+            PROJECTION_FIELD,
+        )
+    links = item_map_links(item, get_base_url(request), lambda _cid: bool(has))
+    item.setdefault("links", []).extend(links)
+    return item
+
+
+def add_collection_links(collection: dict[str, Any], request: Request) -> dict[str, Any]:
+    """``collection`` with its web-map-links appended (the yearly mosaics)."""
+    from stac_fastapi.types.requests import get_base_url
+
+    collection.setdefault("links", []).extend(
+        collection_map_links(collection, get_base_url(request))
+    )
+    return collection
+
+
+# ---------------------------------------------------------------------------- mount
+def _with_query_check(factory: Any, extension: Any) -> None:
+    """Register a WMTS extension whose layer check validates our algorithm parameters
+    without the database (titiler calls these dependencies with query parameters only)."""
+    names = [
+        "reader_dependency", "tile_dependency", "layer_dependency", "dataset_dependency",
+        "colormap_dependency", "render_dependency", "pixel_selection_dependency",
+        "assets_accessor_dependency", "backend_dependency",
+    ]  # fmt: skip
+    deps = [getattr(factory, n) for n in names if hasattr(factory, n)]
+    extension(
+        tile_dependencies=[*deps, algorithm_query],
+        layer_identifier_provider=lambda src: str(getattr(src, "id", MOSAIC_LAYER)),
+    ).register(factory)
+
+
+def mount_tiles(app: FastAPI, data_dir: Any, root_path: str = "") -> None:
+    """Register the tile routes on ``app`` (the pool is opened by :func:`open_pool`)."""
+    gdal_path = _local_hrefs(data_dir, root_path)
+    items = MultiBaseTilerFactory(
+        reader=item_reader(gdal_path),
+        path_dependency=ItemParams,
+        process_dependency=post_process,
+        router_prefix=f"{PREFIX}/collections/{{collection_id}}/items/{{item_id}}",
+        add_viewer=False,
+    )
+    _with_query_check(items, wmtsExtension)
+    app.include_router(
+        items.router,
+        prefix=f"{PREFIX}/collections/{{collection_id}}/items/{{item_id}}",
+        tags=["Map tiles (Item)"],
+    )
+    mosaic = MosaicTilerFactory(
+        path_dependency=CollectionYearParams,
+        dataset_reader=cell_reader(gdal_path),
+        process_dependency=post_process,
+        router_prefix=f"{PREFIX}/collections/{{collection_id}}/years/{{year}}",
+        add_viewer=False,
+        add_statistics=False,
+        add_part=False,
+        add_ogc_maps=False,
+    )
+    _with_query_check(mosaic, wmtsMosaicExtension)
+    app.include_router(
+        mosaic.router,
+        prefix=f"{PREFIX}/collections/{{collection_id}}/years/{{year}}",
+        tags=["Map tiles (mosaic of a year)"],
+    )
+    codes = {**DEFAULT_STATUS_CODES, **MOSAIC_STATUS_CODES, **PGSTAC_STATUS_CODES}
+    add_exception_handlers(app, {k: v for k, v in codes.items() if k is not Exception})
+
+
+async def open_pool(app: FastAPI, dsn: str, max_size: int = 4) -> None:
+    """The psycopg pool titiler-pgstac reads pgSTAC with (opened without waiting, so the API
+    starts, and answers 503, while the database is down)."""
+    app.state.dbpool = ConnectionPool(
+        conninfo=dsn,
+        min_size=1,
+        max_size=max_size,
+        kwargs={"options": "-c search_path=pgstac,public -c application_name=tessera-tiles"},
+        open=True,
+    )
+
+
+async def close_pool(app: FastAPI) -> None:
+    """Close the tile pool."""
+    pool: ConnectionPool | None = getattr(app.state, "dbpool", None)
+    if pool is not None:
+        pool.close()
+        app.state.dbpool = None

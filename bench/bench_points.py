@@ -1,0 +1,535 @@
+"""Reading embeddings: batches of points, zonal areas and the join, against the naive way.
+
+Run with ``python -m bench bench_points``. Writes ``bench/results/points.json`` and ``.md``.
+
+Data: real-size tiles (~1100 x 1100 x 128) generated and published with the project's own
+sample generator and publisher: the 2 x 2 tiles of ``bench_join`` (two UTM zones; cached in
+``.tessera-stac/bench-join``) and ``SPREAD_TILES`` more for the sparse case (cached in
+``.tessera-stac/bench-points``).
+
+Compared in the same run, on the same points, values checked bit for bit:
+
+* ``geotessera-style``: what a user does without us (geotessera's tile reader, written here
+  since geotessera is not installed): per touched tile ``np.load`` the whole ``.npy`` codes and
+  scales, dequantise the whole tile (``q.astype(float32) * s[..., None]``), index the points.
+* ``kernel``: :func:`tessera_stac.catalog.reader.read_points` per item (each run of touched
+  blocks read once), files opened fresh each repeat.
+* ``API``: ``POST /embeddings/positions`` (one request for the batch: one pgSTAC search, then
+  the kernel) on uvicorn + a throwaway pgSTAC cluster.
+* ``touched blocks``: the floor, every touched 128 x 128 block (codes + scales) read and
+  decompressed once with rasterio, single-threaded and with GDAL's threads.
+
+Zonal: ``POST /embeddings/area`` over a polygon covering most of the 4 tiles, and the MWS join
+of the real Bhavnagar layer (``bench_join``), each against reading the windows they touch with
+rasterio; the API server's peak RSS after a small and after a large polygon (fresh servers).
+Times are the best of ``REPEATS``; the machine is shared (load average recorded).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench._support import collection, temp_cluster, uvicorn_server, write_ndjson
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+CACHE = Path(
+    os.environ.get("TESSERA_STAC_BENCH_POINTS_DIR", ROOT / ".tessera-stac" / "bench-points")
+)
+YEAR = 2024
+REPEATS = 3
+SPREAD_TILES = int(os.environ.get("TESSERA_STAC_BENCH_SPREAD_TILES", "40"))
+POINTS = 1000
+BIG_BATCH = 10_000
+
+
+# ------------------------------------------------------------------------------ data
+def spread_cells(n: int) -> list[Any]:
+    """``n`` cells in one UTM zone (8 per row), away from the 4 dense tiles."""
+    from tessera_stac.catalog.model import GridCell
+
+    return [
+        GridCell(round(75.05 + (i % 8) * 0.1, 2), round(20.05 + (i // 8) * 0.1, 2))
+        for i in range(n)
+    ]
+
+
+def publish_cells(dest_root: Path, cells: list[Any]) -> Path:
+    """Generate + publish ``cells`` once (cached); return the published root."""
+    from tessera_stac.publisher.embeddings import run, tiles
+    from tessera_stac.publisher.samples import tiles as sample
+
+    dest = dest_root / "published"
+    todo = [c for c in cells if not list(dest.glob(f"*/{YEAR}/{c.name}/*.json"))]
+    if not todo:
+        return dest
+    source = dest_root / "source"
+    for cell in todo:
+        if not (source / "global_0.1_degree_representation" / str(YEAR) / cell.name).exists():
+            sample.write_tile(source, cell, YEAR)
+    report = run.publish(tiles.sources_for(str(source), todo, [YEAR]), str(dest), report=None)
+    if report.failed:
+        raise RuntimeError(f"publishing the benchmark tiles failed: {report.failed}")
+    return dest
+
+
+def items_of(dest: Path, cells: list[Any]) -> list[dict[str, Any]]:
+    """Published items of ``cells`` with absolute local asset hrefs."""
+    out = []
+    for cell in cells:
+        path = next(dest.glob(f"*/{YEAR}/{cell.name}/*.json"))
+        item = json.loads(path.read_text())
+        for asset in item["assets"].values():
+            if not asset["href"].startswith(("/", "http")):
+                asset["href"] = str((path.parent / asset["href"]).resolve())
+        item["links"] = []
+        out.append(item)
+    return out
+
+
+def source_files(source: Path, grid: str) -> tuple[Path, Path]:
+    folder = source / "global_0.1_degree_representation" / str(YEAR) / grid
+    return folder / f"{grid}.npy", folder / f"{grid}_scales.npy"
+
+
+def random_points(cells: list[Any], n: int, seed: int) -> list[tuple[float, float]]:
+    """``n`` points uniformly over ``cells`` (each inside its cell)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        cell = rng.choice(cells)
+        west, south, east, north = cell.bounds
+        out.append((rng.uniform(west + 1e-6, east - 1e-6), rng.uniform(south + 1e-6, north - 1e-6)))
+    return out
+
+
+def by_item(items: list[dict[str, Any]], points: list[tuple[float, float]]) -> dict[str, list[int]]:
+    from tessera_stac.catalog.model import GridCell
+
+    grid_of = {i["id"].rsplit("_", 1)[0]: i["id"] for i in items}
+    groups: dict[str, list[int]] = {}
+    for k, (lon, lat) in enumerate(points):
+        groups.setdefault(grid_of[GridCell.containing(lon, lat).name], []).append(k)
+    return groups
+
+
+def pixel_of(item: dict[str, Any], lons: Any, lats: Any) -> tuple[np.ndarray, np.ndarray]:
+    from pyproj import Transformer
+
+    a, _, c, _, e, f = item["properties"]["proj:transform"]
+    xs, ys = Transformer.from_crs(
+        "EPSG:4326", item["properties"]["proj:code"], always_xy=True
+    ).transform(lons, lats)
+    return np.floor((np.asarray(ys) - f) / e).astype(int), np.floor(
+        (np.asarray(xs) - c) / a
+    ).astype(int)
+
+
+# ------------------------------------------------------------------------ the methods
+def geotessera_style(
+    items: list[dict[str, Any]], points: list[tuple[float, float]], source: dict[str, Path]
+) -> np.ndarray:
+    """Whole-tile reader: load each touched tile, dequantise it whole, index the points."""
+    out = np.full((len(points), 128), np.nan, dtype=np.float32)
+    lons = np.array([p[0] for p in points])
+    lats = np.array([p[1] for p in points])
+    index = {i["id"]: i for i in items}
+    for item_id, idx in by_item(items, points).items():
+        item = index[item_id]
+        grid = item["id"].rsplit("_", 1)[0]
+        q_path, s_path = source_files(source[grid], grid)
+        q = np.load(q_path)
+        s = np.load(s_path)
+        values = q.astype(np.float32) * s[..., None]
+        rows, cols = pixel_of(item, lons[idx], lats[idx])
+        out[idx] = values[rows, cols]
+    return out
+
+
+def kernel(
+    items: list[dict[str, Any]], points: list[tuple[float, float]]
+) -> tuple[np.ndarray, int]:
+    """The reader kernel per item, files opened fresh."""
+    from tessera_stac.catalog.reader import DatasetCache, ItemRecipe, read_points
+
+    out = np.full((len(points), 128), np.nan, dtype=np.float32)
+    index = {i["id"]: i for i in items}
+    cache = DatasetCache(8)
+    reads = 0
+    try:
+        for item_id, idx in by_item(items, points).items():
+            rec = ItemRecipe.of(index[item_id])
+            with cache.dataset(rec.codes_href) as cds, cache.dataset(str(rec.scale_href)) as sds:
+                batch = read_points(
+                    cds,
+                    sds,
+                    rec.quantization,
+                    [points[k][0] for k in idx],
+                    [points[k][1] for k in idx],
+                )
+            out[idx] = batch.vectors
+            reads += batch.blocks
+    finally:
+        cache.close()
+    return out, reads
+
+
+def touched_blocks(
+    items: list[dict[str, Any]], points: list[tuple[float, float]], threads: bool
+) -> tuple[float, int]:
+    """Seconds to read + decompress every touched block once (codes + scales), and how many."""
+    import rasterio
+    from rasterio.windows import Window
+
+    from tessera_stac.catalog.reader import rasterio_env
+
+    lons = np.array([p[0] for p in points])
+    lats = np.array([p[1] for p in points])
+    index = {i["id"]: i for i in items}
+    plan = []
+    for item_id, idx in by_item(items, points).items():
+        item = index[item_id]
+        rows, cols = pixel_of(item, lons[idx], lats[idx])
+        plan.append(
+            (
+                item,
+                sorted({(int(r) // 128, int(c) // 128) for r, c in zip(rows, cols, strict=True)}),
+            )
+        )
+    env = {} if threads else {"GDAL_NUM_THREADS": "1"}
+    start = time.perf_counter()
+    with rasterio_env(env):
+        for item, blocks in plan:
+            with (
+                rasterio.open(item["assets"]["embeddings"]["href"]) as cds,
+                rasterio.open(item["assets"]["scales"]["href"]) as sds,
+            ):
+                for br, bc in blocks:
+                    w = Window(bc * 128, br * 128, 128, 128).intersection(
+                        Window(0, 0, cds.width, cds.height)
+                    )
+                    cds.read(window=w)
+                    sds.read(1, window=w)
+    return time.perf_counter() - start, sum(len(b) for _, b in plan)
+
+
+def best(fn: Callable[[], Any], repeats: int = REPEATS) -> tuple[float, Any]:
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return min(times), result
+
+
+def api_points(url: str, points: list[tuple[float, float]], collection_id: str) -> np.ndarray:
+    import httpx
+
+    body = {
+        "points": [{"lon": lon, "lat": lat} for lon, lat in points],
+        "year": YEAR,
+        "collection": collection_id,
+    }
+    response = httpx.post(url + "/embeddings/positions", json=body, timeout=600)
+    response.raise_for_status()
+    out = np.full((len(points), 128), np.nan, dtype=np.float32)
+    for k, r in enumerate(response.json()["results"]):
+        if r.get("embedding") is not None:
+            out[k] = np.array(r["embedding"], dtype=np.float32)
+    return out
+
+
+def identical(a: np.ndarray, b: np.ndarray) -> bool:
+    """Bit-identical where ``a`` is valid; ``b`` not finite where ``a`` is invalid."""
+    ok = ~np.isnan(a).any(axis=1)
+    return bool(np.array_equal(a[ok], b[ok]) and (~np.isfinite(b[~ok])).any(axis=1).all())
+
+
+def point_case(
+    name: str,
+    items: list[dict[str, Any]],
+    points: list[tuple[float, float]],
+    source: dict[str, Path],
+    url: str | None,
+    collection_id: str,
+) -> dict[str, Any]:
+    ref_t, ref = best(
+        lambda: geotessera_style(items, points, source), 1 if len(items) > 8 else REPEATS
+    )
+    ker_t, (ker, reads) = best(lambda: kernel(items, points))
+    floor_1, nblocks = min(touched_blocks(items, points, False) for _ in range(REPEATS))
+    floor_n, _ = min(touched_blocks(items, points, True) for _ in range(REPEATS))
+    row: dict[str, Any] = {
+        "case": name,
+        "points": len(points),
+        "tiles": len(by_item(items, points)),
+        "touched_blocks": nblocks,
+        "block_reads_kernel": reads,
+        "geotessera_s": round(ref_t, 3),
+        "kernel_s": round(ker_t, 3),
+        "floor_1thread_s": round(floor_1, 3),
+        "floor_threads_s": round(floor_n, 3),
+        "kernel_identical": identical(ref, ker),
+        "valid_points": int((~np.isnan(ref).any(axis=1)).sum()),
+    }
+    if url is not None:
+        api_points(url, points[:5], collection_id)  # warm the worker
+        api_t, api = best(lambda: api_points(url, points, collection_id))
+        row["api_s"] = round(api_t, 3)
+        row["api_identical"] = identical(ref, api)
+        row["speedup_api"] = round(ref_t / api_t, 2)
+    row["speedup_kernel"] = round(ref_t / ker_t, 2)
+    row["kernel_vs_floor_threads"] = round(ker_t / floor_n, 2)
+    return row
+
+
+# ------------------------------------------------------------------------------ zonal
+def area_case(url: str, items: list[dict[str, Any]], collection_id: str) -> dict[str, Any]:
+    import httpx
+    import rasterio
+
+    from tessera_stac.catalog.reader import polygon_window, rasterio_env
+
+    west = min(i["bbox"][0] for i in items)
+    south = min(i["bbox"][1] for i in items)
+    east = max(i["bbox"][2] for i in items)
+    north = max(i["bbox"][3] for i in items)
+    dx, dy = (east - west) * 0.1, (north - south) * 0.1
+    ring = [
+        [west + dx, south + dy],
+        [east - dx, south + 2 * dy],
+        [east - dx, north - dy],
+        [west + 2 * dx, north - dy],
+        [west + dx, south + dy],
+    ]
+    geometry = {"type": "Polygon", "coordinates": [ring]}
+    body = {"geometry": geometry, "year": YEAR, "collection": collection_id}
+    api_t, answer = best(
+        lambda: httpx.post(url + "/embeddings/area", json=body, timeout=600).json()
+    )
+
+    def floor() -> None:
+        with rasterio_env():
+            for item in items:
+                with (
+                    rasterio.open(item["assets"]["embeddings"]["href"]) as cds,
+                    rasterio.open(item["assets"]["scales"]["href"]) as sds,
+                ):
+                    win = polygon_window(cds, geometry)
+                    if win is None:
+                        continue
+                    r0, r1, c0, c1 = win
+                    window = ((r0, r1), (c0, c1))
+                    cds.read(window=window)
+                    sds.read(1, window=window)
+
+    floor_t, _ = best(floor)
+    return {
+        "pixels": answer.get("count"),
+        "valid": answer.get("valid"),
+        "api_s": round(api_t, 3),
+        "floor_s": round(floor_t, 3),
+        "ratio": round(api_t / floor_t, 2),
+        "geometry": geometry,
+    }
+
+
+def area_memory(
+    dsn: str, env: dict[str, str], geometry: dict[str, Any], collection_id: str
+) -> float:
+    """Peak RSS (MB) of a fresh API server after one /embeddings/area request."""
+    import httpx
+
+    with uvicorn_server("tessera_stac.api.app:create_app_from_env", env) as url:
+        httpx.post(
+            url + "/embeddings/area",
+            json={"geometry": geometry, "year": YEAR, "collection": collection_id},
+            timeout=600,
+        )
+        pid = _server_pid(url)
+        return _vmhwm(pid)
+
+
+def _server_pid(url: str) -> int:
+    import subprocess
+
+    port = url.rsplit(":", 1)[1]
+    out = subprocess.run(["ss", "-ltnp", f"sport = :{port}"], capture_output=True, text=True).stdout
+    return int(out.split("pid=")[1].split(",")[0])
+
+
+def _vmhwm(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+def join_case(dest: Path) -> dict[str, Any]:
+    import rasterio
+    import shapely
+
+    from bench.bench_join import _tiles_and_layer
+    from tessera_stac.catalog.reader import rasterio_env
+    from tessera_stac.publisher.join.join import _project, _window, join_embeddings
+
+    tiles, layer = _tiles_and_layer(dest)
+    join_t, _ = best(lambda: join_embeddings(layer.frame, tiles, YEAR))
+    geoms = np.asarray(layer.frame.geometry.values, dtype=object)
+    tree = shapely.STRtree(geoms)
+    windows = []
+    for tile in tiles:
+        index = tree.query(shapely.box(*tile.cell.bounds), predicate="intersects")
+        if len(index):
+            win = _window(tile, _project(geoms[np.sort(index)], tile.epsg))
+            if win is not None:
+                windows.append((tile, win))
+
+    def floor() -> None:
+        with rasterio_env():
+            for tile, (r0, r1, c0, c1) in windows:
+                with (
+                    rasterio.open(tile.embeddings_href) as cds,
+                    rasterio.open(tile.scales_href) as sds,
+                ):
+                    cds.read(window=((r0, r1), (c0, c1)))
+                    sds.read(1, window=((r0, r1), (c0, c1)))
+
+    floor_t, _ = best(floor)
+    return {
+        "mws": len(layer.frame),
+        "join_s": round(join_t, 3),
+        "floor_s": round(floor_t, 3),
+        "ratio": round(join_t / floor_t, 2),
+    }
+
+
+# ------------------------------------------------------------------------------- main
+def main() -> None:
+    import tempfile
+
+    from bench.bench_join import GRIDS
+    from bench.bench_join import published_tiles as dense_published
+    from tessera_stac.catalog.model import GridCell
+    from tessera_stac.catalog.pgstac.load import load
+
+    dense_dest = dense_published()
+    dense_cells = [GridCell.parse(g) for g in GRIDS]
+    dense = items_of(dense_dest, dense_cells)
+    spread_root = CACHE
+    spread_cells_ = spread_cells(SPREAD_TILES)
+    spread_dest = publish_cells(spread_root, spread_cells_)
+    spread = items_of(spread_dest, spread_cells_)
+    source = {g: dense_dest.parent / "source" for g in GRIDS}
+    source.update({c.name: spread_root / "source" for c in spread_cells_})
+    collection_id = dense[0]["collection"]
+    load_before = os.getloadavg()
+    results: dict[str, Any] = {
+        "load_average_before": [round(v, 2) for v in load_before],
+        "cpus": os.cpu_count(),
+    }
+    with temp_cluster() as cluster, tempfile.TemporaryDirectory() as tmpdir:
+        dsn = cluster.dsn()
+        coll = {**collection(), "id": collection_id}
+        load(dsn, str(write_ndjson(Path(tmpdir) / "items.ndjson", [coll, *dense, *spread])))
+        env = {"TESSERA_STAC_DATABASE_URL": dsn, "TESSERA_STAC_API_READER_CACHE_SIZE": "200"}
+        with uvicorn_server("tessera_stac.api.app:create_app_from_env", env) as url:
+            pts4 = random_points(dense_cells, POINTS, 1)
+            results["dense"] = point_case(
+                "1,000 points over 4 tiles", dense, pts4, source, url, collection_id
+            )
+            results["spread"] = point_case(
+                f"1,000 points over {len(spread)} tiles",
+                spread,
+                random_points(spread_cells_, POINTS, 2),
+                source,
+                url,
+                collection_id,
+            )
+            big = random_points(dense_cells, BIG_BATCH, 3)
+            big_t, big_values = best(lambda: api_points(url, big, collection_id), 1)
+            results["big_batch"] = {
+                "points": BIG_BATCH,
+                "api_s": round(big_t, 3),
+                "answered": int((~np.isnan(big_values).any(axis=1)).sum()),
+            }
+            same = [pts4[0]] * POINTS
+            results["identical_points_api_s"] = round(
+                best(lambda: api_points(url, same, collection_id))[0], 3
+            )
+            results["area"] = area_case(url, dense, collection_id)
+        geometry = results["area"].pop("geometry")
+        lon0, lat0 = geometry["coordinates"][0][0]
+        small = {
+            "type": "Polygon",
+            "coordinates": [
+                [[lon0, lat0], [lon0 + 0.005, lat0], [lon0 + 0.005, lat0 + 0.005], [lon0, lat0]]
+            ],
+        }
+        results["area"]["peak_rss_small_mb"] = area_memory(dsn, env, small, collection_id)
+        results["area"]["peak_rss_large_mb"] = area_memory(dsn, env, geometry, collection_id)
+    results["join"] = join_case(dense_dest)
+    results["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
+    save(results)
+
+
+def save(results: dict[str, Any]) -> None:
+    """``bench/results/points.json`` and ``points.md``."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "points.json").write_text(json.dumps(results, indent=2) + "\n")
+    text = markdown(results)
+    (RESULTS / "points.md").write_text(text)
+    print(text)
+
+
+def markdown(r: dict[str, Any]) -> str:
+    """The results as Markdown."""
+    lines = [
+        "# Reading embeddings (bench/bench_points.py)",
+        "",
+        f"Real-size published tiles, same run, best of {REPEATS} (geotessera-style over many "
+        f"tiles: 1 run). Shared machine, {r['cpus']} cores; load average before "
+        f"{r['load_average_before']}, after {r['load_average_after']}.",
+        "",
+        "| case | tiles | touched blocks | geotessera-style s | kernel s | API s "
+        "| floor 1 thread s | floor threads s | kernel / floor | speed-up kernel "
+        "| speed-up API | bit-identical |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key in ("dense", "spread"):
+        c = r[key]
+        same = c["kernel_identical"] and c.get("api_identical", True)
+        lines.append(
+            f"| {c['case']} | {c['tiles']} | {c['touched_blocks']} | {c['geotessera_s']} "
+            f"| {c['kernel_s']} | {c.get('api_s', '-')} | {c['floor_1thread_s']} "
+            f"| {c['floor_threads_s']} | {c['kernel_vs_floor_threads']} "
+            f"| {c['speedup_kernel']}x | {c.get('speedup_api', '-')}x | {same} |"
+        )
+    b, a, j = r["big_batch"], r["area"], r["join"]
+    lines += [
+        "",
+        f"- {b['points']:,} points in one `POST /embeddings/positions`: {b['api_s']} s "
+        f"({b['answered']} valid vectors).",
+        f"- 1,000 identical points (one cell, cached after the first): "
+        f"{r['identical_points_api_s']} s.",
+        f"- `/embeddings/area` over {a['pixels']:,} pixels of 4 tiles: {a['api_s']} s; reading "
+        f"the touched windows with rasterio {a['floor_s']} s: ratio {a['ratio']} (target <= 2). "
+        f"Server peak RSS after a small polygon {a['peak_rss_small_mb']} MB, after the large "
+        f"one {a['peak_rss_large_mb']} MB.",
+        f"- Join of {j['mws']} MWS over the 4 tiles: {j['join_s']} s; reading the windows it "
+        f"touches {j['floor_s']} s: ratio {j['ratio']} (target <= 2).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""The one reader kernel: dequantised embeddings of any STAC Item, from its metadata alone.
+
+Nothing here knows TESSERA: the codes asset, the dequantisation recipe, nodata rules and the
+scale asset all come from the Item's ``embedding:`` fields (see ``schemas/README.md``), so the
+same reader handles TESSERA's per-pixel scales, AlphaEarth's signed square, linear codes and
+plain floats. The API's point and zonal routes, the MWS join, the demo and Python users all read
+through it.
+
+* :mod:`.item`: :class:`ItemRecipe` (codes asset, scale asset, recipe, hrefs of an Item),
+  :func:`dequantize`, and :class:`EmbeddingReader` (one Item: ``read(window)``,
+  ``read_point``, ``read_points``, ``profile``).
+* :mod:`.blocks`: the block-wise kernel on open datasets: :func:`read_points` (a batch of
+  points, each touched block read once), :func:`iter_strips`, :func:`iter_polygon_pixels`,
+  :func:`polygon_sums` (streamed, bounded memory).
+* :mod:`.gdal`: :data:`GDAL_READ_OPTIONS` (applied wherever a COG is opened), hrefs as GDAL
+  paths, :class:`DatasetCache` (open handles kept across reads).
+"""
+
+from tessera_stac.catalog.hrefs import resolve_href
+from tessera_stac.catalog.reader.blocks import (
+    PointBatch,
+    PolygonPixels,
+    ZonalSums,
+    crs_code,
+    iter_polygon_pixels,
+    iter_strips,
+    owned_by_cell,
+    pixel_centres,
+    polygon_sums,
+    polygon_window,
+    read_points,
+    sum_dequantized,
+    valid_codes,
+)
+from tessera_stac.catalog.reader.gdal import (
+    GDAL_READ_OPTIONS,
+    DatasetCache,
+    gdal_path,
+    open_raster,
+    rasterio_env,
+)
+from tessera_stac.catalog.reader.item import (
+    EmbeddingReader,
+    GridInfo,
+    ItemRecipe,
+    PointSample,
+    dequantize,
+    quantization_of,
+    scale_validity,
+    select_codes_asset,
+)
+
+__all__ = [
+    "GDAL_READ_OPTIONS",
+    "DatasetCache",
+    "EmbeddingReader",
+    "GridInfo",
+    "ItemRecipe",
+    "PointBatch",
+    "PointSample",
+    "PolygonPixels",
+    "ZonalSums",
+    "crs_code",
+    "dequantize",
+    "gdal_path",
+    "iter_polygon_pixels",
+    "iter_strips",
+    "open_raster",
+    "owned_by_cell",
+    "pixel_centres",
+    "polygon_sums",
+    "polygon_window",
+    "quantization_of",
+    "rasterio_env",
+    "read_points",
+    "resolve_href",
+    "scale_validity",
+    "select_codes_asset",
+    "sum_dequantized",
+    "valid_codes",
+]

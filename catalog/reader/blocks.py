@@ -1,0 +1,373 @@
+"""The reader kernel: pixel selection + dequantisation, block by block.
+
+Everything that reads embedding pixels calls these functions on open rasterio datasets (codes
+and, for per-pixel recipes, scales):
+
+* :func:`read_points`: a batch of lon/lat points of one item. Points are grouped by the COG's
+  internal blocks; each run of touched blocks in a block row is read (and decompressed) once,
+  and every point in it is answered from that read.
+* :func:`iter_strips`: a pixel window as strips of whole block rows (bounded memory).
+* :func:`iter_polygon_pixels`: the pixels of one item whose centre lies in a WGS84 polygon and
+  in the item's own 0.1° cell (DESIGN §5), strip by strip: codes, scales and validity of just
+  those pixels.
+* :func:`polygon_sums`: count, valid count and float64 sum of the dequantised vectors of those
+  pixels (zonal statistics).
+* :func:`valid_codes`, :func:`sum_dequantized`, :func:`owned_by_cell`, :func:`pixel_centres`:
+  the pieces, for callers with their own pixel selection (the join's label rasters).
+
+Memory per call is bounded by one strip (block height x window width x dimensions), whatever the
+number of points or the size of the polygon.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from tessera_stac.catalog.embedding import Quantization, QuantizationMethod
+from tessera_stac.catalog.model import GridCell
+from tessera_stac.catalog.reader.item import dequantize, is_value, scale_validity
+
+Ranges = tuple[int, int, int, int]  # row0, row1, col0, col1 (half open)
+CHUNK_PIXELS = 16384  # pixels converted to float64 at once (128 x 16384 x 8 B = 16 MB)
+
+_local = threading.local()
+
+
+def transformer(src: str, dst: str) -> Any:
+    """A cached (per thread) always-xy pyproj Transformer."""
+    from pyproj import Transformer
+
+    cache: dict[tuple[str, str], Any] = _local.__dict__.setdefault("transformers", {})
+    found = cache.get((src, dst))
+    if found is None:
+        found = cache[(src, dst)] = Transformer.from_crs(src, dst, always_xy=True)
+    return found
+
+
+def crs_code(crs: Any) -> str:
+    """``EPSG:xxxx`` when the CRS has a code, else its WKT/PROJ string."""
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else crs.to_string()
+
+
+# ------------------------------------------------------------------------- pixel pieces
+def pixel_centres(
+    transform: Any, rows: npt.NDArray[Any], cols: npt.NDArray[Any]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """x, y of the centres of pixels (rows, cols) under an affine ``transform``."""
+    a, b, c, d, e, f = tuple(transform)[:6]
+    r = np.asarray(rows, dtype=np.float64) + 0.5
+    k = np.asarray(cols, dtype=np.float64) + 0.5
+    return c + k * a + r * b, f + k * d + r * e
+
+
+def to_pixel(
+    transform: Any, xs: npt.ArrayLike, ys: npt.ArrayLike
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Fractional (col, row) of points (x, y) under an affine ``transform``."""
+    ia, ib, ic, id_, ie, if_ = tuple(~transform)[:6]
+    x = np.asarray(xs, dtype=np.float64)
+    y = np.asarray(ys, dtype=np.float64)
+    return ia * x + ib * y + ic, id_ * x + ie * y + if_
+
+
+def owned_by_cell(
+    lons: npt.NDArray[Any], lats: npt.NDArray[Any], cell: GridCell
+) -> npt.NDArray[np.bool_]:
+    """True where (lon, lat) lies in ``cell`` (the rule of :meth:`GridCell.containing`)."""
+    ix = round((cell.lon - 0.05) * 10)
+    iy = round((cell.lat - 0.05) * 10)
+    owned: npt.NDArray[np.bool_] = (np.floor(np.asarray(lons) * 10) == ix) & (
+        np.floor(np.asarray(lats) * 10) == iy
+    )
+    return owned
+
+
+def valid_codes(
+    codes: npt.NDArray[Any], scales: npt.NDArray[Any] | None, q: Quantization
+) -> npt.NDArray[np.bool_]:
+    """Validity of pixels given as ``codes`` (k, dims) and ``scales`` (k,), by the recipe."""
+    ok: npt.NDArray[np.bool_] = np.ones(codes.shape[0], dtype=bool)
+    if q.nodata is not None:
+        ok &= ~is_value(codes, q.nodata).any(axis=-1)
+    if q.method is QuantizationMethod.PER_PIXEL_SCALE and scales is not None:
+        with np.errstate(invalid="ignore"):
+            ok &= scale_validity(np.asarray(scales, dtype=np.float64), q)
+    return ok
+
+
+def dequantize_pixels(
+    codes: npt.NDArray[Any], scales: npt.NDArray[Any] | None, q: Quantization
+) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
+    """:func:`dequantize` of pixels given as ``codes`` (k, dims) and ``scales`` (k,)."""
+    values, valid = dequantize(
+        codes[:, None, :], q, None if scales is None else np.asarray(scales)[:, None]
+    )
+    return values[:, 0, :], valid[:, 0]
+
+
+def sum_dequantized(
+    codes: npt.NDArray[Any], scales: npt.NDArray[Any] | None, q: Quantization
+) -> npt.NDArray[np.float64]:
+    """Float64 sum of the dequantised vectors of (valid) pixels ``codes`` (k, dims).
+
+    For per-pixel scales, ``q * s`` of an int8 code and a float32 scale is exact in float64, so
+    one matrix-vector product per chunk gives the exact sum.
+    """
+    dims = codes.shape[1]
+    total = np.zeros(dims, dtype=np.float64)
+    for start in range(0, codes.shape[0], CHUNK_PIXELS):
+        part = codes[start : start + CHUNK_PIXELS]
+        if q.method is QuantizationMethod.PER_PIXEL_SCALE and scales is not None:
+            s = np.asarray(scales[start : start + CHUNK_PIXELS], dtype=np.float64)
+            total += part.T.astype(np.float64) @ s
+        else:
+            values, _ = dequantize_pixels(part, None, q)
+            total += values.astype(np.float64).sum(axis=0)
+    return total
+
+
+# ------------------------------------------------------------------------------ windows
+def block_shape(ds: Any) -> tuple[int, int]:
+    """(rows, cols) of the dataset's internal blocks."""
+    h, w = ds.block_shapes[0]
+    return int(h), int(w)
+
+
+def iter_strips(
+    codes_ds: Any,
+    scales_ds: Any | None,
+    ranges: Ranges,
+    scale_band: int = 1,
+    rows_per_strip: int | None = None,
+) -> Iterator[tuple[Ranges, npt.NDArray[Any], npt.NDArray[Any] | None]]:
+    """Read ``ranges`` strip by strip, each strip aligned on whole block rows.
+
+    Yields:
+        ``((r0, r1, c0, c1), codes (dims, h, w), scales (h, w) or None)``.
+    """
+    from rasterio.windows import Window
+
+    row0, row1, col0, col1 = ranges
+    step = rows_per_strip or block_shape(codes_ds)[0]
+    first = row0 - row0 % step
+    for start in range(first, row1, step):
+        r0, r1 = max(start, row0), min(start + step, row1)
+        window = Window(col0, r0, col1 - col0, r1 - r0)
+        codes = codes_ds.read(window=window)
+        scales = None if scales_ds is None else scales_ds.read(scale_band, window=window)
+        yield (r0, r1, col0, col1), codes, scales
+
+
+# ------------------------------------------------------------------------------- points
+@dataclass(frozen=True)
+class PointBatch:
+    """The pixels under a batch of points of one item (arrays of length n, in input order).
+
+    Attributes:
+        rows, cols: pixel indices in the codes asset (may lie outside the raster).
+        inside: the point falls inside the raster.
+        valid: the pixel holds a valid embedding.
+        vectors: float ``(n, dims)`` dequantised values, NaN where not valid.
+        scales: the pixel's scale (per-pixel recipes), NaN otherwise or outside.
+        nodata: some code of the pixel equals the recipe's nodata.
+        x, y: centre of the pixel in the asset CRS.
+        crs: the asset CRS (``EPSG:xxxx``).
+        blocks: how many block runs were read.
+    """
+
+    rows: npt.NDArray[np.int64]
+    cols: npt.NDArray[np.int64]
+    inside: npt.NDArray[np.bool_]
+    valid: npt.NDArray[np.bool_]
+    vectors: npt.NDArray[Any]
+    scales: npt.NDArray[np.float64]
+    nodata: npt.NDArray[np.bool_]
+    x: npt.NDArray[np.float64]
+    y: npt.NDArray[np.float64]
+    crs: str
+    blocks: int
+
+
+def _runs(cols: list[int]) -> list[tuple[int, int]]:
+    """Consecutive runs ``[(first, last), ...]`` of sorted unique ints."""
+    runs: list[tuple[int, int]] = []
+    for c in cols:
+        if runs and c == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], c)
+        else:
+            runs.append((c, c))
+    return runs
+
+
+def read_points(
+    codes_ds: Any,
+    scales_ds: Any | None,
+    q: Quantization,
+    lons: npt.ArrayLike,
+    lats: npt.ArrayLike,
+    scale_band: int = 1,
+) -> PointBatch:
+    """The dequantised vectors of one item at WGS84 points, each touched block read once.
+
+    Args:
+        codes_ds: open dataset of the codes asset.
+        scales_ds: open dataset of the scale asset (per-pixel recipes), else None.
+        q: the recipe.
+        lons, lats: WGS84 coordinates.
+        scale_band: band of the scale asset.
+    """
+    from rasterio.windows import Window
+
+    lon = np.atleast_1d(np.asarray(lons, dtype=np.float64))
+    lat = np.atleast_1d(np.asarray(lats, dtype=np.float64))
+    n = lon.shape[0]
+    crs = crs_code(codes_ds.crs)
+    xs, ys = transformer("EPSG:4326", codes_ds.crs.to_string()).transform(lon, lat)
+    cf, rf = to_pixel(codes_ds.transform, xs, ys)
+    cols = np.floor(cf).astype(np.int64)
+    rows = np.floor(rf).astype(np.int64)
+    inside = (rows >= 0) & (rows < codes_ds.height) & (cols >= 0) & (cols < codes_ds.width)
+    dims = codes_ds.count
+    codes = np.zeros((n, dims), dtype=codes_ds.dtypes[0])
+    scales = np.full(n, np.nan, dtype=np.float64)
+    bh, bw = block_shape(codes_ds)
+    reads = 0
+    idx = np.flatnonzero(inside)
+    brow = rows[idx] // bh
+    for br in np.unique(brow):
+        in_row = idx[brow == br]
+        for first, last in _runs(sorted(set((cols[in_row] // bw).tolist()))):
+            c0 = first * bw
+            c1 = min((last + 1) * bw, codes_ds.width)
+            r0 = int(br) * bh
+            r1 = min(r0 + bh, codes_ds.height)
+            sel = in_row[(cols[in_row] >= c0) & (cols[in_row] < c1)]
+            window = Window(c0, r0, c1 - c0, r1 - r0)
+            block = codes_ds.read(window=window)
+            codes[sel] = block[:, rows[sel] - r0, cols[sel] - c0].T
+            if scales_ds is not None:
+                sblock = scales_ds.read(scale_band, window=window)
+                scales[sel] = sblock[rows[sel] - r0, cols[sel] - c0]
+            reads += 1
+    values, valid = dequantize_pixels(codes, scales if scales_ds is not None else None, q)
+    valid &= inside
+    values[~valid] = np.nan
+    nodata = np.zeros(n, dtype=bool)
+    if q.nodata is not None:
+        nodata = is_value(codes, q.nodata).any(axis=-1) & inside
+    cx, cy = pixel_centres(codes_ds.transform, rows, cols)
+    return PointBatch(rows, cols, inside, valid, values, scales, nodata, cx, cy, crs, reads)
+
+
+# ------------------------------------------------------------------------------ polygons
+def polygon_window(ds: Any, geometry: dict[str, Any]) -> Ranges | None:
+    """Pixel window ``(r0, r1, c0, c1)`` of ``ds`` holding a WGS84 geometry (None if apart)."""
+    from rasterio.warp import transform_geom
+    from shapely.geometry import shape
+
+    local = transform_geom("EPSG:4326", ds.crs, geometry)
+    minx, miny, maxx, maxy = shape(local).bounds
+    pad = 3 * abs(ds.transform.a)  # edges bulge slightly between projections
+    xs = np.array([minx - pad, minx - pad, maxx + pad, maxx + pad])
+    ys = np.array([miny - pad, maxy + pad, miny - pad, maxy + pad])
+    cs, rs = to_pixel(ds.transform, xs, ys)
+    r0, r1 = max(0, math.floor(min(rs))), min(ds.height, math.ceil(max(rs)))
+    c0, c1 = max(0, math.floor(min(cs))), min(ds.width, math.ceil(max(cs)))
+    if r1 <= r0 or c1 <= c0:
+        return None
+    return r0, r1, c0, c1
+
+
+@dataclass(frozen=True)
+class PolygonPixels:
+    """Pixels of one strip whose centre is in the polygon and the item's cell.
+
+    Attributes:
+        rows, cols: their indices in the codes asset.
+        codes: ``(k, dims)`` stored codes.
+        scales: ``(k,)`` scales (per-pixel recipes) or None.
+        valid: ``(k,)`` validity by the recipe.
+    """
+
+    rows: npt.NDArray[np.int64]
+    cols: npt.NDArray[np.int64]
+    codes: npt.NDArray[Any]
+    scales: npt.NDArray[Any] | None
+    valid: npt.NDArray[np.bool_]
+
+
+def iter_polygon_pixels(
+    codes_ds: Any,
+    scales_ds: Any | None,
+    q: Quantization,
+    geometry: dict[str, Any],
+    cell: GridCell | None,
+    window: Ranges | None = None,
+    scale_band: int = 1,
+) -> Iterator[PolygonPixels]:
+    """The pixels whose centre lies in ``geometry`` (WGS84, tested as given, the CoRE Stack /
+    GEE rule) and, when ``cell`` is given, in that 0.1° cell, one strip at a time."""
+    from shapely import contains_xy, prepare
+    from shapely.geometry import shape
+
+    ranges = window if window is not None else polygon_window(codes_ds, geometry)
+    if ranges is None:
+        return
+    shp = shape(geometry)
+    prepare(shp)
+    back = transformer(codes_ds.crs.to_string(), "EPSG:4326")
+    for (r0, r1, c0, c1), codes, scales in iter_strips(codes_ds, scales_ds, ranges, scale_band):
+        rows, cols = np.mgrid[r0:r1, c0:c1]
+        xs, ys = pixel_centres(codes_ds.transform, rows, cols)
+        lons, lats = (np.asarray(v) for v in back.transform(xs, ys))
+        inside = contains_xy(shp, lons, lats)
+        if cell is not None:
+            inside &= owned_by_cell(lons, lats, cell)
+        sel_r, sel_c = np.nonzero(inside)
+        if len(sel_r) == 0:
+            continue
+        picked = codes[:, sel_r, sel_c].T
+        picked_s = None if scales is None else scales[sel_r, sel_c]
+        yield PolygonPixels(
+            (sel_r + r0).astype(np.int64),
+            (sel_c + c0).astype(np.int64),
+            picked,
+            picked_s,
+            valid_codes(picked, picked_s, q),
+        )
+
+
+@dataclass
+class ZonalSums:
+    """Count, valid count and float64 sum of dequantised vectors over some pixels."""
+
+    count: int = 0
+    valid: int = 0
+    total: npt.NDArray[np.float64] | None = None
+
+
+def polygon_sums(pixels: Iterable[PolygonPixels], q: Quantization) -> ZonalSums:
+    """Zonal sums over the strips of :func:`iter_polygon_pixels` (streamed: one strip held).
+
+    Example: ``polygon_sums(iter_polygon_pixels(codes, scales, q, geometry, cell), q)``.
+    """
+    out = ZonalSums()
+    for px in pixels:
+        out.count += len(px.rows)
+        good = px.valid
+        n = int(good.sum())
+        if n:
+            out.valid += n
+            part = sum_dequantized(
+                px.codes[good], None if px.scales is None else px.scales[good], q
+            )
+            out.total = part if out.total is None else out.total + part
+    return out

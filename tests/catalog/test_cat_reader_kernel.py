@@ -1,0 +1,256 @@
+"""The reader kernel: batched points bit-identical to whole-tile reads, each block read once,
+polygon streaming equal to an independent computation, and remote opens in <= 3 requests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from pyproj import Transformer
+
+from tessera_stac.catalog.model import GridCell
+from tessera_stac.catalog.profile import EMBEDDINGS, SCALES
+from tessera_stac.catalog.reader import (
+    GDAL_READ_OPTIONS,
+    ItemRecipe,
+    gdal_path,
+    iter_polygon_pixels,
+    open_raster,
+    polygon_sums,
+    rasterio_env,
+    read_points,
+)
+from tessera_stac.catalog.stac import embeddings_quantization
+from tests.fixtures_catalog import wait_serving
+
+ORIGIN = (605000.0, 2556000.0)  # EPSG:32643; the 6 x 5 km tile straddles 0.1° cells
+EPSG = 32643
+CELL = GridCell.containing(
+    *Transformer.from_crs(EPSG, 4326, always_xy=True).transform(ORIGIN[0] + 2500, ORIGIN[1] - 3000)
+)
+
+
+def _write(path: Path, data: np.ndarray, dtype: str, nodata: Any, profile: Any) -> None:
+    with rasterio.open(
+        path,
+        "w",
+        driver="COG",
+        width=data.shape[2],
+        height=data.shape[1],
+        count=data.shape[0],
+        dtype=dtype,
+        nodata=nodata,
+        crs=f"EPSG:{EPSG}",
+        transform=Affine(10.0, 0.0, ORIGIN[0], 0.0, -10.0, ORIGIN[1]),
+        BLOCKSIZE=profile.blocksize,
+        COMPRESS=profile.compress,
+        INTERLEAVE="PIXEL",
+        OVERVIEWS="NONE",
+    ) as dst:
+        dst.write(data)
+
+
+@pytest.fixture(scope="module")
+def tile(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray, np.ndarray]:
+    """A 600 x 500 x 128 tile with the published block size, invalid pixels of every kind."""
+    root = tmp_path_factory.mktemp("kernel")
+    rng = np.random.default_rng(5)
+    codes = rng.integers(-127, 128, (EMBEDDINGS.count, 600, 500), dtype=np.int8)
+    scales = rng.uniform(0.01, 0.2, (1, 600, 500)).astype(np.float32)
+    codes[:, 10:40, 10:40] = -128  # nodata codes
+    scales[0, 100:110, 200:260] = np.nan  # water
+    scales[0, 300:305, 0:50] = 1.5  # outside the valid range
+    _write(root / "embeddings.tif", codes, "int8", -128, EMBEDDINGS)
+    _write(root / "scales.tif", scales, "float32", float("nan"), SCALES)
+    return root, codes, scales[0]
+
+
+def _lonlat(rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    xs = ORIGIN[0] + (cols + 0.5) * 10.0
+    ys = ORIGIN[1] - (rows + 0.5) * 10.0
+    back = Transformer.from_crs(EPSG, 4326, always_xy=True)
+    lon, lat = back.transform(xs, ys)
+    return np.asarray(lon), np.asarray(lat)
+
+
+def _expected(codes: np.ndarray, scales: np.ndarray, r: int, c: int) -> np.ndarray | None:
+    s = scales[r, c]
+    if not (np.isfinite(s) and 0 < s < 1) or (codes[:, r, c] == -128).any():
+        return None
+    return codes[:, r, c].astype(np.float32) * s
+
+
+class CountingOpens:
+    """``rasterio.DatasetReader.read`` calls counted (each is one decode of a window)."""
+
+    def __init__(self, ds: Any) -> None:
+        self.ds = ds
+        self.reads = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.ds, name)
+
+    def read(self, *args: Any, **kwargs: Any) -> Any:
+        self.reads += 1
+        return self.ds.read(*args, **kwargs)
+
+
+def test_batch_points_bit_identical_and_one_read_per_block_run(
+    tile: tuple[Path, np.ndarray, np.ndarray],
+) -> None:
+    root, codes, scales = tile
+    rng = np.random.default_rng(9)
+    rows = rng.integers(-5, 605, 400)
+    cols = rng.integers(-5, 505, 400)
+    rows[:3], cols[:3] = (20, 105, 302), (20, 230, 10)  # nodata, water, bad scale
+    rows[3:6], cols[3:6] = 42, 42  # the same pixel three times
+    lon, lat = _lonlat(rows, cols)
+    q = embeddings_quantization()
+    with (
+        rasterio_env(),
+        open_raster(str(root / "embeddings.tif")) as cds,
+        open_raster(str(root / "scales.tif")) as sds,
+    ):
+        counted = CountingOpens(cds)
+        batch = read_points(counted, sds, q, lon, lat)
+    inside = (rows >= 0) & (rows < 600) & (cols >= 0) & (cols < 500)
+    assert np.array_equal(batch.inside, inside)
+    assert np.array_equal(batch.rows[inside], rows[inside])
+    assert np.array_equal(batch.cols[inside], cols[inside])
+    for i in range(len(rows)):
+        want = _expected(codes, scales, rows[i], cols[i]) if inside[i] else None
+        assert bool(batch.valid[i]) == (want is not None), i
+        if want is not None:
+            assert np.array_equal(batch.vectors[i].astype(np.float32), want)
+    assert not batch.valid[:3].any() and batch.nodata[0] and not batch.nodata[1]
+    # one read per run of touched blocks: never more reads than touched block rows x runs
+    blocks = {(r // 128, c // 128) for r, c in zip(rows[inside], cols[inside], strict=True)}
+    assert counted.reads == batch.blocks <= len(blocks)
+    assert counted.reads <= len({b[0] for b in blocks})  # dense points: one run per block row
+
+
+def test_polygon_sums_match_independent_computation(
+    tile: tuple[Path, np.ndarray, np.ndarray],
+) -> None:
+    from shapely import contains_xy
+    from shapely.geometry import Polygon, mapping
+
+    root, codes, scales = tile
+    corners_rc = [(5, 5), (5, 480), (590, 470), (560, 20)]
+    lon, lat = _lonlat(np.array([r for r, _ in corners_rc]), np.array([c for _, c in corners_rc]))
+    polygon = Polygon(zip(lon, lat, strict=True))
+    q = embeddings_quantization()
+    with (
+        rasterio_env(),
+        open_raster(str(root / "embeddings.tif")) as cds,
+        open_raster(str(root / "scales.tif")) as sds,
+    ):
+        got = polygon_sums(iter_polygon_pixels(cds, sds, q, mapping(polygon), CELL), q)
+    rr, cc = np.mgrid[0:600, 0:500]
+    plon, plat = _lonlat(rr, cc)
+    inside = contains_xy(polygon, plon, plat)
+    ix, iy = round((CELL.lon - 0.05) * 10), round((CELL.lat - 0.05) * 10)
+    inside &= (np.floor(plon * 10) == ix) & (np.floor(plat * 10) == iy)
+    assert inside.sum() < contains_xy(polygon, plon, plat).sum()  # the cell rule bites
+    ok = inside & np.isfinite(scales) & (scales > 0) & (scales < 1) & ~(codes == -128).any(0)
+    assert got.count == int(inside.sum()) and got.valid == int(ok.sum()) > 1000
+    want = (codes[:, ok].astype(np.float64) * scales[ok].astype(np.float64)).sum(axis=1)
+    assert got.total is not None and np.allclose(got.total, want, rtol=1e-12, atol=1e-9)
+
+
+def test_item_recipe_resolves_relative_hrefs() -> None:
+    item = {
+        "type": "Feature",
+        "stac_version": "1.1.0",
+        "id": "t",
+        "collection": "c",
+        "geometry": None,
+        "properties": {"datetime": "2024-01-01T00:00:00Z"},
+        "links": [],
+        "assets": {
+            "embeddings": {
+                "href": "./embeddings.tif",
+                "roles": ["data", "embeddings"],
+                "embedding:quantization": embeddings_quantization().to_dict(),
+            },
+            "scales": {"href": "./scales.tif", "roles": ["data", "scales"]},
+        },
+    }
+    rec = ItemRecipe.of(item, self_href="http://h/x/2024/t.json")
+    assert rec.codes_href == "http://h/x/2024/embeddings.tif"
+    assert rec.scale_href == "http://h/x/2024/scales.tif"
+    assert ItemRecipe.of(item, self_href="http://h/x/2024/t.json") is rec  # memoised
+
+
+# ----------------------------------------------------------------- remote opens, counted
+COUNTING_SERVER = """
+import json, sys
+import uvicorn
+from starlette.applications import Starlette
+from starlette.staticfiles import StaticFiles
+
+log = open(sys.argv[3], "a", buffering=1)
+files = StaticFiles(directory=sys.argv[1])
+
+async def app(scope, receive, send):
+    if scope["type"] == "http":
+        headers = dict(scope["headers"])
+        log.write(json.dumps([scope["method"], scope["path"],
+                              headers.get(b"range", b"").decode()]) + "\\n")
+        scope = dict(scope, root_path="", path=scope["path"][len("/data"):] or "/")
+    await files(scope, receive, send)
+
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
+"""
+
+
+@pytest.fixture
+def counting_server(
+    tile: tuple[Path, np.ndarray, np.ndarray], tmp_path: Path
+) -> Iterator[tuple[str, Path]]:
+    """The tile folder over HTTP (Range), every request logged; in another process."""
+    from tessera_stac.catalog.pgstac.cluster import free_port
+
+    root = tile[0]
+    log = tmp_path / "requests.log"
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", COUNTING_SERVER, str(root), str(port), str(log)])
+    base = f"http://127.0.0.1:{port}/data"
+    wait_serving(f"{base}/nothing-here", proc, "counting server")
+    log.write_text("")
+    yield base, log
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def _requests(log: Path) -> list[list[str]]:
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+
+def test_remote_open_takes_at_most_three_requests(counting_server: tuple[str, Path]) -> None:
+    base, log = counting_server
+    href = f"{base}/embeddings.tif"
+    with rasterio_env(), open_raster(gdal_path(href), href) as ds:
+        assert ds.count == EMBEDDINGS.count and ds.block_shapes[0] == (128, 128)
+        opened = _requests(log)
+        window = ds.read(1, window=((130, 131), (140, 141)))
+    assert len(opened) <= 3, opened
+    assert all(method == "GET" for method, _, _ in opened), opened  # no HEAD
+    assert all(path.endswith("/embeddings.tif") for _, path, _ in opened), opened  # no sidecars
+    assert window.shape == (1, 1)
+    reads = _requests(log)[len(opened) :]
+    assert len(reads) <= 1, reads  # the one block holding the pixel
+
+
+def test_options_are_the_documented_ones() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for key, value in GDAL_READ_OPTIONS.items():
+        assert f"{key}={value}" in readme, key
