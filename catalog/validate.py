@@ -93,16 +93,15 @@ def read_json(target: str, timeout: float = 30.0) -> Any:
         with urllib.request.urlopen(target, timeout=timeout) as resp:
             return json.loads(resp.read())
     if scheme == "s3":
-        import boto3
         import botocore.exceptions
 
-        parts = urlsplit(target)
-        try:
-            body = boto3.client("s3").get_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"))
-            return json.loads(body["Body"].read())
-        except botocore.exceptions.BotoCoreError as exc:
-            raise OSError(str(exc)) from exc
-        except botocore.exceptions.ClientError as exc:
+        from tessera_stac.catalog.store import S3Store, split_s3
+        from tessera_stac.catalog.store_settings import StorageSettings
+
+        bucket, key = split_s3(target)
+        try:  # through the one store (its boto3 client, retries, TESSERA_STAC_S3_* settings)
+            return json.loads(S3Store(bucket, "", StorageSettings()).read_bytes(key))
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             raise OSError(str(exc)) from exc
     return json.loads(Path(target).read_text())
 

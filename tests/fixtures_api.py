@@ -42,15 +42,9 @@ def make_item(
     from tessera_stac.publisher.samples.items import fake_item
 
     cell = GridCell.containing(lon, lat)
-    grid = (cell.utm_epsg, (10.0, 0.0, 500000.0, 0.0, -10.0, 5000000.0), (1110, 1110))
+    counts = PixelCounts(valid=10, invalid=0)
     item = fake_item(
-        lon,
-        lat,
-        year,
-        collection_id=collection_id,
-        model_name="tessera",
-        grid=grid,
-        counts=PixelCounts(valid=10, invalid=0),
+        lon, lat, year, collection_id=collection_id, model_name="tessera", counts=counts
     )
     item["properties"]["embedding:dimensions"] = dims
     item["properties"].setdefault("embedding:model_version", "v1")

@@ -657,6 +657,9 @@ def create_join_item(
         props["corestack:mws_source"] = str(mws_item["id"])
     for href in filter(None, tile_hrefs):
         item.add_link(pystac.Link("derived_from", href, "application/geo+json"))
+    unlinked = [t.item_id for t, href in zip(result.tiles, tile_hrefs, strict=True) if not href]
+    if unlinked:  # embedding items outside the catalog: their ids, never their local paths
+        props["tessera:source_items"] = unlinked
     return item
 
 

@@ -186,10 +186,18 @@ def test_join_cli_writes_item_table_and_map(
     item = json.loads(item_path.read_text())
     stac_validate(item)
     assert item["properties"]["start_datetime"].startswith("2024-01-01")
-    # the layer file and the tiles lie outside the catalog: never linked by their local paths
-    # (issue 11), the layer's identity is kept instead
-    assert [ln for ln in item["links"] if ln["rel"] == "derived_from"] == []
-    assert item["properties"]["corestack:mws_source"]
+    derived = [
+        (item_path.parent / link["href"]).resolve()
+        for link in item["links"]
+        if link["rel"] == "derived_from"
+    ]
+    # the layer file and the tiles lie outside the catalog written to: named, never linked
+    # by their local paths
+    assert derived == []
+    assert item["properties"]["corestack:mws_source"] == "few_mws"
+    assert sorted(item["properties"]["tessera:source_items"]) == sorted(
+        json.loads(p.read_text())["id"] for p in published_sample.items
+    )
     assert str(tmp_path) not in item_path.read_text()
     got = gpd.read_parquet(data["parquet"]).set_index("uid")
     assert got.crs.to_epsg() == 4326 and sorted(got.index) == sorted(few)
