@@ -61,11 +61,10 @@ def write_tile(root: Path, lon: float, lat: float) -> dict[str, Any]:
     georef = rebuild_georef(cell)
     h, w = georef.shape
     rng = np.random.default_rng(int(lon * 100 + lat))
-    # smooth fields plus noise (compresses like real embeddings, not like white noise)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) / 200
-    phase = rng.uniform(0, 6.3, size=(EMBEDDINGS.count, 1, 1)).astype(np.float32)
-    field = np.sin(xx[None] + phase) * np.cos(yy[None] - phase) * 100
-    codes = np.clip(field + rng.normal(0, 6, field.shape), -127, 127).astype(np.int8)
+    # patches of 32 px plus noise (compresses like real embeddings, not like white noise)
+    low = rng.integers(-100, 101, size=(EMBEDDINGS.count, h // 32 + 1, w // 32 + 1), dtype=np.int8)
+    codes = np.repeat(np.repeat(low, 32, axis=1), 32, axis=2)[:, :h, :w]
+    codes = codes + rng.integers(-6, 7, size=codes.shape, dtype=np.int8)
     scales = rng.uniform(0.03, 0.1, size=(h, w)).astype(np.float32)
     folder = root / COLLECTION / str(YEAR) / cell.name
     folder.mkdir(parents=True, exist_ok=True)
