@@ -44,7 +44,7 @@ HERE = Path(__file__).resolve().parent
 YEAR = 2024
 CELLS = [(71.95, 21.75), (72.05, 21.75), (71.95, 21.85), (72.05, 21.85)]
 ZOOM = 14
-ROUNDS = 4
+ROUNDS = 2
 PER_ROUND = 6
 CORNER = (72.0, 21.8)
 WINDOW = 768  # px of each tile written (the part near CORNER): keeps set-up short
@@ -124,6 +124,15 @@ def tiles_around(lon: float, lat: float, n: int) -> list[Any]:
                     out.append(morecantile.Tile(centre.x + dx, centre.y + dy, ZOOM))
         ring += 1
     return out
+
+
+def inside(path: str, lon: float, lat: float) -> list[Any]:
+    """``PER_ROUND`` tiles around (lon, lat) that lie on the COG at ``path``."""
+    from rio_tiler.io import Reader
+
+    with Reader(path) as src:
+        found = [t for t in tiles_around(lon, lat, 25) if src.tile_exists(t.x, t.y, t.z)]
+    return found[:PER_ROUND]
 
 
 # --------------------------------------------------------------------------- bare rio-tiler
@@ -221,7 +230,7 @@ def main() -> None:
             ).json()["embedding"]
             scenarios["single"] = (
                 tile_urls(url, COLLECTION, "rgb", item_id=single_item["id"]),
-                tiles_around(cell_lon, cell_lat, PER_ROUND),
+                inside(single_item["assets"]["embeddings"]["href"], cell_lon, cell_lat),
                 bare_single(single_item["assets"]["embeddings"]["href"]),
             )
             scenarios["mosaic"] = (
