@@ -40,12 +40,12 @@ from psycopg_pool import ConnectionPool
 from pydantic import BeforeValidator
 from rio_tiler.io import Reader
 from rio_tiler.models import ImageData
-from titiler.core.algorithm import BaseAlgorithm
 from titiler.core.algorithm import algorithms as default_algorithms
+from titiler.core.algorithm.base import BaseAlgorithm
 from titiler.core.errors import DEFAULT_STATUS_CODES, add_exception_handlers
 from titiler.core.factory import MultiBaseTilerFactory
 from titiler.core.validation import validate_json
-from titiler.extensions import wmtsExtension
+from titiler.extensions.wmts import wmtsExtension
 from titiler.mosaic.errors import MOSAIC_STATUS_CODES
 from titiler.mosaic.extensions.wmts import wmtsExtension as wmtsMosaicExtension
 from titiler.pgstac import dependencies as pgstac_deps
@@ -156,6 +156,7 @@ def cell_mask(img: ImageData, bbox: tuple[float, float, float, float]) -> np.nda
     cell = GridCell.containing((bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2)
     west, south, _, _ = cell.bounds
     height, width = img.height, img.width
+    assert img.bounds is not None, "a tile always has bounds"
     left, bottom, right, top = img.bounds
     xs = left + (np.arange(width) + 0.5) * (right - left) / width
     ys = top - (np.arange(height) + 0.5) * (top - bottom) / height
@@ -170,7 +171,7 @@ def item_reader(gdal_path: Callable[[str], str]) -> type[PgSTACReader]:
     """PgSTACReader reading the API's own files from disk."""
 
     @attr.s
-    class ItemReader(PgSTACReader):  # type: ignore[misc]
+    class ItemReader(PgSTACReader):
         reader: type[Reader] = attr.ib(default=Reader)
 
         def _get_asset_info(self, asset: Any) -> Any:
@@ -185,7 +186,7 @@ def cell_reader(gdal_path: Callable[[str], str]) -> type[SimpleSTACReader]:
     """Mosaic reader: an Item's pixels only inside its own 0.1° cell (no double drawing)."""
 
     @attr.s
-    class CellSTACReader(SimpleSTACReader):  # type: ignore[misc]
+    class CellSTACReader(SimpleSTACReader):
         def _get_asset_info(self, asset: Any) -> Any:
             info = super()._get_asset_info(asset)
             info["url"] = gdal_path(info["url"])
@@ -193,7 +194,8 @@ def cell_reader(gdal_path: Callable[[str], str]) -> type[SimpleSTACReader]:
 
         def tile(self, *args: Any, **kwargs: Any) -> ImageData:
             img = super().tile(*args, **kwargs)
-            outside = cell_mask(img, tuple(self.input["bbox"]))
+            west, south, east, north = self.input["bbox"][:4]
+            outside = cell_mask(img, (west, south, east, north))
             img.array.mask = np.ma.getmaskarray(img.array) | outside[None]
             return img
 
@@ -476,12 +478,12 @@ def item_map_links(
         if "visual" in (asset.get("roles") or []) and "cloud-optimized" in media:
             root = f"{base.rstrip('/')}{PREFIX}/collections/{cid}/items/{iid}"
             query = urlencode([("assets", key)])
-            urls = {
+            asset_urls = {
                 "xyz": f"{root}/tiles/{TMS}/{{z}}/{{x}}/{{y}}.png?{query}",
                 "tilejson": f"{root}/{TMS}/tilejson.json?{query}",
                 "wmts": f"{root}/WMTSCapabilities.xml?{query}",
             }
-            return _links([(str(asset.get("title") or key), urls)], iid)
+            return _links([(str(asset.get("title") or key), asset_urls)], iid)
     return []
 
 

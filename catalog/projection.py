@@ -129,7 +129,8 @@ def fit_collection_projection(
         picks = np.linspace(0, len(ordered) - 1, MAX_SAMPLED_ITEMS).round().astype(int)
         ordered = [ordered[i] for i in sorted(set(picks.tolist()))]
     samples = [sample_item(item, href, gdal_env) for item, href in ordered]
-    vectors = np.concatenate([s for s in samples if s.size] or [np.zeros((0, EMBEDDING_DIM))])
+    empty = np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
+    vectors = np.concatenate([s for s in samples if s.size] or [empty])
     return fit_projection(np.asarray(vectors, dtype=np.float32))
 
 

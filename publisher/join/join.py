@@ -770,8 +770,8 @@ def write_join(
             records["csv"] = asset_record(path, "csv", CSV_MEDIA_TYPE, ("data",))
         png = staged / f"{item_id}_pca.png"
         means = table[list(MEAN_COLUMNS)].to_numpy(dtype=np.float64)
-        bbox = tuple(round(float(v), 8) for v in table.total_bounds)
-        shape, merc_bbox = render_pca_overlay(table, means, png, bbox)  # type: ignore[arg-type]
+        west, south, east, north = (round(float(v), 8) for v in table.total_bounds)
+        shape, merc_bbox = render_pca_overlay(table, means, png, (west, south, east, north))
         records["map"] = asset_record(png, "map", PNG_MEDIA_TYPE, ("overview", "visual"))
         cog = overlay_cog(png, staged / f"{item_id}_pca.tif", merc_bbox)
         records["map-cog"] = asset_record(cog, "map-cog", EMBEDDINGS.media_type, ("visual",))

@@ -561,8 +561,9 @@ def write_mws_files(layer: MwsLayer, folder: Path, item_id: str) -> dict[str, As
         from tessera_stac.publisher.overlay import distinct_colours, render_overlay
 
         png = folder / f"{item_id}_map.png"
-        bbox = tuple(round(float(v), 8) for v in layer.frame.total_bounds)
-        render_overlay(layer.frame, distinct_colours(len(layer.frame)), png, bbox, edge="black")  # type: ignore[arg-type]
+        west, south, east, north = (round(float(v), 8) for v in layer.frame.total_bounds)
+        colours = distinct_colours(len(layer.frame))
+        render_overlay(layer.frame, colours, png, (west, south, east, north), edge="black")
         records["map"] = asset_record(png, "map", "image/png", ("overview", "visual"))
     return records
 
