@@ -13,7 +13,8 @@ item and embedding items read).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from tessera_stac.catalog.change import DEFAULT_THRESHOLD, ChangeSums
 from tessera_stac.catalog.constants import CHANGE_COLLECTION_ID, JOIN_COLLECTION_ID, UID_COLUMN
 from tessera_stac.catalog.errors import InputError
 from tessera_stac.catalog.profile import EMBEDDING_DIM, EMBEDDINGS
+from tessera_stac.catalog.reader import gdal_path, open_raster, rasterio_env
 from tessera_stac.publisher.join.join import (
     EmbeddingTile,
     _rel,
@@ -87,6 +89,34 @@ def _pairs(
     return pairs
 
 
+@contextmanager
+def open_pair(
+    a: EmbeddingTile, b: EmbeddingTile, env: dict[str, str] | None = None
+) -> Iterator[Callable[[Any], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]]:
+    """Open two years of one cell through the reader kernel (its GDAL options and paths);
+    yield ``read(window) -> (codes_a, scales_a, codes_b, scales_b)``, codes as
+    ``(dims, pixels)`` and scales as ``(pixels,)``."""
+    with rasterio_env(env), ExitStack() as stack:
+        ds = [
+            stack.enter_context(open_raster(gdal_path(href), href))
+            for href in (a.embeddings_href, a.scales_href, b.embeddings_href, b.scales_href)
+        ]
+
+        def read(window: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+            qa, sa, qb, sb = (
+                d.read(window=window) if i % 2 == 0 else d.read(1, window=window)
+                for i, d in enumerate(ds)
+            )
+            return (
+                qa.reshape(qa.shape[0], -1),
+                sa.reshape(-1),
+                qb.reshape(qb.shape[0], -1),
+                sb.reshape(-1),
+            )
+
+        yield read
+
+
 def accumulate_pair(
     a: EmbeddingTile,
     b: EmbeddingTile,
@@ -97,23 +127,12 @@ def accumulate_pair(
     env: dict[str, str] | None = None,
 ) -> bool:
     """Add one cell's owned pixels, valid in both years, to ``sums``."""
-    import rasterio
-
     strips = label_strips(a, geoms, groups, tree)
     if strips is None:
         return False
-    with (
-        rasterio.Env(**(env or {})),
-        rasterio.open(a.embeddings_href) as qa_ds,
-        rasterio.open(a.scales_href) as sa_ds,
-        rasterio.open(b.embeddings_href) as qb_ds,
-        rasterio.open(b.scales_href) as sb_ds,
-    ):
+    with open_pair(a, b, env) as read:
         for strip in strips:
-            qa = qa_ds.read(window=strip.window).reshape(EMBEDDING_DIM, -1)
-            sa = sa_ds.read(1, window=strip.window).reshape(-1)
-            qb = qb_ds.read(window=strip.window).reshape(EMBEDDING_DIM, -1)
-            sb = sb_ds.read(1, window=strip.window).reshape(-1)
+            qa, sa, qb, sb = read(strip.window)
             for lab in strip.labels:
                 flat = lab.reshape(-1)
                 sel = np.flatnonzero((flat > 0) & strip.owned)

@@ -19,7 +19,7 @@ from tessera_stac.catalog.errors import InputError
 from tessera_stac.catalog.profile import SCALES
 from tessera_stac.publisher.embeddings.cog import verify_cog, write_cog
 from tessera_stac.publisher.embeddings.georef import TileGeoref
-from tessera_stac.publisher.join.change import dequantised
+from tessera_stac.publisher.join.change import dequantised, open_pair
 from tessera_stac.publisher.join.join import EmbeddingTile
 
 CHANGE_LAYER = replace(
@@ -48,32 +48,16 @@ def _overview(values: np.ndarray, factor: int) -> np.ndarray:
 def change_distance(a: EmbeddingTile, b: EmbeddingTile) -> tuple[np.ndarray, TileGeoref]:
     """Per-pixel cosine distance (float32, NaN invalid) of two years of one cell, and its grid
     (as the first year's file has it)."""
-    import rasterio
-
     if (a.epsg, a.shape) != (b.epsg, b.shape) or not np.allclose(a.transform, b.transform):
         raise InputError(f"{a.item_id} and {b.item_id} are on different grids")
     out = np.full(a.shape, np.nan, dtype=np.float32)
-    with (
-        rasterio.open(a.embeddings_href) as qa_ds,
-        rasterio.open(a.scales_href) as sa_ds,
-        rasterio.open(b.embeddings_href) as qb_ds,
-        rasterio.open(b.scales_href) as sb_ds,
-    ):
+    with open_pair(a, b) as read:
         for r0 in range(0, a.shape[0], ROWS):
             window = ((r0, min(r0 + ROWS, a.shape[0])), (0, a.shape[1]))
-            n = (window[0][1] - r0) * a.shape[1]
-            va = dequantised(
-                qa_ds.read(window=window).reshape(-1, n), sa_ds.read(1, window=window).reshape(-1)
-            )
-            vb = dequantised(
-                qb_ds.read(window=window).reshape(-1, n), sb_ds.read(1, window=window).reshape(-1)
-            )
-            dist, _ = cosine_distance(va, vb)
+            qa, sa, qb, sb = read(window)
+            dist, _ = cosine_distance(dequantised(qa, sa), dequantised(qb, sb))
             out[r0 : window[0][1]] = dist.reshape(-1, a.shape[1])
-        t = qa_ds.transform
-        georef = TileGeoref(
-            int(qa_ds.crs.to_epsg()), (t.a, t.b, t.c, t.d, t.e, t.f), *a.shape, "published tile"
-        )
+    georef = TileGeoref(a.epsg, a.transform, *a.shape, "published tile")
     return out, georef
 
 
