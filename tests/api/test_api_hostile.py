@@ -161,7 +161,7 @@ def test_hostile_corpus(served: Served) -> None:
         (
             "POST",
             "/embeddings/positions",
-            {"json": {**point, "points": point["points"] * 1001}},
+            {"json": {**point, "points": point["points"] * (ApiSettings().max_points + 1)}},
             413,
         ),
         # /data: impossible paths are 404, not an outage
