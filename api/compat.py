@@ -17,7 +17,7 @@ from typing import Any, Literal
 import attr
 from fastapi import HTTPException
 from pydantic import Field
-from stac_fastapi.extensions import SearchFilterExtension
+from stac_fastapi.extensions import SearchFilterExtension as _SearchFilterExtension
 from stac_fastapi.extensions.filter.request import FilterExtensionPostRequest
 
 STAC_API_PREFIX = "https://api.stacspec.org/"
@@ -55,10 +55,18 @@ class TextFilterPostRequest(FilterExtensionPostRequest):
 
 
 @attr.s
-class TextFilterSearchExtension(SearchFilterExtension):
-    """Item Search filter extension whose POST accepts CQL2 text as well as JSON."""
+class SearchFilterExtension(_SearchFilterExtension):
+    """Item Search filter extension whose POST accepts CQL2 text as well as JSON.
+
+    It keeps stac-fastapi's class name on purpose: the core client finds enabled extensions
+    by class name (``extension_is_enabled("SearchFilterExtension")``) to add the landing
+    page's ``queryables`` link.
+    """
 
     POST = TextFilterPostRequest
+
+
+TextFilterSearchExtension = SearchFilterExtension
 
 
 def cql2_text_to_json(search_request: Any) -> None:
