@@ -305,8 +305,10 @@ SCHEMATHESIS_RUNS = [
         ["--phases", "examples,coverage,fuzzing", "--max-examples", "25"],
     ),
     (
+        # fuzzing only: the examples phase crashes schemathesis itself on titiler's
+        # ``expression`` example (a CPython AST recursion SystemError in the generator)
         ["--include-path-regex", "^/tiles"],
-        ["--phases", "examples,fuzzing", "--max-examples", "4"],
+        ["--phases", "fuzzing", "--max-examples", "6"],
     ),
 ]
 
