@@ -79,7 +79,9 @@ def test_runtime_config_points_at_this_api(
     assert config_js.text.startswith(prefix)
     import json
 
-    config = json.loads(config_js.text[len(prefix) :].rstrip().rstrip(";"))
+    # the JSON config is the first statement (the tile-URL function follows it)
+    config = json.loads(config_js.text[len(prefix) :].split(";\n", 1)[0])
+    assert "buildTileUrlTemplate" in config_js.text
     # STAC Browser requires catalogUrl to equal the landing page's self link exactly
     self_href = next(link["href"] for link in landing["links"] if link["rel"] == "self")
     assert config["catalogUrl"] == self_href == f"{base}/"
@@ -115,6 +117,6 @@ def test_runtime_config_behind_a_path_prefix(
         # a proxy strips /stac before the request reaches the app
         config_js = client.get("/browser/config.js").text
         landing = client.get("/").json()
-    config = json.loads(config_js.split("=", 1)[1].rstrip().rstrip(";"))
+    config = json.loads(config_js.split("=", 1)[1].split(";\n", 1)[0])
     self_href = next(link["href"] for link in landing["links"] if link["rel"] == "self")
     assert config["catalogUrl"] == self_href == f"{base}/stac/"
