@@ -13,6 +13,9 @@ through it.
   points, each touched block read once), :func:`iter_strips`, :func:`iter_polygon_pixels`,
   :func:`polygon_sums` (streamed, bounded memory), :func:`dequantize_pixels` (vectors of
   the pixels a strip yields).
+* :mod:`.tiff`: the touched blocks of a local COG fetched and decoded directly (tifffile +
+  imagecodecs, a small thread pool), pixel-interleaved; :func:`read_window` and
+  :func:`read_pixels` fall back to GDAL for remote files (same values).
 * :mod:`.gdal`: :data:`GDAL_READ_OPTIONS` (applied wherever a COG is opened), hrefs as GDAL
   paths, :class:`DatasetCache` (open handles kept across reads).
 """
@@ -51,6 +54,7 @@ from tessera_stac.catalog.reader.item import (
     scale_validity,
     select_codes_asset,
 )
+from tessera_stac.catalog.reader.tiff import TiffBlocks, read_pixels, read_window
 
 __all__ = [
     "GDAL_READ_OPTIONS",
@@ -61,6 +65,7 @@ __all__ = [
     "PointBatch",
     "PointSample",
     "PolygonPixels",
+    "TiffBlocks",
     "ZonalSums",
     "crs_code",
     "dequantize",
@@ -75,7 +80,9 @@ __all__ = [
     "polygon_window",
     "quantization_of",
     "rasterio_env",
+    "read_pixels",
     "read_points",
+    "read_window",
     "resolve_href",
     "scale_validity",
     "select_codes_asset",

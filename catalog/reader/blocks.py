@@ -4,8 +4,9 @@ Everything that reads embedding pixels calls these functions on open rasterio da
 and, for per-pixel recipes, scales):
 
 * :func:`read_points`: a batch of lon/lat points of one item. Points are grouped by the COG's
-  internal blocks; each run of touched blocks in a block row is read (and decompressed) once,
-  and every point in it is answered from that read.
+  internal blocks; each touched block is read and decompressed once (:mod:`.tiff`: only the
+  touched blocks of a local COG, in parallel; through GDAL each run of touched blocks in a
+  block row), and every point in it is answered from it.
 * :func:`iter_strips`: a pixel window as strips of whole block rows (bounded memory).
 * :func:`iter_polygon_pixels`: the pixels of one item whose centre lies in a WGS84 polygon and
   in the item's own 0.1° cell (DESIGN §5), strip by strip: codes, scales and validity of just
@@ -33,6 +34,7 @@ import numpy.typing as npt
 from tessera_stac.catalog.embedding import Quantization, QuantizationMethod
 from tessera_stac.catalog.model import GridCell
 from tessera_stac.catalog.reader.item import dequantize, is_value, scale_validity
+from tessera_stac.catalog.reader.tiff import read_pixels, read_window
 
 Ranges = tuple[int, int, int, int]  # row0, row1, col0, col1 (half open)
 CHUNK_PIXELS = 16384  # pixels converted to float64 at once (128 x 16384 x 8 B = 16 MB)
@@ -151,18 +153,18 @@ def iter_strips(
     """Read ``ranges`` strip by strip, each strip aligned on whole block rows.
 
     Yields:
-        ``((r0, r1, c0, c1), codes (dims, h, w), scales (h, w) or None)``.
+        ``((r0, r1, c0, c1), codes (h, w, dims), scales (h, w) or None)``: pixel-interleaved,
+        one pixel's vector is ``codes[r, c]``.
     """
-    from rasterio.windows import Window
-
     row0, row1, col0, col1 = ranges
     step = rows_per_strip or block_shape(codes_ds)[0]
     first = row0 - row0 % step
     for start in range(first, row1, step):
         r0, r1 = max(start, row0), min(start + step, row1)
-        window = Window(col0, r0, col1 - col0, r1 - r0)
-        codes = codes_ds.read(window=window)
-        scales = None if scales_ds is None else scales_ds.read(scale_band, window=window)
+        codes = read_window(codes_ds, r0, r1, col0, col1)
+        scales = None
+        if scales_ds is not None:
+            scales = read_window(scales_ds, r0, r1, col0, col1)[..., scale_band - 1]
         yield (r0, r1, col0, col1), codes, scales
 
 
@@ -180,7 +182,7 @@ class PointBatch:
         nodata: some code of the pixel equals the recipe's nodata.
         x, y: centre of the pixel in the asset CRS.
         crs: the asset CRS (``EPSG:xxxx``).
-        blocks: how many block runs were read.
+        blocks: how many reads it took (decoded blocks; through GDAL, block runs).
     """
 
     rows: npt.NDArray[np.int64]
@@ -196,17 +198,6 @@ class PointBatch:
     blocks: int
 
 
-def _runs(cols: list[int]) -> list[tuple[int, int]]:
-    """Consecutive runs ``[(first, last), ...]`` of sorted unique ints."""
-    runs: list[tuple[int, int]] = []
-    for c in cols:
-        if runs and c == runs[-1][1] + 1:
-            runs[-1] = (runs[-1][0], c)
-        else:
-            runs.append((c, c))
-    return runs
-
-
 def read_points(
     codes_ds: Any,
     scales_ds: Any | None,
@@ -215,7 +206,7 @@ def read_points(
     lats: npt.ArrayLike,
     scale_band: int = 1,
 ) -> PointBatch:
-    """The dequantised vectors of one item at WGS84 points, each touched block read once.
+    """The dequantised vectors of one item at WGS84 points, each touched block decoded once.
 
     Args:
         codes_ds: open dataset of the codes asset.
@@ -224,8 +215,6 @@ def read_points(
         lons, lats: WGS84 coordinates.
         scale_band: band of the scale asset.
     """
-    from rasterio.windows import Window
-
     lon = np.atleast_1d(np.asarray(lons, dtype=np.float64))
     lat = np.atleast_1d(np.asarray(lats, dtype=np.float64))
     n = lon.shape[0]
@@ -235,28 +224,12 @@ def read_points(
     cols = np.floor(cf).astype(np.int64)
     rows = np.floor(rf).astype(np.int64)
     inside = (rows >= 0) & (rows < codes_ds.height) & (cols >= 0) & (cols < codes_ds.width)
-    dims = codes_ds.count
-    codes = np.zeros((n, dims), dtype=codes_ds.dtypes[0])
+    codes = np.zeros((n, codes_ds.count), dtype=codes_ds.dtypes[0])
     scales = np.full(n, np.nan, dtype=np.float64)
-    bh, bw = block_shape(codes_ds)
-    reads = 0
     idx = np.flatnonzero(inside)
-    brow = rows[idx] // bh
-    for br in np.unique(brow):
-        in_row = idx[brow == br]
-        for first, last in _runs(sorted(set((cols[in_row] // bw).tolist()))):
-            c0 = first * bw
-            c1 = min((last + 1) * bw, codes_ds.width)
-            r0 = int(br) * bh
-            r1 = min(r0 + bh, codes_ds.height)
-            sel = in_row[(cols[in_row] >= c0) & (cols[in_row] < c1)]
-            window = Window(c0, r0, c1 - c0, r1 - r0)
-            block = codes_ds.read(window=window)
-            codes[sel] = block[:, rows[sel] - r0, cols[sel] - c0].T
-            if scales_ds is not None:
-                sblock = scales_ds.read(scale_band, window=window)
-                scales[sel] = sblock[rows[sel] - r0, cols[sel] - c0]
-            reads += 1
+    codes[idx], reads = read_pixels(codes_ds, rows[idx], cols[idx])
+    if scales_ds is not None:
+        scales[idx] = read_pixels(scales_ds, rows[idx], cols[idx])[0][:, scale_band - 1]
     values, valid = dequantize_pixels(codes, scales if scales_ds is not None else None, q)
     valid &= inside
     values[~valid] = np.nan
@@ -334,7 +307,7 @@ def iter_polygon_pixels(
         sel_r, sel_c = np.nonzero(inside)
         if len(sel_r) == 0:
             continue
-        picked = codes[:, sel_r, sel_c].T
+        picked = codes[sel_r, sel_c]
         picked_s = None if scales is None else scales[sel_r, sel_c]
         yield PolygonPixels(
             (sel_r + r0).astype(np.int64),

@@ -425,14 +425,14 @@ class EmbeddingReader:
     def _read_inside(
         self, ds: dict[str, Any], ranges: tuple[tuple[int, int], tuple[int, int]]
     ) -> tuple[FloatArray, BoolArray]:
-        from rasterio.windows import Window
+        from tessera_stac.catalog.reader.tiff import read_window
 
         (r0, r1), (c0, c1) = ranges
-        window = Window(c0, r0, c1 - c0, r1 - r0)
-        codes = np.moveaxis(ds["codes"].read(window=window), 0, -1)
+        codes = read_window(ds["codes"], r0, r1, c0, c1)
         scales = None
         if "scales" in ds:
-            scales = ds["scales"].read(self.quantization.scale_band or 1, window=window)
+            band = self.quantization.scale_band or 1
+            scales = read_window(ds["scales"], r0, r1, c0, c1)[..., band - 1]
         return dequantize(codes, self.quantization, scales)
 
     def read_point(self, lon: float, lat: float) -> PointSample:

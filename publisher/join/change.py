@@ -27,7 +27,7 @@ from tessera_stac.catalog.change import DEFAULT_THRESHOLD, ChangeSums
 from tessera_stac.catalog.constants import CHANGE_COLLECTION_ID, JOIN_COLLECTION_ID, UID_COLUMN
 from tessera_stac.catalog.errors import InputError
 from tessera_stac.catalog.profile import EMBEDDING_DIM, EMBEDDINGS
-from tessera_stac.catalog.reader import gdal_path, open_raster, rasterio_env
+from tessera_stac.catalog.reader import gdal_path, open_raster, rasterio_env, read_window
 from tessera_stac.publisher.join.join import (
     EmbeddingTile,
     _rel,
@@ -103,15 +103,14 @@ def open_pair(
         ]
 
         def read(window: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-            qa, sa, qb, sb = (
-                d.read(window=window) if i % 2 == 0 else d.read(1, window=window)
-                for i, d in enumerate(ds)
-            )
+            r0, c0 = int(window.row_off), int(window.col_off)
+            r1, c1 = r0 + int(window.height), c0 + int(window.width)
+            qa, sa, qb, sb = (read_window(d, r0, r1, c0, c1) for d in ds)
             return (
-                qa.reshape(qa.shape[0], -1),
-                sa.reshape(-1),
-                qb.reshape(qb.shape[0], -1),
-                sb.reshape(-1),
+                qa.reshape(-1, qa.shape[-1]).T,
+                sa[..., 0].reshape(-1),
+                qb.reshape(-1, qb.shape[-1]).T,
+                sb[..., 0].reshape(-1),
             )
 
         yield read

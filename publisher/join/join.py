@@ -53,12 +53,13 @@ from tessera_stac.catalog.reader import (
     owned_by_cell,
     pixel_centres,
     rasterio_env,
+    read_window,
     sum_dequantized,
     valid_codes,
 )
 
 MEAN_COLUMNS = tuple(EMBEDDINGS.band_names)
-STRIP_ROWS = 256  # two 128 px block rows per read
+STRIP_ROWS = 256  # a multiple of the COG block height (64 or 128): each block decoded once
 FLAG_OK = "ok"
 FLAG_NO_VALID = "no_valid_pixels"
 FLAG_PARTIAL = "partial_coverage"
@@ -392,8 +393,10 @@ def accumulate_tile(
         open_raster(gdal_path(tile.scales_href), tile.scales_href) as scl_ds,
     ):
         for strip in strips:  # block-row aligned: each COG block decoded once
-            codes = emb_ds.read(window=strip.window)  # (dims, h, w)
-            scales = scl_ds.read(q.scale_band or 1, window=strip.window)
+            r0, c0 = int(strip.window.row_off), int(strip.window.col_off)
+            r1, c1 = r0 + int(strip.window.height), c0 + int(strip.window.width)
+            codes = read_window(emb_ds, r0, r1, c0, c1)  # (h, w, dims)
+            scales = read_window(scl_ds, r0, r1, c0, c1)[..., (q.scale_band or 1) - 1]
             _accumulate_strip(strip, q, codes, scales, acc)
     return True
 
@@ -416,7 +419,7 @@ def _accumulate_strip(
     if len(pick) == 0:
         return
     # the pixels of interest only: (k, dims) codes and (k,) scales, validity by the recipe
-    pixels = codes.reshape(codes.shape[0], -1)[:, pick].T
+    pixels = codes.reshape(-1, codes.shape[-1])[pick]
     pscales = None if scales is None else scales.reshape(-1)[pick]
     valid = np.zeros(strip.owned.shape, dtype=bool)
     valid[pick] = valid_codes(pixels, pscales, q)

@@ -52,6 +52,7 @@ def _write(path: Path, data: np.ndarray, dtype: str, nodata: Any, profile: Any) 
         transform=Affine(10.0, 0.0, ORIGIN[0], 0.0, -10.0, ORIGIN[1]),
         BLOCKSIZE=profile.blocksize,
         COMPRESS=profile.compress,
+        PREDICTOR={1: "NO", 2: "STANDARD", 3: "FLOATING_POINT"}[profile.predictor],
         INTERLEAVE="PIXEL",
         OVERVIEWS="NONE",
     ) as dst:
@@ -103,9 +104,25 @@ class CountingOpens:
         return self.ds.read(*args, **kwargs)
 
 
-def test_batch_points_bit_identical_and_one_read_per_block_run(
-    tile: tuple[Path, np.ndarray, np.ndarray],
+@pytest.mark.parametrize("path", ["direct", "gdal"])
+def test_batch_points_bit_identical_and_each_block_decoded_once(
+    tile: tuple[Path, np.ndarray, np.ndarray], path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Both ways the kernel reads blocks (decoded directly from the local file, or through GDAL
+    for remote files) give the source values bit for bit and decode each touched block once."""
+    from tessera_stac.catalog.reader import tiff
+
+    decoded: list[tuple[str, int]] = []
+    if path == "gdal":
+        monkeypatch.setattr(tiff, "blocks_of", lambda ds: None)
+    else:
+        real = tiff.TiffBlocks.pick
+
+        def counting(self: tiff.TiffBlocks, index: int, *args: Any) -> np.ndarray:
+            decoded.append((self.path, index))
+            return real(self, index, *args)
+
+        monkeypatch.setattr(tiff.TiffBlocks, "pick", counting)
     root, codes, scales = tile
     rng = np.random.default_rng(9)
     rows = rng.integers(-5, 605, 400)
@@ -131,10 +148,36 @@ def test_batch_points_bit_identical_and_one_read_per_block_run(
         if want is not None:
             assert np.array_equal(batch.vectors[i].astype(np.float32), want)
     assert not batch.valid[:3].any() and batch.nodata[0] and not batch.nodata[1]
-    # one read per run of touched blocks: never more reads than touched block rows x runs
-    blocks = {(r // 128, c // 128) for r, c in zip(rows[inside], cols[inside], strict=True)}
-    assert counted.reads == batch.blocks <= len(blocks)
-    assert counted.reads <= len({b[0] for b in blocks})  # dense points: one run per block row
+    bh = EMBEDDINGS.blocksize
+    blocks = {(r // bh, c // bh) for r, c in zip(rows[inside], cols[inside], strict=True)}
+    if path == "direct":
+        # only the touched blocks, each once, in each file; GDAL never decodes a window
+        codes_blocks = [i for p, i in decoded if p.endswith("embeddings.tif")]
+        assert sorted(codes_blocks) == sorted({r * -(-500 // bh) + c for r, c in blocks})
+        assert len(decoded) == 2 * len(blocks)
+        assert counted.reads == 0 and batch.blocks == len(blocks)
+    else:
+        # one read per run of touched blocks: never more reads than touched blocks, and dense
+        # points make one run per block row
+        assert counted.reads == batch.blocks <= len(blocks)
+        assert counted.reads <= len({b[0] for b in blocks})
+
+
+def test_windows_read_directly_equal_gdal(tile: tuple[Path, np.ndarray, np.ndarray]) -> None:
+    """read_window on the local file equals GDAL's read, edges and partial blocks included."""
+    from rasterio.windows import Window
+
+    from tessera_stac.catalog.reader import read_window, tiff
+
+    root, codes, _ = tile
+    with rasterio_env(), open_raster(str(root / "embeddings.tif")) as ds:
+        assert tiff.blocks_of(ds) is not None
+        for r0, r1, c0, c1 in [(0, 600, 0, 500), (7, 133, 250, 499), (599, 600, 0, 1)]:
+            got = read_window(ds, r0, r1, c0, c1)
+            assert got.shape == (r1 - r0, c1 - c0, 128)
+            assert np.array_equal(got, codes[:, r0:r1, c0:c1].transpose(1, 2, 0))
+            gdal = ds.read(window=Window(c0, r0, c1 - c0, r1 - r0))
+            assert np.array_equal(got.transpose(2, 0, 1), gdal)
 
 
 def test_polygon_sums_match_independent_computation(
