@@ -60,11 +60,13 @@ EE_REPEATS = 1  # exactextract takes minutes here; one run (a best-of would only
 
 def published_tiles() -> Path:
     """Generate + publish the benchmark tiles once (cached); return the catalog root."""
+    from bench.bench_points import stale_cache
     from tessera_stac.catalog.model import GridCell
     from tessera_stac.publisher.embeddings import run, tiles
     from tessera_stac.publisher.samples import tiles as sample
 
     dest = CACHE / "published"
+    stale_cache(dest)
     cells = [GridCell.parse(g) for g in GRIDS]
     if all(list(dest.glob(f"*/{YEAR}/{c.name}/*.json")) for c in cells):
         return dest

@@ -28,7 +28,7 @@ GDAL_READ_OPTIONS: dict[str, str] = {
     "GDAL_PAM_ENABLED": "NO",
     # no HEAD request before the first range GET (the GET tells the size)
     "CPL_VSIL_CURL_USE_HEAD": "NO",
-    # one request for neighbouring blocks (a row of 128 px blocks is one range)
+    # one request for neighbouring blocks (a row of blocks is one range)
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
     "GDAL_HTTP_MULTIPLEX": "YES",
     "GDAL_HTTP_VERSION": "2",

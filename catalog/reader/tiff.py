@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 #: threads decoding blocks (imagecodecs releases the GIL while it decodes)
 DECODE_THREADS = max(1, min(4, os.cpu_count() or 1))
-#: blocks decoded per batch (bounds memory: 64 x 2 MB for 128 px blocks of 128 int8 bands)
+#: blocks decoded per batch (bounds memory: 64 x 0.5 MB for 64 px blocks of 128 int8 bands)
 BATCH_BLOCKS = 64
 #: open local COGs kept (file handle + parsed header)
 OPEN_FILES = 64
@@ -98,6 +98,11 @@ class TiffBlocks:
         self.across = -(-self.width // self.block[1])
         self.down = -(-self.height // self.block[0])
         self._fh = open(path, "rb")  # noqa: SIM115 - kept open for pread, closed on release
+
+    @property
+    def block_bytes(self) -> tuple[int, ...]:
+        """Stored (compressed) bytes of each block, in TIFF tile order."""
+        return self._counts
 
     def close(self) -> None:
         """Close the file."""

@@ -282,7 +282,7 @@ def test_remote_open_takes_at_most_three_requests(counting_server: tuple[str, Pa
     base, log = counting_server
     href = f"{base}/embeddings.tif"
     with rasterio_env(), open_raster(gdal_path(href), href) as ds:
-        assert ds.count == EMBEDDINGS.count and ds.block_shapes[0] == (128, 128)
+        assert ds.count == EMBEDDINGS.count and ds.block_shapes[0] == (EMBEDDINGS.blocksize,) * 2
         opened = _requests(log)
         window = ds.read(1, window=((130, 131), (140, 141)))
     assert len(opened) <= 3, opened
