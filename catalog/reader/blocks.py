@@ -37,7 +37,9 @@ from tessera_stac.catalog.reader.item import dequantize, is_value, scale_validit
 from tessera_stac.catalog.reader.tiff import read_pixels, read_window
 
 Ranges = tuple[int, int, int, int]  # row0, row1, col0, col1 (half open)
-CHUNK_PIXELS = 16384  # pixels converted to float64 at once (128 x 16384 x 8 B = 16 MB)
+#: pixels converted to float64 at once: 128 x 2048 x 8 B = 2 MB stays in cache (6x faster
+#: than 16 MB chunks, measured on 1 M pixels)
+CHUNK_PIXELS = 2048
 
 _local = threading.local()
 
@@ -90,6 +92,73 @@ def owned_by_cell(
         np.floor(np.asarray(lats) * 10) == iy
     )
     return owned
+
+
+#: lattice step (pixels) of :func:`owned_window`, and the margin (degrees) that lets a square
+#: of the lattice be decided from its corners (lon/lat are affine to ~1e-9° over 16 pixels)
+OWNED_STEP = 16
+OWNED_MARGIN = 1e-6
+
+
+def owned_window(transform: Any, crs: str, cell: GridCell, ranges: Ranges) -> npt.NDArray[np.bool_]:
+    """:func:`owned_by_cell` of every pixel centre of ``ranges`` ``(r0, r1, c0, c1)``, as a
+    ``(rows, cols)`` mask, without transforming every pixel.
+
+    Pixel centres are transformed on a lattice every :data:`OWNED_STEP` pixels; a square of the
+    lattice whose four corners are all inside the cell, or all beyond one of its edges, by more
+    than :data:`OWNED_MARGIN` degrees is decided whole (over 160 m, lon and lat are affine in x
+    and y far below that margin); the squares the cell's edges cross are computed pixel by
+    pixel, exactly as :func:`owned_by_cell`.
+    """
+    r0, r1, c0, c1 = ranges
+    h, w = r1 - r0, c1 - c0
+    out = np.zeros((h, w), dtype=bool)
+    if h <= 0 or w <= 0:
+        return out
+    step = OWNED_STEP
+    # lattice rows/cols: every step, the last one, and at least two (a one-pixel-high window
+    # is one row of degenerate squares)
+    lr = np.r_[np.arange(0, h - 1, step), h - 1] if h > 1 else np.array([0, 0])
+    lc = np.r_[np.arange(0, w - 1, step), w - 1] if w > 1 else np.array([0, 0])
+    gr, gc = np.meshgrid(lr + r0, lc + c0, indexing="ij")
+    back = transformer(crs, "EPSG:4326")
+    lon, lat = (np.asarray(v) for v in back.transform(*pixel_centres(transform, gr, gc)))
+    west, south, east, north = (
+        (cell.lon - 0.05),
+        (cell.lat - 0.05),
+        (cell.lon + 0.05),
+        (cell.lat + 0.05),
+    )
+    # distance (degrees) inside the cell (negative: outside) and beyond each edge
+    inside = np.minimum.reduce([lon - west, east - lon, lat - south, north - lat])
+    beyond = [west - lon, lon - east, south - lat, lat - north]
+
+    def corners(a: npt.NDArray[Any], fn: Any) -> npt.NDArray[Any]:
+        result: npt.NDArray[Any] = fn.reduce([a[:-1, :-1], a[:-1, 1:], a[1:, :-1], a[1:, 1:]])
+        return result
+
+    all_in = corners(inside, np.minimum) > OWNED_MARGIN
+    all_out = np.zeros_like(all_in)
+    for b in beyond:
+        all_out |= corners(b, np.minimum) > OWNED_MARGIN
+    exact_r: list[npt.NDArray[np.int64]] = []
+    exact_c: list[npt.NDArray[np.int64]] = []
+    for i in range(len(lr) - 1):
+        ra, rb = int(lr[i]), int(lr[i + 1]) + 1  # squares share their corner rows/cols
+        for j in range(len(lc) - 1):
+            ca, cb = int(lc[j]), int(lc[j + 1]) + 1
+            if all_in[i, j]:
+                out[ra:rb, ca:cb] = True
+            elif not all_out[i, j]:
+                rr, cc = np.mgrid[ra:rb, ca:cb]
+                exact_r.append(rr.ravel())
+                exact_c.append(cc.ravel())
+    if exact_r:
+        rows = np.concatenate(exact_r)
+        cols = np.concatenate(exact_c)
+        lons, lats = back.transform(*pixel_centres(transform, rows + r0, cols + c0))
+        out[rows, cols] = owned_by_cell(np.asarray(lons), np.asarray(lats), cell)
+    return out
 
 
 def valid_codes(

@@ -50,8 +50,7 @@ from tessera_stac.catalog.reader import (
     ItemRecipe,
     gdal_path,
     open_raster,
-    owned_by_cell,
-    pixel_centres,
+    owned_window,
     rasterio_env,
     read_window,
     sum_dequantized,
@@ -278,17 +277,6 @@ def _window(tile: EmbeddingTile, geoms_utm: np.ndarray) -> tuple[int, int, int, 
     return row0, row1, col0, col1
 
 
-def _owned(tile: EmbeddingTile, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """True where the pixel centre lies in the tile's own 0.1° cell (DESIGN §5)."""
-    x, y = pixel_centres(tile.transform, rows, cols)
-    lon, lat = _to_lonlat(tile.epsg).transform(x, y)
-    return owned_by_cell(lon, lat, tile.cell)
-
-
-def _to_lonlat(epsg: int) -> Transformer:
-    return Transformer.from_crs(epsg, 4326, always_xy=True)
-
-
 def _labels(
     tile: EmbeddingTile,
     geoms_utm: np.ndarray,
@@ -366,9 +354,9 @@ def label_strips(
             labelled = np.zeros((r1 - r0) * width, dtype=bool)
             for lab in strip:
                 labelled |= lab.reshape(-1) > 0
-            where = np.flatnonzero(labelled)
-            owned = np.zeros(labelled.shape, dtype=bool)
-            owned[where[_owned(tile, r0 + where // width, col0 + where % width)]] = True
+            owned = labelled & owned_window(
+                tile.transform, f"EPSG:{tile.epsg}", tile.cell, (r0, r1, col0, col1)
+            ).reshape(-1)
             yield LabelStrip(strip, owned, Window(col0, r0, width, r1 - r0))
 
     return strips()

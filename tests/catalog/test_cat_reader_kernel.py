@@ -163,6 +163,29 @@ def test_batch_points_bit_identical_and_each_block_decoded_once(
         assert counted.reads <= len({b[0] for b in blocks})
 
 
+@pytest.mark.parametrize("ranges", [(0, 600, 0, 500), (13, 377, 21, 250), (5, 6, 0, 500)])
+def test_owned_window_equals_the_rule_on_every_pixel(ranges: tuple[int, int, int, int]) -> None:
+    """The lattice shortcut gives exactly owned_by_cell of every pixel centre, for the cell
+    and its neighbours (the 600 x 500 px tile straddles 0.1° cell edges)."""
+    from tessera_stac.catalog.reader import owned_by_cell, owned_window, pixel_centres
+
+    transform = Affine(10.0, 0.0, ORIGIN[0], 0.0, -10.0, ORIGIN[1])
+    r0, r1, c0, c1 = ranges
+    rows, cols = np.mgrid[r0:r1, c0:c1]
+    lon, lat = Transformer.from_crs(EPSG, 4326, always_xy=True).transform(
+        *pixel_centres(transform, rows, cols)
+    )
+    seen = 0
+    for dx, dy in [(0, 0), (0.1, 0), (-0.1, 0), (0, 0.1), (0, -0.1), (0.1, 0.1)]:
+        cell = GridCell.containing(CELL.lon + dx, CELL.lat + dy)
+        want = owned_by_cell(np.asarray(lon), np.asarray(lat), cell)
+        got = owned_window(transform, f"EPSG:{EPSG}", cell, ranges)
+        assert np.array_equal(got, want), cell.name
+        seen += int(want.any() and not want.all())
+    if ranges == (0, 600, 0, 500):
+        assert seen >= 2  # the tile is cut by cell edges for at least two cells
+
+
 def test_windows_read_directly_equal_gdal(tile: tuple[Path, np.ndarray, np.ndarray]) -> None:
     """read_window on the local file equals GDAL's read, edges and partial blocks included."""
     from rasterio.windows import Window
