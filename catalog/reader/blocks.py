@@ -94,71 +94,99 @@ def owned_by_cell(
     return owned
 
 
-#: lattice step (pixels) of :func:`owned_window`, and the margin (degrees) that lets a square
-#: of the lattice be decided from its corners (lon/lat are affine to ~1e-9° over 16 pixels)
-OWNED_STEP = 16
-OWNED_MARGIN = 1e-6
+#: lattice step (pixels) of :func:`lattice_mask`, and the margin (degrees) by which a square's
+#: lon/lat box is widened (over 16 pixels lon/lat are affine in x, y to ~1e-9°)
+LATTICE_STEP = 16
+LATTICE_MARGIN = 1e-6
+
+#: ``classify(boxes) -> (all_in, all_out)`` for lon/lat boxes ``(west, south, east, north)``
+Classify = Any
+#: ``exact(lons, lats) -> bool array``
+Exact = Any
 
 
-def owned_window(transform: Any, crs: str, cell: GridCell, ranges: Ranges) -> npt.NDArray[np.bool_]:
-    """:func:`owned_by_cell` of every pixel centre of ``ranges`` ``(r0, r1, c0, c1)``, as a
-    ``(rows, cols)`` mask, without transforming every pixel.
+def lattice_mask(
+    transform: Any, crs: str, ranges: Ranges, classify: Classify, exact: Exact
+) -> npt.NDArray[np.bool_]:
+    """A per-pixel lon/lat predicate over the pixel centres of ``ranges`` ``(r0, r1, c0, c1)``,
+    as a ``(rows, cols)`` mask, without transforming every pixel.
 
-    Pixel centres are transformed on a lattice every :data:`OWNED_STEP` pixels; a square of the
-    lattice whose four corners are all inside the cell, or all beyond one of its edges, by more
-    than :data:`OWNED_MARGIN` degrees is decided whole (over 160 m, lon and lat are affine in x
-    and y far below that margin); the squares the cell's edges cross are computed pixel by
-    pixel, exactly as :func:`owned_by_cell`.
+    Pixel centres are transformed on a lattice every :data:`LATTICE_STEP` pixels. Each lattice
+    square gets the lon/lat box of its corners widened by :data:`LATTICE_MARGIN`, which holds
+    every pixel centre of the square; ``classify`` decides squares whose box lies wholly in or
+    wholly out, and only the others are transformed and tested pixel by pixel with ``exact``.
+    The result equals ``exact`` on every pixel (tests check it).
     """
     r0, r1, c0, c1 = ranges
     h, w = r1 - r0, c1 - c0
-    out = np.zeros((h, w), dtype=bool)
+    out = np.zeros((max(h, 0), max(w, 0)), dtype=bool)
     if h <= 0 or w <= 0:
         return out
-    step = OWNED_STEP
-    # lattice rows/cols: every step, the last one, and at least two (a one-pixel-high window
-    # is one row of degenerate squares)
+    step = LATTICE_STEP
+    # lattice rows/cols: every step and the last one, at least two (squares share corners)
     lr = np.r_[np.arange(0, h - 1, step), h - 1] if h > 1 else np.array([0, 0])
     lc = np.r_[np.arange(0, w - 1, step), w - 1] if w > 1 else np.array([0, 0])
     gr, gc = np.meshgrid(lr + r0, lc + c0, indexing="ij")
     back = transformer(crs, "EPSG:4326")
     lon, lat = (np.asarray(v) for v in back.transform(*pixel_centres(transform, gr, gc)))
-    west, south, east, north = (
-        (cell.lon - 0.05),
-        (cell.lat - 0.05),
-        (cell.lon + 0.05),
-        (cell.lat + 0.05),
-    )
-    # distance (degrees) inside the cell (negative: outside) and beyond each edge
-    inside = np.minimum.reduce([lon - west, east - lon, lat - south, north - lat])
-    beyond = [west - lon, lon - east, south - lat, lat - north]
 
     def corners(a: npt.NDArray[Any], fn: Any) -> npt.NDArray[Any]:
         result: npt.NDArray[Any] = fn.reduce([a[:-1, :-1], a[:-1, 1:], a[1:, :-1], a[1:, 1:]])
         return result
 
-    all_in = corners(inside, np.minimum) > OWNED_MARGIN
-    all_out = np.zeros_like(all_in)
-    for b in beyond:
-        all_out |= corners(b, np.minimum) > OWNED_MARGIN
+    m = LATTICE_MARGIN
+    boxes = (
+        corners(lon, np.minimum) - m,
+        corners(lat, np.minimum) - m,
+        corners(lon, np.maximum) + m,
+        corners(lat, np.maximum) + m,
+    )
+    all_in, all_out = classify(boxes)
     exact_r: list[npt.NDArray[np.int64]] = []
     exact_c: list[npt.NDArray[np.int64]] = []
-    for i in range(len(lr) - 1):
-        ra, rb = int(lr[i]), int(lr[i + 1]) + 1  # squares share their corner rows/cols
-        for j in range(len(lc) - 1):
-            ca, cb = int(lc[j]), int(lc[j + 1]) + 1
-            if all_in[i, j]:
-                out[ra:rb, ca:cb] = True
-            elif not all_out[i, j]:
-                rr, cc = np.mgrid[ra:rb, ca:cb]
-                exact_r.append(rr.ravel())
-                exact_c.append(cc.ravel())
+    for i, j in zip(*np.nonzero(~(all_in | all_out)), strict=True):
+        rr, cc = np.mgrid[lr[i] : lr[i + 1] + 1, lc[j] : lc[j + 1] + 1]
+        exact_r.append(rr.ravel())
+        exact_c.append(cc.ravel())
+    for i, j in zip(*np.nonzero(all_in), strict=True):
+        out[lr[i] : lr[i + 1] + 1, lc[j] : lc[j + 1] + 1] = True
     if exact_r:
         rows = np.concatenate(exact_r)
         cols = np.concatenate(exact_c)
         lons, lats = back.transform(*pixel_centres(transform, rows + r0, cols + c0))
-        out[rows, cols] = owned_by_cell(np.asarray(lons), np.asarray(lats), cell)
+        out[rows, cols] = exact(np.asarray(lons), np.asarray(lats))
     return out
+
+
+def owned_window(transform: Any, crs: str, cell: GridCell, ranges: Ranges) -> npt.NDArray[np.bool_]:
+    """:func:`owned_by_cell` of every pixel centre of ``ranges``, by :func:`lattice_mask`."""
+    west, south, east, north = cell.lon - 0.05, cell.lat - 0.05, cell.lon + 0.05, cell.lat + 0.05
+
+    def classify(b: Any) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+        bw, bs, be, bn = b
+        inside = (bw > west) & (be < east) & (bs > south) & (bn < north)
+        outside = (be < west) | (bw > east) | (bn < south) | (bs > north)
+        return inside, outside
+
+    return lattice_mask(
+        transform, crs, ranges, classify, lambda lo, la: owned_by_cell(lo, la, cell)
+    )
+
+
+def polygon_mask(transform: Any, crs: str, shp: Any, ranges: Ranges) -> npt.NDArray[np.bool_]:
+    """``shapely.contains_xy(shp, lon, lat)`` of every pixel centre of ``ranges`` (``shp`` a
+    prepared WGS84 geometry), by :func:`lattice_mask`."""
+    import shapely
+
+    def classify(b: Any) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+        squares = shapely.box(*b)
+        inside: npt.NDArray[np.bool_] = shapely.contains_properly(shp, squares)
+        outside: npt.NDArray[np.bool_] = shapely.disjoint(shp, squares)
+        return inside, outside
+
+    return lattice_mask(
+        transform, crs, ranges, classify, lambda lo, la: shapely.contains_xy(shp, lo, la)
+    )
 
 
 def valid_codes(
@@ -357,7 +385,7 @@ def iter_polygon_pixels(
 ) -> Iterator[PolygonPixels]:
     """The pixels whose centre lies in ``geometry`` (WGS84, tested as given, the CoRE Stack /
     GEE rule) and, when ``cell`` is given, in that 0.1° cell, one strip at a time."""
-    from shapely import contains_xy, prepare
+    from shapely import prepare
     from shapely.geometry import shape
 
     ranges = window if window is not None else polygon_window(codes_ds, geometry)
@@ -365,17 +393,23 @@ def iter_polygon_pixels(
         return
     shp = shape(geometry)
     prepare(shp)
-    back = transformer(codes_ds.crs.to_string(), "EPSG:4326")
-    for (r0, r1, c0, c1), codes, scales in iter_strips(codes_ds, scales_ds, ranges, scale_band):
-        rows, cols = np.mgrid[r0:r1, c0:c1]
-        xs, ys = pixel_centres(codes_ds.transform, rows, cols)
-        lons, lats = (np.asarray(v) for v in back.transform(xs, ys))
-        inside = contains_xy(shp, lons, lats)
-        if cell is not None:
-            inside &= owned_by_cell(lons, lats, cell)
+    crs = codes_ds.crs.to_string()
+    row0, row1, col0, col1 = ranges
+    step = block_shape(codes_ds)[0]
+    for start in range(row0 - row0 % step, row1, step):  # strips of whole block rows
+        r0, r1 = max(start, row0), min(start + step, row1)
+        inside = polygon_mask(codes_ds.transform, crs, shp, (r0, r1, col0, col1))
+        if cell is not None and inside.any():
+            inside &= owned_window(codes_ds.transform, crs, cell, (r0, r1, col0, col1))
         sel_r, sel_c = np.nonzero(inside)
         if len(sel_r) == 0:
-            continue
+            continue  # nothing of the polygon here: the strip is not read
+        c0, c1 = col0 + int(sel_c.min()), col0 + int(sel_c.max()) + 1
+        sel_c = sel_c - (c0 - col0)
+        codes = read_window(codes_ds, r0, r1, c0, c1)
+        scales = None
+        if scales_ds is not None:
+            scales = read_window(scales_ds, r0, r1, c0, c1)[..., scale_band - 1]
         picked = codes[sel_r, sel_c]
         picked_s = None if scales is None else scales[sel_r, sel_c]
         yield PolygonPixels(

@@ -186,6 +186,32 @@ def test_owned_window_equals_the_rule_on_every_pixel(ranges: tuple[int, int, int
         assert seen >= 2  # the tile is cut by cell edges for at least two cells
 
 
+def test_polygon_mask_equals_contains_xy_on_every_pixel() -> None:
+    """A concave polygon with a hole, vertices on pixel centres (boundary points count as
+    outside, as shapely.contains_xy says): the lattice shortcut agrees on every pixel."""
+    import shapely
+    from shapely.geometry import Polygon
+
+    from tessera_stac.catalog.reader import pixel_centres, polygon_mask
+
+    transform = Affine(10.0, 0.0, ORIGIN[0], 0.0, -10.0, ORIGIN[1])
+    outer_rc = [(5, 5), (5, 480), (300, 250), (590, 470), (560, 20)]
+    hole_rc = [(100, 100), (100, 200), (200, 200), (200, 100)]
+    outer = _lonlat(np.array([r for r, _ in outer_rc]), np.array([c for _, c in outer_rc]))
+    hole = _lonlat(np.array([r for r, _ in hole_rc]), np.array([c for _, c in hole_rc]))
+    poly = Polygon(zip(*outer, strict=True), [list(zip(*hole, strict=True))])
+    shapely.prepare(poly)
+    ranges = (0, 600, 0, 500)
+    rows, cols = np.mgrid[0:600, 0:500]
+    lon, lat = Transformer.from_crs(EPSG, 4326, always_xy=True).transform(
+        *pixel_centres(transform, rows, cols)
+    )
+    want = shapely.contains_xy(poly, lon, lat)
+    got = polygon_mask(transform, f"EPSG:{EPSG}", poly, ranges)
+    assert 50_000 < want.sum() < 290_000  # a real part of the tile, holes and bays out
+    assert np.array_equal(got, want)
+
+
 def test_windows_read_directly_equal_gdal(tile: tuple[Path, np.ndarray, np.ndarray]) -> None:
     """read_window on the local file equals GDAL's read, edges and partial blocks included."""
     from rasterio.windows import Window
