@@ -29,7 +29,7 @@ DECODE_THREADS = max(1, min(4, os.cpu_count() or 1))
 #: blocks decoded per batch (bounds memory: 64 x 0.5 MB for 64 px blocks of 128 int8 bands)
 BATCH_BLOCKS = 64
 #: open local COGs kept (file handle + parsed header)
-OPEN_FILES = 64
+OPEN_FILES = 128
 
 _pool: ThreadPoolExecutor | None = None
 _local = threading.local()
