@@ -104,9 +104,9 @@ def opened(cache: DatasetCache, rec: ItemRecipe) -> Iterator[tuple[Any, Any]]:
             scales = None
             if rec.scale_href is not None:
                 scales = stack.enter_context(cache.dataset(rec.scale_href))
+            yield codes, scales  # a block that cannot be read or decoded is the same 502
         except InputError as exc:
             raise ReadError(502, "AssetUnreadable", str(exc)) from exc
-        yield codes, scales
 
 
 def _invalid(item_id: str, row: int, col: int, scale: float | None, nodata: bool) -> ReadError:

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from tessera_stac.catalog.errors import InputError
+
 #: threads decoding blocks (imagecodecs releases the GIL while it decodes)
 DECODE_THREADS = max(1, min(4, os.cpu_count() or 1))
 #: blocks decoded per batch (bounds memory: 64 x 0.5 MB for 64 px blocks of 128 int8 bands)
@@ -112,8 +114,25 @@ class TiffBlocks:
         """Index of block (row, col) in the TIFF's tile arrays."""
         return brow * self.across + bcol
 
+    def _unreadable(self, index: int, exc: Exception) -> InputError:
+        # the file's name only: messages reach API clients, server paths must not
+        name = os.path.basename(self.path)
+        return InputError(f"{name}: block {index} cannot be read or decoded ({exc})")
+
     def decode(self, index: int) -> npt.NDArray[Any]:
-        """Block ``index`` decoded: ``(block rows, block cols, bands)`` (padding included)."""
+        """Block ``index`` decoded: ``(block rows, block cols, bands)`` (padding included).
+
+        Raises:
+            InputError: the block is truncated or corrupt.
+        """
+        try:
+            return self._decode_block(index)
+        except InputError:
+            raise
+        except Exception as exc:  # tifffile / imagecodecs raise their own types
+            raise self._unreadable(index, exc) from exc
+
+    def _decode_block(self, index: int) -> npt.NDArray[Any]:
         bh, bw = self.block
         count = self._counts[index]
         if count == 0:  # a sparse block: never written, all nodata
@@ -147,11 +166,18 @@ class TiffBlocks:
     def pick(
         self, index: int, rows: npt.NDArray[np.int64], cols: npt.NDArray[np.int64]
     ) -> npt.NDArray[Any]:
-        """Pixels ``(rows, cols)`` (within block ``index``) of every band: ``(k, bands)``."""
+        """Pixels ``(rows, cols)`` (within block ``index``) of every band: ``(k, bands)``.
+
+        Raises:
+            InputError: the block is truncated or corrupt.
+        """
         count = self._counts[index]
         if self._diffs is None or count == 0:
             return self.decode(index)[rows, cols]
-        diffs = self._differences(index)
+        try:
+            diffs = self._differences(index)
+        except Exception as exc:  # imagecodecs raises its own types
+            raise self._unreadable(index, exc) from exc
         needed, which = np.unique(rows, return_inverse=True)
         # TIFF predictor 2: each sample minus the previous pixel's, modulo 2**8, along the row
         restored = np.cumsum(diffs[needed], axis=1, dtype=np.uint8)

@@ -212,6 +212,39 @@ def test_polygon_mask_equals_contains_xy_on_every_pixel() -> None:
     assert np.array_equal(got, want)
 
 
+def test_corrupt_block_is_a_clear_error_naming_the_file_only(
+    tile: tuple[Path, np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    """A block whose bytes are garbage: an InputError naming the file (not its folder), for
+    points and windows alike; blocks elsewhere still read right."""
+    import shutil
+
+    import tifffile
+
+    from tessera_stac.catalog.errors import InputError
+    from tessera_stac.catalog.reader import read_window
+
+    root, codes, scales = tile
+    bad = tmp_path / "embeddings.tif"
+    shutil.copy(root / "embeddings.tif", bad)
+    with tifffile.TiffFile(bad) as tif:
+        offset = int(tif.pages.first.dataoffsets[0])
+    with open(bad, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(b"\x00" * 64)
+    q = embeddings_quantization()
+    lon, lat = _lonlat(np.array([3, 300]), np.array([3, 300]))
+    with rasterio_env(), open_raster(str(bad)) as cds, open_raster(str(root / "scales.tif")) as sds:
+        with pytest.raises(InputError) as err:
+            read_points(cds, sds, q, lon[:1], lat[:1])
+        assert "embeddings.tif: block 0" in str(err.value)
+        assert str(tmp_path) not in str(err.value)
+        with pytest.raises(InputError):
+            read_window(cds, 0, 10, 0, 10)
+        good = read_points(cds, sds, q, lon[1:], lat[1:])
+    assert np.array_equal(good.vectors[0].astype(np.float32), _expected(codes, scales, 300, 300))
+
+
 def test_windows_read_directly_equal_gdal(tile: tuple[Path, np.ndarray, np.ndarray]) -> None:
     """read_window on the local file equals GDAL's read, edges and partial blocks included."""
     from rasterio.windows import Window
