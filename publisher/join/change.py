@@ -103,8 +103,12 @@ def open_pair(
         ]
 
         def read(window: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-            r0, c0 = int(window.row_off), int(window.col_off)
-            r1, c1 = r0 + int(window.height), c0 + int(window.width)
+            # a rasterio Window or ((row_start, row_stop), (col_start, col_stop))
+            if isinstance(window, tuple):
+                (r0, r1), (c0, c1) = window
+            else:
+                r0, c0 = int(window.row_off), int(window.col_off)
+                r1, c1 = r0 + int(window.height), c0 + int(window.width)
             qa, sa, qb, sb = (read_window(d, r0, r1, c0, c1) for d in ds)
             return (
                 qa.reshape(-1, qa.shape[-1]).T,
