@@ -12,7 +12,10 @@ from tessera_stac.catalog.embedding import SCHEMA_URI as EMBEDDING_SCHEMA_URI
 
 STAC_VERSION = "1.1.0"
 
-PROJECTION_SCHEMA_URI = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
+#: projection v1.2: the version that allows ``proj:code`` and the deprecated ``proj:epsg``
+#: side by side (v2.0 dropped ``proj:epsg``, which stackstac 0.5 still reads). See
+#: :func:`tessera_stac.catalog.stac.projection_code_fields`.
+PROJECTION_SCHEMA_URI = "https://stac-extensions.github.io/projection/v1.2.0/schema.json"
 #: eo:bands (band names as aliases for odc-stac, which reads no STAC 1.1 ``bands``).
 EO_SCHEMA_URI = "https://stac-extensions.github.io/eo/v1.1.0/schema.json"
 FILE_SCHEMA_URI = "https://stac-extensions.github.io/file/v2.1.0/schema.json"

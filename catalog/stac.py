@@ -189,6 +189,15 @@ def _proj_bbox(tile: PublishedTile) -> list[float]:
 
 
 # ------------------------------------------------------------------------------- item
+def projection_code_fields(code: str) -> dict[str, Any]:
+    """``proj:code`` and, next to it, ``proj:epsg`` (projection v1.2 allows both): the EPSG
+    number for an ``EPSG:n`` code, null for any other CRS (as the extension says). stackstac
+    reads only ``proj:epsg``; everything else reads ``proj:code``."""
+    authority, _, number = code.partition(":")
+    epsg = int(number) if authority.upper() == "EPSG" and number.isdigit() else None
+    return {"proj:code": code, "proj:epsg": epsg}
+
+
 def create_item(tile: PublishedTile) -> pystac.Item:
     """Build the STAC Item of one published (tile, year).
 
@@ -218,7 +227,7 @@ def create_item(tile: PublishedTile) -> pystac.Item:
         stac_extensions=list(c.ITEM_EXTENSIONS),
     )
     props = item.properties
-    props["proj:code"] = f"EPSG:{tile.epsg}"
+    props.update(projection_code_fields(f"EPSG:{tile.epsg}"))
     props["proj:shape"] = list(tile.shape)
     props["proj:transform"] = list(tile.transform)
     props["proj:bbox"] = _proj_bbox(tile)

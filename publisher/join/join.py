@@ -87,7 +87,7 @@ def _resolve(base: str, href: str) -> str:
 
 
 def tile_from_item(item: dict[str, Any], href: str) -> EmbeddingTile:
-    """Read an embedding item's grid and COG hrefs (projection v2 fields, DESIGN §3).
+    """Read an embedding item's grid and COG hrefs (projection fields, DESIGN §3).
 
     Raises:
         InputError: the item lacks the projection fields or the two assets.
@@ -669,12 +669,13 @@ def _georeference(item: Any, bbox: Sequence[float], shape: tuple[int, int]) -> N
     """The map image is a web-mercator grid whose edges are the item's bbox (projection
     extension: its bounds in EPSG:3857 metres and its shape)."""
     from tessera_stac.catalog.constants import PROJECTION_SCHEMA_URI
+    from tessera_stac.catalog.stac import projection_code_fields
 
     item.stac_extensions = sorted({*item.stac_extensions, PROJECTION_SCHEMA_URI})
     for key, kind in (("map", "PNG"), ("map-cog", "COG")):
         asset = item.assets[key]
         asset.title = f"Map: MWS coloured by the PCA of their mean embeddings ({kind})"
-        asset.extra_fields["proj:code"] = "EPSG:3857"
+        asset.extra_fields.update(projection_code_fields("EPSG:3857"))
         asset.extra_fields["proj:bbox"] = [round(float(v), 3) for v in bbox]
         asset.extra_fields["proj:shape"] = list(shape)
 

@@ -373,6 +373,7 @@ def _known_paths() -> dict[tuple[str, ...], Formatter]:
         ("geometry",): _geometry,
         ("bbox",): _bbox,
         ("properties", "proj:code"): lambda t: f'"EPSG:{t.epsg}"',
+        ("properties", "proj:epsg"): lambda t: str(int(t.epsg)),
         ("properties", "proj:shape"): lambda t: f"[{t.shape[0]},{t.shape[1]}]",
         ("properties", "proj:transform"): lambda t: "[" + ",".join(map(_jf, t.transform)) + "]",
         ("properties", "proj:bbox"): lambda t: "[" + ",".join(map(_jf, _proj_bbox(t))) + "]",

@@ -26,6 +26,7 @@ from tessera_stac.catalog.stac import (
     create_model_item,
     create_root_catalog,
     item_key,
+    projection_code_fields,
     relative_href,
 )
 
@@ -61,6 +62,9 @@ def test_item_content(make_tile: Callable[..., Any]) -> None:
     assert d["geometry"]["coordinates"][0][0] == [0.1, 52.0]
     assert d["bbox"] == [0.1, 52.0, 0.2, 52.1]
     assert p["proj:code"] == "EPSG:32631"
+    assert p["proj:epsg"] == 32631  # next to proj:code (projection v1.2), for stackstac
+    assert c.PROJECTION_SCHEMA_URI in d["stac_extensions"]
+    assert "/projection/v1.2.0/" in c.PROJECTION_SCHEMA_URI
     assert p["proj:shape"] == list(tile.shape)
     assert p["proj:transform"] == list(tile.transform)
     a, _, x0, _, e, y0 = tile.transform
@@ -110,9 +114,22 @@ def test_items_validate(items: list[pystac.Item], stac_validate: Validate) -> No
         stac_validate(as_dict(item))
 
 
+def test_proj_epsg_next_to_proj_code(items: list[pystac.Item], stac_validate: Validate) -> None:
+    """projection v1.2 allows both fields; proj:epsg is null for a CRS without an EPSG code."""
+    assert projection_code_fields("EPSG:3857") == {"proj:code": "EPSG:3857", "proj:epsg": 3857}
+    d = as_dict(items[0])
+    d["properties"].update(projection_code_fields("IAU_2015:30100"))
+    assert d["properties"]["proj:epsg"] is None
+    stac_validate(d)
+    d["properties"]["proj:epsg"] = "32631"  # the schema checks the field: an integer or null
+    with pytest.raises(pystac.errors.STACValidationError):
+        stac_validate(d)
+
+
 def test_southern_item_uses_327xx(items: list[pystac.Item]) -> None:
     south = next(i for i in items if i.id.startswith("grid_-43.25"))
     assert south.properties["proj:code"] == "EPSG:32723"
+    assert south.properties["proj:epsg"] == 32723
 
 
 def test_collection(items: list[pystac.Item], stac_validate: Validate) -> None:
@@ -181,6 +198,21 @@ def test_golden(items: list[pystac.Item], golden: Callable[[str, Any], None]) ->
     golden("model_collection", as_dict(create_model_collection([model])))
 
 
+def pystac_migrated(d: dict[str, Any]) -> dict[str, Any]:
+    """What pystac's projection hook makes of a document it reads (``migrate=True``, its
+    default): projection v1.2.0 becomes v2.0.0 and ``proj:epsg`` is dropped where
+    ``proj:code`` says the same. Still valid: ``proj:code`` carries the CRS."""
+    if c.PROJECTION_SCHEMA_URI not in d.get("stac_extensions", []):
+        return d
+    d = copy.deepcopy(d)
+    exts = d["stac_extensions"]
+    exts[exts.index(c.PROJECTION_SCHEMA_URI)] = pystac.extensions.projection.SCHEMA_URI
+    for fields in [d["properties"], *d.get("assets", {}).values()]:
+        if "proj:epsg" in fields:
+            assert fields["proj:code"] == f"EPSG:{fields.pop('proj:epsg')}"
+    return d
+
+
 def test_pystac_round_trip_keeps_every_field(
     items: list[pystac.Item], stac_validate: Validate, tmp_path: Any
 ) -> None:
@@ -195,8 +227,13 @@ def test_pystac_round_trip_keeps_every_field(
         original = as_dict(obj)
         path = tmp_path / f"{obj.id}.json"
         path.write_text(json.dumps(original))
+        # unmigrated, pystac keeps every field; migrated (its default), it rewrites only the
+        # projection declaration (see pystac_migrated)
+        unmigrated = type(obj).from_dict(copy.deepcopy(original), migrate=False)
+        assert as_dict(unmigrated) == original, f"{obj.id}: fields lost or changed by pystac"
         read = type(obj).from_file(str(path))
         again = as_dict(read)
+        original = pystac_migrated(original)
         assert again == original, f"{obj.id}: fields lost or changed by pystac"
         # modify with pystac + our extension, write, read: the change and the rest survive
         ext_target: Any = read

@@ -39,6 +39,7 @@ def test_published_items_are_create_item_output_and_valid(
         built = create_item(tile).to_dict(include_self_link=False, transform_hrefs=False)
         assert on_disk == built
         assert on_disk["properties"]["proj:code"] == f"EPSG:{tile.epsg}"
+        assert on_disk["properties"]["proj:epsg"] == tile.epsg
         assert on_disk["properties"]["processing:datetime"] == pystac.utils.datetime_to_str(
             tile.processed
         )
@@ -216,6 +217,7 @@ def test_validate_cli_invalid_with_json_paths(item_file: Path, capsys: Any) -> N
     d = json.loads(item_file.read_text())
     d["properties"]["embedding:dimensions"] = "many"
     d["properties"]["proj:code"] = 4326
+    d["properties"]["proj:epsg"] = "EPSG:4326"
     del d["assets"]["embeddings"]["embedding:quantization"]["scope"]
     item_file.write_text(json.dumps(d))
     args = ["validate", str(item_file), "--schema-dir", str(SHARED_SCHEMAS), "--offline"]
@@ -224,7 +226,8 @@ def test_validate_cli_invalid_with_json_paths(item_file: Path, capsys: Any) -> N
     assert out.startswith("INVALID:")
     assert "$.properties[\"embedding:dimensions\"]: 'many' is not of type 'integer'" in out
     assert "$.assets.embeddings[\"embedding:quantization\"]: 'scope' is a required property" in out
-    assert '$.properties["proj:code"]' in out and "projection/v2.0.0" in out
+    assert '$.properties["proj:code"]' in out and "projection/v1.2.0" in out
+    assert "$.properties[\"proj:epsg\"]: 'EPSG:4326' is not of type 'integer', 'null'" in out
     assert main([*args, "--json"]) == 1
     results = json.loads(capsys.readouterr().out)
     assert results[0]["status"] == "invalid" and len(results[0]["errors"]) >= 3

@@ -333,23 +333,14 @@ def test_readme_recipes_run_against_the_demo(
     demo_run.require_pipeline()
     recipes = readme_recipes()
     assert len(recipes) >= 4, "the README's pystac-client / rasterio / planner recipes are gone"
-    stacit_failed = ""
     for number, recipe in enumerate(recipes, start=1):
         script = tmp_path / f"recipe_{number}.py"
         script.write_text(recipe.replace("http://127.0.0.1:8080", served.base))
         result = subprocess.run(
             [sys.executable, str(script)], capture_output=True, text=True, timeout=180, check=False
         )
-        if "STACIT" in recipe and result.returncode != 0:
-            stacit_failed = result.stderr[-300:]
-            continue
         assert result.returncode == 0, f"README recipe {number} failed:\n{recipe}\n{result.stderr}"
         assert result.stdout.strip(), f"README recipe {number} printed nothing"
-    if stacit_failed:
-        # Known gap, left open in issue 15: against the two-year demo, GDAL's STACIT lists no
-        # subdataset for the 2024 search (the same recipe passes against the API test
-        # catalogue, tests/api/test_api_clients.py). Every other recipe above is asserted.
-        pytest.xfail(f"STACIT recipe against the two-year demo: {stacit_failed}")
 
 
 def test_ctrl_c_stops_serving_cleanly(served: Served) -> None:
