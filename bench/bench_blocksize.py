@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from bench._support import write_results
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 SIZES = (64, 128)
@@ -183,11 +185,7 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "sizes": {str(k): v for k, v in rows.items()},
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "blocksize.json").write_text(json.dumps(results, indent=2) + "\n")
-    text = markdown(results)
-    (RESULTS / "blocksize.md").write_text(text)
-    print(text)
+    write_results("blocksize", results, markdown(results))
 
 
 def markdown(r: dict[str, Any]) -> str:

@@ -38,7 +38,13 @@ from typing import Any
 
 import numpy as np
 
-from bench._support import collection, temp_cluster, uvicorn_server, write_ndjson
+from bench._support import (
+    collection,
+    temp_cluster,
+    uvicorn_server,
+    write_ndjson,
+    write_results,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -535,11 +541,7 @@ def main() -> None:
 
 def save(results: dict[str, Any]) -> None:
     """``bench/results/points.json`` and ``points.md``."""
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "points.json").write_text(json.dumps(results, indent=2) + "\n")
-    text = markdown(results)
-    (RESULTS / "points.md").write_text(text)
-    print(text)
+    write_results("points", results, markdown(results))
 
 
 def markdown(r: dict[str, Any]) -> str:
