@@ -12,6 +12,7 @@ interleaved in the same run:
 * points, sparse: 25 points per tile (the 40-tile case of ``bench_points``, per tile);
 * windows: 20 random 256 x 256 windows (``read_window``), and whole tiles;
 * zonal: ``polygon_sums`` over a ~1 km² polygon per tile and over most of each tile;
+* map tiles: rio-tiler (GDAL) rendering 4 web-mercator tiles at zoom 14 per item, 3 bands;
 * size: bytes of the embeddings + scales COGs (overviews included), and the bytes a one-pixel
   read fetches remotely (one codes block + one scales block, the mean compressed size).
 """
@@ -139,6 +140,24 @@ def zonal(items: list[dict[str, Any]], shrink: float) -> None:
                 )
 
 
+def map_tiles(items: list[dict[str, Any]]) -> None:
+    """What a map client triggers: rio-tiler (GDAL) rendering 256 px web-mercator tiles of 3
+    bands at zoom 14 (~native resolution) over each item, 4 tiles per item."""
+    import morecantile
+    from rio_tiler.io import Reader
+
+    from tessera_stac.catalog.reader import rasterio_env
+
+    tms = morecantile.tms.get("WebMercatorQuad")
+    with rasterio_env():
+        for item in items:
+            w, s, e, n = item["bbox"]
+            centre = tms.tile((w + e) / 2, (s + n) / 2, 14)
+            with Reader(item["assets"]["embeddings"]["href"]) as src:
+                for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
+                    src.tile(centre.x + dx, centre.y + dy, 14, indexes=(1, 2, 3))
+
+
 def sizes(items: list[dict[str, Any]]) -> dict[str, float]:
     from tessera_stac.catalog.reader import TiffBlocks
 
@@ -175,6 +194,7 @@ def main() -> None:
         ("whole_tiles_s", lambda it: windows(it, [(0, 0)], 100_000)),
         ("zonal_small_s", lambda it: zonal(it, 0.1)),
         ("zonal_large_s", lambda it: zonal(it, 0.9)),
+        ("map_tiles_s", map_tiles),
     ]
     for name, fn in cases:
         for size, items in sets.items():  # the sizes interleaved, case by case
@@ -196,6 +216,7 @@ def markdown(r: dict[str, Any]) -> str:
         ("whole_tiles_s", "4 whole tiles, s"),
         ("zonal_small_s", "zonal sums, ~1 km² per tile, s"),
         ("zonal_large_s", "zonal sums, 80 % of each tile, s"),
+        ("map_tiles_s", "16 map tiles (rio-tiler, 3 bands, z14), s"),
         ("files_mb", "embeddings + scales COGs of 4 tiles, MB"),
         ("one_pixel_remote_kb", "bytes one remote pixel read fetches, kB"),
     ]

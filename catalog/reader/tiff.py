@@ -178,8 +178,14 @@ class TiffBlocks:
             diffs = self._differences(index)
         except Exception as exc:  # imagecodecs raises its own types
             raise self._unreadable(index, exc) from exc
+        # TIFF predictor 2: each sample minus the previous pixel's, modulo 2**8, along the row;
+        # a pixel is the sum of its row's differences up to it
+        if len(rows) <= 8:
+            out = np.empty((len(rows), self.bands), dtype=np.uint8)
+            for k, (r, c) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True)):
+                np.add.reduce(diffs[r, : c + 1], axis=0, dtype=np.uint8, out=out[k])
+            return out.view(self.dtype)
         needed, which = np.unique(rows, return_inverse=True)
-        # TIFF predictor 2: each sample minus the previous pixel's, modulo 2**8, along the row
         restored = np.cumsum(diffs[needed], axis=1, dtype=np.uint8)
         picked: npt.NDArray[Any] = restored[which, cols].view(self.dtype)
         return picked

@@ -212,6 +212,31 @@ def test_polygon_mask_equals_contains_xy_on_every_pixel() -> None:
     assert np.array_equal(got, want)
 
 
+@pytest.mark.parametrize("per_block", [1, 3, 40])
+def test_many_points_in_one_block_bit_identical(
+    tile: tuple[Path, np.ndarray, np.ndarray], per_block: int
+) -> None:
+    """Few or many points per block (the two ways a block's rows are restored) give the
+    source values, row 0 / column 0 and the block's last row and column included."""
+    root, codes, scales = tile
+    rng = np.random.default_rng(per_block)
+    bh = EMBEDDINGS.blocksize
+    rows = np.r_[rng.integers(bh, 2 * bh, per_block), bh, 2 * bh - 1]
+    cols = np.r_[rng.integers(bh, 2 * bh, per_block), 2 * bh - 1, bh]
+    lon, lat = _lonlat(rows, cols)
+    with (
+        rasterio_env(),
+        open_raster(str(root / "embeddings.tif")) as cds,
+        open_raster(str(root / "scales.tif")) as sds,
+    ):
+        batch = read_points(cds, sds, embeddings_quantization(), lon, lat)
+    assert batch.blocks == 1
+    for i in range(len(rows)):
+        want = _expected(codes, scales, rows[i], cols[i])
+        assert want is not None
+        assert np.array_equal(batch.vectors[i].astype(np.float32), want)
+
+
 def test_corrupt_block_is_a_clear_error_naming_the_file_only(
     tile: tuple[Path, np.ndarray, np.ndarray], tmp_path: Path
 ) -> None:
