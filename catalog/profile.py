@@ -80,11 +80,12 @@ _tessera_cog = functools.partial(
 
 # Block size measured in bench/results/blocksize.md (bench/bench_blocksize.py, the reader
 # kernel on the same 4 real-size tiles at 64 and 128 px): 64 px blocks (512 KB of vectors)
-# answer batches of points 1.4-1.5x faster, 256 px windows 1.4x, small zonal reads 1.9x, whole
-# tiles and large zonal reads the same, a remote one-pixel read fetches a quarter of the bytes,
-# and the files are the same size (+0.3 %). bench/results/publish.md: 128 px read a point
-# ~4x faster than 256 and ~19x faster than 512. Horizontal differencing (predictor 2) shrinks
-# the int8 codes by ~25 %; with it ZSTD levels 1..9 give the same size, level 1 is fastest.
+# answer batches of points 1.3-1.9x faster, 256 px windows 1.6x, small zonal reads 1.4x; whole
+# tiles, large zonal reads and map tiles (rio-tiler) within 6 %; a remote one-pixel read fetches
+# a quarter of the bytes; the files are the same size (+0.3 %). bench/results/publish.md: 128 px
+# read a point ~4x faster than 256 and ~19x faster than 512. Horizontal differencing
+# (predictor 2) shrinks the int8 codes by ~25 %; with it ZSTD levels 1..9 give the same size,
+# level 1 is fastest.
 EMBEDDINGS = _tessera_cog(
     asset_key="embeddings",
     filename="embeddings.tif",
