@@ -3,8 +3,9 @@
 * ``bhavnagar_geojson``: the real CoRE Stack MWS layer (116 MWS, straddles 72°E), read-only.
 * ``corestack_sample``: the real CoRE Stack static catalog sample folder, read-only.
 * ``bhavnagar_frame``: the layer as a GeoDataFrame (session; copy before changing it).
-* ``join_tiles``: a catalog root with 4 full-size synthetic COG tiles (2024) around 72°E /
-  21.8°N, written directly in the documented layout (used by the scale area's Dask join test);
+* ``join_tiles``: a catalog root with 4 full-size synthetic tiles (2024, tiled GeoTIFFs with
+  the product's overview levels) around 72°E / 21.8°N, written directly in the documented
+  layout (used by the API tile tests and the scale area's Dask join test);
   ``write_embedding_tile`` writes one such tile.
 * ``bhavnagar_join``: ``(layer, tiles, JoinResult)`` of the Bhavnagar layer joined with the
   publisher's ``published_sample``.
@@ -70,6 +71,7 @@ def write_embedding_tile(
     import numpy as np
     import rasterio
     from affine import Affine
+    from rasterio.enums import Resampling
 
     from tessera_stac.catalog.model import AssetRecord, GridCell, PixelCounts
     from tessera_stac.catalog.profile import EMBEDDINGS, SCALES
@@ -103,14 +105,19 @@ def write_embedding_tile(
         "zstd_level": 1,
         "interleave": "pixel",
     }
+    # overviews as the product's COGs have (nearest: each overview pixel is a source pixel);
+    # without them every decimated read (the collection's PCA fit in ``catalog build``) reads
+    # the whole 128-band tile, ~100 s a tile
     with rasterio.open(
         folder / EMBEDDINGS.filename, "w", count=128, dtype="int8", nodata=-128, **common
     ) as dst:
         dst.write(q)
+        dst.build_overviews(list(EMBEDDINGS.overview_levels), Resampling.nearest)
     with rasterio.open(
         folder / SCALES.filename, "w", count=1, dtype="float32", nodata=float("nan"), **common
     ) as dst:
         dst.write(s, 1)
+        dst.build_overviews(list(SCALES.overview_levels), Resampling.nearest)
     assets = {
         p.asset_key: AssetRecord(
             key=p.asset_key,
