@@ -70,8 +70,9 @@ def write_embedding_tile(
 
     import numpy as np
     import rasterio
+    import rasterio.shutil
     from affine import Affine
-    from rasterio.enums import Resampling
+    from rasterio.io import MemoryFile
 
     from tessera_stac.catalog.model import AssetRecord, GridCell, PixelCounts
     from tessera_stac.catalog.profile import EMBEDDINGS, SCALES
@@ -92,32 +93,35 @@ def write_embedding_tile(
     key = item_key(collection, year, cell.name, f"{cell.name}_{year}")
     folder = root / Path(key).parent
     folder.mkdir(parents=True, exist_ok=True)
-    common = {
-        "driver": "GTiff",
+    # COGs (GDAL's COG driver) with the product's overview levels, nearest: each overview pixel
+    # is a source pixel. Without overviews every decimated read (the collection's PCA fit in
+    # ``catalog build``) reads the whole 128-band tile, ~100 s a tile.
+    grid = {
+        "driver": "MEM",
         "height": h,
         "width": w,
         "crs": f"EPSG:{georef.epsg}",
         "transform": Affine(*georef.transform),
-        "tiled": True,
-        "blockxsize": 256,
-        "blockysize": 256,
-        "compress": "ZSTD",
-        "zstd_level": 1,
-        "interleave": "pixel",
     }
-    # overviews as the product's COGs have (nearest: each overview pixel is a source pixel);
-    # without them every decimated read (the collection's PCA fit in ``catalog build``) reads
-    # the whole 128-band tile, ~100 s a tile
-    with rasterio.open(
-        folder / EMBEDDINGS.filename, "w", count=128, dtype="int8", nodata=-128, **common
-    ) as dst:
-        dst.write(q)
-        dst.build_overviews(list(EMBEDDINGS.overview_levels), Resampling.nearest)
-    with rasterio.open(
-        folder / SCALES.filename, "w", count=1, dtype="float32", nodata=float("nan"), **common
-    ) as dst:
-        dst.write(s, 1)
-        dst.build_overviews(list(SCALES.overview_levels), Resampling.nearest)
+    cog = {
+        "driver": "COG",
+        "blocksize": 256,
+        "compress": "ZSTD",
+        "level": 1,
+        "interleave": "PIXEL",
+        "overviews": "AUTO",
+        "overview_resampling": "NEAREST",
+    }
+    for name, data, nodata in (
+        (EMBEDDINGS.filename, q, -128),
+        (SCALES.filename, s[None], float("nan")),
+    ):
+        with (
+            MemoryFile() as mem,
+            mem.open(count=data.shape[0], dtype=data.dtype, nodata=nodata, **grid) as src,
+        ):
+            src.write(data)
+            rasterio.shutil.copy(src, folder / name, **cog)
     assets = {
         p.asset_key: AssetRecord(
             key=p.asset_key,
