@@ -7,6 +7,7 @@ Fixtures other test modules reuse:
 * ``pg_dsn``: a fresh database cloned from the template for one test.
 * ``s3_server`` (session) / ``s3``: moto in server mode on 127.0.0.1, with boto3 and GDAL
   (``/vsis3/``) configured through the environment; ``s3`` gives a fresh bucket per test.
+  Ranged GETs are served from a copy of the object's bytes (``_ObjectBytesCache``).
 * ``live_api``: serve a FastAPI app with uvicorn on a free loopback port, return its URL.
 * ``stac_validate``: validate a STAC dict offline against core + every declared extension.
 * ``SHARED``: the ``../shared`` folder beside the checkout.
