@@ -7,6 +7,7 @@ Fixtures other test modules reuse:
 * ``pg_dsn``: a fresh database cloned from the template for one test.
 * ``s3_server`` (session) / ``s3``: moto in server mode on 127.0.0.1, with boto3 and GDAL
   (``/vsis3/``) configured through the environment; ``s3`` gives a fresh bucket per test.
+  Ranged GETs are served from a copy of the object's bytes (``_ObjectBytesCache``).
 * ``live_api``: serve a FastAPI app with uvicorn on a free loopback port, return its URL.
 * ``stac_validate``: validate a STAC dict offline against core + every declared extension.
 * ``SHARED``: the ``../shared`` folder beside the checkout.
@@ -112,6 +113,55 @@ class S3Server:
         )
 
 
+class _ObjectBytesCache:
+    """Keep the bytes of the objects read last, so a ranged GET does not re-read the object.
+
+    moto answers every GET, ranged or not, by reading the object's whole body out of its
+    spooled temp file (``FakeKey.value``) and then slicing the range: a Zarr shard (~120 MB)
+    read chunk by chunk (thousands of ranged GETs) cost minutes of memory copies. This wraps
+    ``FakeKey.value``: reads are served from a copy of the bytes kept until the object is
+    written again (the setter drops it); at most ``limit`` bytes are kept, least recently read
+    dropped first. What a GET returns is unchanged: the same bytes, status and headers.
+    """
+
+    def __init__(self, limit: int = 512 * 1024 * 1024) -> None:
+        self.limit = limit
+        self.lock = threading.Lock()
+        self.kept: dict[int, tuple[Any, bytes]] = {}  # id(key) -> (key, bytes), LRU order
+
+    def install(self) -> Callable[[], None]:
+        from moto.s3.models import FakeKey
+
+        original = FakeKey.value
+        cache = self
+
+        def get(key: Any) -> bytes:
+            with cache.lock:
+                hit = cache.kept.pop(id(key), None)
+                if hit is not None and hit[0] is key:
+                    cache.kept[id(key)] = hit
+                    return hit[1]
+            data: bytes = original.fget(key)
+            with cache.lock:
+                cache.kept[id(key)] = (key, data)
+                while sum(len(d) for _k, d in cache.kept.values()) > cache.limit:
+                    cache.kept.pop(next(iter(cache.kept)))
+            return data
+
+        def put(key: Any, value: bytes) -> None:
+            with cache.lock:
+                cache.kept.pop(id(key), None)
+            original.fset(key, value)
+
+        FakeKey.value = property(get, put)  # type: ignore[method-assign,assignment]
+
+        def uninstall() -> None:
+            FakeKey.value = original  # type: ignore[method-assign]
+            self.kept.clear()
+
+        return uninstall
+
+
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
     """moto's S3 in server mode on a free loopback port; env set for boto3 and GDAL."""
@@ -119,6 +169,7 @@ def s3_server() -> Iterator[S3Server]:
 
     from tessera_stac.catalog.pgstac.cluster import free_port
 
+    uninstall = _ObjectBytesCache().install()
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
@@ -142,6 +193,7 @@ def s3_server() -> Iterator[S3Server]:
         yield S3Server(endpoint, port)
     finally:
         server.stop()
+        uninstall()
         for key, value in old.items():
             if value is None:
                 os.environ.pop(key, None)

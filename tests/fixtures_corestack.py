@@ -3,8 +3,9 @@
 * ``bhavnagar_geojson``: the real CoRE Stack MWS layer (116 MWS, straddles 72°E), read-only.
 * ``corestack_sample``: the real CoRE Stack static catalog sample folder, read-only.
 * ``bhavnagar_frame``: the layer as a GeoDataFrame (session; copy before changing it).
-* ``join_tiles``: a catalog root with 4 full-size synthetic COG tiles (2024) around 72°E /
-  21.8°N, written directly in the documented layout (used by the scale area's Dask join test);
+* ``join_tiles``: a catalog root with 4 full-size synthetic tiles (2024, tiled GeoTIFFs with
+  the product's overview levels) around 72°E / 21.8°N, written directly in the documented
+  layout (used by the API tile tests and the scale area's Dask join test);
   ``write_embedding_tile`` writes one such tile.
 * ``bhavnagar_join``: ``(layer, tiles, JoinResult)`` of the Bhavnagar layer joined with the
   publisher's ``published_sample``.
@@ -69,7 +70,9 @@ def write_embedding_tile(
 
     import numpy as np
     import rasterio
+    import rasterio.shutil
     from affine import Affine
+    from rasterio.io import MemoryFile
 
     from tessera_stac.catalog.model import AssetRecord, GridCell, PixelCounts
     from tessera_stac.catalog.profile import EMBEDDINGS, SCALES
@@ -90,27 +93,35 @@ def write_embedding_tile(
     key = item_key(collection, year, cell.name, f"{cell.name}_{year}")
     folder = root / Path(key).parent
     folder.mkdir(parents=True, exist_ok=True)
-    common = {
-        "driver": "GTiff",
+    # COGs (GDAL's COG driver) with the product's overview levels, nearest: each overview pixel
+    # is a source pixel. Without overviews every decimated read (the collection's PCA fit in
+    # ``catalog build``) reads the whole 128-band tile, ~100 s a tile.
+    grid = {
+        "driver": "MEM",
         "height": h,
         "width": w,
         "crs": f"EPSG:{georef.epsg}",
         "transform": Affine(*georef.transform),
-        "tiled": True,
-        "blockxsize": 256,
-        "blockysize": 256,
-        "compress": "ZSTD",
-        "zstd_level": 1,
-        "interleave": "pixel",
     }
-    with rasterio.open(
-        folder / EMBEDDINGS.filename, "w", count=128, dtype="int8", nodata=-128, **common
-    ) as dst:
-        dst.write(q)
-    with rasterio.open(
-        folder / SCALES.filename, "w", count=1, dtype="float32", nodata=float("nan"), **common
-    ) as dst:
-        dst.write(s, 1)
+    cog = {
+        "driver": "COG",
+        "blocksize": 256,
+        "compress": "ZSTD",
+        "level": 1,
+        "interleave": "PIXEL",
+        "overviews": "AUTO",
+        "overview_resampling": "NEAREST",
+    }
+    for name, data, nodata in (
+        (EMBEDDINGS.filename, q, -128),
+        (SCALES.filename, s[None], float("nan")),
+    ):
+        with (
+            MemoryFile() as mem,
+            mem.open(count=data.shape[0], dtype=data.dtype, nodata=nodata, **grid) as src,
+        ):
+            src.write(data)
+            rasterio.shutil.copy(src, folder / name, **cog)
     assets = {
         p.asset_key: AssetRecord(
             key=p.asset_key,
