@@ -20,6 +20,7 @@ import json
 import time
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
@@ -283,8 +284,16 @@ def _item_link(request: Request, item: dict[str, Any]) -> Link:
 
 
 def _result(
-    request: Request, lon: float, lat: float, year: int, item: dict[str, Any], value: PointValue
+    request: Request,
+    lon: float,
+    lat: float,
+    year: int,
+    item: dict[str, Any],
+    value: PointValue,
+    vector: bool = True,
 ) -> PositionResult:
+    """The answer for one point; ``vector=False`` leaves ``embedding`` out (a batch writes the
+    float32 arrays itself)."""
     return PositionResult.model_construct(
         lon=lon,
         lat=lat,
@@ -297,7 +306,7 @@ def _result(
         pixel=PixelModel.model_construct(**value.pixel.__dict__),
         scale=value.scale,
         dimensions=int(value.vector.shape[0]),
-        embedding=value.vector.tolist(),
+        embedding=value.vector.tolist() if vector else None,
         links=[_item_link(request, item)],
         error=None,
         status=200,
@@ -326,16 +335,20 @@ async def position(
 
 async def positions(
     request: Request, points: list[Point], year: int, collection: str | None
-) -> list[PositionResult]:
-    """Results for a batch: one search for all cells, then per item one batched block read."""
+) -> list[tuple[PositionResult, Any]]:
+    """Results for a batch: one search for all cells, then per item one batched block read.
+
+    Each result comes with its float32 vector (None without a value) and without
+    ``embedding``: :func:`positions_json` writes both.
+    """
     cells = [GridCell.containing(p.lon, p.lat) for p in points]
     found = await items_for_cells(request, cells, year, collection)
-    results: list[PositionResult | None] = [None] * len(points)
+    results: list[tuple[PositionResult, Any] | None] = [None] * len(points)
     groups: dict[tuple[str, str], list[int]] = {}
     for i, cell in enumerate(cells):
         item = found[cell.name]
         if isinstance(item, ReadError):
-            results[i] = _failed(points[i].lon, points[i].lat, year, item)
+            results[i] = (_failed(points[i].lon, points[i].lat, year, item), None)
         else:
             groups.setdefault((item["collection"], item["id"]), []).append(i)
     cache = readers(request)
@@ -350,11 +363,26 @@ async def positions(
         for i, value in zip(idx, values, strict=True):
             p = points[i]
             results[i] = (
-                _failed(p.lon, p.lat, year, value)
+                (_failed(p.lon, p.lat, year, value), None)
                 if isinstance(value, ReadError)
-                else _result(request, p.lon, p.lat, year, item, value)
+                else (_result(request, p.lon, p.lat, year, item, value, False), value.vector)
             )
     return [r for r in results if r is not None]
+
+
+def positions_json(results: list[tuple[PositionResult, Any]]) -> bytes:
+    """The ``PositionsResponse`` JSON of a batch, serialised in one go by orjson: float32
+    vectors written in their shortest float32 form (each parses back to the same float32; half
+    the bytes of float64 text), 10,000 x 128 values in a fraction of a second."""
+    import orjson
+
+    out = []
+    for result, vector in results:
+        row = result.model_dump(exclude_none=True)
+        if vector is not None:
+            row["embedding"] = np.asarray(vector, dtype=np.float32)
+        out.append(row)
+    return orjson.dumps({"results": out}, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def _union(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
@@ -421,9 +449,7 @@ async def post_positions(request: Request, body: PositionsRequest) -> Any:
         results = await positions(request, body.points, body.year, body.collection)
     except ReadError as exc:
         return _error(exc)
-    payload = PositionsResponse.model_construct(results=results)
-    # serialised by pydantic-core in one go (10,000 x 128 floats in well under a second)
-    return Response(payload.model_dump_json(exclude_none=True), media_type="application/json")
+    return Response(positions_json(results), media_type="application/json")
 
 
 def _check_geometry(geometry: dict[str, Any]) -> Any:
@@ -520,8 +546,6 @@ async def _area(
             source.window = _union(source.window, window)
             source.count += sums.count
             source.valid += sums.valid
-    import numpy as np
-
     mean = None if total is None else (total / valid).astype(np.float32).tolist()
     return AreaResponse(
         year=body.year,
