@@ -57,7 +57,7 @@ from tessera_stac.catalog.reader.item import (
     scale_validity,
     select_codes_asset,
 )
-from tessera_stac.catalog.reader.tiff import TiffBlocks, read_pixels, read_window
+from tessera_stac.catalog.reader.tiff import TiffBlocks, read_ahead, read_pixels, read_window
 
 __all__ = [
     "GDAL_READ_OPTIONS",
@@ -86,6 +86,7 @@ __all__ = [
     "polygon_window",
     "quantization_of",
     "rasterio_env",
+    "read_ahead",
     "read_pixels",
     "read_points",
     "read_window",

@@ -17,9 +17,9 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -28,8 +28,6 @@ from tessera_stac.catalog.errors import InputError
 
 #: threads decoding blocks (imagecodecs releases the GIL while it decodes)
 DECODE_THREADS = max(1, min(4, os.cpu_count() or 1))
-#: blocks decoded per batch (bounds memory: 64 x 0.5 MB for 64 px blocks of 128 int8 bands)
-BATCH_BLOCKS = 64
 #: open local COGs kept (file handle + parsed header)
 OPEN_FILES = 128
 
@@ -190,15 +188,12 @@ class TiffBlocks:
         picked: npt.NDArray[Any] = restored[which, cols].view(self.dtype)
         return picked
 
-    def decode_many(self, indices: Iterable[int]) -> dict[int, npt.NDArray[Any]]:
-        """Decode ``indices`` in the thread pool (call per batch of :data:`BATCH_BLOCKS`)."""
-        wanted = sorted(set(indices))
-        if len(wanted) <= 1:
-            return {i: self.decode(i) for i in wanted}
-        return dict(zip(wanted, _executor().map(self.decode, wanted), strict=True))
-
     def read(self, r0: int, r1: int, c0: int, c1: int) -> npt.NDArray[Any]:
-        """Pixels ``[r0:r1, c0:c1]`` (inside the image) as ``(rows, cols, bands)``."""
+        """Pixels ``[r0:r1, c0:c1]`` (inside the image) as ``(rows, cols, bands)``.
+
+        Each worker decodes a block into its own reusable buffer and copies the part inside
+        the window straight into the result (no per-block allocation).
+        """
         bh, bw = self.block
         out = np.empty((r1 - r0, c1 - c0, self.bands), dtype=self.dtype)
         if r1 <= r0 or c1 <= c0:
@@ -208,17 +203,38 @@ class TiffBlocks:
             for br in range(r0 // bh, (r1 - 1) // bh + 1)
             for bc in range(c0 // bw, (c1 - 1) // bw + 1)
         ]
-        for start in range(0, len(cells), BATCH_BLOCKS):
-            part = cells[start : start + BATCH_BLOCKS]
-            blocks = self.decode_many(self.index(br, bc) for br, bc in part)
-            for br, bc in part:
-                block = blocks[self.index(br, bc)]
-                y0, y1 = max(r0, br * bh), min(r1, (br + 1) * bh)
-                x0, x1 = max(c0, bc * bw), min(c1, (bc + 1) * bw)
-                out[y0 - r0 : y1 - r0, x0 - c0 : x1 - c0] = block[
-                    y0 - br * bh : y1 - br * bh, x0 - bc * bw : x1 - bc * bw
-                ]
+
+        def fill(cell: tuple[int, int]) -> None:
+            br, bc = cell
+            block = self._decoded(self.index(br, bc))
+            y0, y1 = max(r0, br * bh), min(r1, (br + 1) * bh)
+            x0, x1 = max(c0, bc * bw), min(c1, (bc + 1) * bw)
+            out[y0 - r0 : y1 - r0, x0 - c0 : x1 - c0] = block[
+                y0 - br * bh : y1 - br * bh, x0 - bc * bw : x1 - bc * bw
+            ]
+
+        if len(cells) == 1:
+            fill(cells[0])
+        else:
+            for _ in _executor().map(fill, cells):
+                pass
         return out
+
+    def _decoded(self, index: int) -> npt.NDArray[Any]:
+        """Block ``index`` decoded into this thread's buffer (valid until its next call)."""
+        if self._diffs is None or self._counts[index] == 0:
+            return self.decode(index)
+        import imagecodecs
+
+        bh, bw = self.block
+        try:
+            diffs = self._differences(index)
+            plain = _buffer("block", bh * bw * self.bands)
+            block = np.frombuffer(plain, dtype=np.uint8, count=bh * bw * self.bands)
+            imagecodecs.delta_decode(diffs, axis=1, out=block.reshape(bh, bw, self.bands))
+        except Exception as exc:  # imagecodecs raises its own types
+            raise self._unreadable(index, exc) from exc
+        return block.reshape(bh, bw, self.bands).view(self.dtype)
 
 
 class _Opened:
@@ -285,6 +301,26 @@ def read_window(ds: Any, r0: int, r1: int, c0: int, c1: int) -> npt.NDArray[Any]
         # GDAL writes straight into the interleaved buffer (the strides tell it how)
         ds.read(window=Window(c0, r0, c1 - c0, r1 - r0), out=out.transpose(2, 0, 1))
     return out
+
+
+T = TypeVar("T")
+
+
+def read_ahead(jobs: Iterable[Callable[[], T]]) -> Iterator[T]:
+    """The results of ``jobs`` in order, each job run one step ahead in a background thread:
+    the next strip is read and decoded while the caller works on this one. At most two results
+    are alive at once (bounded memory)."""
+    with ThreadPoolExecutor(1, thread_name_prefix="tessera-read-ahead") as ex:
+        it = iter(jobs)
+        first = next(it, None)
+        if first is None:
+            return
+        pending = ex.submit(first)
+        for job in it:
+            following = ex.submit(job)
+            yield pending.result()
+            pending = following
+        yield pending.result()
 
 
 def _runs(cols: list[int]) -> list[tuple[int, int]]:

@@ -25,6 +25,7 @@ import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,7 @@ from tessera_stac.catalog.reader import (
     open_raster,
     owned_window,
     rasterio_env,
+    read_ahead,
     read_window,
     sum_dequantized,
     valid_codes,
@@ -380,11 +382,16 @@ def accumulate_tile(
         open_raster(gdal_path(tile.embeddings_href), tile.embeddings_href) as emb_ds,
         open_raster(gdal_path(tile.scales_href), tile.scales_href) as scl_ds,
     ):
-        for strip in strips:  # block-row aligned: each COG block decoded once
+
+        def read(strip: LabelStrip) -> tuple[LabelStrip, np.ndarray, np.ndarray]:
             r0, c0 = int(strip.window.row_off), int(strip.window.col_off)
             r1, c1 = r0 + int(strip.window.height), c0 + int(strip.window.width)
             codes = read_window(emb_ds, r0, r1, c0, c1)  # (h, w, dims)
             scales = read_window(scl_ds, r0, r1, c0, c1)[..., (q.scale_band or 1) - 1]
+            return strip, codes, scales
+
+        # block-row aligned (each COG block decoded once), the next strip read meanwhile
+        for strip, codes, scales in read_ahead(partial(read, s) for s in strips):
             _accumulate_strip(strip, q, codes, scales, acc)
     return True
 
