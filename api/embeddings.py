@@ -514,8 +514,8 @@ async def _area(
     """Sum tile by tile, strip by strip (``bounds.plan_area``): memory stays bounded."""
     cache = readers(request)
     settings = request.app.state.api_settings
-    # one strip is about zonal_block_pixels: a read far larger means the item's grid metadata
-    # misled the plan, and is refused rather than allowed to take the memory
+    # one piece is about zonal_block_pixels: a window far larger means the item's grid metadata
+    # misled the plan, and is refused rather than read
     max_pixels = min(settings.zonal_max_pixels, 4 * settings.zonal_block_pixels)
     count = valid = 0
     total: Any = None

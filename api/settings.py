@@ -69,8 +69,10 @@ class ApiSettings(BaseSettings):
         "(checked before reading: 413).",
     )
     zonal_block_pixels: int = Field(
-        default=65_536,
-        description="Pixels read at once by /embeddings/area (memory per request ~2.5 KB each).",
+        default=2_000_000,
+        description="Pixels of one piece of an /embeddings/area polygon (a tile is cut into "
+        "pieces of about this many pixels); each piece is streamed block row by block row, "
+        "so memory per request is about one block row of a tile whatever this value.",
     )
     zonal_max_tiles: int = Field(
         default=400, description="Most tiles one /embeddings/area request may meet (413)."
