@@ -10,7 +10,7 @@ through it.
   :func:`dequantize`, and :class:`EmbeddingReader` (one Item: ``read(window)``,
   ``read_point``, ``read_points``, ``profile``).
 * :mod:`.blocks`: the block-wise kernel on open datasets: :func:`read_points` (a batch of
-  points, each touched block read once), :func:`iter_strips`, :func:`iter_polygon_pixels`,
+  points, each touched block read once), :func:`iter_polygon_pixels`,
   :func:`polygon_sums` (streamed, bounded memory), :func:`dequantize_pixels` (vectors of
   the pixels a strip yields).
 * :mod:`.tiff`: the touched blocks of a local COG fetched and decoded directly (tifffile +
@@ -28,7 +28,6 @@ from tessera_stac.catalog.reader.blocks import (
     crs_code,
     dequantize_pixels,
     iter_polygon_pixels,
-    iter_strips,
     lattice_mask,
     owned_by_cell,
     owned_window,
@@ -75,7 +74,6 @@ __all__ = [
     "dequantize_pixels",
     "gdal_path",
     "iter_polygon_pixels",
-    "iter_strips",
     "lattice_mask",
     "open_raster",
     "owned_by_cell",

@@ -7,7 +7,6 @@ and, for per-pixel recipes, scales):
   internal blocks; each touched block is read and decompressed once (:mod:`.tiff`: only the
   touched blocks of a local COG, in parallel; through GDAL each run of touched blocks in a
   block row), and every point in it is answered from it.
-* :func:`iter_strips`: a pixel window as strips of whole block rows (bounded memory).
 * :func:`iter_polygon_pixels`: the pixels of one item whose centre lies in a WGS84 polygon and
   in the item's own 0.1° cell (DESIGN §5), strip by strip: codes, scales and validity of just
   those pixels.
@@ -243,31 +242,6 @@ def block_shape(ds: Any) -> tuple[int, int]:
     """(rows, cols) of the dataset's internal blocks."""
     h, w = ds.block_shapes[0]
     return int(h), int(w)
-
-
-def iter_strips(
-    codes_ds: Any,
-    scales_ds: Any | None,
-    ranges: Ranges,
-    scale_band: int = 1,
-    rows_per_strip: int | None = None,
-) -> Iterator[tuple[Ranges, npt.NDArray[Any], npt.NDArray[Any] | None]]:
-    """Read ``ranges`` strip by strip, each strip aligned on whole block rows.
-
-    Yields:
-        ``((r0, r1, c0, c1), codes (h, w, dims), scales (h, w) or None)``: pixel-interleaved,
-        one pixel's vector is ``codes[r, c]``.
-    """
-    row0, row1, col0, col1 = ranges
-    step = rows_per_strip or block_shape(codes_ds)[0]
-    first = row0 - row0 % step
-    for start in range(first, row1, step):
-        r0, r1 = max(start, row0), min(start + step, row1)
-        codes = read_window(codes_ds, r0, r1, col0, col1)
-        scales = None
-        if scales_ds is not None:
-            scales = read_window(scales_ds, r0, r1, col0, col1)[..., scale_band - 1]
-        yield (r0, r1, col0, col1), codes, scales
 
 
 # ------------------------------------------------------------------------------- points

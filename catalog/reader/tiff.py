@@ -82,7 +82,6 @@ class TiffBlocks:
             self._offsets = tuple(int(v) for v in page.dataoffsets)
             self._counts = tuple(int(v) for v in page.databytecounts)
             self._decode = page.decode  # keeps what it needs (codec, predictor, tile shape)
-            self._page = page
             # Points need a few pixels of a block: for one-byte samples with horizontal
             # differencing under ZSTD, decompress and undo the differencing on their rows only
             self._diffs: Any = None
@@ -120,44 +119,44 @@ class TiffBlocks:
     def decode(self, index: int) -> npt.NDArray[Any]:
         """Block ``index`` decoded: ``(block rows, block cols, bands)`` (padding included).
 
+        For the ZSTD + horizontal-differencing layout the result lives in this thread's buffer
+        (valid until the thread's next decode): use it at once or copy it.
+
         Raises:
             InputError: the block is truncated or corrupt.
         """
-        try:
-            return self._decode_block(index)
-        except InputError:
-            raise
-        except Exception as exc:  # tifffile / imagecodecs raise their own types
-            raise self._unreadable(index, exc) from exc
-
-    def _decode_block(self, index: int) -> npt.NDArray[Any]:
         bh, bw = self.block
         count = self._counts[index]
         if count == 0:  # a sparse block: never written, all nodata
             fill = 0 if self.nodata is None else self.nodata
             return np.full((bh, bw, self.bands), fill, dtype=self.dtype)
-        if self._diffs is not None:
-            import imagecodecs
+        try:
+            if self._diffs is not None:
+                import imagecodecs
 
-            block = np.empty((bh, bw, self.bands), dtype=self.dtype)
-            imagecodecs.delta_decode(self._differences(index), axis=1, out=block.view(np.uint8))
-            return block
-        data = os.pread(self._fh.fileno(), count, self._offsets[index])
-        if len(data) != count:
-            raise OSError(f"{self.path}: block {index} is truncated")
-        segment = self._decode(data, index)[0]
+                size = bh * bw * self.bands
+                block = np.frombuffer(_buffer("block", size), dtype=np.uint8, count=size)
+                block = block.reshape(bh, bw, self.bands)
+                imagecodecs.delta_decode(self._differences(index), axis=1, out=block)
+                return block.view(self.dtype)
+            data = os.pread(self._fh.fileno(), count, self._offsets[index])
+            if len(data) != count:
+                raise OSError("truncated")
+            segment = self._decode(data, index)[0]
+        except Exception as exc:  # tifffile / imagecodecs raise their own types
+            raise self._unreadable(index, exc) from exc
         return np.asarray(segment).reshape(bh, bw, self.bands)
 
     def _differences(self, index: int) -> npt.NDArray[np.uint8]:
         """Block ``index`` decompressed, still differenced: ``(rows, cols, bands)`` bytes in a
-        per-thread buffer (valid until this thread's next call)."""
+        per-thread buffer (valid until this thread's next call). Errors as they come."""
         count = self._counts[index]
         bh, bw = self.block
         size = bh * bw * self.bands
         # per-thread buffers: fresh 0.5-2 MB allocations cost as much as the decompression
         raw, plain = _buffer("raw", count), _buffer("plain", size)
         if os.preadv(self._fh.fileno(), [raw[:count]], self._offsets[index]) != count:
-            raise OSError(f"{self.path}: block {index} is truncated")
+            raise OSError("truncated")
         self._diffs(raw[:count], out=plain[:size])
         return np.frombuffer(plain, dtype=np.uint8, count=size).reshape(bh, bw, self.bands)
 
@@ -206,7 +205,7 @@ class TiffBlocks:
 
         def fill(cell: tuple[int, int]) -> None:
             br, bc = cell
-            block = self._decoded(self.index(br, bc))
+            block = self.decode(self.index(br, bc))
             y0, y1 = max(r0, br * bh), min(r1, (br + 1) * bh)
             x0, x1 = max(c0, bc * bw), min(c1, (bc + 1) * bw)
             out[y0 - r0 : y1 - r0, x0 - c0 : x1 - c0] = block[
@@ -219,22 +218,6 @@ class TiffBlocks:
             for _ in _executor().map(fill, cells):
                 pass
         return out
-
-    def _decoded(self, index: int) -> npt.NDArray[Any]:
-        """Block ``index`` decoded into this thread's buffer (valid until its next call)."""
-        if self._diffs is None or self._counts[index] == 0:
-            return self.decode(index)
-        import imagecodecs
-
-        bh, bw = self.block
-        try:
-            diffs = self._differences(index)
-            plain = _buffer("block", bh * bw * self.bands)
-            block = np.frombuffer(plain, dtype=np.uint8, count=bh * bw * self.bands)
-            imagecodecs.delta_decode(diffs, axis=1, out=block.reshape(bh, bw, self.bands))
-        except Exception as exc:  # imagecodecs raises its own types
-            raise self._unreadable(index, exc) from exc
-        return block.reshape(bh, bw, self.bands).view(self.dtype)
 
 
 class _Opened:
@@ -275,7 +258,7 @@ def blocks_of(ds: Any) -> TiffBlocks | None:
     if getattr(ds, "driver", None) != "GTiff":
         return None
     path = str(ds.name)
-    if path.startswith("/vsi") or not os.path.isfile(path):
+    if path.startswith("/vsi"):
         return None
     nodata = ds.nodata
     found = _opened.get(path, None if nodata is None else float(nodata))

@@ -104,11 +104,7 @@ def open_pair(
 
         def read(window: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
             # a rasterio Window or ((row_start, row_stop), (col_start, col_stop))
-            if isinstance(window, tuple):
-                (r0, r1), (c0, c1) = window
-            else:
-                r0, c0 = int(window.row_off), int(window.col_off)
-                r1, c1 = r0 + int(window.height), c0 + int(window.width)
+            (r0, r1), (c0, c1) = window if isinstance(window, tuple) else window.toranges()
             qa, sa, qb, sb = (read_window(d, r0, r1, c0, c1) for d in ds)
             return (
                 qa.reshape(-1, qa.shape[-1]).T,

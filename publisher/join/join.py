@@ -384,8 +384,7 @@ def accumulate_tile(
     ):
 
         def read(strip: LabelStrip) -> tuple[LabelStrip, np.ndarray, np.ndarray]:
-            r0, c0 = int(strip.window.row_off), int(strip.window.col_off)
-            r1, c1 = r0 + int(strip.window.height), c0 + int(strip.window.width)
+            (r0, r1), (c0, c1) = strip.window.toranges()
             codes = read_window(emb_ds, r0, r1, c0, c1)  # (h, w, dims)
             scales = read_window(scl_ds, r0, r1, c0, c1)[..., (q.scale_band or 1) - 1]
             return strip, codes, scales
