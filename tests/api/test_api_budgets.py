@@ -258,8 +258,13 @@ def test_storm_of_heavy_requests_queues_or_refuses_and_search_gets_through(
                   ("rescale", "0,1"), ("colormap_name", "viridis")]  # fmt: skip
         heavy.append(("GET", f"{one}/tiles/WebMercatorQuad/{z}/{x}/{y}.png", {"params": params}))
     for i in range(12):
-        heavy.append(("GET", f"{one}/bbox/{w},{s},{e},{n}.png",
-                      {"params": [*VECTORS, ("algorithm", "pca"), ("max_size", 500 - i)]}))
+        heavy.append(
+            (
+                "GET",
+                f"{one}/bbox/{w},{s},{e},{n}.png",
+                {"params": [*VECTORS, ("algorithm", "pca"), ("max_size", 500 - i)]},
+            )
+        )
         heavy.append(("GET", f"{one}/statistics",
                       {"params": [*VECTORS, ("max_size", 500 - i)]}))  # fmt: skip
     watch = Watch(server.proc.pid)
@@ -303,8 +308,12 @@ def test_budget_arithmetic_matches_rio_tiler_output_sizes(
     scales = next(path.rglob("*scales*.tif"))
     with Reader(str(scales)) as src:
         shape = (src.dataset.height, src.dataset.width)
-        for kwargs in ({"max_size": 300}, {"width": 200}, {"height": 77}, {"width": 50,
-                                                                            "height": 60}):
+        for kwargs in (
+            {"max_size": 300},
+            {"width": 200},
+            {"height": 77},
+            {"width": 50, "height": 60},
+        ):
             img = src.preview(**kwargs)
             expected = output_pixels(
                 kwargs.get("width"), kwargs.get("height"), kwargs.get("max_size"), shape
@@ -324,4 +333,3 @@ def test_mosaic_caps_pgstac_limits_in_the_query() -> None:
         "scan_limit": "5",
         "time_limit": "5",
     }
-
