@@ -58,7 +58,7 @@ def classification_classes(head: Head) -> list[dict[str, Any]]:
     ]
 
 
-def _mlm_properties(head: Head) -> dict[str, Any]:
+def _mlm_properties(head: Head, hyper: Mapping[str, Any]) -> dict[str, Any]:
     import sklearn
 
     classification = head.task == "classification"
@@ -99,7 +99,7 @@ def _mlm_properties(head: Head) -> dict[str, Any]:
             }
         ],
         "mlm:output": [output],
-        "mlm:hyperparameters": {"k": head.k} if head.kind == "knn" else {},
+        "mlm:hyperparameters": {k: v for k, v in sorted(hyper.items()) if v is not None},
     }
 
 
@@ -153,7 +153,7 @@ def create_head_item(
                 "cross-validation; the report has per-class scores, the confusion matrix and "
                 "a learning curve."
             ),
-            **_mlm_properties(head),
+            **_mlm_properties(head, report["parameters"]),
             **scores,
             c.LABELS_PROP: int(report["labels"]["count"]),
             c.HEAD_KIND_PROP: head.kind,
@@ -362,18 +362,16 @@ def _class_asset(head: Head, asset: ClassAsset) -> pystac.Asset:
     )
 
 
-def create_classes_collection(head: Head, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def create_classes_collection(head: Head, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The ``tessera-classes-{name}`` Collection (a dict; ``put_collection`` adds item links)."""
     from tessera_stac.catalog.static import temporal_extent
 
     cid = c.classes_collection_id(head.name)
     boxes = np.array([i["bbox"] for i in items if i.get("bbox")], dtype=float)
-    bbox = (
-        [float(boxes[:, 0].min()), float(boxes[:, 1].min())]
-        + [float(boxes[:, 2].max()), float(boxes[:, 3].max())]
-        if len(boxes)
-        else [-180.0, -90.0, 180.0, 90.0]
-    )
+    bbox = [-180.0, -90.0, 180.0, 90.0]
+    if len(boxes):
+        low, high = boxes[:, :2].min(axis=0), boxes[:, 2:].max(axis=0)
+        bbox = [float(low[0]), float(low[1]), float(high[0]), float(high[1])]
     start, end = temporal_extent(items)
     classification = head.task == "classification"
     collection = pystac.Collection(

@@ -173,7 +173,7 @@ def spatial_blocks(lonlat: np.ndarray, label: np.ndarray, block_size_m: float) -
     lat0 = float(np.mean(lonlat[:, 1])) if len(lonlat) else 0.0
     dlat = block_size_m / METERS_PER_DEGREE
     dlon = block_size_m / (METERS_PER_DEGREE * max(math.cos(math.radians(lat0)), 0.01))
-    first = {}
+    first: dict[int, int] = {}
     for i, lab in enumerate(label.tolist()):
         first.setdefault(lab, i)
     anchor = np.array([first[lab] for lab in label.tolist()], dtype=np.int64)
