@@ -103,8 +103,7 @@ def train_cmd(
         )
     else:
         score = (
-            f"R² {cv['blocked']['r2']:.3f} (spatially blocked), "
-            f"{cv['random']['r2']:.3f} (random)"
+            f"R² {cv['blocked']['r2']:.3f} (spatially blocked), {cv['random']['r2']:.3f} (random)"
         )
     text = (
         f"trained {name} ({result.head.kind}, {report['labels']['vectors']} vectors from "
