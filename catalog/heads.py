@@ -515,7 +515,7 @@ class Head:
             ok = flat_valid[part]
             if not ok.any():
                 continue
-            if self.kind == "logistic":  # the whole chunk, no copy; invalid rows dropped
+            if self.kind == "logistic" and classes is not None:  # whole chunk: no copy
                 with np.errstate(invalid="ignore", over="ignore"):
                     p = self.predict_proba(flat_values[part])
                 best = np.argmax(p, axis=1)[ok]
