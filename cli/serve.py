@@ -115,12 +115,19 @@ def serve_cmd(
     if data_dir is not None:
         os.environ["TESSERA_STAC_API_DATA_DIR"] = str(data_dir.absolute())
     settings = ApiSettings()
+    count = workers or settings.workers
+    typer.echo(
+        f"request budgets: {settings.heavy_concurrency} raster requests at once per worker, "
+        f"{settings.tile_max_read_values:,} values each; memory bound "
+        f"{settings.memory_bound_mb():,} MB per worker x {count} worker(s)",
+        err=True,
+    )
     uvicorn.run(
         "tessera_stac.api.app:create_app_from_env",
         factory=True,
         host=host or settings.host,
         port=port or settings.port,
-        workers=workers or settings.workers,
+        workers=count,
         reload=reload,
         log_level="info",
         proxy_headers=True,
