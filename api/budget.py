@@ -356,15 +356,15 @@ class BudgetReader(Reader):
             raise too_much("values of one read", pixels * bands, self.max_values, "max_read_values")
 
     def _part_pixels(self, bbox: Any, kwargs: dict[str, Any]) -> int:
-        dst_crs = kwargs.get("dst_crs") or self._src().crs
-        bounds_crs = kwargs.get("bounds_crs") or morecantile.tms.get("WebMercatorQuad").rasterio_crs
+        height, width = kwargs.get("height"), kwargs.get("width")
+        if height and width:  # tiles (rio-tiler's tile() reads a part of tilesize x tilesize)
+            return int(height) * int(width)
         from rasterio.warp import transform_bounds
 
+        dst_crs = kwargs.get("dst_crs") or self._src().crs
+        bounds_crs = kwargs.get("bounds_crs") or morecantile.tms.get("WebMercatorQuad").rasterio_crs
         if bounds_crs != dst_crs:
             bbox = transform_bounds(bounds_crs, dst_crs, *bbox, densify_pts=21)
-        height, width = kwargs.get("height"), kwargs.get("width")
-        if height and width:
-            return int(height) * int(width)
         _, vrt_width, vrt_height = get_vrt_transform(self._src(), bbox, dst_crs=dst_crs)
         return output_pixels(width, height, kwargs.get("max_size"), (vrt_height, vrt_width))
 

@@ -764,6 +764,32 @@ def request_cost(
     return None
 
 
+_VIEWS: dict[tuple[int, str, str], tuple[float, int, dict[str, Any]]] = {}
+
+
+def item_budget_view(request: Request, collection_id: str, item_id: str) -> dict[str, Any]:
+    """What the budget needs of an Item (assets with their band lists, ``bbox``,
+    ``proj:shape``), kept as long as the cached pystac Item it was made from (no ``to_dict``
+    of a 129-band Item per tile)."""
+    pystac_item = stac_item(request, collection_id, item_id)
+    key = (id(_pool(request)), collection_id, item_id)
+    with _LOCK:
+        hit = _VIEWS.get(key)
+    if hit is not None and hit[1] == id(pystac_item):
+        return hit[2]
+    full = pystac_item.to_dict(transform_hrefs=False)
+    view = {
+        "bbox": full.get("bbox"),
+        "properties": {"proj:shape": (full.get("properties") or {}).get("proj:shape")},
+        "assets": full.get("assets") or {},
+    }
+    with _LOCK:
+        if len(_VIEWS) > 10_000:
+            _VIEWS.clear()
+        _VIEWS[key] = (time.monotonic(), id(pystac_item), view)
+    return view
+
+
 def _settings(request: Request) -> Any:
     return request.app.state.api_settings
 
@@ -812,9 +838,7 @@ async def tile_budget(request: Request) -> None:
     def cost() -> budget.Cost | None:
         item = None
         if "item_id" in params:
-            item = stac_item(request, params["collection_id"], params["item_id"]).to_dict(
-                transform_hrefs=False
-            )
+            item = item_budget_view(request, params["collection_id"], params["item_id"])
         return request_cost(request, kind, item, body)
 
     estimate = await run_in_threadpool(cost)
