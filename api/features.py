@@ -161,7 +161,7 @@ def features_app(settings: ApiSettings) -> FastAPI:
     )
     app.include_router(endpoints.router)
     add_exception_handlers(app, {k: v for k, v in DEFAULT_STATUS_CODES.items()})
-    app.add_middleware(CatalogMiddleware, settings=settings)  # type: ignore[arg-type]
+    app.add_middleware(CatalogMiddleware, settings=settings)
     app.state.pool = None
     app.state.catalog_refreshed = 0.0
     return app

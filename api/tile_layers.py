@@ -148,7 +148,7 @@ class EmbeddingChange(BaseAlgorithm):
         cells = (
             [GridCell.parse(self.item_cell)]
             if self.item_cell
-            else _cells(tuple(img.bounds), img.crs)  # type: ignore[arg-type]
+            else _cells(tuple(img.bounds), img.crs)
         )
         other = np.full(values.shape, np.nan, dtype=np.float32)
         other_valid = np.zeros(valid.shape, dtype=bool)
