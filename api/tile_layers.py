@@ -36,8 +36,8 @@ from tessera_stac.catalog.constants import (
 from tessera_stac.catalog.model import GridCell
 from tessera_stac.catalog.profile import EMBEDDINGS, SCALES
 
-#: the most 0.1° cells one change tile may read the other year of (a tile at a low zoom
-#: covers many cells: ask for a closer zoom)
+#: the most 0.1° cells one change tile may read the other year of, when the app's settings
+#: do not say (``tile_max_items``; the tile budget refuses larger mosaic tiles before this)
 MAX_CHANGE_CELLS = 16
 Resolver = Callable[[str], "tuple[str, str] | None"]
 
@@ -84,29 +84,31 @@ def other_year(params: dict[str, Any], this_year: int) -> int:
     return year
 
 
-def _cells(bounds: tuple[float, float, float, float], crs: Any) -> list[GridCell]:
+def _cells(
+    bounds: tuple[float, float, float, float], crs: Any, limit: int = MAX_CHANGE_CELLS
+) -> list[GridCell]:
     from rasterio.warp import transform_bounds
 
     west, south, east, north = transform_bounds(crs, "EPSG:4326", *bounds, densify_pts=21)
     xs = range(math.floor(west * 10), math.floor(east * 10) + 1)
     ys = range(math.floor(south * 10), math.floor(north * 10) + 1)
-    if len(xs) * len(ys) > MAX_CHANGE_CELLS:
+    if len(xs) * len(ys) > limit:
         raise HTTPException(
-            400,
-            f"a change tile may cover at most {MAX_CHANGE_CELLS} 0.1° cells "
+            413,
+            f"a change tile may cover at most {limit} 0.1° cells (tile_max_items) "
             f"(this one covers {len(xs) * len(ys)}): zoom in",
         )
     return [GridCell(round(x / 10 + 0.05, 2), round(y / 10 + 0.05, 2)) for x in xs for y in ys]
 
 
 def _read_other(
-    img: ImageData, hrefs: tuple[str, str]
+    img: ImageData, hrefs: tuple[str, str], reader: type[Reader] = Reader
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(codes (h, w, dims), scales (h, w), masked (h, w)) of another item, on ``img``'s grid."""
     assert img.bounds is not None, "a tile always has bounds"
     out = []
     for href in hrefs:
-        with Reader(href) as src:
+        with reader(href) as src:
             part = src.part(
                 img.bounds,
                 dst_crs=img.crs,
@@ -136,6 +138,9 @@ class EmbeddingChange(BaseAlgorithm):
     resolve: Callable[[str], Any]
     #: the tile is a mosaic of cells (each pixel from its own cell) or one item
     item_cell: str | None = None
+    #: rio-tiler reader of the other year (the app's budget reader: each read bounded)
+    reader: Any = Reader
+    max_cells: int = MAX_CHANGE_CELLS
 
     def __call__(self, img: ImageData) -> ImageData:
         """Read the other year on the same pixels, then the distance."""
@@ -148,7 +153,7 @@ class EmbeddingChange(BaseAlgorithm):
         cells = (
             [GridCell.parse(self.item_cell)]
             if self.item_cell
-            else _cells(tuple(img.bounds), img.crs)
+            else _cells(tuple(img.bounds), img.crs, self.max_cells)
         )
         other = np.full(values.shape, np.nan, dtype=np.float32)
         other_valid = np.zeros(valid.shape, dtype=bool)
@@ -156,7 +161,7 @@ class EmbeddingChange(BaseAlgorithm):
             hrefs = self.resolve(cell.name)
             if hrefs is None:
                 continue
-            codes, scales, masked = _read_other(img, hrefs)
+            codes, scales, masked = _read_other(img, hrefs, self.reader)
             inside = (
                 np.ones(valid.shape, dtype=bool) if self.item_cell else ~cell_mask(img, cell.bounds)
             )
@@ -213,7 +218,15 @@ def change_algorithm(
             raise HTTPException(400, f"item {item_id!r} is not a grid cell's embeddings") from exc
         if resolve(cell) is None:
             raise HTTPException(404, f"no published tile for {cell} in {year}")
-    return EmbeddingChange(resolve=resolve, item_cell=cell)
+    from tessera_stac.api import budget
+
+    settings = request.app.state.api_settings
+    return EmbeddingChange(
+        resolve=resolve,
+        item_cell=cell,
+        reader=budget.budget_reader(settings),
+        max_cells=settings.tile_max_items,
+    )
 
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"change": EmbeddingChange}

@@ -358,4 +358,4 @@ def test_change_tiles_equal_the_change_cogs(served: dict[str, Any], tmp_path: Pa
         params=params,
         timeout=60,
     )
-    assert wide.status_code == 400 and "zoom in" in wide.text
+    assert wide.status_code == 413 and "zoom in" in wide.text
