@@ -172,6 +172,9 @@ def mount_features(app: FastAPI, settings: ApiSettings) -> FastAPI:
     :func:`open_pool` in the API's lifespan)."""
     sub = features_app(settings)
     app.mount(PREFIX, sub, name="features")
+    # first in the route list: a features request is not matched against the hundreds of
+    # STAC and tile routes before it (Starlette tries routes in order)
+    app.router.routes.insert(0, app.router.routes.pop())
     app.state.features_app = sub
     return sub
 
