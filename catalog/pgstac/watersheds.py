@@ -161,13 +161,18 @@ def feature_table_of(item: dict[str, Any]) -> str | None:
 def _read_bytes(href: str) -> bytes:
     import httpx
 
+    from tessera_stac.catalog.store import is_s3, open_store, split_s3
+
     try:
+        if is_s3(href):  # a catalog published to S3: the one store (StorageSettings)
+            bucket, key = split_s3(href)
+            return open_store(f"s3://{bucket}").read_bytes(key)
         if is_url(href):
             response = httpx.get(href, timeout=60, follow_redirects=True)
             response.raise_for_status()
             return response.content
         return Path(href.removeprefix("file://")).read_bytes()
-    except (OSError, httpx.HTTPError) as exc:
+    except Exception as exc:  # OSError, httpx or botocore errors: name the file
         raise InputError(f"{href}: cannot read the watershed table: {exc}") from exc
 
 

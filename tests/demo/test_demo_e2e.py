@@ -219,6 +219,18 @@ def test_map_tile_urls_are_printed(demo_run: DemoRun, served: Served) -> None:
     assert "WMTSCapabilities.xml" in wmts
 
 
+def test_watershed_features_urls_are_printed(demo_run: DemoRun, served: Served) -> None:
+    demo_run.require_pipeline()
+    features = next(u for n, u in served.urls.items() if "OGC API Features (QGIS" in n)
+    ids = {c["id"] for c in httpx.get(f"{features}/collections", timeout=60).json()["collections"]}
+    assert {"tessera_features.mws", "tessera_features.mws_change"} <= ids
+    changed = next(u for n, u in served.urls.items() if "changed most" in n and "features" in n)
+    found = httpx.get(changed, timeout=60).json()["features"]
+    distances = [f["properties"]["distance"] for f in found]
+    assert distances and distances == sorted(distances, reverse=True)
+    assert {f["properties"]["block"] for f in found} == {"tisri"}
+
+
 def test_printed_snippet_finds_items(demo_run: DemoRun, served: Served, tmp_path: Path) -> None:
     demo_run.require_pipeline()
     script = tmp_path / "snippet.py"
