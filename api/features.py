@@ -160,7 +160,7 @@ def features_app(settings: ApiSettings) -> FastAPI:
         with_tiles_viewer=False,
     )
     app.include_router(endpoints.router)
-    add_exception_handlers(app, {k: v for k, v in DEFAULT_STATUS_CODES.items()})
+    add_exception_handlers(app, DEFAULT_STATUS_CODES)
     app.add_middleware(CatalogMiddleware, settings=settings)
     app.state.pool = None
     app.state.catalog_refreshed = 0.0

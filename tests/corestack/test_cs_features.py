@@ -210,6 +210,21 @@ def test_cql2_filters_and_bounded_pages(served: dict[str, Any]) -> None:
         small.stop()
 
 
+def test_features_answer_503_while_the_database_is_down() -> None:
+    from tessera_stac.catalog.pgstac.cluster import free_port
+    from tests.conftest import LiveServer
+
+    dsn = f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
+    server = LiveServer(create_app(ApiSettings(db_connect_timeout=1.0), dsn)).start()
+    try:
+        for path in ("/features/collections", f"/features/collections/{MWS}/items"):
+            got = httpx.get(f"{server.url}{path}", timeout=30)
+            assert got.status_code == 503, (path, got.status_code, got.text[:300])
+            assert got.json()["code"] == "DatabaseUnavailable" and "Retry-After" in got.headers
+    finally:
+        server.stop()
+
+
 def _tile_of(lon: float, lat: float, zoom: int) -> Any:
     import morecantile
 
