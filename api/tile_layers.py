@@ -43,9 +43,24 @@ Resolver = Callable[[str], "tuple[str, str] | None"]
 
 
 # ----------------------------------------------------------------- similarity by uid
+def param_year(params: dict[str, Any]) -> int | None:
+    """``year`` of algorithm_params when given (400 when not a year in 1900-2200)."""
+    if params.get("year") in (None, ""):
+        return None
+    try:
+        year = int(params["year"])
+    except (TypeError, ValueError) as exc:
+        raise HTTPException(400, f"year must be an integer, got {params['year']!r}") from exc
+    if not 1900 <= year <= 2200:
+        raise HTTPException(400, f"year {year} is out of range (1900-2200)")
+    return year
+
+
 def uid_vector(pool: Any, uid: str, year: int, item: str | None) -> list[float]:
     """The mean vector of watershed ``uid`` in ``year`` (404 unknown or without a valid pixel,
     409 in several blocks without ``item``)."""
+    if len(uid) > 200:
+        raise HTTPException(400, "uid is longer than 200 characters")
     sql = (
         f"SELECT item, mean FROM {FEATURES_SCHEMA}.{MWS_VECTORS_TABLE} "
         "WHERE uid = %s AND year = %s" + (" AND item = %s" if item else "")
@@ -73,12 +88,9 @@ def uid_vector(pool: Any, uid: str, year: int, item: str | None) -> list[float]:
 # --------------------------------------------------------------------------- change
 def other_year(params: dict[str, Any], this_year: int) -> int:
     """The other year of a change layer (400 when missing, not a year, or the same)."""
-    try:
-        year = int(params["year"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise HTTPException(400, 'change needs algorithm_params {"year": <other year>}') from exc
-    if not 1900 <= year <= 2200:
-        raise HTTPException(400, f"year {year} is out of range (1900-2200)")
+    year = param_year(params)
+    if year is None:
+        raise HTTPException(400, 'change needs algorithm_params {"year": <other year>}')
     if year == this_year:
         raise HTTPException(400, f"change needs another year than the tile's ({this_year})")
     return year

@@ -290,7 +290,7 @@ def query_vector(request: Request, collection_id: str, params: dict[str, Any]) -
     """The query of a similarity layer: ``vector``, a watershed's mean vector (``uid``), or
     the embedding at ``lon``/``lat``."""
     if "uid" in params:  # api.tile_layers
-        year = int(params.get("year") or _year_of(request))
+        year = tile_layers.param_year(params) or _year_of(request)
         item = str(params["item"]) if params.get("item") else None
         return tile_layers.uid_vector(_pool(request), str(params["uid"]), year, item)
     if "vector" in params:
