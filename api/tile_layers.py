@@ -66,14 +66,13 @@ def uid_vector(pool: Any, uid: str, year: int, item: str | None) -> list[float]:
         "WHERE uid = %s AND year = %s" + (" AND item = %s" if item else "")
     )
     args: tuple[Any, ...] = (uid, year, item) if item else (uid, year)
+    from psycopg.errors import UndefinedTable
+
     try:
         with pool.connection() as conn:
             rows = conn.execute(sql, args).fetchall()
-    except Exception as exc:  # the table is created by the first load with watersheds
-        if "does not exist" in str(exc):
-            rows = []
-        else:
-            raise
+    except UndefinedTable:  # the table is created by the first load with watersheds
+        rows = []
     if not rows:
         raise HTTPException(404, f"no watershed with uid {uid!r} loaded for {year}")
     if len(rows) > 1:
