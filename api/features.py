@@ -214,14 +214,14 @@ def feature_links(item: dict[str, Any], base: str) -> list[dict[str, Any]]:
             "type": "application/json",
             "title": "OGC API Features collection of every block (e.g. for QGIS)",
         },
-        {
-            "rel": "xyz",
+        {  # not rel xyz/tilejson (web-map-links): map viewers would draw them as images
+            "rel": "related",
             "href": f"{root}/tiles/{TMS}/{{z}}/{{x}}/{{y}}?filter-lang=cql2-text&filter={cql}",
             "type": MVT_MEDIA_TYPE,
             "title": f"{title}, vector tiles",
         },
         {
-            "rel": "tilejson",
+            "rel": "related",
             "href": f"{root}/tiles/{TMS}/tilejson.json",
             "type": "application/json",
             "title": "TileJSON of the vector tiles (all blocks)",
@@ -248,14 +248,14 @@ def collection_feature_links(collection: dict[str, Any], base: str) -> list[dict
             "type": GEOJSON_MEDIA_TYPE,
             "title": "Every watershed as OGC API Features (paged)",
         },
-        {
-            "rel": "xyz",
+        {  # not rel xyz/tilejson (web-map-links): map viewers would draw them as images
+            "rel": "related",
             "href": f"{root}/tiles/{TMS}/{{z}}/{{x}}/{{y}}",
             "type": MVT_MEDIA_TYPE,
             "title": "Vector tiles",
         },
         {
-            "rel": "tilejson",
+            "rel": "related",
             "href": f"{root}/tiles/{TMS}/tilejson.json",
             "type": "application/json",
             "title": "TileJSON of the vector tiles",
