@@ -92,18 +92,26 @@ class TesseraClient(CoreCrudClient):
     async def get_item(
         self, item_id: str, collection_id: str, request: Request, **kwargs: Any
     ) -> Any:
-        """GET an Item, with web-map-links to its map tiles (``api.tiles``)."""
+        """GET an Item, with web-map-links to its map tiles (``api.tiles``) and, for a
+        watershed item, links to its rows as features and vector tiles (``api.features``)."""
+        from tessera_stac.api.features import add_feature_links
         from tessera_stac.api.tiles import add_item_links
 
         item = await super().get_item(item_id, collection_id, request=request, **kwargs)
-        return await add_item_links(public_items(item, request), request)
+        return add_feature_links(
+            await add_item_links(public_items(item, request), request), request
+        )
 
     async def get_collection(self, collection_id: str, request: Request, **kwargs: Any) -> Any:
-        """GET a Collection, with web-map-links to the mosaics of its years (``api.tiles``)."""
+        """GET a Collection, with web-map-links to the mosaics of its years (``api.tiles``)
+        and, for a watershed collection, a link to its features (``api.features``)."""
+        from tessera_stac.api.features import add_feature_links
         from tessera_stac.api.tiles import add_collection_links
 
         collection = await super().get_collection(collection_id, request=request, **kwargs)
-        return add_collection_links(public_items(collection, request), request)
+        return add_feature_links(
+            add_collection_links(public_items(collection, request), request), request
+        )
 
     async def all_collections(self, request: Request, **kwargs: Any) -> Any:
         """GET /collections, with no server paths (:func:`public_items`)."""

@@ -54,7 +54,7 @@ from titiler.pgstac.errors import PGSTAC_STATUS_CODES
 from titiler.pgstac.factory import MosaicTilerFactory
 from titiler.pgstac.reader import PgSTACReader, SimpleSTACReader
 
-from tessera_stac.api import budget
+from tessera_stac.api import budget, tile_layers
 from tessera_stac.api.readers import ReadError, local_paths, read_point
 from tessera_stac.catalog.constants import EMBEDDING_DIM, PROJECTION_FIELD
 from tessera_stac.catalog.model import GridCell
@@ -140,7 +140,11 @@ class EmbeddingSimilarity(BaseAlgorithm):
         return _image(img, cos[None], valid, ["similarity"])
 
 
-ALGORITHMS = {"pca": EmbeddingProjection, "similarity": EmbeddingSimilarity}
+ALGORITHMS = {
+    "pca": EmbeddingProjection,
+    "similarity": EmbeddingSimilarity,
+    **tile_layers.ALGORITHMS,  # change (api.tile_layers)
+}
 _BUILTIN = default_algorithms.list()
 
 
@@ -283,7 +287,12 @@ def _year_of(request: Request) -> int:
 
 
 def query_vector(request: Request, collection_id: str, params: dict[str, Any]) -> list[float]:
-    """The query of a similarity layer: ``vector``, or the embedding at ``lon``/``lat``."""
+    """The query of a similarity layer: ``vector``, a watershed's mean vector (``uid``), or
+    the embedding at ``lon``/``lat``."""
+    if "uid" in params:  # api.tile_layers
+        year = tile_layers.param_year(params) or _year_of(request)
+        item = str(params["item"]) if params.get("item") else None
+        return tile_layers.uid_vector(_pool(request), str(params["uid"]), year, item)
     if "vector" in params:
         vector = [float(v) for v in params["vector"]]
         if len(vector) != EMBEDDING_DIM:
@@ -315,12 +324,15 @@ def query_vector(request: Request, collection_id: str, params: dict[str, Any]) -
 def algorithm_query(
     algorithm: Annotated[
         Literal[tuple(sorted({*ALGORITHMS, *_BUILTIN}))] | None,  # type: ignore[valid-type]
-        Query(description="pca, similarity (embeddings) or a titiler algorithm"),
+        Query(description="pca, similarity, change (embeddings) or a titiler algorithm"),
     ] = None,
     algorithm_params: Annotated[
         str | None,
         BeforeValidator(validate_json),
-        Query(description='JSON: for similarity {"lon": x, "lat": y} or {"vector": [...]}'),
+        Query(
+            description='JSON: for similarity {"lon": x, "lat": y}, {"vector": [...]} or '
+            '{"uid": "..."} (a watershed); for change {"year": other year}'
+        ),
     ] = None,
 ) -> tuple[str | None, dict[str, Any]]:
     """The algorithm query parameters, checked (no database): WMTS layers validate with it."""
@@ -349,6 +361,8 @@ def post_process(
         return EmbeddingProjection(projection=collection_projection(request, collection_id))
     if algorithm == "similarity":
         return EmbeddingSimilarity(vector=query_vector(request, collection_id, params))
+    if algorithm == "change":  # api.tile_layers
+        return tile_layers.change_algorithm(request, collection_id, params, _year_of(request))
     if algorithm:
         return default_algorithms.get(algorithm)(**params)
     return None
@@ -589,6 +603,7 @@ def mount_tiles(app: FastAPI, data_dir: Any, root_path: str = "", settings: Any 
 
     asset_reader = budget.budget_reader(settings or ApiSettings())
     gdal_path = _local_hrefs(data_dir, root_path)
+    app.state.tile_gdal_path = gdal_path  # the change layer reads the other year with it
     items = MultiBaseTilerFactory(
         reader=item_reader(gdal_path, asset_reader),
         path_dependency=ItemParams,

@@ -85,10 +85,17 @@ def load_cmd(
             "items": report.items,
             "batches": report.batches,
             "queryables": report.queryables,
+            "features": report.features,
         },
         as_json,
         f"loaded {len(report.collections)} collection(s) and {report.items} item(s)"
-        + (f"; queryables registered: {', '.join(report.queryables)}" if report.queryables else ""),
+        + (f"; queryables registered: {', '.join(report.queryables)}" if report.queryables else "")
+        + (
+            "; watershed features: "
+            + ", ".join(f"{n} rows in {t}" for t, n in sorted(report.features.items()))
+            if report.features
+            else ""
+        ),
     )
 
 
