@@ -47,7 +47,7 @@ from bench.bench_tiles import (
 
 ROOT = Path(__file__).resolve().parent.parent
 BEFORE_REF = "6840e40"
-ROUNDS = 4
+ROUNDS = 6
 PER_ROUND = 6
 FACTORY = "tessera_stac.api.app:create_app_from_env"
 LAYERS = ("catalog", "publisher", "api", "schemas", "cli")
