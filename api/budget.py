@@ -515,7 +515,7 @@ class HeavyRequestLimiter:
         try:
             await asyncio.wait_for(slots.acquire(), timeout=self.settings.heavy_queue_seconds)
         except TimeoutError:
-            retry = max(1, round(self.settings.heavy_queue_seconds))
+            retry = 5
             await send_error(
                 send,
                 503,

@@ -150,9 +150,10 @@ class ApiSettings(BaseSettings):
         "change) run at once per worker; others wait (see heavy_queue_seconds).",
     )
     heavy_queue_seconds: float = Field(
-        default=10.0,
+        default=30.0,
         gt=0,
-        description="Longest wait for a raster-reading slot before a 503 with Retry-After.",
+        description="Longest wait for a raster-reading slot before a 503 with Retry-After (a "
+        "web map asks for 12-20 tiles at once: they queue, holding no pixels, rather than fail).",
     )
     tile_cache_mb: int = Field(
         default=32, ge=0, description="Finished map tiles kept per worker, in MB (0: none)."
