@@ -285,6 +285,10 @@ def test_stac_browser_shows_collection_item_and_thumbnails(
     for page in pages.values():
         assert Path(page["screenshot"]).stat().st_size > 10_000
     assert not [r for r in report["failed_requests"] if "/browser/" in r], report
+    # no map tile was refused by the server (a blank square in a map): 5xx of /tiles/
+    assert not [r for r in report["failed_requests"] if r.startswith("5") and "/tiles/" in r], (
+        report["failed_requests"]
+    )
     # the Map views draw data: tiles from the API, coloured pixels in the map area
     assert not [e for e in report["console_errors"] if DECODE_ERROR.search(e)], report
     item_map = pages["item"]
