@@ -550,15 +550,3 @@ def _recording(send: Send, cache: TileCache, key: bytes) -> Send:
         await send(message)
 
     return wrapped
-
-
-def rss_bytes(pids: Iterable[int]) -> int:
-    """Resident bytes of processes (Linux /proc), for the memory bound's tests and bench."""
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/statm") as handle:
-                total += int(handle.read().split()[1]) * 4096
-        except (OSError, ValueError, IndexError):
-            continue
-    return total

@@ -222,7 +222,6 @@ def _pool(request: Request) -> ConnectionPool:
     return pool
 
 
-_PROJECTIONS: dict[tuple[int, str], tuple[float, dict[str, Any] | None]] = {}
 _CACHE: dict[tuple[Any, ...], tuple[float, Any]] = {}
 _LOCK = threading.Lock()
 
@@ -257,25 +256,36 @@ def ItemParams(  # noqa: N802 (a titiler path dependency)
     return stac_item(request, collection_id, item_id)
 
 
-def collection_projection(request: Request, collection_id: str) -> dict[str, Any]:
-    """The Collection's stored projection (cached briefly); 404 when it has none."""
-    key = (id(_pool(request)), collection_id)
+_FIELDS: dict[tuple[int, str, str], tuple[float, tuple[bool, Any]]] = {}
+
+
+def collection_field(request: Request, collection_id: str, field: str) -> tuple[bool, Any]:
+    """(the Collection exists, its top-level ``field`` or None), cached briefly per pool."""
+    key = (id(_pool(request)), collection_id, field)
     with _LOCK:
-        hit = _PROJECTIONS.get(key)
+        hit = _FIELDS.get(key)
     if hit is None or time.monotonic() - hit[0] > CACHE_SECONDS:
         with _pool(request).connection() as conn:
             row = conn.execute(
                 "SELECT content -> %s FROM pgstac.collections WHERE id = %s",
-                (PROJECTION_FIELD, collection_id),
+                (field, collection_id),
             ).fetchone()
-        hit = (time.monotonic(), row[0] if row else None)
+        hit = (time.monotonic(), (row is not None, row[0] if row else None))
         with _LOCK:
-            _PROJECTIONS[key] = hit
-    if not hit[1]:
+            if len(_FIELDS) > 1_000:
+                _FIELDS.clear()
+            _FIELDS[key] = hit
+    return hit[1]
+
+
+def collection_projection(request: Request, collection_id: str) -> dict[str, Any]:
+    """The Collection's stored projection (cached briefly); 404 when it has none."""
+    _, projection = collection_field(request, collection_id, PROJECTION_FIELD)
+    if not projection:
         raise HTTPException(
             404, f"collection {collection_id!r} has no stored projection ({PROJECTION_FIELD})"
         )
-    return hit[1]
+    return dict(projection)
 
 
 def _year_of(request: Request) -> int:
@@ -681,28 +691,12 @@ async def close_pool(app: FastAPI) -> None:
 
 
 # ------------------------------------------------------------------------ budgets
-_COLLECTIONS: dict[tuple[int, str], tuple[float, dict[str, Any] | None]] = {}
-
-
 def collection_item_assets(request: Request, collection_id: str) -> dict[str, Any]:
     """The Collection's ``item_assets`` (cached briefly); 404 when there is no such Collection."""
-    key = (id(_pool(request)), collection_id)
-    with _LOCK:
-        hit = _COLLECTIONS.get(key)
-    if hit is None or time.monotonic() - hit[0] > CACHE_SECONDS:
-        with _pool(request).connection() as conn:
-            row = conn.execute(
-                "SELECT content -> 'item_assets' FROM pgstac.collections WHERE id = %s",
-                (collection_id,),
-            ).fetchone()
-        hit = (time.monotonic(), (row[0] or {}) if row else None)
-        with _LOCK:
-            if len(_COLLECTIONS) > 1_000:
-                _COLLECTIONS.clear()
-            _COLLECTIONS[key] = hit
-    if hit[1] is None:
+    exists, item_assets = collection_field(request, collection_id, "item_assets")
+    if not exists:
         raise HTTPException(404, f"no collection {collection_id[:80]!r}")
-    return hit[1]
+    return dict(item_assets or {})
 
 
 def _lonlat_bbox(request: Request) -> tuple[float, float, float, float]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,11 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tessera_stac.api.budget import rss_bytes
 from tessera_stac.api.settings import ApiSettings
 from tessera_stac.catalog.pgstac.load import load
 from tests.api.test_api_hostile import Served
 from tests.conftest import TEMPLATE_DB
+from tests.memory import TreeWatch
 
 WORLD_POLYGON = {
     "type": "Polygon",
@@ -32,27 +31,6 @@ WORLD_POLYGON = {
 }
 WORLD = {"type": "Feature", "properties": {}, "geometry": WORLD_POLYGON}
 VECTORS = [("assets", "embeddings"), ("assets", "scales")]
-
-
-class Watch:
-    """Peak resident memory of a process (sampled every 20 ms in a thread)."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, rss_bytes([self.pid]))
-            time.sleep(0.02)
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._thread.join()
-        return self.peak
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +189,7 @@ def test_hostile_tile_corpus_is_refused_cheaply_and_the_server_lives(
     API's shape naming the setting, and the process's peak memory under the declared bound."""
     server, item = tile_server
     pid = server.proc.pid
-    watch = Watch(pid)
+    watch = TreeWatch(pid)
     worst = 0.0
     wrong: list[Any] = []
     try:
@@ -230,7 +208,7 @@ def test_hostile_tile_corpus_is_refused_cheaply_and_the_server_lives(
             elif got.status_code >= 400 and not {"code", "description"} <= set(got.json()):
                 wrong.append((label, "error shape", got.text[:300]))
     finally:
-        peak = watch.stop()
+        peak = watch.stop().peak_one
     assert not wrong, "\n".join(map(str, wrong))
     assert server.proc.pid == pid and server.proc.poll() is None
     assert httpx.get(server.url + "/healthz").status_code == 200
@@ -273,7 +251,7 @@ def test_storm_of_heavy_requests_queues_or_refuses_and_search_gets_through(
     storm is over (it never queues behind the heavy requests)."""
     server, item = tile_server
     heavy = storm_requests(item)
-    watch = Watch(server.proc.pid)
+    watch = TreeWatch(server.proc.pid)
     done: list[float] = []
     statuses: list[int] = []
 
@@ -291,7 +269,7 @@ def test_storm_of_heavy_requests_queues_or_refuses_and_search_gets_through(
             searched = time.monotonic()
             statuses = [f.result() for f in futures]
     finally:
-        peak = watch.stop()
+        peak = watch.stop().peak_one
     assert search.status_code == 200, search.text[:300]
     assert searched < max(done), "the search waited for the whole storm"
     assert set(statuses) <= {200, 413, 503}, statuses
@@ -389,7 +367,6 @@ def test_budgets_hold_with_several_workers(
     import sys
 
     from tessera_stac.catalog.pgstac.cluster import free_port
-    from tests.memory import TreeWatch
 
     item = published_catalog["items"][0]
     port = free_port()

@@ -99,7 +99,7 @@ def test_dask_workers_die_with_a_parent_killed_by_sigkill() -> None:
     process (they were gone 0.05-0.1 s after the kill when measured), so the engine adds
     nothing; this pins the behaviour down."""
     from tessera_stac.publisher.lifeline import alive
-    from tests.publisher.test_pub_engine import _children
+    from tests.memory import descendants
 
     script = (
         "import os\n"
@@ -117,7 +117,7 @@ def test_dask_workers_die_with_a_parent_killed_by_sigkill() -> None:
     workers = {int(p) for p in line[1:]}
     assert len(workers) == 2 and all(alive(p) for p in workers)
     time.sleep(1)  # tasks running in the workers
-    family = _children(proc.pid) | workers
+    family = (descendants(proc.pid) - {proc.pid}) | workers
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     killed = time.monotonic()
