@@ -98,3 +98,24 @@ class ApiSettings(BaseSettings):
         default=64,
         description="Deepest nesting of objects/arrays in a JSON body or parameter (400).",
     )
+    # heads (api/classify.py, api/watershed_classes.py)
+    classify_max_labels: int = Field(
+        default=5_000, ge=4, description="Most labels in one POST /classify (413)."
+    )
+    classify_max_classes: int = Field(
+        default=32, ge=2, le=254, description="Most classes in one POST /classify (400)."
+    )
+    classify_max_temp_models: int = Field(
+        default=100,
+        ge=1,
+        description="Temporary models kept in the database (the oldest are dropped first).",
+    )
+    classify_temp_model_seconds: float = Field(
+        default=86_400.0, gt=0, description="Age after which a temporary model expires."
+    )
+    classify_max_model_bytes: int = Field(
+        default=32_000_000,
+        ge=1_000,
+        description="Largest published model JSON the tiler loads (413); parsed heads are "
+        "cached per worker (16).",
+    )

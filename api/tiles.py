@@ -306,13 +306,16 @@ def query_vector(request: Request, collection_id: str, params: dict[str, Any]) -
 
 def algorithm_query(
     algorithm: Annotated[
-        Literal[tuple(sorted({*ALGORITHMS, *_BUILTIN}))] | None,  # type: ignore[valid-type]
-        Query(description="pca, similarity (embeddings) or a titiler algorithm"),
+        Literal[tuple(sorted({*ALGORITHMS, "classify", *_BUILTIN}))] | None,  # type: ignore[valid-type]
+        Query(description="pca, similarity, classify (embeddings) or a titiler algorithm"),
     ] = None,
     algorithm_params: Annotated[
         str | None,
         BeforeValidator(validate_json),
-        Query(description='JSON: for similarity {"lon": x, "lat": y} or {"vector": [...]}'),
+        Query(
+            description='JSON: for similarity {"lon": x, "lat": y} or {"vector": [...]}; '
+            'for classify {"model": NAME}'
+        ),
     ] = None,
 ) -> tuple[str | None, dict[str, Any]]:
     """The algorithm query parameters, checked (no database): WMTS layers validate with it."""
@@ -329,6 +332,10 @@ def post_process(
         return EmbeddingProjection(projection=collection_projection(request, collection_id))
     if algorithm == "similarity":
         return EmbeddingSimilarity(vector=query_vector(request, collection_id, params))
+    if algorithm == "classify":
+        from tessera_stac.api.classify import classify_algorithm
+
+        return classify_algorithm(request, params)
     if algorithm:
         return default_algorithms.get(algorithm)(**params)
     return None
@@ -473,6 +480,10 @@ def item_map_links(
         layers = (["pca"] if projection_of(cid) else []) + ["rgb", "scales"]
         urls = [(LAYER_TITLES[n], tile_urls(base, cid, n, item_id=iid)) for n in layers]
         return _links(urls, iid)
+    from tessera_stac.api.classify import class_item_links
+
+    if found := class_item_links(item, base):
+        return found
     for key, asset in sorted((item.get("assets") or {}).items()):
         media = str(asset.get("type", ""))
         if "visual" in (asset.get("roles") or []) and "cloud-optimized" in media:
@@ -491,7 +502,9 @@ def collection_map_links(collection: dict[str, Any], base: str) -> list[dict[str
     """web-map-links of an embedding Collection: the mosaic of each year of its extent
     (newest first), in PCA colours when it has a stored projection."""
     if EMBEDDINGS.asset_key not in (collection.get("item_assets") or {}):
-        return []
+        from tessera_stac.api.classify import class_collection_links
+
+        return class_collection_links(collection, base)
     interval = ((collection.get("extent") or {}).get("temporal") or {}).get("interval") or []
     if not interval or not interval[0] or not interval[0][0]:
         return []
@@ -548,11 +561,14 @@ def _with_query_check(factory: Any, extension: Any) -> None:
 
 def mount_tiles(app: FastAPI, data_dir: Any, root_path: str = "") -> None:
     """Register the tile routes on ``app`` (the pool is opened by :func:`open_pool`)."""
+    from tessera_stac.api.classify import class_colormap
+
     gdal_path = _local_hrefs(data_dir, root_path)
     items = MultiBaseTilerFactory(
         reader=item_reader(gdal_path),
         path_dependency=ItemParams,
         process_dependency=post_process,
+        colormap_dependency=class_colormap,
         router_prefix=f"{PREFIX}/collections/{{collection_id}}/items/{{item_id}}",
         add_viewer=False,
     )
@@ -566,6 +582,7 @@ def mount_tiles(app: FastAPI, data_dir: Any, root_path: str = "") -> None:
         path_dependency=CollectionYearParams,
         dataset_reader=cell_reader(gdal_path),
         process_dependency=post_process,
+        colormap_dependency=class_colormap,
         router_prefix=f"{PREFIX}/collections/{{collection_id}}/years/{{year}}",
         add_viewer=False,
         add_statistics=False,

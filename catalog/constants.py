@@ -140,3 +140,11 @@ GEOJSON_MEDIA_TYPE = "application/geo+json"
 PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
 CSV_MEDIA_TYPE = "text/csv"
 PNG_MEDIA_TYPE = "image/png"
+
+# ------------------------------------------------------------- heads: class maps per watershed
+CLASSES_COLLECTION_PREFIX = "tessera-classes-"  # + model name: the class maps of one head
+#: per-MWS hectares and percents of each class (one item per block, model and year; and the
+#: change between two years)
+MWS_CLASSES_COLLECTION_ID = "corestack-mws-classes"
+CLASSES_ASSET = "classes"  # the uint8 class COG of a class item (0 = nodata)
+CLASSIFICATION_SCHEMA_URI = "https://stac-extensions.github.io/classification/v1.1.0/schema.json"

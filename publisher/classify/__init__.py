@@ -1,0 +1,1 @@
+"""Heads on the embeddings: training, class maps, land cover per micro-watershed."""
