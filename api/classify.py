@@ -45,21 +45,17 @@ from tessera_stac.catalog.constants import (
     CLASSES_ASSET,
     CLASSES_COLLECTION_PREFIX,
     EMBEDDING_DIM,
+    HEAD_ASSET,
     MODEL_COLLECTION_ID,
 )
+from tessera_stac.catalog.errors import InputError
 
 router = APIRouter(tags=["Heads (classification)"])
 
 TEMP_PREFIX = "tmp-"
 TEMP_TABLE = "public.tessera_temp_models"
 MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-CLASS_NAME = re.compile(r"^[\w][\w .,()/+'-]{0,63}$")
 HEAD_CACHE_SIZE = 16
-#: colours of classes a request names without one (ColorBrewer Set1/Dark2-like)
-PALETTE = [
-    "#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00", "#ffff33", "#a65628", "#f781bf",
-    "#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666",
-]  # fmt: skip
 #: size of the spatial blocks of the blocked cross-validation (degrees, ~5.5 km)
 BLOCK_DEGREES = 0.05
 
@@ -147,7 +143,7 @@ def class_colormap(
         head = get_head(request, name)
         if head.task != "classification":
             return None
-        return classes_colormap(head.classes)
+        return classes_colormap([c.to_dict() for c in head.classes])
     if not _wants_classes(request) or "collection_id" not in params:
         return None
     from tessera_stac.api.tiles import stac_item
@@ -290,11 +286,11 @@ def _settings(request: Request) -> Any:
 
 
 def _model_asset(item: dict[str, Any]) -> dict[str, Any]:
-    """The model JSON asset of a models item (key ``model``, else a JSON asset with an
+    """The head JSON asset of a models item (key ``head``, else a JSON asset with an
     ``mlm:model`` role)."""
     assets = item.get("assets") or {}
-    if "model" in assets:
-        return dict(assets["model"])
+    if HEAD_ASSET in assets:
+        return dict(assets[HEAD_ASSET])
     for asset in assets.values():
         roles = asset.get("roles") or []
         if "mlm:model" in roles and "json" in str(asset.get("type", "")):
@@ -306,9 +302,8 @@ def _parse_head(raw: bytes | str | dict[str, Any], what: str) -> Any:
     from tessera_stac.catalog.heads import Head
 
     try:
-        data = json.loads(raw) if isinstance(raw, bytes | str) else raw
-        return Head.from_dict(data)
-    except (ValueError, KeyError, TypeError) as exc:
+        return Head.from_json(raw) if isinstance(raw, bytes | str) else Head.from_dict(raw)
+    except (InputError, ValueError, KeyError, TypeError) as exc:
         raise HTTPException(502, f"{what}: not a usable head ({exc})") from exc
 
 
@@ -375,22 +370,34 @@ def _published_head(request: Request, name: str) -> Any:
 
 
 def get_head(request: Request, name: str) -> Any:
-    """The head called ``name``: temporary (``tmp-``, from the database) or published (the
-    ``tessera-models`` item's model JSON). Cached, bounded; 404 when unknown."""
+    """The head called ``name``: published (the ``tessera-models`` item's head JSON) or else
+    temporary (``tmp-``, from the database): a published name always wins. Cached, bounded;
+    404 when unknown."""
     check_name(name)
-    if name.startswith(TEMP_PREFIX):
-        key = ("temp", name)
-        head = _HEADS.get(key)
-        if head is None:
-            head = _temp_head(request, name)
-            _HEADS.put(key, head)
-        else:  # still alive? (a cheap check, cached briefly)
-            alive = _HEADS.get_meta(("alive", name), 30.0)
-            if alive is None:
-                _temp_head(request, name)
-                _HEADS.put_meta(("alive", name), True)
-        return head
-    return _published_head(request, name)
+    if not name.startswith(TEMP_PREFIX):
+        return _published_head(request, name)
+    known = _HEADS.get_meta(("published", name), 30.0)
+    if known is None:
+        try:
+            head = _published_head(request, name)
+        except HTTPException as exc:
+            if exc.status_code != 404:
+                raise
+            _HEADS.put_meta(("published", name), False)
+        else:
+            _HEADS.put_meta(("published", name), True)
+            return head
+    elif known:
+        return _published_head(request, name)
+    key = ("temp", name)
+    head = _HEADS.get(key)
+    if head is None:
+        head = _temp_head(request, name)
+        _HEADS.put(key, head)
+    elif _HEADS.get_meta(("alive", name), 30.0) is None:  # not expired? (checked every 30 s)
+        _temp_head(request, name)
+        _HEADS.put_meta(("alive", name), True)
+    return head
 
 
 # -------------------------------------------------------------------------- algorithm
@@ -482,16 +489,15 @@ def check_labels(body: ClassifyRequest, settings: Any) -> tuple[list[str], str]:
         values = [float(lab.label) for lab in body.labels]
         if not all(math.isfinite(v) for v in values):
             raise HTTPException(400, "regression labels must be finite numbers")
-        if body.kind != "logistic":
-            raise HTTPException(400, "regression heads are linear: use kind logistic")
         return [], "regression"
     names = sorted({str(lab.label) for lab in body.labels})
+    from tessera_stac.catalog.heads import check_class_name
+
     for name in names:
-        if not CLASS_NAME.match(name):
-            raise HTTPException(
-                400,
-                f"class name {name[:80]!r}: 1-64 letters, digits, spaces and .,()/+'- only",
-            )
+        try:
+            check_class_name(name)
+        except InputError as exc:
+            raise HTTPException(400, str(exc)) from exc
     if len(names) < 2:
         raise HTTPException(400, f"one class only ({names[0]!r}): a head needs at least two")
     max_classes = settings.classify_max_classes
@@ -523,8 +529,9 @@ def _metrics(y: np.ndarray, pred: np.ndarray, n: int) -> dict[str, Any]:
 def _estimator(kind: str, k: int, task: str) -> Any:
     if task == "regression":
         from sklearn.linear_model import Ridge
+        from sklearn.neighbors import KNeighborsRegressor
 
-        return Ridge(alpha=1.0)
+        return KNeighborsRegressor(n_neighbors=k) if kind == "knn" else Ridge(alpha=1.0)
     if kind == "knn":
         from sklearn.neighbors import KNeighborsClassifier
 
@@ -603,24 +610,22 @@ def head_dict(
         "type": "tessera-head",
         "version": 1,
         "name": name,
-        "kind": kind,
+        "kind": "linear" if task == "regression" and kind != "knn" else kind,
         "task": task,
         "collection": collection,
         "year": year,
         "classes": classes,
     }
     if kind == "knn":
-        model.update(
-            vectors=x.astype(np.float32).tolist(),
-            labels=[int(classes[int(i)]["value"]) for i in y],
-            k=int(k),
+        labels: list[Any] = (
+            [int(classes[int(i)]["value"]) for i in y]
+            if task == "classification"
+            else [float(v) for v in y]
         )
+        model.update(vectors=x.astype(np.float32).tolist(), labels=labels, k=int(k))
         return model
     coef = np.atleast_2d(np.asarray(est.coef_, dtype=np.float64))
     intercept = np.atleast_1d(np.asarray(est.intercept_, dtype=np.float64))
-    if task == "classification" and coef.shape[0] == 1:  # binary: the softmax of [0, w]
-        coef = np.vstack([np.zeros_like(coef), coef])
-        intercept = np.r_[0.0, intercept]
     model.update(coef=coef.tolist(), intercept=intercept.tolist())
     return model
 
@@ -645,10 +650,9 @@ def train(
         if (present == 0).any() or len(names) < 2:
             missing = [n for n, c in zip(names, present, strict=True) if c == 0]
             raise HTTPException(422, f"no label with a valid embedding for classes {missing}")
-        classes = [
-            {"value": i + 1, "name": n, "color": colours.get(n, PALETTE[i % len(PALETTE)])}
-            for i, n in enumerate(names)
-        ]
+        from tessera_stac.catalog.heads import make_classes
+
+        classes = [c.to_dict() for c in make_classes(names, colours)]
         k = min(body.k, len(y))
     else:
         y = np.asarray(raw, dtype=np.float64)
@@ -662,6 +666,7 @@ def train(
     }
     est = _estimator(body.kind, k, task).fit(x, y)
     model = head_dict(name, est, body.kind, task, classes, collection, body.year, x, y, k)
+    _parse_head(model, f"the head trained for {name}")  # the published format, checked
     return model, report
 
 

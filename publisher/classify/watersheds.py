@@ -72,8 +72,6 @@ from tessera_stac.publisher.join.join import (
 #: class codes of a uint8 class map (0 = nodata)
 NCODES = 256
 NODATA_CLASS = 0
-#: a model name: what may appear in a collection id, an item id and a path
-MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 MAX_YEARS = 20
 
 
@@ -109,17 +107,14 @@ class ClassTile:
 
 
 def check_model_name(name: str) -> str:
-    """A model name usable in ids and paths (lowercase letters, digits, ``-``, ``_``).
+    """A head name usable in ids and paths (the rule of ``catalog/heads.py``).
 
     Raises:
         InputError: anything else (a path, markup, an empty name...).
     """
-    if not MODEL_NAME.match(name or ""):
-        raise InputError(
-            f"model name {name!r}: use 1-63 lowercase letters, digits, '-' or '_' "
-            "(starting with a letter or digit)"
-        )
-    return name
+    from tessera_stac.catalog.heads import check_name
+
+    return check_name(name)
 
 
 def classes_collection_id(model: str) -> str:
@@ -128,8 +123,11 @@ def classes_collection_id(model: str) -> str:
 
 
 def column_stem(name: str) -> str:
-    """A class name as a column stem: lowercase, runs of other characters as ``_``."""
-    stem = re.sub(r"[^a-z0-9]+", "_", str(name).strip().lower()).strip("_")
+    """A class name as a column stem: the heads' ``class_slug`` (lowercase, spaces and ``-``
+    as ``_``), other characters dropped to ``_`` too."""
+    from tessera_stac.catalog.heads import class_slug
+
+    stem = re.sub(r"[^a-z0-9_]+", "_", class_slug(str(name))).strip("_")
     return stem or "class"
 
 
