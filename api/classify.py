@@ -56,6 +56,8 @@ TEMP_PREFIX = "tmp-"
 TEMP_TABLE = "public.tessera_temp_models"
 MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 HEAD_CACHE_SIZE = 16
+#: tile formats that carry values (no default class colours)
+DATA_FORMATS = ("npy", "tif", "tiff")
 #: size of the spatial blocks of the blocked cross-validation (degrees, ~5.5 km)
 BLOCK_DEGREES = 0.05
 
@@ -138,6 +140,8 @@ def class_colormap(
     if explicit is not None or request is None:
         return explicit
     params = request.path_params
+    if str(params.get("format", "")).lower() in DATA_FORMATS:
+        return None  # data, not a picture: the class values themselves
     if request.query_params.get("algorithm") == "classify":
         name = _model_param(request.query_params.get("algorithm_params"))
         head = get_head(request, name)
