@@ -477,13 +477,14 @@ def check_labels(body: ClassifyRequest, settings: Any) -> tuple[list[str], str]:
     Raises:
         HTTPException: 413 too many labels; 400 one class, too many classes, bad names.
     """
-    limit = settings.classify_max_labels
-    if len(body.labels) > limit:
-        raise HTTPException(
-            413,
-            f"{len(body.labels)} labels; at most {limit} per request "
-            "(TESSERA_STAC_API_CLASSIFY_MAX_LABELS)",
-        )
+    from tessera_stac.api import budget
+
+    budget.check(
+        len(body.labels),
+        settings.classify_max_labels,
+        "TESSERA_STAC_API_CLASSIFY_MAX_LABELS",
+        "labels in one POST /classify",
+    )
     if len(body.labels) < 4:
         raise HTTPException(400, f"{len(body.labels)} labels: at least 4 are needed")
     kinds = {isinstance(lab.label, str) for lab in body.labels}
