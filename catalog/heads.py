@@ -490,21 +490,27 @@ class Head:
             )
         shape = valid.shape
         flat_values = values.reshape(-1, EMBEDDING_DIM)
-        index = np.flatnonzero(valid.reshape(-1))
-        if self.task == "classification":
+        flat_valid = valid.reshape(-1)
+        classification = self.task == "classification"
+        if classification:
             classes = np.zeros(valid.size, dtype=np.uint8)
-            prob = np.full(valid.size, np.nan, dtype=np.float32)
-            for start in range(0, len(index), PREDICT_CHUNK):
-                idx = index[start : start + PREDICT_CHUNK]
-                p = self.predict_proba(flat_values[idx])
-                best = np.argmax(p, axis=1)
-                classes[idx] = self.class_values[best]
-                prob[idx] = p[np.arange(len(idx)), best]
-            return classes.reshape(shape), prob.reshape(shape)
         out = np.full(valid.size, np.nan, dtype=np.float32)
-        for start in range(0, len(index), PREDICT_CHUNK):
-            idx = index[start : start + PREDICT_CHUNK]
-            out[idx] = self.predict_value(flat_values[idx])
+        values_of = self.class_values
+        for start in range(0, valid.size, PREDICT_CHUNK):
+            part = slice(start, start + PREDICT_CHUNK)
+            ok = flat_valid[part]
+            if not ok.any():
+                continue
+            x = flat_values[part] if ok.all() else flat_values[part][ok]  # slices are views
+            if classification:
+                p = self.predict_proba(x)
+                best = np.argmax(p, axis=1)
+                classes[part][ok] = values_of[best]
+                out[part][ok] = p[np.arange(len(best)), best]
+            else:
+                out[part][ok] = self.predict_value(x)
+        if classification:
+            return classes.reshape(shape), out.reshape(shape)
         value: np.ndarray = out.reshape(shape)
         return value, value
 
@@ -514,22 +520,32 @@ class Head:
             x = (x - self.scaler_mean) / self.scaler_scale
         return x
 
+    @cached_property
+    def _linear(self) -> tuple[np.ndarray, np.ndarray]:
+        """(128, rows) weights and (rows,) biases with the scaler folded in, so that
+        ``x @ w + b == scaled(x) @ coef.T + intercept`` without scaling every pixel."""
+        assert self.coef is not None and self.intercept is not None
+        weights, bias = self.coef, self.intercept
+        if self.scaler_mean is not None and self.scaler_scale is not None:
+            weights = self.coef / self.scaler_scale
+            bias = self.intercept - weights @ self.scaler_mean
+        return np.ascontiguousarray(weights.T), bias
+
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """(n, n_classes) class probabilities of (n, 128) vectors (classification)."""
         if self.task != "classification":
             raise HeadError("predict_proba needs a classification head")
-        x = self._prepare(x)
         if self.kind == "logistic":
-            assert self.coef is not None and self.intercept is not None
-            z = x @ self.coef.T + self.intercept
-            if self.coef.shape[0] == 1:  # binary, as scikit-learn stores it
+            weights, bias = self._linear
+            z = np.asarray(x, dtype=np.float64) @ weights + bias
+            if weights.shape[1] == 1:  # binary, as scikit-learn stores it
                 p1 = 1.0 / (1.0 + np.exp(-z[:, 0]))
                 return np.stack([1.0 - p1, p1], axis=1)
             z -= z.max(axis=1, keepdims=True)
             np.exp(z, out=z)
             z /= z.sum(axis=1, keepdims=True)
             return z
-        neighbours = self._neighbours(x)
+        neighbours = self._neighbours(self._prepare(x))
         assert self.labels is not None
         votes = self.labels[neighbours]  # (n, k) class values
         return np.stack([(votes == c.value).mean(axis=1) for c in self.classes], axis=1)
@@ -538,12 +554,11 @@ class Head:
         """(n,) float32 predictions of (n, 128) vectors (regression)."""
         if self.task != "regression":
             raise HeadError("predict_value needs a regression head")
-        x = self._prepare(x)
         if self.kind == "linear":
-            assert self.coef is not None and self.intercept is not None
-            return (x @ self.coef[0] + self.intercept[0]).astype(np.float32)
+            weights, bias = self._linear
+            return (np.asarray(x, dtype=np.float64) @ weights[:, 0] + bias[0]).astype(np.float32)
         assert self.labels is not None
-        return self.labels[self._neighbours(x)].mean(axis=1).astype(np.float32)
+        return self.labels[self._neighbours(self._prepare(x))].mean(axis=1).astype(np.float32)
 
     @cached_property
     def _train(self) -> tuple[np.ndarray, np.ndarray]:

@@ -35,6 +35,7 @@ pytest_plugins = [
     "tests.fixtures_demo",
     "tests.fixtures_scale",
     "tests.fixtures_classes",
+    "tests.fixtures_classify",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent

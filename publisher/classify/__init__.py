@@ -1,1 +1,1 @@
-"""Heads on the embeddings: training, class maps, land cover per micro-watershed."""
+"""Heads on the embeddings: labels, training, class maps, land cover per micro-watershed."""
