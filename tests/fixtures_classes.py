@@ -1,6 +1,6 @@
 """Reusable pytest fixtures of class maps per micro-watershed (registered in tests/conftest.py).
 
-* ``write_class_map``: one class item in ``tessera-classes-{model}/{year}/{grid}/`` on the grid
+* ``write_class_map``: one class item in ``tessera-classes-{model}/{item}/`` on the grid
   of a published embedding item: a uint8 COG (nodata 0 where the embedding is invalid, spatially
   varying classes elsewhere), ``classification:classes`` on the ``classes`` asset, the grid's
   projection fields. Written here, independently of the map pipeline, so per-MWS hectares are
@@ -67,7 +67,7 @@ def write_class_map(root: Path, embedding_item: Path, model: str, year: int, see
         valid = np.isfinite(scales) & (scales > 0) & (scales < 1)
     classes[~valid] = 0
     item_id = f"{grid}_{year}"
-    folder = root / f"tessera-classes-{model}" / str(year) / grid
+    folder = root / f"tessera-classes-{model}" / item_id  # the map pipeline's layout
     folder.mkdir(parents=True, exist_ok=True)
     cog = {"driver": "COG", "blocksize": 256, "compress": "ZSTD", "overview_resampling": "NEAREST"}
     with (

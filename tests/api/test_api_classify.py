@@ -107,21 +107,17 @@ def class_root(class_catalog: Any, open_tmp: Callable[[str], Path]) -> dict[str,
 
     root = open_tmp("api-classes") / "published"
     copy_tree(class_catalog.root, root)
-    # catalog build takes every {collection}/{year}/{grid}/ item for an embedding item: the
-    # class maps (same layout) are moved aside while it runs
-    cid = f"tessera-classes-{TEST_MODEL}"
-    (root / cid).rename(root.parent / cid)
     report = build_static_catalog(LocalStore(root), geoparquet=False)
-    (root.parent / cid).rename(root / cid)
     assert report.ok, report.to_dict()
-    # the class maps as a collection (items in {year}/{grid}/)
+    cid = f"tessera-classes-{TEST_MODEL}"
+    # the class maps as a collection (items in {item}/)
     links = [
         {"rel": "root", "href": "../catalog.json"},
         {"rel": "parent", "href": "../catalog.json"},
     ]
-    for year, paths in class_catalog.class_items.items():
+    for paths in class_catalog.class_items.values():
         for p in paths:
-            links.append({"rel": "item", "href": f"./{year}/{p.parent.name}/{p.name}"})
+            links.append({"rel": "item", "href": f"./{p.parent.name}/{p.name}"})
     _write_json(
         root / cid / "collection.json",
         {
@@ -234,7 +230,7 @@ def test_class_item_tiles_in_class_colours(api: str, class_root: dict[str, Any])
     got = httpx.get(url, timeout=120)
     assert got.status_code == 200 and got.headers["content-type"] == "image/png", got.text[:500]
     image = np.asarray(Image.open(io.BytesIO(got.content)).convert("RGBA"))
-    path = class_root["root"] / cid / "2024" / CELL.name / "classes.tif"
+    path = class_root["root"] / cid / iid / "classes.tif"
     classes, _ = bare_tile(path, tile)
     expected = np.zeros((256, 256, 4), dtype=np.uint8)
     for c in TEST_CLASSES:
