@@ -105,7 +105,8 @@ def _mosaic_classes(request: Request, collection_id: str) -> list[dict[str, Any]
         return list(hit)
     with _pool(request).connection() as conn:
         row = conn.execute(
-            "SELECT content -> 'item_assets' -> %s -> 'classification:classes', "
+            "SELECT coalesce(content -> 'item_assets' -> %s -> 'classification:classes', "
+            "content -> 'summaries' -> 'classification:classes'), "
             "(SELECT id FROM pgstac.items WHERE collection = %s LIMIT 1) "
             "FROM pgstac.collections WHERE id = %s",
             (CLASSES_ASSET, collection_id, collection_id),

@@ -115,6 +115,7 @@ def class_root(class_catalog: Any, open_tmp: Callable[[str], Path]) -> dict[str,
         {"rel": "root", "href": "../catalog.json"},
         {"rel": "parent", "href": "../catalog.json"},
     ]
+    first = json.loads(class_catalog.class_items[2024][0].read_text())
     for paths in class_catalog.class_items.values():
         for p in paths:
             links.append({"rel": "item", "href": f"./{p.parent.name}/{p.name}"})
@@ -123,12 +124,23 @@ def class_root(class_catalog: Any, open_tmp: Callable[[str], Path]) -> dict[str,
         {
             "type": "Collection",
             "stac_version": "1.1.0",
+            "stac_extensions": [
+                "https://stac-extensions.github.io/item-assets/v1.0.0/schema.json",
+                "https://stac-extensions.github.io/classification/v1.1.0/schema.json",
+            ],
             "id": cid,
             "description": "Class maps of the test head",
             "license": "CC-BY-4.0",
             "extent": {
                 "spatial": {"bbox": [[71.9, 21.8, 72.1, 21.9]]},
                 "temporal": {"interval": [["2024-01-01T00:00:00Z", "2025-12-31T23:59:59Z"]]},
+            },
+            "item_assets": {
+                "classes": {
+                    "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+                    "roles": ["data"],
+                    "classification:classes": first["assets"]["classes"]["classification:classes"],
+                }
             },
             "links": links,
         },
