@@ -492,27 +492,44 @@ class Head:
         flat_values = values.reshape(-1, EMBEDDING_DIM)
         flat_valid = valid.reshape(-1)
         classification = self.task == "classification"
-        if classification:
-            classes = np.zeros(valid.size, dtype=np.uint8)
+        classes = np.zeros(valid.size if classification else 0, dtype=np.uint8)
         out = np.full(valid.size, np.nan, dtype=np.float32)
+        with _one_blas_thread():
+            self._predict_chunks(flat_values, flat_valid, classes if classification else None, out)
+        if classification:
+            return classes.reshape(shape), out.reshape(shape)
+        value: np.ndarray = out.reshape(shape)
+        return value, value
+
+    def _predict_chunks(
+        self,
+        flat_values: np.ndarray,
+        flat_valid: np.ndarray,
+        classes: np.ndarray | None,
+        out: np.ndarray,
+    ) -> None:
+        """Fill ``classes``/``out`` chunk by chunk (contiguous slices: views, no copies)."""
         values_of = self.class_values
-        for start in range(0, valid.size, PREDICT_CHUNK):
+        for start in range(0, flat_valid.size, PREDICT_CHUNK):
             part = slice(start, start + PREDICT_CHUNK)
             ok = flat_valid[part]
             if not ok.any():
                 continue
+            if self.kind == "logistic" and classes is not None:  # whole chunk: no copy
+                with np.errstate(invalid="ignore", over="ignore"):
+                    p = self.predict_proba(flat_values[part])
+                best = np.argmax(p, axis=1)[ok]
+                classes[part][ok] = values_of[best]
+                out[part][ok] = p[np.flatnonzero(ok), best]
+                continue
             x = flat_values[part] if ok.all() else flat_values[part][ok]  # slices are views
-            if classification:
+            if classes is not None:
                 p = self.predict_proba(x)
                 best = np.argmax(p, axis=1)
                 classes[part][ok] = values_of[best]
                 out[part][ok] = p[np.arange(len(best)), best]
             else:
                 out[part][ok] = self.predict_value(x)
-        if classification:
-            return classes.reshape(shape), out.reshape(shape)
-        value: np.ndarray = out.reshape(shape)
-        return value, value
 
     def _prepare(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
@@ -578,6 +595,18 @@ class Head:
             part = np.broadcast_to(np.arange(d2.shape[1]), d2.shape).copy()
         order = np.argsort(np.take_along_axis(d2, part, axis=1), axis=1, kind="stable")
         return np.take_along_axis(part, order, axis=1)
+
+
+def _one_blas_thread() -> Any:
+    """BLAS limited to one thread while a head is applied.
+
+    The products here are tall and thin ((pixels, 128) x (128, classes)): memory-bound, and
+    on a busy machine BLAS threads spinning against each other (and against the engine's other
+    worker processes) made them ~4x slower.
+    """
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def finite_or_none(x: float) -> float | None:

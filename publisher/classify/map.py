@@ -195,7 +195,8 @@ def _write_cog(path: Path, array: np.ndarray, grid: Any, resampling: str) -> Non
         "transform": Affine(*grid.transform[:6]),
         "nodata": nodata,
         "BLOCKSIZE": COG_BLOCK,
-        "COMPRESS": "DEFLATE",
+        "COMPRESS": "ZSTD",  # level 1: 2x faster than DEFLATE here, as the embedding COGs
+        "LEVEL": 1,
         "PREDICTOR": 2 if array.dtype == np.uint8 else 3,
         "RESAMPLING": resampling,
         "OVERVIEWS": "IGNORE_EXISTING",
@@ -213,7 +214,7 @@ def _preview(path: Path, classes: np.ndarray, head: Head) -> None:
     lut = np.zeros((256, 4), np.uint8)
     for cl in head.classes:
         lut[cl.value] = cl.rgba()
-    Image.fromarray(lut[small], mode="RGBA").save(path, format="PNG", optimize=True)
+    Image.fromarray(lut[small], mode="RGBA").save(path, format="PNG")
 
 
 def _already_done(store: LocalStore | S3Store, key: str, iid: str, checksum: str) -> bool:

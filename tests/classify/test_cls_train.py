@@ -159,6 +159,13 @@ def test_model_item_published_and_valid(
     assert "./landcover/landcover.json" in {link["href"] for link in collection["links"]}
     root = json.loads((landcover_catalog / "catalog.json").read_text())
     assert "./tessera-models/collection.json" in {link["href"] for link in root["links"]}
+    # rebuilding the static catalog (after more tiles are published) keeps the head listed
+    from tessera_stac.catalog.static import build_static_catalog
+
+    build_static_catalog(open_store(str(landcover_catalog)))
+    collection = json.loads((landcover_catalog / "tessera-models" / "collection.json").read_text())
+    hrefs = {link["href"] for link in collection["links"] if link["rel"] == "item"}
+    assert hrefs == {"./landcover/landcover.json", "./tessera-v1/tessera-v1.json"}
 
 
 def _write(path: Path, features: list[dict[str, Any]]) -> Path:
