@@ -75,6 +75,12 @@ def parse_class_table(item: dict[str, Any], raw: bytes) -> ClassTable:
     import pyarrow.parquet as pq
 
     props = item.get("properties", {})
+    if props.get("tessera:task") == "regression":
+        raise HTTPException(
+            400,
+            f"model {props.get('tessera:model')!r} is a regression head: its per-MWS means "
+            f"(value_mean) are in the data asset of item {item.get('id')!r}, not class areas",
+        )
     classes = list(props.get("tessera:classes") or [])
     ha = [f"{c['column']}_in_ha" for c in classes]
     pct = [f"{c['column']}_percent" for c in classes]

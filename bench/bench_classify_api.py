@@ -229,10 +229,14 @@ def main() -> None:
 
             def ours_class_tile() -> None:
                 t = next_tile()
-                got = client.get(
+                url_ = (
                     f"{base}/tessera-classes-benchhead/items/{target['id']}/tiles/"
                     f"WebMercatorQuad/{t.z}/{t.x}/{t.y}.png?assets=classes"
                 )
+                try:
+                    got = client.get(url_)
+                except httpx.HTTPError as exc:
+                    raise RuntimeError(f"{url_}: {exc}") from exc
                 got.raise_for_status()
 
             def bare_class_tile() -> None:

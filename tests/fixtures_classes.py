@@ -46,7 +46,9 @@ def class_pattern(shape: tuple[int, int], seed: int) -> Any:
     return (np.digitize(field, [-0.6, 0.6]) + 1).astype(np.uint8)
 
 
-def write_class_map(root: Path, embedding_item: Path, model: str, year: int, seed: int = 0) -> Path:
+def write_class_map(
+    root: Path, embedding_item: Path, model: str, year: int, seed: int = 0, value: bool = False
+) -> Path:
     """Write a class COG and its item for the grid of ``embedding_item``; return the item path."""
     import numpy as np
     import rasterio
@@ -66,16 +68,23 @@ def write_class_map(root: Path, embedding_item: Path, model: str, year: int, see
     with np.errstate(invalid="ignore"):
         valid = np.isfinite(scales) & (scales > 0) & (scales < 1)
     classes[~valid] = 0
+    data: Any = classes
+    if value:  # a regression map: float32 values (e.g. canopy height), NaN nodata
+        rows = np.arange(scales.shape[0], dtype=np.float32)[:, None]
+        data = (classes * 5.0 + rows / 100.0).astype(np.float32)
+        data[~valid] = np.nan
     item_id = f"{grid}_{year}"
     folder = root / f"tessera-classes-{model}" / item_id  # the map pipeline's layout
     folder.mkdir(parents=True, exist_ok=True)
     cog = {"driver": "COG", "blocksize": 256, "compress": "ZSTD", "overview_resampling": "NEAREST"}
+    name = "value.tif" if value else "classes.tif"
+    dtype, nodata = ("float32", float("nan")) if value else ("uint8", 0)
     with (
         MemoryFile() as mem,
-        mem.open(driver="MEM", count=1, dtype="uint8", nodata=0, **profile) as src,
+        mem.open(driver="MEM", count=1, dtype=dtype, nodata=nodata, **profile) as src,
     ):
-        src.write(classes[None])
-        rasterio.shutil.copy(src, folder / "classes.tif", **cog)
+        src.write(data[None])
+        rasterio.shutil.copy(src, folder / name, **cog)
     start = datetime(year, 1, 1, tzinfo=UTC).isoformat().replace("+00:00", "Z")
     end = datetime(year, 12, 31, 23, 59, 59, tzinfo=UTC).isoformat().replace("+00:00", "Z")
     item = {
@@ -118,6 +127,14 @@ def write_class_map(root: Path, embedding_item: Path, model: str, year: int, see
         },
         "links": [],
     }
+    if value:
+        item["assets"] = {
+            "value": {
+                "href": "./value.tif",
+                "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+                "roles": ["data"],
+            }
+        }
     path = folder / f"{item_id}.json"
     path.write_text(json.dumps(item))
     return path

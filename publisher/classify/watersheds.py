@@ -44,6 +44,7 @@ from tessera_stac.catalog.constants import (
     PARQUET_MEDIA_TYPE,
     TABLE_SCHEMA_URI,
     UID_COLUMN,
+    VALUE_ASSET,
 )
 from tessera_stac.catalog.errors import InputError
 from tessera_stac.catalog.model import GridCell
@@ -98,6 +99,7 @@ class ClassTile:
     transform: tuple[float, float, float, float, float, float]
     shape: tuple[int, int]
     classes_href: str
+    value: bool = False  # a regression map: float32 values (NaN nodata), not uint8 classes
 
     @property
     def pixel_ha(self) -> float:
@@ -161,8 +163,9 @@ def parse_classes(entries: Iterable[dict[str, Any]]) -> list[ClassInfo]:
 
 
 def _grid_fields(item: dict[str, Any]) -> dict[str, Any]:
-    """Projection fields of the classes asset, else of the item."""
-    asset = item.get("assets", {}).get(CLASSES_ASSET, {})
+    """Projection fields of the classes (or value) asset, else of the item."""
+    assets = item.get("assets", {})
+    asset = assets.get(CLASSES_ASSET) or assets.get(VALUE_ASSET) or {}
     props = item.get("properties", {})
     return {
         k: asset.get(k, props.get(k))
@@ -193,7 +196,9 @@ def tile_from_class_item(item: dict[str, Any], href: str) -> ClassTile:
         else:
             west, south, east, north = (float(v) for v in item["bbox"][:4])
             cell = GridCell.containing((west + east) / 2, (south + north) / 2)
-        classes_href = _resolve(href, item["assets"][CLASSES_ASSET]["href"])
+        assets = item["assets"]
+        value = CLASSES_ASSET not in assets and VALUE_ASSET in assets
+        classes_href = _resolve(href, assets[VALUE_ASSET if value else CLASSES_ASSET]["href"])
     except (KeyError, ValueError, TypeError, IndexError) as exc:
         raise InputError(f"{href}: not a class map item ({exc!r})") from exc
     return ClassTile(
@@ -205,6 +210,7 @@ def tile_from_class_item(item: dict[str, Any], href: str) -> ClassTile:
         transform=transform,  # type: ignore[arg-type]
         shape=shape,  # type: ignore[arg-type]
         classes_href=classes_href,
+        value=value,
     )
 
 
@@ -230,12 +236,17 @@ def find_class_tiles_local(
         if path.name == "collection.json":
             continue
         item = json.loads(path.read_text())
-        if item.get("type") != "Feature" or CLASSES_ASSET not in item.get("assets", {}):
+        assets = item.get("assets", {})
+        if item.get("type") != "Feature" or not ({CLASSES_ASSET, VALUE_ASSET} & set(assets)):
             continue
         tile = tile_from_class_item(item, str(path.resolve()))
         if tile.year not in wanted or (cells is not None and tile.cell.name not in cells):
             continue
-        found = parse_classes(item["assets"][CLASSES_ASSET].get("classification:classes", []))
+        found = (
+            [VALUE_CLASS]
+            if tile.value
+            else parse_classes(assets[CLASSES_ASSET].get("classification:classes", []))
+        )
         if classes is None:
             classes = found
         elif [(c.value, c.name) for c in found] != [(c.value, c.name) for c in classes]:
@@ -249,6 +260,10 @@ def find_class_tiles_local(
     return by_year, classes
 
 
+#: the one "class" of a regression map (its values are averaged per MWS, ``value_mean``)
+VALUE_CLASS = ClassInfo(0, "value", "#808080", "value")
+
+
 # ------------------------------------------------------------------------ aggregation
 @dataclass
 class ClassCounts:
@@ -259,6 +274,9 @@ class ClassCounts:
     def __post_init__(self) -> None:
         self.hectares = np.zeros((self.n, NCODES), dtype=np.float64)
         self.pixels = np.zeros(self.n, dtype=np.int64)
+        # regression maps: float64 sum of the finite values and their hectares (code 1)
+        self.value_sum = np.zeros(self.n, dtype=np.float64)
+        self.value_count = np.zeros(self.n, dtype=np.int64)
 
 
 def _count_strip(strip: LabelStrip, codes: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -275,6 +293,29 @@ def _count_strip(strip: LabelStrip, codes: np.ndarray, n: int) -> tuple[np.ndarr
         pixels += np.bincount(labels, minlength=n)
         counts += np.bincount(labels * NCODES + flat[sel], minlength=n * NCODES)
     return counts.reshape(n, NCODES), pixels
+
+
+def _value_strip(strip: LabelStrip, values: np.ndarray, acc: ClassCounts) -> np.ndarray:
+    """Add a strip of a regression map (sums of finite values, counts); return its per-MWS
+    pixel counts by code (1 = a value, 0 = nodata) as ``(n, 256)``."""
+    flat = values.reshape(-1)
+    codes = np.isfinite(flat).astype(np.int64)
+    n = acc.n
+    counts = np.zeros(n * NCODES, dtype=np.int64)
+    for lab in strip.labels:
+        lf = lab.reshape(-1)
+        sel = np.flatnonzero((lf > 0) & strip.owned)
+        if len(sel) == 0:
+            continue
+        labels = lf[sel].astype(np.int64) - 1
+        acc.pixels += np.bincount(labels, minlength=n)
+        counts += np.bincount(labels * NCODES + codes[sel], minlength=n * NCODES)
+        good = codes[sel] == 1
+        acc.value_sum += np.bincount(
+            labels[good], weights=flat[sel][good].astype(np.float64), minlength=n
+        )
+        acc.value_count += np.bincount(labels[good], minlength=n)
+    return counts.reshape(n, NCODES)
 
 
 def accumulate_class_tile(
@@ -297,6 +338,9 @@ def accumulate_class_tile(
             return strip, read_window(ds, r0, r1, c0, c1)[..., 0]
 
         for strip, codes in read_ahead(partial(read, s) for s in strips):
+            if tile.value:
+                counts += _value_strip(strip, codes, acc)
+                continue
             part, pixels = _count_strip(strip, codes, acc.n)
             counts += part
             acc.pixels += pixels
@@ -356,7 +400,10 @@ def class_table(
     classes: Sequence[ClassInfo],
     missing: list[set[str]],
 ) -> gpd.GeoDataFrame:
-    """``uid``, per class ``{class}_in_ha`` and ``{class}_percent``, then the totals."""
+    """``uid``, per class ``{class}_in_ha`` and ``{class}_percent``, then the totals (a
+    regression map: ``value_mean``, ``valued_in_ha``, then the totals)."""
+    if list(classes) == [VALUE_CLASS]:
+        return value_table(frame, acc, missing)
     values = [c.value for c in classes]
     hectares = acc.hectares[:, values]
     classified = hectares.sum(axis=1)
@@ -378,6 +425,28 @@ def class_table(
     return gpd.GeoDataFrame(data, geometry=frame.geometry.to_numpy(), crs=frame.crs)
 
 
+def value_table(
+    frame: gpd.GeoDataFrame, acc: ClassCounts, missing: list[set[str]]
+) -> gpd.GeoDataFrame:
+    """The per-MWS table of a regression map: the mean value of its pixels with a value."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(acc.value_count > 0, acc.value_sum / np.maximum(acc.value_count, 1), np.nan)
+    valued = acc.hectares[:, 1]
+    data: dict[str, Any] = {
+        UID_COLUMN: frame[UID_COLUMN].to_numpy(),
+        "value_mean": mean,
+        "valued_in_ha": valued,
+        "nodata_in_ha": np.maximum(acc.hectares.sum(axis=1) - valued, 0.0),
+        "pixels": acc.pixels,
+        "flag": [
+            FLAG_NO_VALID if not c > 0 else (FLAG_PARTIAL if m else FLAG_OK)
+            for c, m in zip(acc.value_count, missing, strict=True)
+        ],
+        "missing_cells": [",".join(sorted(m)) for m in missing],
+    }
+    return gpd.GeoDataFrame(data, geometry=frame.geometry.to_numpy(), crs=frame.crs)
+
+
 def class_columns(classes: Sequence[ClassInfo]) -> dict[str, str]:
     """``table:columns`` descriptions of a class table."""
     out = {
@@ -388,6 +457,9 @@ def class_columns(classes: Sequence[ClassInfo]) -> dict[str, str]:
         "flag": "ok, partial_coverage (cells without a class map) or no_valid_pixels",
         "missing_cells": "Comma-separated 0.1° cells under the MWS without a class map",
         "geometry": "MWS outline, EPSG:4326",
+        "value_mean": "Mean of the head's value over the MWS's pixels with a value",
+        "valued_in_ha": "Hectares of pixels with a value (regression heads)",
+        "value_change": "Change of value_mean, last - first year",
     }
     for c in classes:
         out[f"{c.column}_in_ha"] = f"Hectares classified as {c.name} (value {c.value})"
@@ -401,6 +473,11 @@ def change_table(results: Sequence[ClassesResult]) -> gpd.GeoDataFrame:
     """Per MWS and class: hectares in the first and last year and their difference."""
     first, last = results[0], results[-1]
     data: dict[str, Any] = {UID_COLUMN: first.table[UID_COLUMN].to_numpy()}
+    if list(first.classes) == [VALUE_CLASS]:
+        a, b = first.table["value_mean"].to_numpy(), last.table["value_mean"].to_numpy()
+        data[f"value_mean_{first.year}"], data[f"value_mean_{last.year}"] = a, b
+        data["value_change"] = b - a
+        return gpd.GeoDataFrame(data, geometry=first.table.geometry.to_numpy(), crs=first.table.crs)
     for c in first.classes:
         a = first.table[f"{c.column}_in_ha"].to_numpy()
         b = last.table[f"{c.column}_in_ha"].to_numpy()
@@ -419,10 +496,14 @@ def annual_rows(results: Sequence[ClassesResult]) -> list[dict[str, Any]]:
     """CoRE Stack's time-series shape: per ``uid``, ``annual: {time: [years], metric: [...]}``
     with ``annual_units``, plus the change per class over the whole period."""
     first, last = results[0], results[-1]
+    regression = list(first.classes) == [VALUE_CLASS]
     metrics: list[tuple[str, str]] = []
-    for c in first.classes:
-        metrics += [(f"{c.column}_in_ha", "ha"), (f"{c.column}_percent", "%")]
-    metrics.append(("classified_in_ha", "ha"))
+    if regression:
+        metrics = [("value_mean", "value"), ("valued_in_ha", "ha")]
+    else:
+        for c in first.classes:
+            metrics += [(f"{c.column}_in_ha", "ha"), (f"{c.column}_percent", "%")]
+        metrics.append(("classified_in_ha", "ha"))
     rows: list[dict[str, Any]] = []
     for i, uid in enumerate(first.table[UID_COLUMN]):
         annual: dict[str, Any] = {"time": [r.year for r in results]}
@@ -430,6 +511,11 @@ def annual_rows(results: Sequence[ClassesResult]) -> list[dict[str, Any]]:
             annual[name] = [_json_number(r.table[name].iat[i]) for r in results]
         row: dict[str, Any] = {UID_COLUMN: str(uid), "annual": annual}
         row["annual_units"] = {name: unit for name, unit in metrics}
+        if regression:
+            a = float(first.table["value_mean"].iat[i])
+            row["value_change"] = _json_number(float(last.table["value_mean"].iat[i]) - a)
+            rows.append(row)
+            continue
         for c in first.classes:
             a = float(first.table[f"{c.column}_in_ha"].iat[i])
             b = float(last.table[f"{c.column}_in_ha"].iat[i])
@@ -505,11 +591,15 @@ def create_classes_item(
             props[key] = mws_item["properties"][key]
     props["corestack:layer"] = "mws_classes_change" if change else "mws_classes"
     props["tessera:model"] = model
+    regression = list(classes) == [VALUE_CLASS]
+    props["tessera:task"] = "regression" if regression else "classification"
     props["tessera:year"] = years[1]
     if change:
         props["tessera:years"] = list(years)
     props["tessera:classes"] = [
-        {"value": c.value, "name": c.name, "color": c.color, "column": c.column} for c in classes
+        {"value": c.value, "name": c.name, "color": c.color, "column": c.column}
+        for c in classes
+        if not regression
     ]
     props["processing:datetime"] = pystac.utils.datetime_to_str(processed)
     props["table:primary_geometry"] = "geometry"

@@ -212,3 +212,46 @@ def test_year_without_maps(class_catalog: Any, source: Any) -> None:
     tiles, classes = find_class_tiles_local(class_catalog.root, TEST_MODEL, [2024])
     with pytest.raises(InputError, match="no class map of testhead for 2030"):
         aggregate_classes(layer.frame, tiles[2024], classes, TEST_MODEL, 2030)
+
+
+def test_regression_maps_give_per_mws_means(
+    source: Any, tmp_path: Path, published_sample: Any
+) -> None:
+    """A regression head's value maps: the mean value per MWS (pixel-centre and cell rules),
+    against the same independent per-pixel computation."""
+    from tests.fixtures_classes import write_class_map
+
+    root = tmp_path / "cat"
+    for p in published_sample.items:
+        write_class_map(root, p, "height", 2024, value=True)
+    item, _, layer = source
+    (result,) = classes_per_watershed(root, "height", [2024], item, layer.frame)
+    table = result.table
+    assert list(table.columns[:3]) == ["uid", "value_mean", "valued_in_ha"]
+    n = len(layer.frame)
+    sums, counts = np.zeros(n), np.zeros(n)
+    polys = list(layer.frame.geometry)
+    for tile in result.tiles:
+        with rasterio.open(tile.classes_href) as ds:
+            values = ds.read(1).ravel()
+            transform, epsg = ds.transform, ds.crs.to_epsg()
+        h, w = tile.shape
+        rows, cols = np.mgrid[0:h, 0:w]
+        x, y = rasterio.transform.xy(transform, rows.ravel(), cols.ravel(), offset="center")
+        lonlat = Transformer.from_crs(epsg, 4326, always_xy=True).transform(x, y)
+        lon, lat = (np.asarray(v) for v in lonlat)
+        mine = (np.floor(lon * 10) == round((tile.cell.lon - 0.05) * 10)) & (
+            np.floor(lat * 10) == round((tile.cell.lat - 0.05) * 10)
+        )
+        mine &= np.isfinite(values)
+        for i, poly in enumerate(polys):
+            x0, y0, x1, y1 = poly.bounds
+            cand = np.flatnonzero((lon >= x0) & (lon <= x1) & (lat >= y0) & (lat <= y1) & mine)
+            inside = cand[shapely.contains_xy(poly, lon[cand], lat[cand])]
+            sums[i] += values[inside].astype(np.float64).sum()
+            counts[i] += len(inside)
+    has = counts > 0
+    assert has.sum() >= 20
+    np.testing.assert_allclose(table["value_mean"][has], sums[has] / counts[has], rtol=1e-9)
+    np.testing.assert_allclose(table["valued_in_ha"], counts * 0.01, atol=1e-6)
+    assert table["value_mean"][~has].isna().all()
