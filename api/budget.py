@@ -487,7 +487,9 @@ class HeavyRequestLimiter:
             hit = self.cache.get(key)
             if hit is not None:
                 headers, body = hit
-                await send({"type": "http.response.start", "status": 200, "headers": headers})
+                # a copy: middlewares outside (Brotli) edit the start message's headers in place
+                start = {"type": "http.response.start", "status": 200, "headers": list(headers)}
+                await send(start)
                 await send({"type": "http.response.body", "body": body})
                 return
         slots = self._semaphore()

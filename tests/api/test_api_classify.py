@@ -249,6 +249,10 @@ def test_class_item_tiles_in_class_colours(api: str, class_root: dict[str, Any])
         expected[classes[0] == c["value"]] = (*rgba(c["color"]), 255)
     assert np.array_equal(image, expected)
     assert len({tuple(p) for p in image.reshape(-1, 4)}) >= 3  # several classes drawn
+    # the same tile again and again on one connection (cache hits through Brotli)
+    with httpx.Client(timeout=120, headers={"accept-encoding": "br"}) as client:
+        again = [client.get(url) for _ in range(3)]
+    assert all(r.status_code == 200 and r.content == got.content for r in again)
     # an explicit colormap still wins
     grey = httpx.get(url + "&colormap_name=greys&rescale=0,3", timeout=60)
     assert grey.status_code == 200
