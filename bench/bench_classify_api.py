@@ -5,7 +5,7 @@ Data: the four 768 px windows of ``bench_tiles`` (real grids at 72°E / 21.8°N,
 the published COG profile), a 3-class head fitted by scikit-learn on k-means clusters of their
 vectors, and its class map of one window written as a uint8 COG (nodata 0, overviews by
 nearest) with ``classification:classes``, all loaded into a throwaway pgSTAC; the API runs as a
-uvicorn subprocess (one worker).
+uvicorn subprocess (one worker, its tile cache off so every request draws its tile).
 
 * ``POST /classify`` (500 labels, 3 classes, linear probe): read the vectors at the labels,
   fit, random + spatially blocked 5-fold CV, store the temporary model. Reference: the parts
@@ -196,7 +196,9 @@ def main() -> None:
         ]
         points = [{"lon": lab["lon"], "lat": lab["lat"]} for lab in labels]
         with uvicorn_server(
-            "tessera_stac.api.app:create_app_from_env", {"TESSERA_STAC_DATABASE_URL": dsn}
+            "tessera_stac.api.app:create_app_from_env",
+            # no tile cache: every request draws its tile (the references have none either)
+            {"TESSERA_STAC_DATABASE_URL": dsn, "TESSERA_STAC_API_TILE_CACHE_MB": "0"},
         ) as url:
             client = httpx.Client(timeout=300)
 
