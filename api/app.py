@@ -11,8 +11,9 @@ What we add to stac-fastapi-pgstac (never patched, only configured and extended)
   semantics (``api.client``);
 * write routes only with ``enable_transactions`` and a bearer token (``api.auth``);
 * our extension schema at its identifier path; published files under ``/data`` with Range
-  (``api.files``); embedding access routes (``api.embeddings``); the watershed router and,
-  when configured, the STAC Browser.
+  (``api.files``); embedding access routes (``api.embeddings``); the watershed router; the
+  watershed tables as OGC API Features and vector tiles under ``/features`` (tipg,
+  ``api.features``) and, when configured, the STAC Browser.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from stac_fastapi.pgstac.models.extensions import Extensions
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from tessera_stac.api import db, tiles
+from tessera_stac.api import db, features, tiles
 from tessera_stac.api.auth import BearerTokenMiddleware
 from tessera_stac.api.bounds import BoundsMiddleware
 from tessera_stac.api.budget import HeavyRequestLimiter
@@ -177,9 +178,11 @@ def create_app(api_settings: ApiSettings, dsn: str) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await db.connect(app, dsn, api_settings)
         await tiles.open_pool(app, dsn, api_settings.db_max_conn)
+        await features.open_pool(app.state.features_app, dsn, api_settings)
         try:
             yield
         finally:
+            await features.close_pool(app.state.features_app)
             await tiles.close_pool(app)
             await db.close(app)
             _close_readers(app)
@@ -233,6 +236,7 @@ def _mount_extensions(app: FastAPI, api_settings: ApiSettings) -> None:
     app.include_router(change_router)
     app.include_router(classify.router)
     app.include_router(watershed_classes.router)
+    features.mount_features(app, api_settings)
     if api_settings.data_dir is not None:
         from tessera_stac.api.files import files_router
 

@@ -54,12 +54,21 @@ def browser_config(catalog_url: str, title: str) -> dict[str, object]:
     }
 
 
-def tile_renderer_js(base_url: str) -> str:
+def tile_renderer_js(base_url: str, pca_collections: list[str] | None = None) -> str:
     """STAC Browser's ``buildTileUrlTemplate``: assets are drawn by the API's tiler (never by
-    geotiff.js, which cannot decode the ZSTD COGs), with each asset's layer parameters."""
-    from tessera_stac.api.tiles import asset_tile_query
+    geotiff.js, which cannot decode the ZSTD COGs), with each asset's layer parameters.
+
+    On a collection page (no ``/items/`` in the path), the embedding items of a collection
+    with a stored PCA projection (``pca_collections``) are drawn in PCA colours whichever of
+    their embedding assets STAC Browser picks, so the collection's map is the PCA mosaic
+    (the same colours in every item); an item page keeps each asset's own layer."""
+    from urllib.parse import urlencode
+
+    from tessera_stac.api.tiles import asset_tile_query, layer_query
 
     queries = json.dumps(asset_tile_query(), sort_keys=True)
+    pca = json.dumps(sorted(pca_collections or []))
+    pca_query = json.dumps(urlencode(layer_query("pca")))
     return (
         "window.STAC_BROWSER_CONFIG.useTileLayerAsFallback = false;\n"
         "window.STAC_BROWSER_CONFIG.buildTileUrlTemplate = function (asset) {\n"
@@ -68,11 +77,31 @@ def tile_renderer_js(base_url: str) -> str:
         "  if (!item || !item.id || !item.collection || !key) { return null; }\n"
         f"  var queries = {queries};\n"
         "  var query = queries[key] || ('assets=' + encodeURIComponent(key));\n"
+        f"  var pca = {pca};\n"
+        "  var onCollection = window.location.pathname.indexOf('/items/') < 0;\n"
+        "  if (onCollection && pca.indexOf(item.collection) >= 0 && queries[key]) {\n"
+        f"    query = {pca_query};\n"
+        "  }\n"
         f"  return {json.dumps(base_url.rstrip('/'))} + '/tiles/collections/' +\n"
         "    encodeURIComponent(item.collection) + '/items/' + encodeURIComponent(item.id) +\n"
         "    '/tiles/WebMercatorQuad/{z}/{x}/{y}.png?' + query;\n"
         "};\n"
     )
+
+
+async def _pca_collections(request: Request) -> list[str]:
+    """Ids of the collections with a stored PCA projection (none while the database is down)."""
+    from tessera_stac.api.errors import NO_ANSWER
+    from tessera_stac.catalog.constants import PROJECTION_FIELD
+
+    try:
+        async with request.app.state.get_connection(request, "r") as conn:
+            rows = await conn.fetch(
+                "SELECT id FROM pgstac.collections WHERE content ? $1", PROJECTION_FIELD
+            )
+    except NO_ANSWER:
+        return []
+    return sorted(str(row["id"]) for row in rows)
 
 
 def _static_file(root: Path, relative: str) -> Path | None:
@@ -111,7 +140,7 @@ def mount_browser(app: FastAPI, directory: Path, title: str | None = None) -> No
     async def config_js(request: Request) -> Response:
         config = browser_config(str(request.base_url), shown_title)
         body = f"window.STAC_BROWSER_CONFIG = {json.dumps(config, indent=2)};\n"
-        body += tile_renderer_js(str(request.base_url))
+        body += tile_renderer_js(str(request.base_url), await _pca_collections(request))
         return Response(
             body,
             media_type="application/javascript",

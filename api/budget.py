@@ -192,6 +192,22 @@ def check_lonlat(lon: Any, lat: Any) -> None:
         raise bad("lon/lat must be finite, within ±180 / ±90")
 
 
+def check_zoom_params(query: Any, tms_names: Iterable[str] = ()) -> None:
+    """``minzoom``/``maxzoom`` and WMTS ``zooms`` (``tms::min,max``) within 0..30 (400)."""
+    values = [("minzoom", v) for v in query.getlist("minzoom")]
+    values += [("maxzoom", v) for v in query.getlist("maxzoom")]
+    for entry in query.getlist("zooms"):
+        _, _, pair = entry.rpartition("::")
+        values += [("zooms", v) for v in pair.split(",")]
+    for name, raw in values:
+        try:
+            zoom = int(raw)
+        except ValueError:
+            raise bad(f"{name} must be an integer zoom, got {raw[:20]!r}") from None
+        if not 0 <= zoom <= 30:
+            raise bad(f"{name} {zoom} is outside 0..30")
+
+
 def tile_of(
     path_params: dict[str, Any], query: Any, settings: ApiSettings
 ) -> tuple[morecantile.TileMatrixSet, int, int]:
@@ -340,15 +356,15 @@ class BudgetReader(Reader):
             raise too_much("values of one read", pixels * bands, self.max_values, "max_read_values")
 
     def _part_pixels(self, bbox: Any, kwargs: dict[str, Any]) -> int:
-        dst_crs = kwargs.get("dst_crs") or self._src().crs
-        bounds_crs = kwargs.get("bounds_crs") or morecantile.tms.get("WebMercatorQuad").rasterio_crs
+        height, width = kwargs.get("height"), kwargs.get("width")
+        if height and width:  # tiles (rio-tiler's tile() reads a part of tilesize x tilesize)
+            return int(height) * int(width)
         from rasterio.warp import transform_bounds
 
+        dst_crs = kwargs.get("dst_crs") or self._src().crs
+        bounds_crs = kwargs.get("bounds_crs") or morecantile.tms.get("WebMercatorQuad").rasterio_crs
         if bounds_crs != dst_crs:
             bbox = transform_bounds(bounds_crs, dst_crs, *bbox, densify_pts=21)
-        height, width = kwargs.get("height"), kwargs.get("width")
-        if height and width:
-            return int(height) * int(width)
         _, vrt_width, vrt_height = get_vrt_transform(self._src(), bbox, dst_crs=dst_crs)
         return output_pixels(width, height, kwargs.get("max_size"), (vrt_height, vrt_width))
 
@@ -416,9 +432,12 @@ def is_heavy(path: str) -> bool:
     return not path.endswith(LIGHT_SUFFIXES)
 
 
+_TILE_PATH = re.compile(r"/tiles/[^/]+/\d+/\d+/\d+(\.\w+)?$")
+
+
 def is_cacheable(scope: Scope) -> bool:
-    """A GET of a map tile (``.../tiles/{tms}/{z}/{x}/{y}``): same URL, same bytes."""
-    return scope["method"] == "GET" and "/tiles/" in scope["path"][7:]
+    """A GET of a map tile (``.../tiles/{tms}/{z}/{x}/{y}[.{format}]``): same URL, same bytes."""
+    return scope["method"] == "GET" and _TILE_PATH.search(scope["path"]) is not None
 
 
 class TileCache:
@@ -487,7 +506,7 @@ class HeavyRequestLimiter:
             hit = self.cache.get(key)
             if hit is not None:
                 headers, body = hit
-                # a copy: middlewares outside (Brotli) edit the start message's headers in place
+                # a copy: outer middlewares (compression) rewrite the headers they are sent
                 start = {"type": "http.response.start", "status": 200, "headers": list(headers)}
                 await send(start)
                 await send({"type": "http.response.body", "body": body})

@@ -98,6 +98,21 @@ class ApiSettings(BaseSettings):
         default=64,
         description="Deepest nesting of objects/arrays in a JSON body or parameter (400).",
     )
+    features_max_items: int = Field(
+        default=10_000,
+        ge=1,
+        description="Most features one /features items page may return (tipg refuses a larger "
+        "limit with 422; max_limit caps the limit parameter before that).",
+    )
+    features_max_tile_features: int = Field(
+        default=10_000, ge=1, description="Most features in one /features vector tile."
+    )
+    features_catalog_ttl: float = Field(
+        default=60.0,
+        ge=0,
+        description="Seconds tipg's list of watershed tables is kept before it is read again "
+        "(a load shows up in /features within this time, without a restart).",
+    )
     max_query_chars: int = Field(
         default=8_192,
         ge=256,

@@ -54,7 +54,7 @@ from titiler.pgstac.errors import PGSTAC_STATUS_CODES
 from titiler.pgstac.factory import MosaicTilerFactory
 from titiler.pgstac.reader import PgSTACReader, SimpleSTACReader
 
-from tessera_stac.api import budget
+from tessera_stac.api import budget, tile_layers
 from tessera_stac.api.readers import ReadError, local_paths, read_point
 from tessera_stac.catalog.constants import EMBEDDING_DIM, PROJECTION_FIELD
 from tessera_stac.catalog.model import GridCell
@@ -140,7 +140,11 @@ class EmbeddingSimilarity(BaseAlgorithm):
         return _image(img, cos[None], valid, ["similarity"])
 
 
-ALGORITHMS = {"pca": EmbeddingProjection, "similarity": EmbeddingSimilarity}
+ALGORITHMS = {
+    "pca": EmbeddingProjection,
+    "similarity": EmbeddingSimilarity,
+    **tile_layers.ALGORITHMS,  # change (api.tile_layers)
+}
 _BUILTIN = default_algorithms.list()
 
 
@@ -283,7 +287,12 @@ def _year_of(request: Request) -> int:
 
 
 def query_vector(request: Request, collection_id: str, params: dict[str, Any]) -> list[float]:
-    """The query of a similarity layer: ``vector``, or the embedding at ``lon``/``lat``."""
+    """The query of a similarity layer: ``vector``, a watershed's mean vector (``uid``), or
+    the embedding at ``lon``/``lat``."""
+    if "uid" in params:  # api.tile_layers
+        year = tile_layers.param_year(params) or _year_of(request)
+        item = str(params["item"]) if params.get("item") else None
+        return tile_layers.uid_vector(_pool(request), str(params["uid"]), year, item)
     if "vector" in params:
         vector = [float(v) for v in params["vector"]]
         if len(vector) != EMBEDDING_DIM:
@@ -315,19 +324,32 @@ def query_vector(request: Request, collection_id: str, params: dict[str, Any]) -
 def algorithm_query(
     algorithm: Annotated[
         Literal[tuple(sorted({*ALGORITHMS, "classify", *_BUILTIN}))] | None,  # type: ignore[valid-type]
-        Query(description="pca, similarity, classify (embeddings) or a titiler algorithm"),
+        Query(description="pca, similarity, change, classify (embeddings) or a titiler algorithm"),
     ] = None,
     algorithm_params: Annotated[
         str | None,
         BeforeValidator(validate_json),
         Query(
-            description='JSON: for similarity {"lon": x, "lat": y} or {"vector": [...]}; '
+            description='JSON: for similarity {"lon": x, "lat": y}, {"vector": [...]} or '
+            '{"uid": "..."} (a watershed); for change {"year": other year}; '
             'for classify {"model": NAME}'
         ),
     ] = None,
 ) -> tuple[str | None, dict[str, Any]]:
     """The algorithm query parameters, checked (no database): WMTS layers validate with it."""
-    return algorithm, json.loads(algorithm_params) if algorithm_params else {}
+    params = json.loads(algorithm_params) if algorithm_params else {}
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise HTTPException(400, "algorithm_params must be a JSON object")
+    if algorithm and algorithm not in ALGORITHMS and algorithm != "classify":  # api.classify
+        try:
+            default_algorithms.get(algorithm)(**params)
+        except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+            raise HTTPException(
+                400, f"algorithm_params do not fit {algorithm}: {str(exc)[:300]}"
+            ) from None
+    return algorithm, params
 
 
 def post_process(
@@ -340,6 +362,8 @@ def post_process(
         return EmbeddingProjection(projection=collection_projection(request, collection_id))
     if algorithm == "similarity":
         return EmbeddingSimilarity(vector=query_vector(request, collection_id, params))
+    if algorithm == "change":  # api.tile_layers
+        return tile_layers.change_algorithm(request, collection_id, params, _year_of(request))
     if algorithm == "classify":
         from tessera_stac.api.classify import classify_algorithm
 
@@ -591,6 +615,7 @@ def mount_tiles(app: FastAPI, data_dir: Any, root_path: str = "", settings: Any 
 
     asset_reader = budget.budget_reader(settings or ApiSettings())
     gdal_path = _local_hrefs(data_dir, root_path)
+    app.state.tile_gdal_path = gdal_path  # the change layer reads the other year with it
     items = MultiBaseTilerFactory(
         reader=item_reader(gdal_path, asset_reader),
         path_dependency=ItemParams,
@@ -768,6 +793,32 @@ def request_cost(
     return None
 
 
+_VIEWS: dict[tuple[int, str, str], tuple[float, int, dict[str, Any]]] = {}
+
+
+def item_budget_view(request: Request, collection_id: str, item_id: str) -> dict[str, Any]:
+    """What the budget needs of an Item (assets with their band lists, ``bbox``,
+    ``proj:shape``), kept as long as the cached pystac Item it was made from (no ``to_dict``
+    of a 129-band Item per tile)."""
+    pystac_item = stac_item(request, collection_id, item_id)
+    key = (id(_pool(request)), collection_id, item_id)
+    with _LOCK:
+        hit = _VIEWS.get(key)
+    if hit is not None and hit[1] == id(pystac_item):
+        return hit[2]
+    full = pystac_item.to_dict(transform_hrefs=False)
+    view = {
+        "bbox": full.get("bbox"),
+        "properties": {"proj:shape": (full.get("properties") or {}).get("proj:shape")},
+        "assets": full.get("assets") or {},
+    }
+    with _LOCK:
+        if len(_VIEWS) > 10_000:
+            _VIEWS.clear()
+        _VIEWS[key] = (time.monotonic(), id(pystac_item), view)
+    return view
+
+
 def _settings(request: Request) -> Any:
     return request.app.state.api_settings
 
@@ -798,6 +849,11 @@ async def tile_budget(request: Request) -> None:
     route = request.scope.get("route")
     kind = route_kind(getattr(route, "path_format", ""), request.method)
     budget.check_rendering(request.query_params, _settings(request))
+    budget.check_zoom_params(request.query_params)
+    if "z" in request.path_params:
+        budget.tile_of(request.path_params, request.query_params, _settings(request))
+    if any(not a.partition("|")[0] for a in request.query_params.getlist("assets")):
+        raise budget.bad("assets must name assets (an empty name was given)")
     if kind is None:
         return
     body: Any = None
@@ -811,9 +867,7 @@ async def tile_budget(request: Request) -> None:
     def cost() -> budget.Cost | None:
         item = None
         if "item_id" in params:
-            item = stac_item(request, params["collection_id"], params["item_id"]).to_dict(
-                transform_hrefs=False
-            )
+            item = item_budget_view(request, params["collection_id"], params["item_id"])
         return request_cost(request, kind, item, body)
 
     estimate = await run_in_threadpool(cost)

@@ -95,8 +95,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def uvicorn_server(factory: str, env: dict[str, str]) -> Iterator[str]:
-    """Serve ``factory`` (``module:function``) with uvicorn in a subprocess; yield its URL."""
+def uvicorn_server(factory: str, env: dict[str, str], ping: str = "/_mgmt/ping") -> Iterator[str]:
+    """Serve ``factory`` (``module:function``) with uvicorn in a subprocess; yield its URL
+    (ready once ``ping`` answers 200)."""
     import httpx
 
     port = free_port()
@@ -126,7 +127,7 @@ def uvicorn_server(factory: str, env: dict[str, str]) -> Iterator[str]:
         deadline = time.monotonic() + 60
         while True:
             try:
-                if httpx.get(url + "/_mgmt/ping", timeout=2).status_code == 200:
+                if httpx.get(url + ping, timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass

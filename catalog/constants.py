@@ -183,3 +183,19 @@ def head_key(head_name: str) -> str:
 #: per-MWS hectares and percents of each class (one item per block, model and year; and the
 #: change between two years): ``tessera-stac watersheds classes``
 MWS_CLASSES_COLLECTION_ID = "corestack-mws-classes"
+
+# ------------------------------------------------- watershed feature tables (beside pgSTAC)
+#: PostgreSQL schema of the watershed tables ``tessera-stac load`` writes and the API serves
+#: as OGC API Features and vector tiles (tipg): nothing else of the database is exposed there.
+FEATURES_SCHEMA = "tessera_features"
+MWS_TABLE = "mws"  # every published MWS layer: outline, uid, block/district/state, source item
+MWS_EMBEDDINGS_TABLE = "mws_embeddings"  # per (uid, year): PCA colour, counts (the join)
+MWS_CHANGE_TABLE = "mws_change"  # per (uid, year pair): distance, share of changed pixels
+MWS_VECTORS_TABLE = "mws_vectors"  # per (uid, year): the 128-d mean vector (no geometry)
+#: the STAC collection each feature table is loaded from
+FEATURE_TABLE_SOURCES: dict[str, str] = {
+    MWS_TABLE: MWS_COLLECTION_ID,
+    MWS_EMBEDDINGS_TABLE: JOIN_COLLECTION_ID,
+    MWS_CHANGE_TABLE: CHANGE_COLLECTION_ID,
+}
+MVT_MEDIA_TYPE = "application/vnd.mapbox-vector-tile"

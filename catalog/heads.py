@@ -62,7 +62,7 @@ PREDICT_CHUNK = 8192
 #: a head's name: its model item id, the suffix of ``tessera-classes-{name}``, a folder name
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 #: a class name: letters, digits, space, ``_``, ``-``; no markup, no path or CSV separators
-CLASS_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9 _-]{0,47}$")
+CLASS_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _-]{0,47}$")
 COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
 COLLECTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 #: names that would collide with the TESSERA model items of ``tessera-models``
@@ -126,7 +126,7 @@ def check_class_name(name: object) -> str:
     if not isinstance(name, str) or not CLASS_NAME_RE.match(name):
         raise HeadError(
             f"class name {str(name)[:80]!r} must be 1-48 letters, digits, spaces, '_' or '-', "
-            "starting with a letter"
+            "starting with a letter or digit"
         )
     return name
 

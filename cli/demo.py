@@ -84,6 +84,8 @@ def demo_cmd(
         browser_ok = build.wait()
     app = demo.build_app(dsn, paths.published, browser if browser_ok else None)
     routes = set(app.openapi().get("paths", {})) | ({"/browser/"} if browser_ok else set())
+    if getattr(app.state, "features_app", None) is not None:
+        routes.add("/features/")  # tipg, mounted (not in the API's own OpenAPI paths)
     links = demo.demo_links(base, dsn, region, routes, paths.published)
     summary = {
         "base_url": base,

@@ -555,6 +555,39 @@ def tile_links(
     return urls
 
 
+def feature_links(base: str, region: DemoRegion) -> dict[str, str]:
+    """The watersheds as OGC API Features (QGIS: Add WFS / OGC API - Features layer, this URL)
+    and one filtered request: the block's watersheds that changed most, first."""
+    from urllib.parse import urlencode
+
+    from tessera_stac.catalog.constants import (
+        FEATURES_SCHEMA,
+        MWS_CHANGE_TABLE,
+        MWS_EMBEDDINGS_TABLE,
+    )
+
+    before, after = region.years
+    features = f"{base}/features"
+    query = urlencode(
+        {
+            "filter-lang": "cql2-text",
+            "filter": f"block='{region.block}' AND year_from={before} AND year_to={after}",
+            "sortby": "-distance",
+            "limit": 10,
+        }
+    )
+    return {
+        "watersheds as OGC API Features (QGIS: OGC API - Features)": features,
+        f"watersheds of {region.block} that changed most {before}->{after} (features)": (
+            f"{features}/collections/{FEATURES_SCHEMA}.{MWS_CHANGE_TABLE}/items?{query}"
+        ),
+        "watersheds as vector tiles (TileJSON)": (
+            f"{features}/collections/{FEATURES_SCHEMA}.{MWS_EMBEDDINGS_TABLE}/tiles/"
+            "WebMercatorQuad/tilejson.json"
+        ),
+    }
+
+
 def pystac_snippet(base: str, region: DemoRegion, collection: str | None) -> str:
     """A pystac-client program that searches the demo's API for the region's items."""
     bbox = ", ".join(f"{v:g}" for v in region.bbox)
@@ -640,6 +673,8 @@ def demo_links(
     notes: list[str] = []
     if "/watersheds/{uid}/classes" in routes:
         urls.update(class_links(base, region, published, collection, notes))
+    if "/features/" in routes:
+        urls.update(feature_links(base, region))
     for other, count in _collections(dsn):
         if other != collection:
             urls[f"collection {other} ({count} items)"] = f"{base}/collections/{other}"

@@ -25,7 +25,9 @@ def load_cmd(
         None,
         "--base-url",
         help="Public URL the catalog's folder is served at (e.g. http://host:8080/data): "
-        "asset hrefs inside the folder are rewritten to it. Default: absolute local paths.",
+        "asset hrefs inside the folder are rewritten to it. Without it, local paths are "
+        "stored, and the API never shows them: it serves them through its own /data route "
+        "when the folder is its --data-dir, and withholds them otherwise.",
     ),
     partition: str = typer.Option(
         "year", "--partition", help="Partition items of the loaded collections by year|month|none."
@@ -83,10 +85,17 @@ def load_cmd(
             "items": report.items,
             "batches": report.batches,
             "queryables": report.queryables,
+            "features": report.features,
         },
         as_json,
         f"loaded {len(report.collections)} collection(s) and {report.items} item(s)"
-        + (f"; queryables registered: {', '.join(report.queryables)}" if report.queryables else ""),
+        + (f"; queryables registered: {', '.join(report.queryables)}" if report.queryables else "")
+        + (
+            "; watershed features: "
+            + ", ".join(f"{n} rows in {t}" for t, n in sorted(report.features.items()))
+            if report.features
+            else ""
+        ),
     )
 
 
@@ -113,12 +122,19 @@ def serve_cmd(
     if data_dir is not None:
         os.environ["TESSERA_STAC_API_DATA_DIR"] = str(data_dir.absolute())
     settings = ApiSettings()
+    count = workers or settings.workers
+    typer.echo(
+        f"request budgets: {settings.heavy_concurrency} raster requests at once per worker, "
+        f"{settings.tile_max_read_values:,} values each; memory bound "
+        f"{settings.memory_bound_mb():,} MB per worker x {count} worker(s)",
+        err=True,
+    )
     uvicorn.run(
         "tessera_stac.api.app:create_app_from_env",
         factory=True,
         host=host or settings.host,
         port=port or settings.port,
-        workers=workers or settings.workers,
+        workers=count,
         reload=reload,
         log_level="info",
         proxy_headers=True,

@@ -9,11 +9,15 @@
   ``write_embedding_tile`` writes one such tile.
 * ``bhavnagar_join``: ``(layer, tiles, JoinResult)`` of the Bhavnagar layer joined with the
   publisher's ``published_sample``.
+* ``two_years``: two years of two real-size tiles with a change under two MWS (published);
+  ``cli_catalog``: the CLI's catalog of it (catalog build, MWS layer, joins of both years,
+  per-MWS change), ``(root, mws item id)``.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +178,78 @@ def bhavnagar_join(published_sample: Any, bhavnagar_geojson: Path) -> Any:
     year = published_sample.year
     tiles = find_tiles_local(published_sample.dest, year, cells_covering(layer.bbox))
     return layer, tiles, join_embeddings(layer.frame, tiles, year)
+
+
+# ------------------------------------------------------------------- two years, change
+GRIDS = ("grid_71.95_21.85", "grid_72.05_21.85")
+YEARS = (2023, 2024)
+CHANGE_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class TwoYears:
+    source: Path
+    dest: Path
+    layer: Any
+    changed_uids: tuple[str, ...]
+    change_bbox: tuple[float, float, float, float]
+
+
+@pytest.fixture(scope="session")
+def two_years(tmp_path_factory: pytest.TempPathFactory, bhavnagar_geojson: Path) -> TwoYears:
+    """Two years (2023, 2024) of two real-size tiles either side of 72°E, published; the land
+    under two Bhavnagar MWS of the east cell changes in 2024."""
+    import shapely
+
+    from tessera_stac.catalog.model import GridCell
+    from tessera_stac.publisher.embeddings import run, tiles
+    from tessera_stac.publisher.engines.local import ProcessEngine
+    from tessera_stac.publisher.samples import tiles as sample
+    from tessera_stac.publisher.watersheds.layer import read_mws_layer
+
+    base = tmp_path_factory.mktemp("change")
+    layer = read_mws_layer(bhavnagar_geojson)
+    frame = layer.frame
+    # change on purpose the land under two MWS lying inside the east cell
+    east = shapely.box(72.0, 21.8, 72.1, 21.9)
+    inside = frame[frame.geometry.within(east)]
+    assert len(inside) >= 2
+    chosen = inside.iloc[:2]
+    box = tuple(float(v) for v in chosen.total_bounds)
+    opts = sample.SampleOptions(zero_fraction=0.01, change_bbox=box, change_from=2024)
+    source, dest = base / "source", base / "published"
+    cells = [GridCell.parse(g) for g in GRIDS]
+    for cell in cells:
+        for year in YEARS:
+            sample.write_tile(source, cell, year, opts)
+    engine = ProcessEngine(2)
+    report = run.publish(
+        tiles.sources_for(str(source), cells, YEARS), str(dest), engine=engine, report=None
+    )
+    assert not report.failed, [o.reason for o in report.failed]
+    within = frame[frame.geometry.within(shapely.box(*box))]
+    return TwoYears(source, dest, layer, tuple(str(u) for u in within["uid"]), box)
+
+
+@pytest.fixture(scope="session")
+def cli_catalog(
+    two_years: TwoYears, bhavnagar_geojson: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, str]:
+    """The CLI path: catalog build, watersheds publish, join 2023 and 2024, change."""
+    import shutil
+
+    from tessera_stac.cli.main import main
+
+    root = tmp_path_factory.mktemp("change-cat") / "cat"
+    shutil.copytree(two_years.dest, root)
+    assert main(["catalog", "build", str(root)]) == 0
+    publish = ["watersheds", "publish", str(bhavnagar_geojson), "--out", str(root)]
+    names = ["--state", "Gujarat", "--district", "Bhavnagar", "--block", "Bhavnagar"]
+    assert main([*publish, *names]) == 0
+    mws_id = next((root / "corestack-mws").glob("*/*.json")).stem
+    for year in YEARS:
+        join = ["watersheds", "join", "--year", str(year), "--mws", mws_id, "--out", str(root)]
+        assert main(join) == 0
+    change = ["watersheds", "change", "--mws", mws_id, "--from", "2023", "--to", "2024"]
+    assert main([*change, "--out", str(root), "--csv"]) == 0
+    return root, mws_id

@@ -9,6 +9,10 @@ All-or-nothing: the whole load runs in one transaction (pypgstac's own transacti
 savepoints inside it), so a bad item or a database failure leaves the database as it was. With
 ``batch_size`` each batch of items commits on its own instead (each batch all-or-nothing).
 
+Watershed features: the MWS layers, joins and change tables among the loaded items are written
+to the feature tables beside pgSTAC (``catalog.pgstac.watersheds``) in the same transaction as
+their items (each item replaces its own rows).
+
 Queryables: after the items, the fields people filter on are registered in ``pgstac.queryables``
 with their JSON types (so ``embedding:dimensions > 64`` compares numbers, not text). The list is
 :data:`QUERYABLES` plus every scalar ``embedding:*`` property the loaded items carry.
@@ -30,6 +34,12 @@ import orjson
 from tessera_stac.catalog import embedding as emb
 from tessera_stac.catalog.errors import DatabaseError, InputError
 from tessera_stac.catalog.hrefs import is_url, resolve_href
+from tessera_stac.catalog.pgstac.watersheds import (
+    DATA_ASSET,
+    WatershedItem,
+    feature_table_of,
+    load_feature_tables,
+)
 
 #: Fields registered as queryables when loaded items carry them: name -> JSON-schema definition.
 #: (``id``, ``geometry``, ``datetime``, ``collection`` are pgSTAC's own; the grid cell of an
@@ -91,6 +101,8 @@ class LoadReport:
     items: int = 0
     batches: int = 0
     queryables: list[str] = field(default_factory=list)
+    #: rows written to the watershed feature tables (``catalog.pgstac.watersheds``)
+    features: dict[str, int] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------ reading
@@ -134,6 +146,12 @@ class HrefRewriter:
         if self.root and self.base_url and absolute.startswith(self.root):
             return self.base_url + absolute[len(self.root) :]
         return absolute
+
+    def source(self, href: str) -> str:
+        """Where a rewritten href can be read by the loader (the inverse of the public URL)."""
+        if self.root and self.base_url and href.startswith(self.base_url):
+            return self.root + href[len(self.base_url) :]
+        return href
 
 
 # --------------------------------------------------------------------------- validation
@@ -222,6 +240,7 @@ class Source:
     collections: list[tuple[dict[str, Any], Origin]]
     items: Callable[[], Iterator[tuple[dict[str, Any], Origin]]]
     count_hint: int | None = None
+    rewrite: HrefRewriter | None = None
 
 
 def _walk_catalog(
@@ -274,7 +293,7 @@ def _catalog_source(href: str, base_url: str | None) -> Source:
             origin = Origin(item_href)
             yield prepare_item(read_json_href(item_href), origin, collection, rewrite), origin
 
-    return Source(collections, items, len(item_refs))
+    return Source(collections, items, len(item_refs), rewrite)
 
 
 def _ndjson_source(path: Path, base_url: str | None) -> Source:
@@ -311,7 +330,7 @@ def _ndjson_source(path: Path, base_url: str | None) -> Source:
                     continue
                 yield prepare_item(obj, origin, None, rewrite), origin
 
-    return Source(collections, items, lines - len(collections))
+    return Source(collections, items, lines - len(collections), rewrite)
 
 
 def open_source(source: str, base_url: str | None = None) -> Source:
@@ -351,7 +370,7 @@ def open_source(source: str, base_url: str | None = None) -> Source:
                 origin = Origin(str(path))
                 yield prepare_item(feature, origin, None, rewrite), origin
 
-        return Source([], items, len(features))
+        return Source([], items, len(features), rewrite)
     raise InputError(f"{path}: not STAC (expected a Catalog, Collection, Item or NDJSON)")
 
 
@@ -432,8 +451,11 @@ class _Tracker:
         known: set[str],
         collector: _QueryableCollector,
         on_item: Callable[[int], None] | None,
+        rewrite: HrefRewriter | None = None,
     ) -> None:
         self.source = source
+        self.rewrite = rewrite
+        self.watersheds: list[WatershedItem] = []
         self.known = known
         self.collector = collector
         self.on_item = on_item
@@ -456,11 +478,27 @@ class _Tracker:
                     f"neither in the source nor in the database"
                 )
             self.collector.see(item)
+            self._see_watershed(item)
             taken += 1
             self.count += 1
             if self.on_item:
                 self.on_item(1)
             yield item
+
+    def _see_watershed(self, item: dict[str, Any]) -> None:
+        table = feature_table_of(item)
+        if table is None:
+            return
+        href = str(item["assets"][DATA_ASSET]["href"])
+        source = self.rewrite.source(href) if self.rewrite else href
+        self.watersheds.append(WatershedItem(table, item, source))
+
+    def flush_watersheds(self, conn: Any, report: LoadReport) -> None:
+        """Write the feature rows of the watershed items taken since the last flush."""
+        done = load_feature_tables(conn, self.watersheds)
+        self.watersheds = []
+        for table, count in done.rows.items():
+            report.features[table] = report.features.get(table, 0) + count
 
 
 def load(
@@ -509,19 +547,21 @@ def load(
         except psycopg.Error as exc:
             raise DatabaseError(f"cannot connect to the database: {exc}") from exc
         loader = Loader(db=db)
-        tracker = _Tracker(parsed.items(), set(), collector, on_item)
+        tracker = _Tracker(parsed.items(), set(), collector, on_item, parsed.rewrite)
         try:
             with conn.transaction():
                 _load_collections(conn, loader, parsed, method, partition_trunc)
                 tracker.known = _collection_ids(conn)
                 if batch_size is None:
                     _load_batch(loader, tracker, None, method, Methods)
+                    tracker.flush_watersheds(conn, report)
                     report.batches = 1
                     report.queryables = register_queryables(conn, collector.definitions())
             while batch_size is not None and not tracker.exhausted:
                 before = tracker.count
                 with conn.transaction():
                     _load_batch(loader, tracker, batch_size, method, Methods)
+                    tracker.flush_watersheds(conn, report)
                     report.queryables += register_queryables(conn, collector.definitions())
                 report.batches += int(tracker.count > before)
         except (InputError, DatabaseError):

@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ import numpy as np
 from tessera_stac.catalog import constants as c
 from tessera_stac.catalog.errors import InputError
 from tessera_stac.catalog.heads import Head
-from tessera_stac.catalog.reader import EmbeddingReader
+from tessera_stac.catalog.reader import EmbeddingReader, read_ahead
 from tessera_stac.catalog.static import dump_json, put_collection, read_items
 from tessera_stac.catalog.store import LocalStore, S3Store, multihash, open_store, sha256_file
 from tessera_stac.catalog.store_settings import StorageSettings
@@ -162,16 +163,20 @@ def classify_tile(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The head over a whole tile, strip by strip: (classes uint8 | value, probability).
 
-    For a regression head both arrays are the float32 value.
+    For a regression head both arrays are the float32 value. Strips are read through the
+    kernel one step ahead (``read_ahead``: every read in the same background thread, so the
+    reader's open datasets are never used by two threads at once).
     """
     grid = reader.profile()
     height, width = grid.shape
     classification = head.task == "classification"
     first = np.zeros((height, width), np.uint8) if classification else None
     second = np.full((height, width), np.nan, np.float32)
-    for r0 in range(0, height, strip_rows):
+    starts = range(0, height, strip_rows)
+    jobs = (partial(reader.read, ((r0, min(r0 + strip_rows, height)), (0, width))) for r0 in starts)
+    # the next strip is read (in one background thread) while the head runs on this one
+    for r0, (values, valid) in zip(starts, read_ahead(jobs), strict=True):
         r1 = min(r0 + strip_rows, height)
-        values, valid = reader.read(((r0, r1), (0, width)))
         a, b = head.predict(values, valid)
         if first is not None:
             first[r0:r1] = a

@@ -13,33 +13,11 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 
+from tessera_stac.catalog.pca import pca_colours
+
+__all__ = ["pca_colours", "render_pca_map", "render_pca_overlay"]
+
 NO_DATA_COLOUR = (0.85, 0.85, 0.85)
-
-
-def pca_colours(means: np.ndarray) -> np.ndarray:
-    """RGB in [0, 1] per row from the first 3 principal components of ``means`` (n, d).
-
-    Rows with NaN get NaN. Each component is stretched between its 2nd and 98th percentile, so
-    one outlier does not wash out the others. With fewer than 2 usable rows every usable row is
-    mid-grey.
-    """
-    n = means.shape[0]
-    rgb = np.full((n, 3), np.nan)
-    ok = np.isfinite(means).all(axis=1)
-    if ok.sum() < 2:
-        rgb[ok] = 0.5
-        return rgb
-    x = means[ok].astype(np.float64)
-    x -= x.mean(axis=0)
-    u, sv, _ = np.linalg.svd(x, full_matrices=False)
-    scores = u[:, :3] * sv[:3]
-    if scores.shape[1] < 3:
-        scores = np.pad(scores, ((0, 0), (0, 3 - scores.shape[1])))
-    lo = np.percentile(scores, 2, axis=0)
-    hi = np.percentile(scores, 98, axis=0)
-    span = np.where(hi > lo, hi - lo, 1.0)
-    rgb[ok] = np.clip((scores - lo) / span, 0.0, 1.0)
-    return rgb
 
 
 def render_pca_overlay(

@@ -240,13 +240,8 @@ def test_hostile_tile_corpus_is_refused_cheaply_and_the_server_lives(
     assert 0 < peak < bound, (peak, bound)
 
 
-def test_storm_of_heavy_requests_queues_or_refuses_and_search_gets_through(
-    tile_server: tuple[Served, dict[str, Any]],
-) -> None:
-    """24 similarity tiles and 24 heavy part/statistics requests at once: only 200/4xx/503,
-    no crash, memory under the bound; a search sent during the storm is answered before the
-    storm is over (it never queues behind the heavy requests)."""
-    server, item = tile_server
+def storm_requests(item: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """24 similarity tiles and 24 heavy part/statistics requests over ``item``."""
     one, _ = _routes(item)
     w, s, e, n = item["bbox"]
     lon, lat = (w + e) / 2, (s + n) / 2
@@ -267,6 +262,17 @@ def test_storm_of_heavy_requests_queues_or_refuses_and_search_gets_through(
         )
         heavy.append(("GET", f"{one}/statistics",
                       {"params": [*VECTORS, ("max_size", 500 - i)]}))  # fmt: skip
+    return heavy
+
+
+def test_storm_of_heavy_requests_queues_or_refuses_and_search_gets_through(
+    tile_server: tuple[Served, dict[str, Any]],
+) -> None:
+    """24 similarity tiles and 24 heavy part/statistics requests at once: only 200/4xx/503,
+    no crash, memory under the bound; a search sent during the storm is answered before the
+    storm is over (it never queues behind the heavy requests)."""
+    server, item = tile_server
+    heavy = storm_requests(item)
     watch = Watch(server.proc.pid)
     done: list[float] = []
     statuses: list[int] = []
@@ -333,3 +339,100 @@ def test_mosaic_caps_pgstac_limits_in_the_query() -> None:
         "scan_limit": "5",
         "time_limit": "5",
     }
+
+
+def test_items_never_carry_server_paths(
+    pg_dsn: str, live_api: Any, cog_catalog: dict[str, Any]
+) -> None:
+    """A local catalog loaded without ``--base-url``: served through the API's ``/data`` when
+    its folder is the data dir (the hrefs resolve to the same bytes), withheld otherwise; no
+    answer (item, items, search) ever holds the server's path."""
+    from tessera_stac.api.app import create_app
+
+    root = str(Path(cog_catalog["root"]).resolve())
+    load(pg_dsn, str(cog_catalog["catalog"]))
+    item_id = sorted(cog_catalog["tiles"])[0]
+    collection = cog_catalog["tiles"][item_id][0]["collection"]
+    served = live_api(create_app(ApiSettings(data_dir=Path(root)), pg_dsn))
+    bare = live_api(create_app(ApiSettings(), pg_dsn))
+    for url in (served, bare):
+        answers = [
+            httpx.get(f"{url}/collections/{collection}/items/{item_id}"),
+            httpx.get(f"{url}/collections/{collection}/items"),
+            httpx.get(f"{url}/search", params={"ids": item_id}),
+            httpx.post(f"{url}/search", json={"collections": [collection]}),
+            httpx.get(f"{url}/collections"),
+            httpx.get(f"{url}/collections/{collection}"),
+        ]
+        for got in answers:
+            assert got.status_code == 200, got.text[:300]
+            at = max(got.text.find(root), got.text.find("file://"))
+            assert at < 0, got.text[max(0, at - 300) : at + 100]
+    item = httpx.get(f"{served}/collections/{collection}/items/{item_id}").json()
+    href = item["assets"]["embeddings"]["href"]
+    assert href.startswith(served + "/data/"), href
+    local = Path(root) / href.removeprefix(served + "/data/")
+    assert httpx.get(href).content == local.read_bytes()
+    withheld = httpx.get(f"{bare}/collections/{collection}/items/{item_id}").json()
+    assert "embeddings" not in withheld["assets"]
+
+
+@pytest.mark.slow
+def test_budgets_hold_with_several_workers(
+    pg_cluster: Any, published_catalog: dict[str, Any]
+) -> None:
+    """``tessera-stac serve --workers 2``: each worker has its own limiter, the storm answers
+    200/413/503 only, and the whole process tree stays under 2 x the per-worker bound (plus
+    uvicorn's supervisor)."""
+    import os
+    import subprocess
+    import sys
+
+    from tessera_stac.catalog.pgstac.cluster import free_port
+    from tests.memory import TreeWatch
+
+    item = published_catalog["items"][0]
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with pg_cluster.template_clone(TEMPLATE_DB, "budgets_workers") as dsn:
+        load(dsn, str(published_catalog["catalog"]), base_url=url + "/data")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "TESSERA_STAC_"))}
+        env["TESSERA_STAC_DATABASE_URL"] = dsn
+        cmd = [sys.executable, "-m", "tessera_stac.cli.main", "serve", "--port", str(port)]
+        cmd += ["--workers", "2", "--data-dir", str(published_catalog["root"])]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 90
+            while True:
+                try:
+                    if httpx.get(url + "/healthz", timeout=5).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
+                time.sleep(0.5)
+            watch = TreeWatch(proc.pid)
+            heavy = storm_requests(item)
+            with concurrent.futures.ThreadPoolExecutor(len(heavy)) as pool:
+                statuses = list(
+                    pool.map(
+                        lambda r: httpx.request(r[0], url + r[1], timeout=180, **r[2]).status_code,
+                        heavy,
+                    )
+                )
+            one, _ = _routes(item)
+            refused = httpx.get(f"{url}{one}/preview.png", params=[*VECTORS, ("width", 20000),
+                                                                    ("height", 20000)])  # fmt: skip
+            watch.stop()
+            assert refused.status_code == 413, refused.text
+            assert set(statuses) <= {200, 413, 503} and 200 in statuses, statuses
+            assert proc.poll() is None
+            bound = ApiSettings().memory_bound_mb() * 2**20
+            print(f"2 workers: {sorted(statuses)}; tree peak {watch.peak_tree / 2**20:.0f} MB")
+            assert watch.peak_tree < 2 * bound + 200 * 2**20, watch.peak_tree
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()

@@ -119,3 +119,36 @@ def test_resume_remap_after_retraining_and_another_year(
         _check_tile(trained, "landcover", 2025, entry)
     with pytest.raises(Exception, match="no head 'nope'"):
         map_classes("nope", 2024, dest)
+
+
+@pytest.mark.slow
+def test_regression_head_maps_values(
+    landcover_sample: Any, landcover_catalog: Path, tmp_path: Path
+) -> None:
+    values = {"cropland": 1.0, "forest": 25.0, "grassland": 0.5, "built-up": 8.0, "bare": 0.0}
+    doc = json.loads(landcover_sample.labels.read_text())
+    for feature in doc["features"]:
+        feature["properties"] = {"height": values[feature["properties"]["class"]]}
+    labels = tmp_path / "height.geojson"
+    labels.write_text(json.dumps(doc))
+    dest = str(landcover_catalog)
+    head = train(labels, dest, TrainOptions(name="height", year=2024, field="height")).head
+    report = map_classes("height", 2024, dest, grids=["grid_72.05_21.85"])
+    assert report.totals["ok"] == 1
+    entry = next(
+        e
+        for e in list_items(open_store(dest), "tessera-embeddings-v1", 2024)
+        if e.cell.name == "grid_72.05_21.85"
+    )
+    folder = landcover_catalog / "tessera-classes-height" / "grid_72.05_21.85_2024"
+    item = json.loads((folder / "grid_72.05_21.85_2024.json").read_text())
+    assert set(item["assets"]) == {"value"}
+    with EmbeddingReader(entry.item, self_href=entry.href) as reader:
+        vectors, valid = reader.read()
+    want, _ = head.predict(vectors, valid)
+    with rasterio.open(folder / "value.tif") as ds:
+        got = ds.read(1)
+        assert ds.dtypes[0] == "float32"
+    np.testing.assert_array_equal(got, want)
+    assert np.isnan(got[~valid]).all() and np.isfinite(got[valid]).all()
+    assert 0 < float(np.median(got[valid])) < 25

@@ -4,12 +4,10 @@ from the source .npy arrays (the real Bhavnagar layer, two tiles either side of 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 import rasterio
 import shapely
 from pyproj import Transformer
@@ -17,51 +15,12 @@ from pyproj import Transformer
 from tessera_stac.catalog.change import cosine_distance
 from tessera_stac.catalog.model import GridCell
 from tessera_stac.catalog.reader import EmbeddingReader
-from tessera_stac.publisher.embeddings import run, tiles
-from tessera_stac.publisher.engines.local import ProcessEngine
 from tessera_stac.publisher.join.change import change_watersheds
 from tessera_stac.publisher.join.join import find_tiles_local
 from tessera_stac.publisher.samples import tiles as sample
-from tessera_stac.publisher.watersheds.layer import read_mws_layer
+from tests.fixtures_corestack import CHANGE_THRESHOLD, GRIDS, YEARS, TwoYears
 
-GRIDS = ("grid_71.95_21.85", "grid_72.05_21.85")
-YEARS = (2023, 2024)
-THRESHOLD = 0.5
-
-
-@dataclass(frozen=True)
-class TwoYears:
-    source: Path
-    dest: Path
-    layer: Any
-    changed_uids: tuple[str, ...]
-    change_bbox: tuple[float, float, float, float]
-
-
-@pytest.fixture(scope="module")
-def two_years(tmp_path_factory: pytest.TempPathFactory, bhavnagar_geojson: Path) -> TwoYears:
-    base = tmp_path_factory.mktemp("change")
-    layer = read_mws_layer(bhavnagar_geojson)
-    frame = layer.frame
-    # change on purpose the land under two MWS lying inside the east cell
-    east = shapely.box(72.0, 21.8, 72.1, 21.9)
-    inside = frame[frame.geometry.within(east)]
-    assert len(inside) >= 2
-    chosen = inside.iloc[:2]
-    box = tuple(float(v) for v in chosen.total_bounds)
-    opts = sample.SampleOptions(zero_fraction=0.01, change_bbox=box, change_from=2024)
-    source, dest = base / "source", base / "published"
-    cells = [GridCell.parse(g) for g in GRIDS]
-    for cell in cells:
-        for year in YEARS:
-            sample.write_tile(source, cell, year, opts)
-    engine = ProcessEngine(2)
-    report = run.publish(
-        tiles.sources_for(str(source), cells, YEARS), str(dest), engine=engine, report=None
-    )
-    assert not report.failed, [o.reason for o in report.failed]
-    within = frame[frame.geometry.within(shapely.box(*box))]
-    return TwoYears(source, dest, layer, tuple(str(u) for u in within["uid"]), box)
+THRESHOLD = CHANGE_THRESHOLD
 
 
 def _source_values(root: Path, cell: GridCell, year: int) -> tuple[np.ndarray, np.ndarray, Any]:
@@ -196,30 +155,6 @@ def test_mws_change_equals_independent_computation(two_years: TwoYears) -> None:
     # the changed MWS come first
     ranked = table[covered].sort_values("distance", ascending=False)["uid"].tolist()
     assert set(ranked[: len(two_years.changed_uids)]) == set(two_years.changed_uids)
-
-
-@pytest.fixture(scope="module")
-def cli_catalog(
-    two_years: TwoYears, bhavnagar_geojson: Path, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Path, str]:
-    """The CLI path: catalog build, watersheds publish, join 2023 and 2024, change."""
-    import shutil
-
-    from tessera_stac.cli.main import main
-
-    root = tmp_path_factory.mktemp("change-cat") / "cat"
-    shutil.copytree(two_years.dest, root)
-    assert main(["catalog", "build", str(root)]) == 0
-    publish = ["watersheds", "publish", str(bhavnagar_geojson), "--out", str(root)]
-    names = ["--state", "Gujarat", "--district", "Bhavnagar", "--block", "Bhavnagar"]
-    assert main([*publish, *names]) == 0
-    mws_id = next((root / "corestack-mws").glob("*/*.json")).stem
-    for year in YEARS:
-        join = ["watersheds", "join", "--year", str(year), "--mws", mws_id, "--out", str(root)]
-        assert main(join) == 0
-    change = ["watersheds", "change", "--mws", mws_id, "--from", "2023", "--to", "2024"]
-    assert main([*change, "--out", str(root), "--csv"]) == 0
-    return root, mws_id
 
 
 def test_change_cli_writes_geoparquet_item_derived_from_both_joins(

@@ -219,6 +219,18 @@ def test_map_tile_urls_are_printed(demo_run: DemoRun, served: Served) -> None:
     assert "WMTSCapabilities.xml" in wmts
 
 
+def test_watershed_features_urls_are_printed(demo_run: DemoRun, served: Served) -> None:
+    demo_run.require_pipeline()
+    features = next(u for n, u in served.urls.items() if "OGC API Features (QGIS" in n)
+    ids = {c["id"] for c in httpx.get(f"{features}/collections", timeout=60).json()["collections"]}
+    assert {"tessera_features.mws", "tessera_features.mws_change"} <= ids
+    changed = next(u for n, u in served.urls.items() if "changed most" in n and "features" in n)
+    found = httpx.get(changed, timeout=60).json()["features"]
+    distances = [f["properties"]["distance"] for f in found]
+    assert distances and distances == sorted(distances, reverse=True)
+    assert {f["properties"]["block"] for f in found} == {"tisri"}
+
+
 def test_printed_snippet_finds_items(demo_run: DemoRun, served: Served, tmp_path: Path) -> None:
     demo_run.require_pipeline()
     script = tmp_path / "snippet.py"
@@ -279,10 +291,14 @@ def test_stac_browser_shows_collection_item_and_thumbnails(
     assert any("/tiles/collections/" in t for t in item_map["tiles"]), item_map
     assert_coloured(item_map["map_screenshot"], min_colours=200)
     coll_map = pages["collection"]
-    # STAC Browser draws the collection's items (each through the API's tiler); the yearly
-    # mosaic is offered as the collection's web-map-links
+    # STAC Browser draws the collection's items (each through the API's tiler) in the
+    # collection's PCA colours: the PCA mosaic, several hues; the yearly mosaic is offered as
+    # the collection's web-map-links
     assert any("/tiles/collections/" in t for t in coll_map["tiles"]), coll_map
+    assert all("algorithm=pca" in t for t in coll_map["tiles"] if "/tiles/" in t), coll_map
     assert_coloured(coll_map["map_screenshot"], min_colours=200)
+    shares, _ = hue_sextants(coll_map["map_screenshot"])
+    assert (shares >= 0.03).sum() >= 3 and shares[2:5].sum() >= 0.05, shares
     assert JOIN in others and MWS in others
     join_map = pages[f"item {JOIN}"]
     assert any("/tiles/" in t and "map-cog" in t for t in join_map["tiles"]), join_map
@@ -301,6 +317,13 @@ DECODE_ERROR = re.compile(r"compression|decod|geotiff", re.I)
 def _first_item(base: str, collection: str) -> str:
     items = httpx.get(f"{base}/collections/{collection}/items", params={"limit": 1}).json()
     return str(items["features"][0]["id"])
+
+
+def hue_sextants(screenshot: str) -> tuple[Any, float]:
+    """Share of saturated pixels per 60° hue sextant (tests/api/test_api_browser_map.py)."""
+    from tests.api.test_api_browser_map import hue_sextants as shares
+
+    return shares(screenshot)
 
 
 def assert_coloured(screenshot: str, min_colours: int) -> None:
