@@ -226,7 +226,7 @@ def create_app(api_settings: ApiSettings, dsn: str) -> FastAPI:
 
 
 def _mount_extensions(app: FastAPI, api_settings: ApiSettings) -> None:
-    from tessera_stac.api import embeddings
+    from tessera_stac.api import classify, embeddings, watershed_classes
     from tessera_stac.api.change import router as change_router
     from tessera_stac.api.watersheds import router as watersheds_router
 
@@ -234,6 +234,8 @@ def _mount_extensions(app: FastAPI, api_settings: ApiSettings) -> None:
     tiles.mount_tiles(app, api_settings.data_dir, api_settings.root_path, api_settings)
     app.include_router(watersheds_router)
     app.include_router(change_router)
+    app.include_router(classify.router)
+    app.include_router(watershed_classes.router)
     features.mount_features(app, api_settings)
     if api_settings.data_dir is not None:
         from tessera_stac.api.files import files_router

@@ -162,6 +162,28 @@ class ApiSettings(BaseSettings):
         default=60.0, ge=0, description="How long a finished map tile is served from the cache."
     )
 
+    # heads (api/classify.py, api/watershed_classes.py)
+    classify_max_labels: int = Field(
+        default=5_000, ge=4, description="Most labels in one POST /classify (413)."
+    )
+    classify_max_classes: int = Field(
+        default=32, ge=2, le=254, description="Most classes in one POST /classify (400)."
+    )
+    classify_max_temp_models: int = Field(
+        default=100,
+        ge=1,
+        description="Temporary models kept in the database (the oldest are dropped first).",
+    )
+    classify_temp_model_seconds: float = Field(
+        default=86_400.0, gt=0, description="Age after which a temporary model expires."
+    )
+    classify_max_model_bytes: int = Field(
+        default=32_000_000,
+        ge=1_000,
+        description="Largest published model JSON the tiler loads (413); parsed heads are "
+        "cached per worker (16).",
+    )
+
     def memory_bound_mb(self) -> int:
         """The declared bound of one worker's resident memory in MB: the process at rest
         (~450 MB with GDAL, numpy, pyproj, the tiler), GDAL's block cache, the tile cache, and

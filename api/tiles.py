@@ -333,15 +333,16 @@ def query_vector(request: Request, collection_id: str, params: dict[str, Any]) -
 
 def algorithm_query(
     algorithm: Annotated[
-        Literal[tuple(sorted({*ALGORITHMS, *_BUILTIN}))] | None,  # type: ignore[valid-type]
-        Query(description="pca, similarity, change (embeddings) or a titiler algorithm"),
+        Literal[tuple(sorted({*ALGORITHMS, "classify", *_BUILTIN}))] | None,  # type: ignore[valid-type]
+        Query(description="pca, similarity, change, classify (embeddings) or a titiler algorithm"),
     ] = None,
     algorithm_params: Annotated[
         str | None,
         BeforeValidator(validate_json),
         Query(
             description='JSON: for similarity {"lon": x, "lat": y}, {"vector": [...]} or '
-            '{"uid": "..."} (a watershed); for change {"year": other year}'
+            '{"uid": "..."} (a watershed); for change {"year": other year}; '
+            'for classify {"model": NAME}'
         ),
     ] = None,
 ) -> tuple[str | None, dict[str, Any]]:
@@ -351,7 +352,7 @@ def algorithm_query(
         params = {}
     if not isinstance(params, dict):
         raise HTTPException(400, "algorithm_params must be a JSON object")
-    if algorithm and algorithm not in ALGORITHMS:
+    if algorithm and algorithm not in ALGORITHMS and algorithm != "classify":  # api.classify
         try:
             default_algorithms.get(algorithm)(**params)
         except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
@@ -373,6 +374,10 @@ def post_process(
         return EmbeddingSimilarity(vector=query_vector(request, collection_id, params))
     if algorithm == "change":  # api.tile_layers
         return tile_layers.change_algorithm(request, collection_id, params, _year_of(request))
+    if algorithm == "classify":
+        from tessera_stac.api.classify import classify_algorithm
+
+        return classify_algorithm(request, params)
     if algorithm:
         return default_algorithms.get(algorithm)(**params)
     return None
@@ -517,6 +522,10 @@ def item_map_links(
         layers = (["pca"] if projection_of(cid) else []) + ["rgb", "scales"]
         urls = [(LAYER_TITLES[n], tile_urls(base, cid, n, item_id=iid)) for n in layers]
         return _links(urls, iid)
+    from tessera_stac.api.classify import class_item_links
+
+    if found := class_item_links(item, base):
+        return found
     for key, asset in sorted((item.get("assets") or {}).items()):
         media = str(asset.get("type", ""))
         if "visual" in (asset.get("roles") or []) and "cloud-optimized" in media:
@@ -535,7 +544,9 @@ def collection_map_links(collection: dict[str, Any], base: str) -> list[dict[str
     """web-map-links of an embedding Collection: the mosaic of each year of its extent
     (newest first), in PCA colours when it has a stored projection."""
     if EMBEDDINGS.asset_key not in (collection.get("item_assets") or {}):
-        return []
+        from tessera_stac.api.classify import class_collection_links
+
+        return class_collection_links(collection, base)
     interval = ((collection.get("extent") or {}).get("temporal") or {}).get("interval") or []
     if not interval or not interval[0] or not interval[0][0]:
         return []
@@ -609,6 +620,7 @@ def mount_tiles(app: FastAPI, data_dir: Any, root_path: str = "", settings: Any 
     """Register the tile routes on ``app`` (the pool is opened by :func:`open_pool`); every
     route checks its budgets first (:func:`tile_budget`) and reads through the per-read guard
     (:class:`budget.BudgetReader`)."""
+    from tessera_stac.api.classify import class_colormap
     from tessera_stac.api.settings import ApiSettings
 
     asset_reader = budget.budget_reader(settings or ApiSettings())
@@ -618,6 +630,7 @@ def mount_tiles(app: FastAPI, data_dir: Any, root_path: str = "", settings: Any 
         reader=item_reader(gdal_path, asset_reader),
         path_dependency=ItemParams,
         process_dependency=post_process,
+        colormap_dependency=class_colormap,
         router_prefix=f"{PREFIX}/collections/{{collection_id}}/items/{{item_id}}",
         add_viewer=False,
     )
@@ -632,6 +645,7 @@ def mount_tiles(app: FastAPI, data_dir: Any, root_path: str = "", settings: Any 
         path_dependency=CollectionYearParams,
         dataset_reader=cell_reader(gdal_path, asset_reader),
         process_dependency=post_process,
+        colormap_dependency=class_colormap,
         router_prefix=f"{PREFIX}/collections/{{collection_id}}/years/{{year}}",
         add_viewer=False,
         add_statistics=False,

@@ -180,6 +180,10 @@ def head_key(head_name: str) -> str:
     return f"{MODEL_COLLECTION_ID}/{head_name}/head.json"
 
 
+#: per-MWS hectares and percents of each class (one item per block, model and year; and the
+#: change between two years): ``tessera-stac watersheds classes``
+MWS_CLASSES_COLLECTION_ID = "corestack-mws-classes"
+
 # ------------------------------------------------- watershed feature tables (beside pgSTAC)
 #: PostgreSQL schema of the watershed tables ``tessera-stac load`` writes and the API serves
 #: as OGC API Features and vector tiles (tipg): nothing else of the database is exposed there.

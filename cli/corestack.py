@@ -168,6 +168,82 @@ def join_cmd(
     )
 
 
+@watersheds_app.command("classes")
+def classes_cmd(
+    mws: str = typer.Option(
+        ...,
+        "--mws",
+        help="Id of a published corestack-mws item, e.g. gujarat_bhavnagar_bhavnagar_mws.",
+    ),
+    model: str = typer.Option(..., "--model", help="Name of the head whose class maps to read."),
+    year: int | None = typer.Option(None, "--year", help="Year of the class maps."),
+    year_from: int | None = typer.Option(
+        None, "--from", help="First year (with --to): a table per year and the change."
+    ),
+    year_to: int | None = typer.Option(None, "--to", help="Last year (with --from)."),
+    out: Path = OUT_OPTION,
+    tiles: Path | None = typer.Option(
+        None, "--tiles", help="Catalog root holding the class maps (default: --out)."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Hectares and percent of each class per micro-watershed (GeoParquet + CSV + STAC item).
+
+    With --from/--to: one table per year, the change per class in hectares, and the yearly
+    series as JSON in CoRE Stack's `annual` shape.
+
+    Example: tessera-stac watersheds classes --mws gujarat_bhavnagar_bhavnagar_mws
+    --model landcover --year 2024
+    """
+    from tessera_stac.catalog.errors import InputError
+    from tessera_stac.cli.common import progress
+    from tessera_stac.publisher.classify.watersheds import (
+        MAX_YEARS,
+        classes_per_watershed,
+        write_classes,
+    )
+    from tessera_stac.publisher.join.join import mws_source
+
+    if year is not None and (year_from is not None or year_to is not None):
+        raise InputError("give --year or --from/--to, not both")
+    if year is not None:
+        years = [year]
+    elif year_from is not None and year_to is not None:
+        if not year_from < year_to or year_to - year_from >= MAX_YEARS:
+            raise InputError(
+                f"--from {year_from} --to {year_to}: need from < to, at most {MAX_YEARS} years"
+            )
+        years = list(range(year_from, year_to + 1))
+    else:
+        raise InputError("give --year, or both --from and --to")
+    mws_item, mws_href, layer = mws_source(out, mws, None)
+    bar = progress(len(years), f"classes {years[0]}-{years[-1]}")
+    try:
+        results = classes_per_watershed(out, model, years, mws_item, layer.frame, tiles_root=tiles)
+    finally:
+        bar.close()
+    written = write_classes(results, out, mws_item, mws_href, datetime.now(UTC))
+    last = written[-1]
+    data = {
+        "items": [w.item_id for w in written],
+        "item": str(last.item_path),
+        "parquet": str(last.parquet),
+        "csv": str(last.csv),
+        "annual": str(last.annual) if last.annual else None,
+        "years": [r.year for r in results],
+        "classes": [c.name for c in results[0].classes],
+        "mws": len(results[0].table),
+        "tiles_read": sum(len(r.tiles) for r in results),
+        "missing_cells": sorted({c for r in results for c in r.missing_cells}),
+    }
+    emit(
+        data,
+        as_json,
+        f"{len(results[0].table)} MWS x {len(results[0].classes)} classes of {model}, "
+        f"{years[0]}-{years[-1]}\nwrote {last.item_path}",
+    )
+
+
 @corestack_app.command("import")
 def import_cmd(
     source: str = typer.Argument(

@@ -279,6 +279,16 @@ def _joined(published: Path, year: str) -> bool:
     return _count(published / "corestack-mws-embeddings", f"*_{year}.parquet") > 0
 
 
+#: the demo's land-cover head and the collection of its per-MWS class areas
+HEAD_NAME = "landcover"
+MWS_CLASSES = "corestack-mws-classes"
+
+
+def _mapped(published: Path, year: str, tiles: int) -> bool:
+    """True when every tile of ``year`` has its class map."""
+    return _count(published / f"tessera-classes-{HEAD_NAME}", f"*_{year}.json") >= tiles
+
+
 def _count(folder: Path, pattern: str) -> int:
     return sum(1 for _ in folder.rglob(pattern)) if folder.is_dir() else 0
 
@@ -306,6 +316,7 @@ def demo_steps(region: DemoRegion, paths: DemoPaths, dsn: str, base_url: str) ->
     change = ",".join(f"{v:g}" for v in region.change_bbox)
     out = str(paths.published)
     mws_item = f"{region.state}_{region.district}_{region.block}_mws"  # CoRE Stack's id style
+    labels = paths.source / "labels" / f"landcover_{before}.geojson"
 
     return [
         Step(
@@ -313,7 +324,8 @@ def demo_steps(region: DemoRegion, paths: DemoPaths, dsn: str, base_url: str) ->
             f"generate {region.tile_count} synthetic TESSERA tiles over {region.block} for "
             f"{before} and {year} (land changed on purpose in {change})",
             ("sample", "tiles", str(paths.source), "--bbox", region.bbox_arg,
-             "--years", f"{before},{year}", "--change", change, "--change-from", year),
+             "--years", f"{before},{year}", "--change", change, "--change-from", year,
+             "--landcover"),
             outputs=lambda: _count(paths.source, "*_scales.npy") >= 2 * region.tile_count,
             needs=("sample", "tiles"),
         ),
@@ -370,6 +382,32 @@ def demo_steps(region: DemoRegion, paths: DemoPaths, dsn: str, base_url: str) ->
             needs=("watersheds", "change"),
         ),
         Step(
+            "train",
+            f"train a land-cover head ({HEAD_NAME}) on the sample's labels of {before}",
+            ("classify", "train", str(labels), "--year", before, "--name", HEAD_NAME,
+             "--out", out, "--replace"),
+            outputs=(paths.published / "tessera-models" / HEAD_NAME / f"{HEAD_NAME}.json").is_file,
+            needs=("classify", "train"),
+        ),
+        *(
+            Step(
+                name,
+                f"map the land-cover classes of {y} (one class COG per tile)",
+                ("classify", "map", HEAD_NAME, "--year", y, "--out", out),
+                outputs=functools.partial(_mapped, paths.published, y, region.tile_count),
+                needs=("classify", "map"),
+            )
+            for name, y in (("map-previous", before), ("map", year))
+        ),
+        Step(
+            "classes",
+            f"hectares of each class per micro-watershed, {before} and {year}, and the change",
+            ("watersheds", "classes", "--mws", mws_item, "--model", HEAD_NAME,
+             "--from", before, "--to", year, "--out", out),
+            outputs=lambda: _count(paths.published / MWS_CLASSES, "*_annual.json") > 0,
+            needs=("watersheds", "classes"),
+        ),
+        Step(
             "load",
             "load everything into pgSTAC (asset hrefs served by the API under /data)",
             ("load", out, "--base-url", f"{base_url}/data"),
@@ -406,6 +444,7 @@ class DemoLinks:
 
     urls: dict[str, str]
     snippet: str
+    notes: tuple[str, ...] = ()
 
 
 def _collections(dsn: str) -> list[tuple[str, int]]:
@@ -631,12 +670,69 @@ def demo_links(
         urls[f"watersheds that changed most {before}->{after}"] = (
             f"{base}/watersheds/change?from={before}&to={after}&limit=10"
         )
+    notes: list[str] = []
+    if "/watersheds/{uid}/classes" in routes:
+        urls.update(class_links(base, region, published, collection, notes))
     if "/features/" in routes:
         urls.update(feature_links(base, region))
     for other, count in _collections(dsn):
         if other != collection:
             urls[f"collection {other} ({count} items)"] = f"{base}/collections/{other}"
-    return DemoLinks(urls, pystac_snippet(base, region, collection))
+    return DemoLinks(urls, pystac_snippet(base, region, collection), tuple(notes))
+
+
+def watershed_hectares(published: Path, year: int) -> tuple[str, list[str]] | None:
+    """(uid, "class: ha (percent)" lines) of the MWS with the most classified hectares in the
+    demo's per-MWS class table of ``year``."""
+    import pandas as pd
+
+    tables = sorted((published / MWS_CLASSES).rglob(f"*_classes_{HEAD_NAME}_{year}.parquet"))
+    if not tables:
+        return None
+    frame = pd.read_parquet(tables[0]).drop(columns="geometry", errors="ignore")
+    if frame.empty or not (frame["classified_in_ha"] > 0).any():
+        return None
+    row = frame.loc[frame["classified_in_ha"].idxmax()]
+    stems = [c[: -len("_in_ha")] for c in frame.columns if c.endswith("_in_ha")]
+    lines = [
+        f"{stem}: {row[f'{stem}_in_ha']:.2f} ha ({row[f'{stem}_percent']:.1f} %)"
+        for stem in stems
+        if f"{stem}_percent" in frame.columns
+    ]
+    return str(row["uid"]), lines
+
+
+def class_links(
+    base: str, region: DemoRegion, published: Path, collection: str | None, notes: list[str]
+) -> dict[str, str]:
+    """Class tiles (published maps and on the fly), one watershed's hectares (URL, and the
+    numbers appended to ``notes``) and the ranking by a class."""
+    from tessera_stac.api.classify import class_mosaic_urls, classify_urls
+
+    urls: dict[str, str] = {}
+    if not (published / f"tessera-classes-{HEAD_NAME}").is_dir():
+        return urls
+    classes = class_mosaic_urls(base, f"tessera-classes-{HEAD_NAME}", region.year)
+    urls[f"land-cover classes {region.year}, XYZ (class colours)"] = classes["xyz"]
+    if collection:
+        live = classify_urls(base, collection, region.year, HEAD_NAME)
+        urls["the same head on the fly (algorithm=classify), XYZ"] = live["xyz"]
+    found = watershed_hectares(published, region.year)
+    if found:
+        uid, lines = found
+        urls[f"watershed {uid}: hectares per class"] = (
+            f"{base}/watersheds/{uid}/classes?model={HEAD_NAME}&year={region.year}"
+        )
+        urls[f"watershed {uid}: class areas over the years"] = (
+            f"{base}/watersheds/{uid}/classes?model={HEAD_NAME}"
+        )
+        notes.append(f"watershed {uid}, {region.year} ({HEAD_NAME}): " + "; ".join(lines))
+        stem = lines[0].split(":", 1)[0] if lines else None
+        if stem:
+            urls[f"watersheds ranked by {stem}"] = (
+                f"{base}/watersheds/classes?model={HEAD_NAME}&class={stem}&year={region.year}"
+            )
+    return urls
 
 
 def print_links(links: DemoLinks) -> None:
@@ -645,6 +741,8 @@ def print_links(links: DemoLinks) -> None:
     typer.echo("")
     for name, url in links.urls.items():
         typer.echo(f"  {name.ljust(width)}  {url}")
+    for note in links.notes:
+        typer.echo(f"\n  {note}")
     typer.echo("\nSearch it from Python (pystac-client):\n")
     typer.echo("```python")
     typer.echo(links.snippet.rstrip("\n"))

@@ -1,1 +1,1 @@
-"""Heads on the embeddings: labels, training, class maps."""
+"""Heads on the embeddings: labels, training, class maps, land cover per micro-watershed."""

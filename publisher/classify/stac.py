@@ -396,6 +396,11 @@ def create_classes_collection(head: Head, items: Sequence[dict[str, Any]]) -> di
     if classification:
         collection.summaries.add("classification:classes", classification_classes(head))
     d = collection.to_dict(include_self_link=False, transform_hrefs=False)
+    if items:  # what every item holds: the tiler counts a class mosaic's bands from it
+        d["item_assets"] = {
+            key: {k: v for k, v in asset.items() if k != "href" and not k.startswith("file:")}
+            for key, asset in sorted(items[0].get("assets", {}).items())
+        }
     key = collection_key(cid)
     d["links"] = [
         {

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import geopandas as gpd
 import numpy as np
@@ -256,6 +256,20 @@ class Accumulator:
         self.pixels = np.zeros(self.n, dtype=np.int64)
 
 
+class TileGrid(Protocol):
+    """A tile's grid: its 0.1° cell, CRS, affine transform and shape (an embedding tile, a
+    class map...)."""
+
+    @property
+    def cell(self) -> GridCell: ...
+    @property
+    def epsg(self) -> int: ...
+    @property
+    def transform(self) -> tuple[float, float, float, float, float, float]: ...
+    @property
+    def shape(self) -> tuple[int, int]: ...
+
+
 def _project(geoms: np.ndarray, epsg: int) -> np.ndarray:
     to_utm = Transformer.from_crs(4326, epsg, always_xy=True)
 
@@ -266,7 +280,7 @@ def _project(geoms: np.ndarray, epsg: int) -> np.ndarray:
     return shapely.transform(geoms, fwd)
 
 
-def _window(tile: EmbeddingTile, geoms_utm: np.ndarray) -> tuple[int, int, int, int] | None:
+def _window(tile: TileGrid, geoms_utm: np.ndarray) -> tuple[int, int, int, int] | None:
     """Pixel window (row0, row1, col0, col1) holding the polygons' bounds, clipped to the tile."""
     a, _, c, _, e, f = tile.transform
     minx, miny, maxx, maxy = shapely.total_bounds(geoms_utm)
@@ -280,7 +294,7 @@ def _window(tile: EmbeddingTile, geoms_utm: np.ndarray) -> tuple[int, int, int, 
 
 
 def _labels(
-    tile: EmbeddingTile,
+    tile: TileGrid,
     geoms_utm: np.ndarray,
     index: np.ndarray,
     groups: list[np.ndarray],
@@ -329,7 +343,7 @@ class LabelStrip:
 
 
 def label_strips(
-    tile: EmbeddingTile, geoms: np.ndarray, groups: list[np.ndarray], tree: shapely.STRtree
+    tile: TileGrid, geoms: np.ndarray, groups: list[np.ndarray], tree: shapely.STRtree
 ) -> Iterator[LabelStrip] | None:
     """The labelled strips of a tile (block-row aligned), or None when no MWS touches it."""
     from rasterio.windows import Window

@@ -37,3 +37,17 @@ def test_changed_most_ranking_starts_inside_the_changed_area(tmp_path: Path) -> 
         by_uid.loc[ranked[len(inside) :], "distance"].max()
         < by_uid.loc[list(inside), "distance"].min()
     )
+    # the land-cover steps: a head trained on the sample's labels, class maps of both years,
+    # hectares per class per watershed and the change; one watershed's numbers for people
+    from tessera_stac.cli.demo_run import HEAD_NAME, watershed_hectares
+
+    names = {r.name for r in results}
+    assert {"train", "map-previous", "map", "classes"} <= names
+    found = watershed_hectares(paths.published, region.year)
+    assert found is not None
+    uid, lines = found
+    assert uid in set(table["uid"]) and len(lines) >= 2
+    percents = [float(line.split("(")[1].split(" %")[0]) for line in lines]
+    assert abs(sum(percents) - 100) < 0.5
+    (annual,) = (paths.published / "corestack-mws-classes").rglob("*_annual.json")
+    assert f"_classes_{HEAD_NAME}_" in annual.name
