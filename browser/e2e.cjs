@@ -5,6 +5,7 @@
 //   node browser/e2e.cjs --base http://127.0.0.1:PORT --collection ID --item ID --out DIR \
 //        [--others ID,ID]   (more collections to find on the landing page and open)
 //        [--maps COLL/ITEM,COLL/ITEM]   (more item pages whose Map view to capture)
+//        [--asset-text TEXT]   (an asset of the item to wait for; default: embeddings)
 //
 // Opens the landing page, the collection and the item; waits for what a person would look for
 // (the collection's card, item cards with their thumbnails decoded, the item's assets), saves a
@@ -152,7 +153,7 @@ async function main() {
     report.pages.collection = coll;
     // 3. the item: its assets listed, its thumbnail/preview decoded
     tiles = [];
-    const item = await visit(page, `${browser}/collections/${args.collection}/items/${args.item}`, (p) => p.locator('.assets').getByText('embeddings', { exact: false }), args.timeout);
+    const item = await visit(page, `${browser}/collections/${args.collection}/items/${args.item}`, (p) => p.locator('.assets').getByText(args['asset-text'] || 'embeddings', { exact: false }), args.timeout);
     Object.assign(item, await captureMap(page, args.out, '3-item', tiles, args.timeout));
     // the item's preview sits in the "Thumbnails" tab beside the map: open it
     const tab = page.getByRole('tab', { name: 'Thumbnails' });

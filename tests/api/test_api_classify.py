@@ -508,3 +508,55 @@ def test_watershed_classes_errors(api: str) -> None:
     for path, params, status, needle in WATERSHED_ERRORS:
         got = httpx.get(f"{api}{path}", params=params, timeout=60)
         assert got.status_code == status and needle in got.text, (path, params, got.text[:500])
+
+
+# ------------------------------------------------------------------ STAC Browser, looked at
+def colour_shares(screenshot: str, colours: list[str], tolerance: int = 40) -> list[float]:
+    """Share of the picture's pixels within ``tolerance`` (per channel) of each colour."""
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(screenshot).convert("RGB")).astype(int)
+    return [
+        float((np.abs(rgb - np.array(rgba(c))).max(axis=-1) <= tolerance).mean()) for c in colours
+    ]
+
+
+@pytest.mark.slow
+def test_stac_browser_draws_class_maps_in_class_colours(
+    pg_dsn: str,
+    live_api: LiveApi,
+    class_root: dict[str, Any],
+    stac_browser_build: Path,
+    chromium: str,
+    playwright_installed: Path,
+    tmp_path: Path,
+) -> None:
+    """Headless Chromium on STAC Browser: the class collection's map (the class mosaic) and a
+    class item's map show the classes in their colours (every class present, pixel-checked)."""
+    import os
+    import subprocess
+
+    from tests.fixtures_demo import BROWSER_DIR
+
+    root = class_root["root"]
+    url = live_api(create_app(ApiSettings(data_dir=root, browser_dir=stac_browser_build), pg_dsn))
+    load(pg_dsn, str(root / "catalog.json"), base_url=url + "/data")
+    cid, iid = f"tessera-classes-{TEST_MODEL}", f"{CELL.name}_2024"
+    out = tmp_path / "browser"
+    result = subprocess.run(
+        ["node", str(BROWSER_DIR / "e2e.cjs"), "--base", url, "--collection", cid,
+         "--item", iid, "--asset-text", "classes", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "TESSERA_STAC_CHROMIUM": chromium},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    colours = [c["color"] for c in TEST_CLASSES]
+    for page in ("collection", "item"):
+        shot = report["pages"][page]["map_screenshot"]
+        tiles = [t for t in report["pages"][page]["tiles"] if "/tiles/collections/" in t]
+        assert tiles and all("assets=classes" in t for t in tiles), report["pages"][page]
+        shares = colour_shares(shot, colours)
+        print(page, dict(zip(colours, shares, strict=True)), shot)
+        assert all(share >= 0.005 for share in shares), (page, shares, shot)
+    assert not [r for r in report["failed_requests"] if r.startswith("5")], report
