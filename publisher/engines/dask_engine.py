@@ -11,6 +11,10 @@ What makes a run safe on a cluster where workers come and go:
 
 * every task has a deterministic key (function name + a hash of its arguments), so a task
   submitted twice is computed once, and a task whose worker died is simply run again elsewhere
+  (a task that kills every worker it runs on fails for good with ``KilledWorker`` once the
+  scheduler's ``distributed.scheduler.allowed-failures`` is spent, and only it goes to
+  ``on_error``: the tasks that shared its worker are rescheduled and complete - the same
+  outcome as the process engine's re-run of the tasks a broken pool took down)
   (the per-tile function writes each object whole with one PUT of verified bytes, so a re-run
   writes the same bytes and never leaves a partial object);
 * the client holds no per-task state but the futures it is waiting for: a result exists only
@@ -170,7 +174,8 @@ class DaskEngine:
             fn: a top-level function (workers import it by name).
             tasks: the tasks (picklable); consumed lazily.
             on_error: turns a task that failed for good (raised after its retries, or killed
-                workers repeatedly) into a result; without it the error is raised.
+                workers repeatedly: ``KilledWorker``) into a result; without it the error is
+                raised. Tasks merely running beside a crash are rescheduled, never reported.
         """
         from distributed import as_completed
 

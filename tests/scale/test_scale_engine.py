@@ -88,3 +88,26 @@ def test_engine_on_an_existing_scheduler(monkeypatch: pytest.MonkeyPatch) -> Non
             ) == [0, 1, 2, 3, 4]
         # the engine closed its client, not the cluster it was pointed at
         assert cluster.status.name == "running"
+
+
+def test_a_task_that_kills_its_worker_is_the_only_one_reported() -> None:
+    """The same outcome as the process engine's (tests/publisher/test_pub_engine.py): tasks
+    that shared a worker with a crashing task are rescheduled and complete; the task that kills
+    every worker it runs on fails for good (``KilledWorker`` after the scheduler's
+    ``allowed-failures``) and is the only one reported."""
+    import dask
+    from distributed import KilledWorker
+
+    from tessera_stac.publisher.engines.local import probe
+
+    tasks = [(i, "die" if i == 4 else "ok") for i in range(1, 9)]
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 1}),
+        DaskEngine(n_workers=2, threads_per_worker=1) as eng,
+    ):
+        results = list(
+            eng.map(probe, tasks, on_error=lambda task, exc: (-task[0], type(exc).__name__))  # type: ignore[arg-type,return-value]
+        )
+    failed = [r for r in results if isinstance(r, tuple)]
+    assert failed == [(-4, KilledWorker.__name__)]
+    assert sorted(r for r in results if not isinstance(r, tuple)) == [1, 2, 3, 5, 6, 7, 8]
