@@ -24,6 +24,9 @@ from tessera_stac.publisher.join.join import find_tiles_local
 from tessera_stac.publisher.samples import tiles as sample
 from tessera_stac.publisher.watersheds.layer import read_mws_layer
 
+#: end to end: four real-size tiles (two years) generated and published, then the CLI path
+pytestmark = pytest.mark.slow
+
 GRIDS = ("grid_71.95_21.85", "grid_72.05_21.85")
 YEARS = (2023, 2024)
 THRESHOLD = 0.5

@@ -44,6 +44,7 @@ def imported(corestack_sample: Path) -> Any:
     return read_corestack_catalog(corestack_sample)
 
 
+@pytest.mark.slow  # full STAC validation of ~600 kB block geometries: ~1 s an item
 def test_real_sample_imports_completely(
     imported: Any, corestack_sample: Path, tmp_path: Path, stac_validate: Any
 ) -> None:

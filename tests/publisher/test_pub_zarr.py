@@ -25,6 +25,9 @@ from tessera_stac.publisher.samples import tiles as sample
 from tessera_stac.publisher.samples.zarr_store import write_store
 
 YEAR = 2024
+#: five real-size tiles published twice (from .npy and from the Zarr store they were written to)
+pytestmark = pytest.mark.slow
+
 GRIDS = (
     "grid_71.95_21.85",
     "grid_72.05_21.85",
