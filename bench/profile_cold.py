@@ -9,7 +9,8 @@ How: uvicorn serves the app in *this* process's main thread, and a wrapper aroun
 router profiles each positions request there (pyinstrument, async mode); the route's
 ``in_read_pool`` is replaced by a direct call for the run, so the reads the server does in its
 read threads are sampled in the same stack (the items are then read one after the other: the
-profile shows where the time goes, the bench how long requests take). The client runs in a second thread.
+profile shows where the time goes, the bench how long requests take). The client runs in a
+second thread.
 """
 
 from __future__ import annotations
