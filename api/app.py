@@ -40,6 +40,7 @@ from starlette.middleware.cors import CORSMiddleware
 from tessera_stac.api import db, tiles
 from tessera_stac.api.auth import BearerTokenMiddleware
 from tessera_stac.api.bounds import BoundsMiddleware
+from tessera_stac.api.budget import HeavyRequestLimiter
 from tessera_stac.api.client import FullQueryExtension, StrictFieldsExtension, TesseraClient
 from tessera_stac.api.compat import TextFilterSearchExtension
 from tessera_stac.api.docs import serve_docs_locally
@@ -216,6 +217,8 @@ def create_app(api_settings: ApiSettings, dsn: str) -> FastAPI:
     _tune_middlewares(app)
     # innermost of the middlewares: its refusals still get CORS headers
     app.user_middleware.append(Middleware(BoundsMiddleware, settings=api_settings))
+    # after the bounds: a refused request never takes a slot of the heavy-request limiter
+    app.user_middleware.append(Middleware(HeavyRequestLimiter, settings=api_settings))
     add_error_handlers(app)
     app.include_router(_extras_router(schema_file, schema_path))
     serve_docs_locally(app)
@@ -235,7 +238,7 @@ def _mount_extensions(app: FastAPI, api_settings: ApiSettings) -> None:
     from tessera_stac.api.watersheds import router as watersheds_router
 
     app.include_router(embeddings.router)
-    tiles.mount_tiles(app, api_settings.data_dir, api_settings.root_path)
+    tiles.mount_tiles(app, api_settings.data_dir, api_settings.root_path, api_settings)
     app.include_router(watersheds_router)
     app.include_router(change_router)
     if api_settings.data_dir is not None:

@@ -34,6 +34,12 @@ NUMERIC_PARAMS = frozenset({"limit", "offset", "bbox", "lon", "lat", "year", "k"
 #: Query parameters holding JSON objects (stac-fastapi decodes them with ``unquote_plus``).
 JSON_PARAMS = frozenset({"query", "intersects"})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+#: pgSTAC's mosaic search limits (titiler-pgstac query parameters), capped like ``limit``.
+MOSAIC_CAPS: dict[str, Any] = {
+    "items_limit": lambda s: s.tile_max_items,
+    "scan_limit": lambda s: 10_000,
+    "time_limit": lambda s: 5,
+}
 #: CQL2 text keywords that nest their operand (prefix operators).
 _PREFIX_WORDS = frozenset({"NOT"})
 _CHAIN_BREAKS = frozenset({"AND", "OR"})
@@ -213,13 +219,14 @@ def check_query(query: list[tuple[str, str]], settings: ApiSettings) -> bool:
                 raise BoundError(400, "InvalidParameter", f"{name} must be a JSON object")
         if name == "filter" and raw:
             check_filter(raw, settings, params.get("filter-lang") or params.get("filter_lang"))
-        if name == "limit":
+        if name == "limit" or name in MOSAIC_CAPS:
             try:
                 limit = int(raw)
             except ValueError:
                 continue
-            if limit > settings.max_limit:
-                query[i] = (name, str(settings.max_limit))
+            cap = settings.max_limit if name == "limit" else MOSAIC_CAPS[name](settings)
+            if limit > cap:
+                query[i] = (name, str(cap))
                 capped = True
     return capped
 
@@ -281,6 +288,13 @@ class BoundsMiddleware:
         raw = scope.get("query_string", b"")
         if not raw:
             return scope
+        if len(raw) > self.settings.max_query_chars:
+            raise BoundError(
+                414,
+                "URITooLong",
+                f"the query string is longer than {self.settings.max_query_chars} characters "
+                "(TESSERA_STAC_API_MAX_QUERY_CHARS)",
+            )
         query = parse_qsl(raw.decode("latin-1"), keep_blank_values=True, encoding="utf-8")
         if check_query(query, self.settings):
             return {**scope, "query_string": urlencode(query).encode("latin-1")}

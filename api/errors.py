@@ -175,8 +175,19 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def bound_error(request: Request, exc: Exception) -> JSONResponse:
+    """A request past one of the API's bounds or budgets (``api.bounds``, ``api.budget``)."""
+    from tessera_stac.api.bounds import BoundError
+
+    assert isinstance(exc, BoundError)
+    return JSONResponse(status_code=exc.status, content=error_body(exc.code, exc.description))
+
+
 def add_error_handlers(app: FastAPI) -> None:
     """Install the handlers (after stac-fastapi's, which map its own errors)."""
+    from tessera_stac.api.bounds import BoundError
+
+    app.add_exception_handler(BoundError, bound_error)
     for exc_type in (*UNAVAILABLE, DatabaseUnavailable):
         app.add_exception_handler(exc_type, database_unavailable)
     for exc_type in (DatabaseTimeout, asyncpg.exceptions.QueryCanceledError):

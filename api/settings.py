@@ -98,3 +98,60 @@ class ApiSettings(BaseSettings):
         default=64,
         description="Deepest nesting of objects/arrays in a JSON body or parameter (400).",
     )
+    max_query_chars: int = Field(
+        default=8_192,
+        ge=256,
+        description="Longest query string in characters (414 URI Too Long).",
+    )
+    tile_max_output_pixels: int = Field(
+        default=1024 * 1024,
+        ge=256 * 256,
+        description="Most output pixels of one raster request (tile, preview, bbox, feature, "
+        "statistics: width x height, or max_size squared), checked before reading (413).",
+    )
+    tile_max_read_values: int = Field(
+        default=129 * 512 * 512,
+        ge=129 * 256 * 256,
+        description="Most values (output pixels x bands x items) one raster request may read "
+        "and hold, counted before reading (413): the full 129 bands of an embedding item fit "
+        "at 512 x 512 (a retina tile), three bands at 1024 x 1024 or more.",
+    )
+    tile_max_bands: int = Field(
+        default=129, ge=1, description="Most bands one raster request reads per item (413)."
+    )
+    tile_max_items: int = Field(
+        default=16,
+        ge=1,
+        description="Most items one mosaic tile may read (413 below the zoom where a tile "
+        "meets more 0.1° cells; pgSTAC's items_limit is capped to it).",
+    )
+    max_expression_chars: int = Field(
+        default=512, ge=16, description="Longest band-math expression in characters (413)."
+    )
+    heavy_concurrency: int = Field(
+        default=2,
+        ge=1,
+        description="Raster-reading requests (tiles, previews, statistics, areas, points, "
+        "change) run at once per worker; others wait (see heavy_queue_seconds).",
+    )
+    heavy_queue_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Longest wait for a raster-reading slot before a 503 with Retry-After.",
+    )
+    tile_cache_mb: int = Field(
+        default=32, ge=0, description="Finished map tiles kept per worker, in MB (0: none)."
+    )
+    tile_cache_seconds: float = Field(
+        default=60.0, ge=0, description="How long a finished map tile is served from the cache."
+    )
+
+    def memory_bound_mb(self) -> int:
+        """The declared bound of one worker's resident memory in MB: the process at rest
+        (~450 MB with GDAL, numpy, pyproj, the tiler), GDAL's block cache, the tile cache, and
+        ``heavy_concurrency`` requests each holding at most ``tile_max_read_values`` values
+        (int8 read + mask, then float32 vectors and their temporaries: 16 bytes a value)."""
+        per_request = self.tile_max_read_values * 16 / 2**20
+        return int(
+            450 + self.gdal_cache_mb + self.tile_cache_mb + self.heavy_concurrency * per_request
+        )

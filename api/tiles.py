@@ -34,6 +34,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 import attr
+import morecantile
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from psycopg_pool import ConnectionPool
@@ -42,7 +43,7 @@ from rio_tiler.io import Reader
 from rio_tiler.models import ImageData
 from titiler.core.algorithm import algorithms as default_algorithms
 from titiler.core.algorithm.base import BaseAlgorithm
-from titiler.core.errors import DEFAULT_STATUS_CODES, add_exception_handlers
+from titiler.core.errors import DEFAULT_STATUS_CODES
 from titiler.core.factory import MultiBaseTilerFactory
 from titiler.core.validation import validate_json
 from titiler.extensions.wmts import wmtsExtension
@@ -53,6 +54,7 @@ from titiler.pgstac.errors import PGSTAC_STATUS_CODES
 from titiler.pgstac.factory import MosaicTilerFactory
 from titiler.pgstac.reader import PgSTACReader, SimpleSTACReader
 
+from tessera_stac.api import budget
 from tessera_stac.api.readers import ReadError, local_paths, read_point
 from tessera_stac.catalog.constants import EMBEDDING_DIM, PROJECTION_FIELD
 from tessera_stac.catalog.model import GridCell
@@ -167,12 +169,14 @@ def cell_mask(img: ImageData, bbox: tuple[float, float, float, float]) -> np.nda
     return np.asarray(~inside)
 
 
-def item_reader(gdal_path: Callable[[str], str]) -> type[PgSTACReader]:
-    """PgSTACReader reading the API's own files from disk."""
+def item_reader(
+    gdal_path: Callable[[str], str], asset_reader: type[Reader] = Reader
+) -> type[PgSTACReader]:
+    """PgSTACReader reading the API's own files from disk (each asset with ``asset_reader``)."""
 
     @attr.s
     class ItemReader(PgSTACReader):
-        reader: type[Reader] = attr.ib(default=Reader)
+        reader: type[Reader] = attr.ib(default=asset_reader)
 
         def _get_asset_info(self, asset: Any) -> Any:
             info = super()._get_asset_info(asset)
@@ -182,11 +186,15 @@ def item_reader(gdal_path: Callable[[str], str]) -> type[PgSTACReader]:
     return ItemReader
 
 
-def cell_reader(gdal_path: Callable[[str], str]) -> type[SimpleSTACReader]:
+def cell_reader(
+    gdal_path: Callable[[str], str], asset_reader: type[Reader] = Reader
+) -> type[SimpleSTACReader]:
     """Mosaic reader: an Item's pixels only inside its own 0.1° cell (no double drawing)."""
 
     @attr.s
     class CellSTACReader(SimpleSTACReader):
+        reader: type[Reader] = attr.ib(default=asset_reader)
+
         def _get_asset_info(self, asset: Any) -> Any:
             info = super()._get_asset_info(asset)
             info["url"] = gdal_path(info["url"])
@@ -287,8 +295,8 @@ def query_vector(request: Request, collection_id: str, params: dict[str, Any]) -
         raise HTTPException(
             400, "similarity needs algorithm_params lon and lat, or vector"
         ) from exc
-    if not (math.isfinite(lon) and math.isfinite(lat)):
-        raise HTTPException(400, "lon/lat must be finite")
+    if not (math.isfinite(lon) and math.isfinite(lat)) or abs(lon) > 180 or abs(lat) > 90:
+        raise HTTPException(400, "lon/lat must be finite, within ±180 / ±90")
     year = int(params.get("year") or _year_of(request))
     cell = GridCell.containing(lon, lat)
     try:
@@ -546,17 +554,38 @@ def _with_query_check(factory: Any, extension: Any) -> None:
     ).register(factory)
 
 
-def mount_tiles(app: FastAPI, data_dir: Any, root_path: str = "") -> None:
-    """Register the tile routes on ``app`` (the pool is opened by :func:`open_pool`)."""
+def _budgeted(factory: Any) -> None:
+    """Put :func:`tile_budget` in front of every route of a titiler factory (as titiler's
+    ``add_route_dependencies`` does, for all routes)."""
+    from fastapi.dependencies.utils import get_parameterless_sub_dependant
+    from fastapi.routing import APIRoute
+
+    for route in factory.router.routes:
+        if isinstance(route, APIRoute):
+            dependency = Depends(tile_budget)
+            route.dependant.dependencies.insert(
+                0, get_parameterless_sub_dependant(depends=dependency, path=route.path_format)
+            )
+            route.dependencies.append(dependency)
+
+
+def mount_tiles(app: FastAPI, data_dir: Any, root_path: str = "", settings: Any = None) -> None:
+    """Register the tile routes on ``app`` (the pool is opened by :func:`open_pool`); every
+    route checks its budgets first (:func:`tile_budget`) and reads through the per-read guard
+    (:class:`budget.BudgetReader`)."""
+    from tessera_stac.api.settings import ApiSettings
+
+    asset_reader = budget.budget_reader(settings or ApiSettings())
     gdal_path = _local_hrefs(data_dir, root_path)
     items = MultiBaseTilerFactory(
-        reader=item_reader(gdal_path),
+        reader=item_reader(gdal_path, asset_reader),
         path_dependency=ItemParams,
         process_dependency=post_process,
         router_prefix=f"{PREFIX}/collections/{{collection_id}}/items/{{item_id}}",
         add_viewer=False,
     )
     _with_query_check(items, wmtsExtension)
+    _budgeted(items)
     app.include_router(
         items.router,
         prefix=f"{PREFIX}/collections/{{collection_id}}/items/{{item_id}}",
@@ -564,7 +593,7 @@ def mount_tiles(app: FastAPI, data_dir: Any, root_path: str = "") -> None:
     )
     mosaic = MosaicTilerFactory(
         path_dependency=CollectionYearParams,
-        dataset_reader=cell_reader(gdal_path),
+        dataset_reader=cell_reader(gdal_path, asset_reader),
         process_dependency=post_process,
         router_prefix=f"{PREFIX}/collections/{{collection_id}}/years/{{year}}",
         add_viewer=False,
@@ -573,13 +602,35 @@ def mount_tiles(app: FastAPI, data_dir: Any, root_path: str = "") -> None:
         add_ogc_maps=False,
     )
     _with_query_check(mosaic, wmtsMosaicExtension)
+    _budgeted(mosaic)
     app.include_router(
         mosaic.router,
         prefix=f"{PREFIX}/collections/{{collection_id}}/years/{{year}}",
         tags=["Map tiles (mosaic of a year)"],
     )
     codes = {**DEFAULT_STATUS_CODES, **MOSAIC_STATUS_CODES, **PGSTAC_STATUS_CODES}
-    add_exception_handlers(app, {k: v for k, v in codes.items() if k is not Exception})
+    for exc_type, status in codes.items():
+        if exc_type is not Exception:
+            app.add_exception_handler(exc_type, _tiler_error(status))
+
+
+def _tiler_error(status: int) -> Callable[[Request, Exception], Any]:
+    """titiler's status for its errors, in the API's error shape (``code``, ``description``)."""
+    from fastapi.responses import JSONResponse
+
+    from tessera_stac.api.errors import error_body
+
+    async def handler(request: Request, exc: Exception) -> JSONResponse:
+        headers = {"Cache-Control": "no-cache"} if status == 204 else None
+        if status == 204:
+            from starlette.responses import Response
+
+            return Response(status_code=204, headers=headers)  # type: ignore[return-value]
+        return JSONResponse(
+            status_code=status, content=error_body(type(exc).__name__, str(exc)[:500])
+        )
+
+    return handler
 
 
 async def open_pool(app: FastAPI, dsn: str, max_size: int = 4) -> None:
@@ -600,3 +651,155 @@ async def close_pool(app: FastAPI) -> None:
     if pool is not None:
         pool.close()
         app.state.dbpool = None
+
+
+# ------------------------------------------------------------------------ budgets
+_COLLECTIONS: dict[tuple[int, str], tuple[float, dict[str, Any] | None]] = {}
+
+
+def collection_item_assets(request: Request, collection_id: str) -> dict[str, Any]:
+    """The Collection's ``item_assets`` (cached briefly); 404 when there is no such Collection."""
+    key = (id(_pool(request)), collection_id)
+    with _LOCK:
+        hit = _COLLECTIONS.get(key)
+    if hit is None or time.monotonic() - hit[0] > CACHE_SECONDS:
+        with _pool(request).connection() as conn:
+            row = conn.execute(
+                "SELECT content -> 'item_assets' FROM pgstac.collections WHERE id = %s",
+                (collection_id,),
+            ).fetchone()
+        hit = (time.monotonic(), (row[0] or {}) if row else None)
+        with _LOCK:
+            if len(_COLLECTIONS) > 1_000:
+                _COLLECTIONS.clear()
+            _COLLECTIONS[key] = hit
+    if hit[1] is None:
+        raise HTTPException(404, f"no collection {collection_id[:80]!r}")
+    return hit[1]
+
+
+def _lonlat_bbox(request: Request) -> tuple[float, float, float, float]:
+    params = request.path_params
+    try:
+        box = tuple(float(params[k]) for k in ("minx", "miny", "maxx", "maxy"))
+    except (KeyError, ValueError):
+        raise budget.bad("bbox must be four numbers") from None
+    if not all(math.isfinite(v) for v in box):
+        raise budget.bad("bbox must be finite")
+    crs = request.query_params.get("coord_crs")
+    if crs and crs.upper() not in ("EPSG:4326", "OGC:CRS84", "WGS84"):
+        from pyproj import CRS, Transformer
+        from pyproj.exceptions import CRSError
+
+        try:
+            to_lonlat = Transformer.from_crs(CRS.from_user_input(crs), 4326, always_xy=True)
+        except CRSError:
+            raise budget.bad(f"coord_crs {crs[:40]!r} is not a CRS") from None
+        box = to_lonlat.transform_bounds(box[0], box[1], box[2], box[3])
+    return (min(box[0], box[2]), min(box[1], box[3]), max(box[0], box[2]), max(box[1], box[3]))
+
+
+def request_cost(
+    request: Request, kind: str, item: dict[str, Any] | None, body: Any
+) -> budget.Cost | None:
+    """The :class:`budget.Cost` of a tile-route request (None: it reads no pixels)."""
+    query, params = request.query_params, request.path_params
+    if item is not None:
+        assets_meta = item.get("assets") or {}
+    else:
+        assets_meta = collection_item_assets(request, str(params.get("collection_id")))
+    bands = budget.selected_bands(query, assets_meta)
+    budget.check_expression(query.get("expression"), bands, _settings(request))
+    for entry in query.getlist("assets"):
+        _, _, options = entry.partition("|")
+        for option in filter(None, options.split("|")):
+            name, _, value = option.partition("=")
+            if name == "expression":
+                budget.check_expression(value, bands, _settings(request))
+    if kind == "point":
+        budget.check_lonlat(params.get("lon"), params.get("lat"))
+        return budget.Cost(1, max(bands, 1))
+    width, height, max_size = budget._sizes(query, params)
+    ref = item or {}
+    if kind == "tile":
+        tms, z, edge = budget.tile_of(params, query, _settings(request))
+        items = 1
+        if item is None:
+            x, y = int(params["x"]), int(params["y"])
+            lonlat = tms.bounds(morecantile.Tile(x, y, z))
+            items = budget.cells_over((lonlat.left, lonlat.bottom, lonlat.right, lonlat.top))
+            if items > _settings(request).tile_max_items:
+                raise budget.too_much(
+                    f"0.1° cells a z{z} mosaic tile meets (zoom in)",
+                    items,
+                    _settings(request).tile_max_items,
+                    "max_items",
+                )
+        return budget.Cost(edge * edge, bands, items)
+    if kind == "preview":
+        native = budget.native_size(ref, None)
+        pixels = budget.output_pixels(
+            width, height, max_size or (None if width or height else 1024), native
+        )
+        return budget.Cost(pixels, bands)
+    if kind == "bbox":
+        native = budget.native_size(ref, _lonlat_bbox(request))
+        return budget.Cost(budget.output_pixels(width, height, max_size, native), bands)
+    if kind == "feature":
+        bounds = budget.geometry_bounds(body)
+        native = budget.native_size(ref, bounds)
+        return budget.Cost(budget.output_pixels(width, height, max_size, native), bands)
+    return None
+
+
+def _settings(request: Request) -> Any:
+    return request.app.state.api_settings
+
+
+def route_kind(path_format: str, method: str) -> str | None:
+    """What a tile route reads: ``tile``, ``preview``, ``bbox``, ``feature``, ``point``, or
+    None for routes that describe only (TileJSON, WMTS, info, assets)."""
+    if path_format.endswith(("/assets", "/info", "/info.geojson")):
+        return None
+    if "/tiles/{tileMatrixSetId}/{z}/{x}/{y}" in path_format:
+        return "tile"
+    if "/bbox/" in path_format:
+        return "bbox"
+    if "/feature" in path_format or (method == "POST" and path_format.endswith("/statistics")):
+        return "feature"
+    if "/preview" in path_format or path_format.endswith("statistics") or "/map" in path_format:
+        return "preview"
+    if "/point/" in path_format:
+        return "point"
+    return None
+
+
+async def tile_budget(request: Request) -> None:
+    """Route dependency of every tile route: parameters checked and the request's cost counted
+    against the budgets (400/404/413) before any pixel is read."""
+    from starlette.concurrency import run_in_threadpool
+
+    route = request.scope.get("route")
+    kind = route_kind(getattr(route, "path_format", ""), request.method)
+    budget.check_rendering(request.query_params, _settings(request))
+    if kind is None:
+        return
+    body: Any = None
+    if kind == "feature" and request.method == "POST":
+        try:
+            body = await request.json()
+        except ValueError:
+            raise budget.bad("the body must be a GeoJSON Feature or FeatureCollection") from None
+    params = request.path_params
+
+    def cost() -> budget.Cost | None:
+        item = None
+        if "item_id" in params:
+            item = stac_item(request, params["collection_id"], params["item_id"]).to_dict(
+                transform_hrefs=False
+            )
+        return request_cost(request, kind, item, body)
+
+    estimate = await run_in_threadpool(cost)
+    if estimate is not None:
+        estimate.check(_settings(request))

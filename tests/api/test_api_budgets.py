@@ -1,0 +1,327 @@
+"""Request budgets against a live server (issue "One request must never take the service
+down"): a hostile corpus over every tile and analysis route on real-size 128-band COGs, the
+same process alive after each request, its peak resident memory under the declared bound; a
+storm of heavy requests answered with 200/4xx/503 while a search still gets through.
+
+The API runs as its own uvicorn process (one worker), so an OOM kill or a crash shows as a
+dead pid, and its memory is read from ``/proc`` while the corpus runs.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tessera_stac.api.budget import rss_bytes
+from tessera_stac.api.settings import ApiSettings
+from tessera_stac.catalog.pgstac.load import load
+from tests.api.test_api_hostile import Served
+from tests.conftest import TEMPLATE_DB
+
+WORLD_POLYGON = {
+    "type": "Polygon",
+    "coordinates": [[[-180, -85], [180, -85], [180, 85], [-180, 85], [-180, -85]]],
+}
+WORLD = {"type": "Feature", "properties": {}, "geometry": WORLD_POLYGON}
+VECTORS = [("assets", "embeddings"), ("assets", "scales")]
+
+
+class Watch:
+    """Peak resident memory of a process (sampled every 20 ms in a thread)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_bytes([self.pid]))
+            time.sleep(0.02)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+@pytest.fixture(scope="module")
+def tile_server(
+    pg_cluster: Any, published_catalog: dict[str, Any]
+) -> Iterator[tuple[Served, dict[str, Any]]]:
+    """The API process over the two real-size published tiles (PCA basis stored), loaded with
+    hrefs through its own ``/data``."""
+    with pg_cluster.template_clone(TEMPLATE_DB, "budgets") as dsn:
+        server = Served(dsn, published_catalog["root"], {})
+        try:
+            server.wait()
+            load(dsn, str(published_catalog["catalog"]), base_url=server.url + "/data")
+            yield server, published_catalog["items"][0]
+        finally:
+            server.stop()
+
+
+def _routes(item: dict[str, Any]) -> tuple[str, str]:
+    collection, year = item["collection"], str(item["properties"]["start_datetime"])[:4]
+    base = f"/tiles/collections/{collection}"
+    return f"{base}/items/{item['id']}", f"{base}/years/{year}"
+
+
+def hostile_corpus(item: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], set[int]]]:
+    """(method, path, httpx kwargs, allowed statuses): sizes, zooms, bands, expressions,
+    algorithms and their parameters, world-sized geometries, oversized query strings."""
+    one, mosaic = _routes(item)
+    w, s, e, n = item["bbox"]
+    lon, lat = (w + e) / 2, (s + n) / 2
+    inside = {"type": "Feature", "properties": {}, "geometry": {
+        "type": "Polygon",
+        "coordinates": [[[w + 0.01, s + 0.01], [e - 0.01, s + 0.01], [e - 0.01, n - 0.01],
+                         [w + 0.01, s + 0.01]]],
+    }}  # fmt: skip
+    tile = f"{one}/tiles/WebMercatorQuad"
+    pca = [*VECTORS, ("algorithm", "pca")]
+    sim = [*VECTORS, ("algorithm", "similarity"),
+           ("algorithm_params", json.dumps({"lon": lon, "lat": lat}))]  # fmt: skip
+    too_big = {413}
+    bad = {400}
+    z14 = _tile_at(lon, lat, 14)
+    corpus: list[tuple[str, str, dict[str, Any], set[int]]] = [
+        # the issue's reports, one by one
+        ("POST", f"{one}/statistics", {"params": [*VECTORS, ("max_size", 20000)], "json": WORLD},
+         too_big),
+        ("GET", f"{one}/bbox/-180,-85,180,85/4000x4000.png", {"params": pca}, too_big),
+        ("GET", f"{one}/preview.png", {"params": [*VECTORS, ("width", 20000),
+                                                   ("height", 20000)]}, too_big),
+        ("GET", f"{one}/bbox/{w},{s},{e},{n}/20000x20000.png", {"params": VECTORS}, too_big),
+        ("GET", f"{tile}/-1/0/0.png", {"params": pca}, bad),
+        ("GET", f"{tile}/{z14[2]}/{z14[0]}/{z14[1]}.png",
+         {"params": [("assets", "embeddings"), ("bidx", 500)]}, bad),
+        ("GET", f"{tile}/{z14[2]}/{z14[0]}/{z14[1]}.png",
+         {"params": [("assets", "embeddings|bidx=1,2,500")]}, bad),
+        ("GET", f"{tile}/{z14[2]}/{z14[0]}/{z14[1]}.png",
+         {"params": [("assets", "embeddings"), ("expression", "+".join(["b1"] * 3000))]},
+         {413, 414}),
+        ("GET", f"{tile}/{z14[2]}/{z14[0]}/{z14[1]}.png",
+         {"params": [("assets", "embeddings"), ("expression", "+".join(["b1"] * 300))]},
+         too_big),
+        ("GET", f"{one}/statistics", {"params": [*VECTORS, ("max_size", 20000)]}, too_big),
+        ("GET", f"{one}/asset_statistics", {"params": [*VECTORS, ("max_size", 20000)]}, too_big),
+        # full-resolution statistics of every band: refused; a small overview of them: fine
+        ("POST", f"{one}/statistics", {"params": VECTORS, "json": inside}, too_big),
+        ("POST", f"{one}/statistics", {"params": [*VECTORS, ("max_size", 128)], "json": inside},
+         {200}),
+        # sizes
+        ("GET", f"{one}/preview.png", {"params": pca}, too_big),  # 1024 px x 129 bands
+        ("GET", f"{one}/preview.png", {"params": [*pca, ("max_size", 256)]}, {200}),
+        ("GET", f"{one}/preview/2x999999.png", {"params": [("assets", "scales")]}, too_big),
+        ("GET", f"{one}/bbox/{w},{s},{e},{n}.png", {"params": pca}, too_big),  # native 129 b
+        ("GET", f"{one}/bbox/{w},{s},{e},{n}.png", {"params": [*pca, ("max_size", 300)]}, {200}),
+        ("POST", f"{one}/feature.png", {"params": pca, "json": WORLD}, too_big),
+        ("POST", f"{one}/feature/9000x9000.png", {"params": [("assets", "scales")],
+                                                  "json": inside}, too_big),
+        ("POST", f"{one}/feature.png", {"params": [("assets", "scales")],
+                                        "content": "{not json"}, {400}),
+        ("GET", f"{tile}/{z14[2]}/{z14[0]}/{z14[1]}.png",
+         {"params": [*pca, ("tilesize", 100000)]}, too_big),
+        ("GET", f"{tile}/{z14[2]}/{z14[0]}/{z14[1]}@4x.png", {"params": pca}, {400, 413}),
+        ("GET", f"{tile}/{z14[2]}/{z14[0]}/{z14[1]}.png",
+         {"params": [*pca, ("buffer", "1e9")]}, {400, 422}),
+        # zooms and tile indices
+        ("GET", f"{tile}/99/0/0.png", {"params": pca}, bad),
+        ("GET", f"{tile}/3/8/0.png", {"params": pca}, bad),
+        ("GET", f"{tile}/3/-1/0.png", {"params": pca}, bad),
+        ("GET", f"{one}/tiles/NoSuchMatrix/3/1/1.png", {"params": pca}, {404, 422}),
+        ("GET", f"{mosaic}/tiles/WebMercatorQuad/3/5/3.png", {"params": pca}, too_big),
+        ("GET", f"{mosaic}/tiles/WebMercatorQuad/{z14[2]}/{z14[0]}/{z14[1]}.png",
+         {"params": [*pca, ("items_limit", 100000), ("scan_limit", 10**9)]}, {200, 204, 404}),
+        # bands, expressions, rendering junk
+        ("GET", f"{tile}/{z14[2]}/{z14[0]}/{z14[1]}.png",
+         {"params": [("assets", "embeddings|bidx=x")]}, bad),
+        ("GET", f"{tile}/{z14[2]}/{z14[0]}/{z14[1]}.png",
+         {"params": [("assets", "nosuchasset")]}, {404}),
+        ("GET", f"{tile}/{z14[2]}/{z14[0]}/{z14[1]}.png",
+         {"params": [("assets", "embeddings|bidx=1"), ("expression", "b1+b9")]}, bad),
+        ("GET", f"{tile}/{z14[2]}/{z14[0]}/{z14[1]}.png",
+         {"params": [("assets", "embeddings|bidx=1"), ("expression", "import os")]}, bad),
+        ("GET", f"{tile}/{z14[2]}/{z14[0]}/{z14[1]}.png",
+         {"params": [("assets", "embeddings|bidx=1"), ("expression", "b1/")]}, bad),
+        ("GET", f"{tile}/{z14[2]}/{z14[0]}/{z14[1]}.png",
+         {"params": [("assets", "embeddings|bidx=1"), ("rescale", "a,b")]}, bad),
+        ("GET", f"{tile}/{z14[2]}/{z14[0]}/{z14[1]}.png",
+         {"params": [("assets", "embeddings|bidx=1"), ("rescale", "nan,1")]}, bad),
+        ("GET", f"{tile}/{z14[2]}/{z14[0]}/{z14[1]}.png",
+         {"params": [("assets", "embeddings|bidx=1"), ("rescale", "1,2,3")]}, bad),
+        ("GET", f"{tile}/{z14[2]}/{z14[0]}/{z14[1]}.png",
+         {"params": [("assets", "embeddings|bidx=1"), ("colormap", "{bad")]}, bad),
+        ("GET", f"{tile}/{z14[2]}/{z14[0]}/{z14[1]}.png",
+         {"params": [("assets", "embeddings|bidx=1"), ("colormap_name", "nosuch")]}, bad),
+        ("GET", f"{tile}/{z14[2]}/{z14[0]}/{z14[1]}.png",
+         {"params": [*VECTORS, ("algorithm", "nosuch")]}, bad),
+        ("GET", f"{tile}/{z14[2]}/{z14[0]}/{z14[1]}.png",
+         {"params": [*VECTORS, ("algorithm", "similarity"), ("algorithm_params", "{x")]}, bad),
+        ("GET", f"{tile}/{z14[2]}/{z14[0]}/{z14[1]}.png",
+         {"params": [*VECTORS, ("algorithm", "similarity"),
+                     ("algorithm_params", json.dumps({"vector": [1] * 5000}))]}, {400, 413, 414}),
+        ("GET", f"{tile}/{z14[2]}/{z14[0]}/{z14[1]}.png",
+         {"params": [*VECTORS, ("algorithm", "similarity"),
+                     ("algorithm_params", json.dumps({"lon": 1e308, "lat": 0}))]}, {400, 404}),
+        ("GET", f"{tile}/{z14[2]}/{z14[0]}/{z14[1]}.png",
+         {"params": [("assets", "scales"), ("algorithm", "pca")]}, bad),
+        ("GET", f"{one}/point/{lon},{lat}", {"params": [("assets", "embeddings|bidx=0")]}, bad),
+        ("GET", f"{one}/point/1e308,{lat}", {"params": [("assets", "scales")]}, {400, 404}),
+        # oversized query strings
+        ("GET", f"{tile}/{z14[2]}/{z14[0]}/{z14[1]}.png",
+         {"params": [("assets", "scales"), ("x", "a" * 20000)]}, {414}),
+        # analysis routes: world-sized geometries, too many points
+        # (the world meets the two published tiles only: within the zonal budget, answered)
+        ("POST", "/embeddings/area", {"json": {"geometry": WORLD_POLYGON, "year": 2024}},
+         {200, 413}),
+        ("POST", "/embeddings/positions",
+         {"json": {"year": 2024, "points": [{"lon": lon, "lat": lat}] * 20000}}, too_big),
+        # the ordinary requests still work
+        ("GET", f"{tile}/{z14[2]}/{z14[0]}/{z14[1]}.png", {"params": pca}, {200}),
+        ("GET", f"{tile}/{z14[2]}/{z14[0]}/{z14[1]}.png", {"params": sim}, {200}),
+        ("GET", f"{one}/info", {"params": VECTORS}, {200}),
+        ("GET", f"{one}/point/{lon},{lat}", {"params": VECTORS}, {200}),
+    ]  # fmt: skip
+    return corpus
+
+
+def _tile_at(lon: float, lat: float, z: int) -> tuple[int, int, int]:
+    import morecantile
+
+    t = morecantile.tms.get("WebMercatorQuad").tile(lon, lat, z)
+    return t.x, t.y, t.z
+
+
+def test_hostile_tile_corpus_is_refused_cheaply_and_the_server_lives(
+    tile_server: tuple[Served, dict[str, Any]],
+) -> None:
+    """Every answer < 500 within its time bound, the same pid after each, the errors in the
+    API's shape naming the setting, and the process's peak memory under the declared bound."""
+    server, item = tile_server
+    pid = server.proc.pid
+    watch = Watch(pid)
+    worst = 0.0
+    wrong: list[Any] = []
+    try:
+        for method, path, kwargs, allowed in hostile_corpus(item):
+            started = time.monotonic()
+            got = httpx.request(method, server.url + path, timeout=120, **kwargs)
+            worst = max(worst, time.monotonic() - started)
+            label = (method, path[-40:], str(kwargs)[:160])
+            assert server.proc.poll() is None, (label, server.stderr()[-2000:])
+            if got.status_code not in allowed:
+                wrong.append((label, got.status_code, got.text[:300]))
+            elif got.status_code == 413 and "TESSERA_STAC_API_" not in got.json().get(
+                "description", ""
+            ):
+                wrong.append((label, "413 without the setting", got.text[:300]))
+            elif got.status_code >= 400 and not {"code", "description"} <= set(got.json()):
+                wrong.append((label, "error shape", got.text[:300]))
+    finally:
+        peak = watch.stop()
+    assert not wrong, "\n".join(map(str, wrong))
+    assert server.proc.pid == pid and server.proc.poll() is None
+    assert httpx.get(server.url + "/healthz").status_code == 200
+    bound = ApiSettings().memory_bound_mb() * 2**20
+    print(f"corpus: worst request {worst:.2f} s, peak RSS {peak / 2**20:.0f} MB "
+          f"(bound {bound / 2**20:.0f} MB)")  # fmt: skip
+    assert 0 < peak < bound, (peak, bound)
+
+
+def test_storm_of_heavy_requests_queues_or_refuses_and_search_gets_through(
+    tile_server: tuple[Served, dict[str, Any]],
+) -> None:
+    """24 similarity tiles and 24 heavy part/statistics requests at once: only 200/4xx/503,
+    no crash, memory under the bound; a search sent during the storm is answered before the
+    storm is over (it never queues behind the heavy requests)."""
+    server, item = tile_server
+    one, _ = _routes(item)
+    w, s, e, n = item["bbox"]
+    lon, lat = (w + e) / 2, (s + n) / 2
+    heavy: list[tuple[str, str, dict[str, Any]]] = []
+    for i in range(24):
+        x, y, z = _tile_at(w + (e - w) * (i % 6 + 0.5) / 6, s + (n - s) * (i // 6 + 0.5) / 4, 14)
+        params = [*VECTORS, ("algorithm", "similarity"),
+                  ("algorithm_params", json.dumps({"lon": lon, "lat": lat})),
+                  ("rescale", "0,1"), ("colormap_name", "viridis")]  # fmt: skip
+        heavy.append(("GET", f"{one}/tiles/WebMercatorQuad/{z}/{x}/{y}.png", {"params": params}))
+    for i in range(12):
+        heavy.append(("GET", f"{one}/bbox/{w},{s},{e},{n}.png",
+                      {"params": [*VECTORS, ("algorithm", "pca"), ("max_size", 500 - i)]}))
+        heavy.append(("GET", f"{one}/statistics",
+                      {"params": [*VECTORS, ("max_size", 500 - i)]}))  # fmt: skip
+    watch = Watch(server.proc.pid)
+    done: list[float] = []
+    statuses: list[int] = []
+
+    def send(request: tuple[str, str, dict[str, Any]]) -> int:
+        method, path, kwargs = request
+        status = httpx.request(method, server.url + path, timeout=180, **kwargs).status_code
+        done.append(time.monotonic())
+        return status
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(len(heavy) + 1) as pool:
+            futures = [pool.submit(send, r) for r in heavy]
+            time.sleep(0.5)
+            search = httpx.get(server.url + "/search", params={"limit": 5}, timeout=60)
+            searched = time.monotonic()
+            statuses = [f.result() for f in futures]
+    finally:
+        peak = watch.stop()
+    assert search.status_code == 200, search.text[:300]
+    assert searched < max(done), "the search waited for the whole storm"
+    assert set(statuses) <= {200, 413, 503}, statuses
+    assert 200 in statuses, statuses
+    assert server.proc.poll() is None
+    assert peak < ApiSettings().memory_bound_mb() * 2**20, peak
+    print(f"storm: {sorted(statuses)}; peak RSS {peak / 2**20:.0f} MB")
+
+
+def test_budget_arithmetic_matches_rio_tiler_output_sizes(
+    published_catalog: dict[str, Any],
+) -> None:
+    """The pre-read size estimate equals the array rio-tiler returns (within one pixel per
+    side), so the budget refuses exactly what would have been allocated."""
+    from rio_tiler.io import Reader
+
+    from tessera_stac.api.budget import output_pixels
+
+    path = Path(published_catalog["root"])
+    scales = next(path.rglob("*scales*.tif"))
+    with Reader(str(scales)) as src:
+        shape = (src.dataset.height, src.dataset.width)
+        for kwargs in ({"max_size": 300}, {"width": 200}, {"height": 77}, {"width": 50,
+                                                                            "height": 60}):
+            img = src.preview(**kwargs)
+            expected = output_pixels(
+                kwargs.get("width"), kwargs.get("height"), kwargs.get("max_size"), shape
+            )
+            assert abs(img.width * img.height - expected) <= img.width + img.height, kwargs
+
+
+def test_mosaic_caps_pgstac_limits_in_the_query() -> None:
+    """``items_limit`` past the budget is capped before titiler-pgstac sees it."""
+    from tessera_stac.api.bounds import check_query
+
+    settings = ApiSettings()
+    query = [("items_limit", "100000"), ("scan_limit", "5"), ("time_limit", "600")]
+    assert check_query(query, settings)
+    assert dict(query) == {
+        "items_limit": str(settings.tile_max_items),
+        "scan_limit": "5",
+        "time_limit": "5",
+    }
+
