@@ -224,6 +224,8 @@ def check_query(query: list[tuple[str, str]], settings: ApiSettings) -> bool:
                 limit = int(raw)
             except ValueError:
                 continue
+            if name in MOSAIC_CAPS and limit < 1:
+                raise BoundError(400, "InvalidParameter", f"{name} must be at least 1")
             cap = settings.max_limit if name == "limit" else MOSAIC_CAPS[name](settings)
             if limit > cap:
                 query[i] = (name, str(cap))

@@ -192,6 +192,22 @@ def check_lonlat(lon: Any, lat: Any) -> None:
         raise bad("lon/lat must be finite, within ±180 / ±90")
 
 
+def check_zoom_params(query: Any, tms_names: Iterable[str] = ()) -> None:
+    """``minzoom``/``maxzoom`` and WMTS ``zooms`` (``tms::min,max``) within 0..30 (400)."""
+    values = [("minzoom", v) for v in query.getlist("minzoom")]
+    values += [("maxzoom", v) for v in query.getlist("maxzoom")]
+    for entry in query.getlist("zooms"):
+        _, _, pair = entry.rpartition("::")
+        values += [("zooms", v) for v in pair.split(",")]
+    for name, raw in values:
+        try:
+            zoom = int(raw)
+        except ValueError:
+            raise bad(f"{name} must be an integer zoom, got {raw[:20]!r}") from None
+        if not 0 <= zoom <= 30:
+            raise bad(f"{name} {zoom} is outside 0..30")
+
+
 def tile_of(
     path_params: dict[str, Any], query: Any, settings: ApiSettings
 ) -> tuple[morecantile.TileMatrixSet, int, int]:
@@ -416,9 +432,12 @@ def is_heavy(path: str) -> bool:
     return not path.endswith(LIGHT_SUFFIXES)
 
 
+_TILE_PATH = re.compile(r"/tiles/[^/]+/\d+/\d+/\d+(\.\w+)?$")
+
+
 def is_cacheable(scope: Scope) -> bool:
-    """A GET of a map tile (``.../tiles/{tms}/{z}/{x}/{y}``): same URL, same bytes."""
-    return scope["method"] == "GET" and "/tiles/" in scope["path"][7:]
+    """A GET of a map tile (``.../tiles/{tms}/{z}/{x}/{y}[.{format}]``): same URL, same bytes."""
+    return scope["method"] == "GET" and _TILE_PATH.search(scope["path"]) is not None
 
 
 class TileCache:
@@ -487,7 +506,9 @@ class HeavyRequestLimiter:
             hit = self.cache.get(key)
             if hit is not None:
                 headers, body = hit
-                await send({"type": "http.response.start", "status": 200, "headers": headers})
+                # a copy: outer middlewares (compression) rewrite the headers they are sent
+                start = {"type": "http.response.start", "status": 200, "headers": list(headers)}
+                await send(start)
                 await send({"type": "http.response.body", "body": body})
                 return
         slots = self._semaphore()

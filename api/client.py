@@ -11,8 +11,12 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from enum import Enum, StrEnum
+from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote, unquote, urlsplit
 
 import attr
 from fastapi import Request
@@ -26,6 +30,8 @@ from starlette.responses import Response
 
 from tessera_stac.api.compat import cql2_text_to_json, with_v1_0_aliases
 from tessera_stac.catalog import constants as c
+
+logger = logging.getLogger(__name__)
 
 #: Collection id prefixes listed first on the landing page, in this order.
 FEATURED_PREFIXES: tuple[str, ...] = (
@@ -90,14 +96,18 @@ class TesseraClient(CoreCrudClient):
         from tessera_stac.api.tiles import add_item_links
 
         item = await super().get_item(item_id, collection_id, request=request, **kwargs)
-        return await add_item_links(item, request)
+        return await add_item_links(public_items(item, request), request)
 
     async def get_collection(self, collection_id: str, request: Request, **kwargs: Any) -> Any:
         """GET a Collection, with web-map-links to the mosaics of its years (``api.tiles``)."""
         from tessera_stac.api.tiles import add_collection_links
 
         collection = await super().get_collection(collection_id, request=request, **kwargs)
-        return add_collection_links(collection, request)
+        return add_collection_links(public_items(collection, request), request)
+
+    async def all_collections(self, request: Request, **kwargs: Any) -> Any:
+        """GET /collections, with no server paths (:func:`public_items`)."""
+        return public_items(await super().all_collections(request=request, **kwargs), request)
 
     async def post_search(self, search_request: Any, request: Request, **kwargs: Any) -> Any:
         """POST /search; a fields-filtered answer is still GeoJSON (media type kept); a CQL2
@@ -134,7 +144,7 @@ class TesseraClient(CoreCrudClient):
             arrays = await _array_queryables(request)
             search_request.filter_expr = query_to_cql2(query or {}, arrays)
             search_request.filter_lang = "cql2-json"
-        return await super()._search_base(search_request, request=request)
+        return public_items(await super()._search_base(search_request, request=request), request)
 
 
 class QueryOperator(StrEnum):
@@ -277,3 +287,115 @@ def _geojson(result: Any) -> Any:
     if isinstance(result, Response):
         result.headers["content-type"] = "application/geo+json"
     return result
+
+
+# ------------------------------------------------------------ no server paths in answers
+def _local_path(href: str) -> str | None:
+    """The filesystem path an href names (``/abs/path`` or ``file://``), else None."""
+    parts = urlsplit(href)
+    if parts.scheme == "file":
+        return unquote(parts.path)
+    if not parts.scheme and href.startswith("/"):
+        return href
+    return None
+
+
+#: First path segments of the API's own routes (a link there is never a server path).
+API_ROOTS = frozenset(
+    {"", "api", "api.html", "api-docs-static", "browser", "change", "classify", "collections",
+     "conformance", "data", "docs", "embeddings", "features", "healthz", "queryables",
+     "schemas", "search", "tiles", "watersheds"}
+)  # fmt: skip
+
+
+def _server_path(path: str) -> bool:
+    """A path that stac-fastapi resolved against the API but that names a place on the
+    server's disk (its first folder exists there, and it is no route of ours)."""
+    first = path.lstrip("/").split("/", 1)[0]
+    return first not in API_ROOTS and "/" in path.lstrip("/") and os.path.isdir("/" + first)
+
+
+def _served(path: str, root: Path | None, base_url: str) -> str | None:
+    """The ``/data`` URL of a server path inside the data dir, else None."""
+    target = Path(os.path.realpath(path))
+    if root is not None and target.is_relative_to(root):
+        return f"{base_url.rstrip('/')}/data/{quote(target.relative_to(root).as_posix())}"
+    return None
+
+
+def public_item(item: Any, base_url: str, data_dir: Path | None) -> Any:
+    """``item`` (or a Collection) as a client may see it: an asset or link href that is a
+    server path is served through the API's own ``/data`` route when it lies in ``data_dir``,
+    and withheld otherwise (the server's filesystem layout is never disclosed, and no client
+    gets a path it cannot follow). Links come resolved against the API by stac-fastapi, so a
+    link to this host whose path is a file on the server counts as a server path. Returns
+    the document (changed in place)."""
+    if not isinstance(item, dict):
+        return item
+    root = Path(os.path.realpath(data_dir)) if data_dir is not None else None
+    assets = item.get("assets")
+    if isinstance(assets, dict):
+        for key in list(assets):
+            asset = assets[key]
+            href = asset.get("href") if isinstance(asset, dict) else None
+            path = _local_path(href) if isinstance(href, str) else None
+            if path is None:
+                continue
+            url = _served(path, root, base_url)
+            if url is not None:
+                asset["href"] = url
+            else:
+                _withheld(str(item.get("collection") or item.get("id")), key)
+                del assets[key]
+    links = item.get("links")
+    if isinstance(links, list):
+        base = urlsplit(base_url)
+        kept = []
+        for link in links:
+            href = link.get("href") if isinstance(link, dict) else None
+            if isinstance(href, str):
+                path = _local_path(href)
+                parts = urlsplit(href)
+                if path is None and parts.netloc == base.netloc:
+                    own = unquote(parts.path)
+                    prefix = base.path.rstrip("/")
+                    own = own[len(prefix) :] if prefix and own.startswith(prefix) else own
+                    path = own if _server_path(own) else None
+                if path is not None:
+                    url = _served(path, root, base_url)
+                    if url is None:
+                        continue
+                    link["href"] = url
+            kept.append(link)
+        item["links"] = kept
+    return item
+
+
+_WARNED: set[tuple[str, str]] = set()
+
+
+def _withheld(collection: str, key: str) -> None:
+    if (collection, key) not in _WARNED and len(_WARNED) < 1000:
+        _WARNED.add((collection, key))
+        logger.warning(
+            "collection %s: asset %r has a server path outside the data dir; not served "
+            "(load the catalog with --base-url, or serve its folder with --data-dir)",
+            collection,
+            key,
+        )
+
+
+def public_items(result: Any, request: Request) -> Any:
+    """:func:`public_item` over an Item or the features of an ItemCollection."""
+    from stac_fastapi.types.requests import get_base_url
+
+    settings = getattr(request.app.state, "api_settings", None)
+    data_dir = getattr(settings, "data_dir", None)
+    base = get_base_url(request)
+    if isinstance(result, dict):
+        for many in ("features", "collections"):
+            if isinstance(result.get(many), list):
+                for feature in result[many]:
+                    public_item(feature, base, data_dir)
+                return result
+    return public_item(result, base, data_dir)

@@ -324,7 +324,19 @@ def algorithm_query(
     ] = None,
 ) -> tuple[str | None, dict[str, Any]]:
     """The algorithm query parameters, checked (no database): WMTS layers validate with it."""
-    return algorithm, json.loads(algorithm_params) if algorithm_params else {}
+    params = json.loads(algorithm_params) if algorithm_params else {}
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise HTTPException(400, "algorithm_params must be a JSON object")
+    if algorithm and algorithm not in ALGORITHMS:
+        try:
+            default_algorithms.get(algorithm)(**params)
+        except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+            raise HTTPException(
+                400, f"algorithm_params do not fit {algorithm}: {str(exc)[:300]}"
+            ) from None
+    return algorithm, params
 
 
 def post_process(
@@ -782,6 +794,11 @@ async def tile_budget(request: Request) -> None:
     route = request.scope.get("route")
     kind = route_kind(getattr(route, "path_format", ""), request.method)
     budget.check_rendering(request.query_params, _settings(request))
+    budget.check_zoom_params(request.query_params)
+    if "z" in request.path_params:
+        budget.tile_of(request.path_params, request.query_params, _settings(request))
+    if any(not a.partition("|")[0] for a in request.query_params.getlist("assets")):
+        raise budget.bad("assets must name assets (an empty name was given)")
     if kind is None:
         return
     body: Any = None

@@ -140,3 +140,41 @@ GEOJSON_MEDIA_TYPE = "application/geo+json"
 PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
 CSV_MEDIA_TYPE = "text/csv"
 PNG_MEDIA_TYPE = "image/png"
+
+# ------------------------------------------------------------------ heads and class maps
+#: class maps of a trained head: ``tessera-classes-{head name}``, one item per (tile, year)
+CLASSES_COLLECTION_PREFIX = "tessera-classes-"
+CLASSIFICATION_SCHEMA_URI = "https://stac-extensions.github.io/classification/v1.1.0/schema.json"
+RASTER_SCHEMA_URI = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
+#: asset keys of a class item: uint8 classes (nodata 0), the winning probability (float32,
+#: NaN nodata) or, for a regression head, the value (float32, NaN nodata), a PNG preview
+CLASSES_ASSET = "classes"
+PROBABILITY_ASSET = "probability"
+VALUE_ASSET = "value"
+CLASSES_PREVIEW_ASSET = "preview"
+CLASS_NODATA = 0
+#: asset keys of a head's model item in ``tessera-models``: the head JSON, its accuracy
+#: report and the report's chart
+HEAD_ASSET = "head"
+REPORT_ASSET = "report"
+CHART_ASSET = "chart"
+HEAD_MEDIA_TYPE = "application/json"
+#: model item properties with the headline accuracy (spatially blocked cross-validation)
+ACCURACY_PROP = "tessera:accuracy"
+ACCURACY_RANDOM_PROP = "tessera:accuracy_random"
+F1_PROP = "tessera:f1_macro"
+R2_PROP = "tessera:r2"
+R2_RANDOM_PROP = "tessera:r2_random"
+LABELS_PROP = "tessera:labels"
+HEAD_KIND_PROP = "tessera:head_kind"
+HEAD_CHECKSUM_PROP = "tessera:head_checksum"
+
+
+def classes_collection_id(head_name: str) -> str:
+    """The collection of a head's class maps."""
+    return f"{CLASSES_COLLECTION_PREFIX}{head_name}"
+
+
+def head_key(head_name: str) -> str:
+    """Where a head's JSON lives in the published tree (beside its model item)."""
+    return f"{MODEL_COLLECTION_ID}/{head_name}/head.json"

@@ -415,8 +415,41 @@ def _write_models(
         d = model.to_dict(include_self_link=False, transform_hrefs=False)
         _put(store, key, publish_hrefs(d, key, href_base), report)
     ckey = collection_key(c.MODEL_COLLECTION_ID)
-    cdict = create_model_collection(models).to_dict(include_self_link=False, transform_hrefs=False)
+    cdict = create_model_collection(models + _other_models(store, models)).to_dict(
+        include_self_link=False, transform_hrefs=False
+    )
     _put(store, ckey, publish_hrefs(cdict, ckey, href_base), report)
+
+
+def _other_models(store: Store, models: list[pystac.Item]) -> list[pystac.Item]:
+    """Model Items already in ``tessera-models`` other than ``models`` (trained heads)."""
+    ids = {m.id for m in models}
+    out = []
+    for d in read_items(store, c.MODEL_COLLECTION_ID):
+        if d.get("id") in ids:
+            continue
+        try:
+            out.append(pystac.Item.from_dict(d, preserve_dict=False))
+        except Exception:
+            continue
+    return out
+
+
+def put_model_collection(store: Store, href_base: str | None = None) -> str:
+    """Rewrite ``tessera-models/collection.json`` listing every model Item present, then the root.
+
+    Called when a head is trained (``classify train``); ``catalog build`` keeps the heads too.
+    """
+    items = [
+        pystac.Item.from_dict(d, preserve_dict=False)
+        for d in read_items(store, c.MODEL_COLLECTION_ID)
+    ]
+    ckey = collection_key(c.MODEL_COLLECTION_ID)
+    cdict = create_model_collection(items).to_dict(include_self_link=False, transform_hrefs=False)
+    base = href_base or _root_base(store)
+    store.put_bytes(dump_json(publish_hrefs(cdict, ckey, base)), ckey, JSON_MEDIA_TYPE)
+    write_root(store, base)
+    return ckey
 
 
 def items_to_parquet(items: list[dict[str, Any]]) -> bytes:

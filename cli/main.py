@@ -20,6 +20,7 @@ import typer
 
 from tessera_stac.catalog.errors import TesseraStacError
 from tessera_stac.cli import catalog as cli_catalog
+from tessera_stac.cli import classify as cli_classify
 from tessera_stac.cli import corestack as cli_corestack
 from tessera_stac.cli import db as cli_db
 from tessera_stac.cli import demo as cli_demo
@@ -57,6 +58,7 @@ cli_corestack.register(app)
 cli_scale.register(app)
 cli_demo.register(app)
 cli_years.register(app)
+cli_classify.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

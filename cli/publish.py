@@ -92,11 +92,22 @@ def sample_tiles(
     change_from: int = typer.Option(
         None, "--change-from", help="First year of that change (default: the last year)."
     ),
+    landcover: bool = typer.Option(
+        False,
+        "--landcover",
+        help="Draw land from land-cover classes; also write labels/landcover_{year}.geojson "
+        "and truth/{year}/grid_X_Y.tif for the first year.",
+    ),
+    labels_per_class: int = typer.Option(
+        100, "--labels-per-class", help="With --landcover: labels per class over all cells."
+    ),
+    seed: int = typer.Option(0, "--seed", help="With --landcover: seed of the label draw."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Generate synthetic TESSERA tiles with the real grid, dtype, scales and defects.
 
     Example: ``tessera-stac sample tiles data/ --bbox 71.9,21.8,72.1,21.9 --years 2024``
+    (add ``--landcover`` for tiles drawn from classes, with labels and truth rasters)
     """
     from tessera_stac.publisher.samples import tiles as sample
 
@@ -110,6 +121,25 @@ def sample_tiles(
         change_bbox=parse_bbox(change) if change else None,
         change_from=(change_from or year_list[-1]) if change else None,
     )
+    if landcover:
+        from tessera_stac.publisher.samples.landcover import generate_landcover
+
+        if not 1 <= labels_per_class <= 100_000:
+            raise InputError("--labels-per-class must be 1..100000")
+        made = generate_landcover(
+            dest, cells, year_list, None, labels_per_class, seed, options, layout
+        )
+        emit(
+            {
+                "root": str(dest),
+                "tiles": made.tiles,
+                "labels": str(made.labels),
+                "truth": {k: str(v) for k, v in made.truth.items()},
+            },
+            as_json,
+            f"wrote {made.tiles} land-cover tiles to {dest}, labels {made.labels}",
+        )
+        return
     written = []
     with progress(len(cells) * len(year_list), "sample tiles") as bar:
         for files in sample.generate(dest, cells, year_list, options, layout):

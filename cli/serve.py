@@ -25,7 +25,9 @@ def load_cmd(
         None,
         "--base-url",
         help="Public URL the catalog's folder is served at (e.g. http://host:8080/data): "
-        "asset hrefs inside the folder are rewritten to it. Default: absolute local paths.",
+        "asset hrefs inside the folder are rewritten to it. Without it, local paths are "
+        "stored, and the API never shows them: it serves them through its own /data route "
+        "when the folder is its --data-dir, and withholds them otherwise.",
     ),
     partition: str = typer.Option(
         "year", "--partition", help="Partition items of the loaded collections by year|month|none."

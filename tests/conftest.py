@@ -34,6 +34,7 @@ pytest_plugins = [
     "tests.fixtures_corestack",
     "tests.fixtures_demo",
     "tests.fixtures_scale",
+    "tests.fixtures_classify",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -486,6 +486,19 @@ def clean_stale_scratch(root: Path) -> list[Path]:
     return removed
 
 
+def worker_memory_bound_mb(tile_pixels: int, gdal_cache_mb: int = 128) -> int:
+    """The declared bound of one publish worker's resident memory, in MB.
+
+    A worker holds one tile at a time: its int8 codes and float32 scales as read (132 bytes a
+    pixel), the dequantisation checks and the overview arrays beside them, and the COG
+    writer's buffers (at most four tile-sized copies in all), plus GDAL's block cache for the
+    write (``write_cog``'s ``cache_mb``) and the interpreter with numpy, GDAL and pyproj
+    (~250 MB). Measured: 580 MB peak for a 1,100 x 1,100 px tile (bound 1,050 MB);
+    ``tests/publisher/test_pub_memory.py`` checks it, ``--workers`` multiplies it.
+    """
+    return int(250 + gdal_cache_mb + 4 * tile_pixels * 132 / 2**20)
+
+
 def publish(
     sources: Iterable[TileSource | ZarrCell],
     dest: str,

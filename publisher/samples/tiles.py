@@ -62,6 +62,11 @@ class SampleOptions:
             ``change_from`` on, its land pixels are drawn from another mixing (a different land
             cover), so their cosine distance to earlier years is large (~1); water stays water.
         change_from: the first year of the changed land cover.
+        landcover: draw land pixels from land-cover classes (:data:`LANDCOVER_CLASSES`): a
+            prototype vector per class, class regions from smooth fields of lon/lat (the same
+            in every year and across tiles), mixed prototypes near class edges, smooth
+            variation within a class and per-pixel noise. The tile's ``classes`` holds the
+            truth (class value 1..n, 0 on water).
     """
 
     zero_fraction: float = 0.0
@@ -71,6 +76,7 @@ class SampleOptions:
     landmask: bool = True
     change_bbox: tuple[float, float, float, float] | None = None
     change_from: int | None = None
+    landcover: bool = False
 
     def changed(self, year: int) -> bool:
         """True when ``year`` has the changed land cover inside ``change_bbox``."""
@@ -91,6 +97,7 @@ class SampleTile:
     embeddings: np.ndarray  # (H, W, 128) int8
     scales: np.ndarray  # (H, W) float32
     landmask: np.ndarray  # (H, W) uint8, 0 = water
+    classes: np.ndarray | None = None  # (H, W) uint8 truth of SampleOptions.landcover, 0 = water
 
 
 @dataclass(frozen=True)
@@ -119,12 +126,19 @@ class _Waves:
     amp: np.ndarray
 
     @classmethod
-    def make(cls, seed: int, outputs: int, waves: int = 12) -> _Waves:
+    def make(
+        cls,
+        seed: int,
+        outputs: int,
+        waves: int = 12,
+        shortest: float = 0.004,
+        longest: float = 0.25,
+    ) -> _Waves:
         rng = np.random.default_rng(seed)
-        # wavelengths 0.004° .. 0.25° (~400 m .. 25 km), log-uniform
-        wavelength = np.exp(rng.uniform(np.log(0.004), np.log(0.25), size=(waves, outputs)))
+        # wavelengths 0.004° .. 0.25° (~400 m .. 25 km) by default, log-uniform
+        wavelength = np.exp(rng.uniform(np.log(shortest), np.log(longest), size=(waves, outputs)))
         angle = rng.uniform(0, 2 * np.pi, size=(waves, outputs))
-        amp = (wavelength / 0.25) ** 0.5  # long waves dominate: fields are smooth
+        amp = (wavelength / longest) ** 0.5  # long waves dominate: fields are smooth
         amp = amp / np.sqrt((amp**2).sum(axis=0, keepdims=True) / 2)  # unit variance
         return cls(
             kx=np.cos(angle) / wavelength,
@@ -202,6 +216,66 @@ class _Model:
         )
 
 
+#: the sample land-cover classes (name, colour); a class's value is its position + 1
+LANDCOVER_CLASSES: tuple[tuple[str, str], ...] = (
+    ("cropland", "#e8c547"),
+    ("forest", "#1b7837"),
+    ("grassland", "#a6d96a"),
+    ("built-up", "#d73027"),
+    ("bare", "#b8a48c"),
+)
+CLASS_SHORTEST, CLASS_LONGEST = 0.006, 0.04  # class fields' wavelengths: regions ~0.3-2 km
+CLASS_SHARPNESS = 4.0  # softmax of the class fields: prototypes mix near class edges
+CLASS_VARIATION = 0.9  # smooth within-class variation (latent mixing), x AMPLITUDE / sqrt(8)
+CLASS_NOISE = 0.6  # per-pixel noise per dimension, x AMPLITUDE
+NOISE_BANK = 16384  # distinct noise vectors (drawing an index per pixel is ~50x cheaper)
+
+
+@dataclass(frozen=True)
+class _LandCover:
+    """Prototype vectors of the sample classes and the smooth fields that place them."""
+
+    prototypes: np.ndarray  # (classes, 128)
+    variation: np.ndarray  # (LATENT, 128): smooth within-class variation
+    field: _Waves  # one smooth field per class; a pixel's class is the largest
+    noise: np.ndarray  # (NOISE_BANK, 128) per-pixel noise vectors, drawn by index
+
+    @classmethod
+    def make(cls) -> _LandCover:
+        rng = np.random.default_rng(_seed("tessera-stac-sample-landcover"))
+        n = len(LANDCOVER_CLASSES)
+        prototypes = rng.normal(size=(n, EMBEDDING_DIM)) * AMPLITUDE * 0.5
+        # grassland lies between cropland and forest: the classes people confuse
+        prototypes[2] = 0.5 * prototypes[0] + 0.35 * prototypes[1] + 0.4 * prototypes[2]
+        scale = AMPLITUDE / math.sqrt(LATENT + 1)
+        return cls(
+            prototypes=prototypes.astype(np.float32),
+            variation=(rng.normal(size=(LATENT, EMBEDDING_DIM)) * scale * CLASS_VARIATION).astype(
+                np.float32
+            ),
+            field=_Waves.make(
+                _seed("landcover"), n, waves=10, shortest=CLASS_SHORTEST, longest=CLASS_LONGEST
+            ),
+            noise=(
+                rng.standard_normal(size=(NOISE_BANK, EMBEDDING_DIM), dtype=np.float32)
+                * np.float32(CLASS_NOISE * AMPLITUDE)
+            ),
+        )
+
+    def vectors(
+        self, fields: np.ndarray, z: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Land vectors (n, 128) and class values (n,) from class fields (n, k), latent z (n, 8)."""
+        weights = fields * np.float32(CLASS_SHARPNESS)
+        weights -= weights.max(axis=1, keepdims=True)
+        np.exp(weights, out=weights)
+        weights /= weights.sum(axis=1, keepdims=True)
+        x = weights @ self.prototypes
+        x += z @ self.variation
+        x += self.noise[rng.integers(0, len(self.noise), size=x.shape[0])]  # a cheap draw
+        return x, (np.argmax(fields, axis=1) + 1).astype(np.uint8)
+
+
 def quantise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The producer's quantisation of float vectors ``x`` (..., 128).
 
@@ -251,6 +325,9 @@ def generate_tile(cell: GridCell, year: int, options: SampleOptions | None = Non
     row_w = _interp_weights(rows, height)
     col_w = _interp_weights(cols, width)
     model = _Model.make()
+    cover = _LandCover.make() if opts.landcover else None
+    class_field = cover.field(lon, lat) if cover is not None else None
+    truth = np.zeros((height, width), dtype=np.uint8) if cover is not None else None
     rng = np.random.default_rng(_seed(cell.name, year))
 
     q = np.empty((height, width, EMBEDDING_DIM), dtype=np.int8)
@@ -266,8 +343,16 @@ def generate_tile(cell: GridCell, year: int, options: SampleOptions | None = Non
             water[:] = True
         z = np.tanh(z).reshape(-1, LATENT)
         flat_water = water.reshape(-1)
-        x = z @ model.land  # 2-D matmul: BLAS
-        x += model.land_bias
+        if cover is not None and class_field is not None and truth is not None:
+            fields = _upsample_rows(class_field, r0, r1, row_w, col_w).reshape(
+                -1, len(LANDCOVER_CLASSES)
+            )
+            x, flat_truth = cover.vectors(fields, z, rng)
+            flat_truth[flat_water] = 0
+            truth[r0:r1] = flat_truth.reshape(r1 - r0, width)
+        else:
+            x = z @ model.land  # 2-D matmul: BLAS
+            x += model.land_bias
         if flat_water.any():
             x[flat_water] = z[flat_water] @ model.water + model.water_bias
         if change_field is not None:
@@ -279,7 +364,7 @@ def generate_tile(cell: GridCell, year: int, options: SampleOptions | None = Non
         q[r0:r1], s[r0:r1] = _quantise_inplace(x.reshape(r1 - r0, width, EMBEDDING_DIM))
         landmask[r0:r1] = ~water
     _add_defects(q, s, opts, rng)
-    return SampleTile(cell, year, georef, q, s, landmask)
+    return SampleTile(cell, year, georef, q, s, landmask, truth)
 
 
 def _add_defects(

@@ -204,6 +204,7 @@ def _tile_at(lon: float, lat: float, z: int) -> tuple[int, int, int]:
     return t.x, t.y, t.z
 
 
+@pytest.mark.slow  # a hostile corpus against a server process over real-size tiles
 def test_hostile_tile_corpus_is_refused_cheaply_and_the_server_lives(
     tile_server: tuple[Served, dict[str, Any]],
 ) -> None:
@@ -240,6 +241,7 @@ def test_hostile_tile_corpus_is_refused_cheaply_and_the_server_lives(
     assert 0 < peak < bound, (peak, bound)
 
 
+@pytest.mark.slow  # a storm of heavy requests
 def test_storm_of_heavy_requests_queues_or_refuses_and_search_gets_through(
     tile_server: tuple[Served, dict[str, Any]],
 ) -> None:
@@ -258,8 +260,13 @@ def test_storm_of_heavy_requests_queues_or_refuses_and_search_gets_through(
                   ("rescale", "0,1"), ("colormap_name", "viridis")]  # fmt: skip
         heavy.append(("GET", f"{one}/tiles/WebMercatorQuad/{z}/{x}/{y}.png", {"params": params}))
     for i in range(12):
-        heavy.append(("GET", f"{one}/bbox/{w},{s},{e},{n}.png",
-                      {"params": [*VECTORS, ("algorithm", "pca"), ("max_size", 500 - i)]}))
+        heavy.append(
+            (
+                "GET",
+                f"{one}/bbox/{w},{s},{e},{n}.png",
+                {"params": [*VECTORS, ("algorithm", "pca"), ("max_size", 500 - i)]},
+            )
+        )
         heavy.append(("GET", f"{one}/statistics",
                       {"params": [*VECTORS, ("max_size", 500 - i)]}))  # fmt: skip
     watch = Watch(server.proc.pid)
@@ -303,8 +310,12 @@ def test_budget_arithmetic_matches_rio_tiler_output_sizes(
     scales = next(path.rglob("*scales*.tif"))
     with Reader(str(scales)) as src:
         shape = (src.dataset.height, src.dataset.width)
-        for kwargs in ({"max_size": 300}, {"width": 200}, {"height": 77}, {"width": 50,
-                                                                            "height": 60}):
+        for kwargs in (
+            {"max_size": 300},
+            {"width": 200},
+            {"height": 77},
+            {"width": 50, "height": 60},
+        ):
             img = src.preview(**kwargs)
             expected = output_pixels(
                 kwargs.get("width"), kwargs.get("height"), kwargs.get("max_size"), shape
@@ -325,3 +336,38 @@ def test_mosaic_caps_pgstac_limits_in_the_query() -> None:
         "time_limit": "5",
     }
 
+
+def test_items_never_carry_server_paths(
+    pg_dsn: str, live_api: Any, cog_catalog: dict[str, Any]
+) -> None:
+    """A local catalog loaded without ``--base-url``: served through the API's ``/data`` when
+    its folder is the data dir (the hrefs resolve to the same bytes), withheld otherwise; no
+    answer (item, items, search) ever holds the server's path."""
+    from tessera_stac.api.app import create_app
+
+    root = str(Path(cog_catalog["root"]).resolve())
+    load(pg_dsn, str(cog_catalog["catalog"]))
+    item_id = sorted(cog_catalog["tiles"])[0]
+    collection = cog_catalog["tiles"][item_id][0]["collection"]
+    served = live_api(create_app(ApiSettings(data_dir=Path(root)), pg_dsn))
+    bare = live_api(create_app(ApiSettings(), pg_dsn))
+    for url in (served, bare):
+        answers = [
+            httpx.get(f"{url}/collections/{collection}/items/{item_id}"),
+            httpx.get(f"{url}/collections/{collection}/items"),
+            httpx.get(f"{url}/search", params={"ids": item_id}),
+            httpx.post(f"{url}/search", json={"collections": [collection]}),
+            httpx.get(f"{url}/collections"),
+            httpx.get(f"{url}/collections/{collection}"),
+        ]
+        for got in answers:
+            assert got.status_code == 200, got.text[:300]
+            at = max(got.text.find(root), got.text.find("file://"))
+            assert at < 0, got.text[max(0, at - 300) : at + 100]
+    item = httpx.get(f"{served}/collections/{collection}/items/{item_id}").json()
+    href = item["assets"]["embeddings"]["href"]
+    assert href.startswith(served + "/data/"), href
+    local = Path(root) / href.removeprefix(served + "/data/")
+    assert httpx.get(href).content == local.read_bytes()
+    withheld = httpx.get(f"{bare}/collections/{collection}/items/{item_id}").json()
+    assert "embeddings" not in withheld["assets"]

@@ -56,3 +56,21 @@ def test_api_port_and_database_agree() -> None:
     assert (
         f"{db['POSTGRES_USER']}:{db['POSTGRES_PASSWORD']}@database:5432/{db['POSTGRES_DB']}" in url
     )
+
+
+def test_api_memory_limit_holds_every_worker_budget() -> None:
+    """The API container's ``mem_limit`` holds ``workers`` x the declared per-worker bound
+    computed from the very settings the compose file sets (no reverse proxy in the file: the
+    budgets are the API's own)."""
+    from tessera_stac.api.settings import ApiSettings
+
+    api = _compose()["services"]["api"]
+    env = {k: v for k, v in api["environment"].items() if k.startswith("TESSERA_STAC_API_")}
+    settings = ApiSettings(
+        **{k.removeprefix("TESSERA_STAC_API_").lower(): v for k, v in env.items()}
+    )
+    limit = str(api["mem_limit"]).lower()
+    units = {"g": 2**30, "m": 2**20}
+    limit_bytes = int(float(limit[:-1]) * units[limit[-1]])
+    assert settings.workers * settings.memory_bound_mb() * 2**20 < limit_bytes
+    assert not any("nginx" in str(s.get("image", "")) for s in _compose()["services"].values())

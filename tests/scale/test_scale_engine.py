@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -111,3 +113,41 @@ def test_a_task_that_kills_its_worker_is_the_only_one_reported() -> None:
     failed = [r for r in results if isinstance(r, tuple)]
     assert failed == [(-4, KilledWorker.__name__)]
     assert sorted(r for r in results if not isinstance(r, tuple)) == [1, 2, 3, 5, 6, 7, 8]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_dask_workers_die_with_a_parent_killed_by_sigkill() -> None:
+    """``kill -9`` of a run on the Dask engine's local cluster leaves no worker behind (as
+    with the process engine). distributed's worker processes already watch their nanny's
+    process (they were gone 0.05-0.1 s after the kill when measured), so the engine adds
+    nothing; this pins the behaviour down."""
+    from tessera_stac.publisher.lifeline import alive
+    from tests.publisher.test_pub_engine import _children
+
+    script = (
+        "import os\n"
+        "from tessera_stac.publisher.engines.dask_engine import DaskEngine\n"
+        "from tessera_stac.publisher.engines.local import probe\n"
+        "with DaskEngine(n_workers=2) as engine:\n"
+        "    pids = engine.client.run(os.getpid)\n"
+        "    print('go', *pids.values(), flush=True)\n"
+        "    list(engine.map(probe, [(i, 'sleep') for i in range(8)]))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().split()
+    assert line and line[0] == b"go", line
+    workers = {int(p) for p in line[1:]}
+    assert len(workers) == 2 and all(alive(p) for p in workers)
+    time.sleep(1)  # tasks running in the workers
+    family = _children(proc.pid) | workers
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed = time.monotonic()
+    while any(alive(p) for p in family) and time.monotonic() < killed + 10:
+        time.sleep(0.05)
+    print(f"workers gone {time.monotonic() - killed:.2f} s after kill -9 of their parent")
+    left = [p for p in family if alive(p)]
+    for pid in left:  # do not leak them into the rest of the run
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes left behind 10 s after kill -9 of their parent: {left}"

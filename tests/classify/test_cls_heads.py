@@ -1,0 +1,183 @@
+"""The pure head function (catalog/heads.py) against scikit-learn on the same vectors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+from sklearn.preprocessing import StandardScaler
+
+from tessera_stac.catalog.heads import Head, HeadError, make_classes
+
+DIM = 128
+
+
+def _blobs(n: int, classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=2.0, size=(classes, DIM))
+    y = rng.integers(0, classes, size=n)
+    x = centres[y] + rng.normal(scale=2.5, size=(n, DIM))
+    return x.astype(np.float32), y + 1
+
+
+def _logistic_head(model: LogisticRegression, scaler: StandardScaler | None, n: int) -> Head:
+    return Head(
+        name="probe",
+        kind="logistic",
+        task="classification",
+        collection="tessera-embeddings-v1",
+        year=2024,
+        classes=tuple(make_classes([f"class {i}" for i in range(1, n + 1)])),
+        coef=model.coef_,
+        intercept=model.intercept_,
+        scaler_mean=None if scaler is None else scaler.mean_,
+        scaler_scale=None if scaler is None else scaler.scale_,
+    )
+
+
+@pytest.mark.parametrize("classes", [2, 5])
+@pytest.mark.parametrize("scaled", [False, True])
+def test_logistic_equals_sklearn(classes: int, scaled: bool) -> None:
+    x, y = _blobs(600, classes)
+    scaler = StandardScaler().fit(x) if scaled else None
+    xs = scaler.transform(x) if scaler is not None else x
+    model = LogisticRegression(max_iter=500).fit(xs[:400], y[:400])
+    head = Head.from_json(_logistic_head(model, scaler, classes).to_json())  # through JSON
+    test = x[400:]
+    want_p = model.predict_proba(xs[400:])
+    got_p = head.predict_proba(test)
+    np.testing.assert_allclose(got_p, want_p, rtol=1e-5, atol=1e-6)
+    got, prob = head.predict(test, np.ones(len(test), bool))
+    np.testing.assert_array_equal(got, model.predict(xs[400:]))
+    np.testing.assert_allclose(prob, want_p.max(axis=1), rtol=1e-5, atol=1e-6)
+
+
+def test_knn_equals_sklearn() -> None:
+    x, y = _blobs(900, 4, seed=1)
+    model = KNeighborsClassifier(n_neighbors=7).fit(x[:600], y[:600])
+    head = Head(
+        name="knn",
+        kind="knn",
+        task="classification",
+        collection="tessera-embeddings-v1",
+        year=2024,
+        classes=tuple(make_classes(["a", "b", "c", "d"])),
+        vectors=x[:600],
+        labels=y[:600],
+        k=7,
+    )
+    head = Head.from_json(head.to_json())
+    np.testing.assert_allclose(head.predict_proba(x[600:]), model.predict_proba(x[600:]))
+    got, _ = head.predict(x[600:], np.ones(300, bool))
+    np.testing.assert_array_equal(got, model.predict(x[600:]))
+
+
+def test_regression_heads_equal_sklearn() -> None:
+    x, _ = _blobs(500, 3, seed=2)
+    target = x[:, :4].sum(axis=1) * 1.5 + 10
+    ridge = Ridge(alpha=1.0).fit(x[:300], target[:300])
+    head = Head(
+        name="height",
+        kind="linear",
+        task="regression",
+        collection="tessera-embeddings-v1",
+        year=2024,
+        coef=ridge.coef_[None, :],
+        intercept=np.array([ridge.intercept_]),
+    )
+    head = Head.from_json(head.to_json())
+    value, same = head.predict(x[300:], np.ones(200, bool))
+    assert value is same and value.dtype == np.float32
+    np.testing.assert_allclose(value, ridge.predict(x[300:]), rtol=1e-5, atol=1e-4)
+    knn = KNeighborsRegressor(n_neighbors=5).fit(x[:300], target[:300])
+    head = Head(
+        name="height-knn",
+        kind="knn",
+        task="regression",
+        collection="tessera-embeddings-v1",
+        year=2024,
+        vectors=x[:300],
+        labels=target[:300],
+        k=5,
+    )
+    head = Head.from_json(head.to_json())
+    np.testing.assert_allclose(head.predict_value(x[300:]), knn.predict(x[300:]), rtol=1e-5)
+
+
+def test_predict_nodata_and_shape() -> None:
+    x, y = _blobs(300, 3, seed=3)
+    model = LogisticRegression(max_iter=300).fit(x, y)
+    head = _logistic_head(model, None, 3)
+    grid = x[:200].reshape(10, 20, DIM)
+    valid = np.ones((10, 20), bool)
+    valid[2:4, 5:9] = False
+    grid[~valid] = np.nan  # invalid pixels may hold anything
+    classes, prob = head.predict(grid, valid)
+    assert classes.shape == (10, 20) and classes.dtype == np.uint8
+    assert (classes[~valid] == 0).all() and np.isnan(prob[~valid]).all()
+    assert (classes[valid] >= 1).all() and (prob[valid] >= 1 / 3 - 1e-6).all()
+    with pytest.raises(HeadError, match="must be"):
+        head.predict(grid, valid[:5])
+
+
+def _doc() -> dict:
+    x, y = _blobs(100, 2, seed=4)
+    model = LogisticRegression(max_iter=200).fit(x, y)
+    return _logistic_head(model, None, 2).to_dict()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"type": "other"}, "type must be"),
+        ({"version": 2}, "version"),
+        ({"name": "../etc"}, "model name"),
+        ({"name": "tessera-v1"}, "reserved"),
+        ({"kind": "forest"}, "kind must be"),
+        ({"year": "2024"}, "year"),
+        ({"collection": "a b"}, "collection"),
+        ({"coef": [[1.0] * 127]}, "coef has shape"),
+        ({"coef": [[float("nan")] * 128]}, "finite"),
+        ({"intercept": [0.0, 1.0, 2.0]}, "intercept"),
+        ({"classes": [{"value": 1, "name": "<b>x</b>", "color": "#000000"}] * 2}, "class name"),
+        ({"classes": [{"value": 0, "name": "a", "color": "#000000"}] * 2}, "class value"),
+        ({"classes": [{"value": 1, "name": "a", "color": "red"}] * 2}, "color"),
+        ({"extra": 1}, "unknown head fields"),
+        ({"vectors": "AAAA"}, "no vectors"),
+    ],
+)
+def test_bad_documents_refused(change: dict, message: str) -> None:
+    doc = _doc()
+    doc.update(change)
+    with pytest.raises(HeadError, match=message):
+        Head.from_dict(json.loads(json.dumps(doc)))
+
+
+def test_knn_bad_vectors_refused() -> None:
+    x, y = _blobs(20, 2, seed=5)
+    head = Head(
+        name="knn",
+        kind="knn",
+        task="classification",
+        collection="c",
+        year=2024,
+        classes=tuple(make_classes(["a", "b"])),
+        vectors=x,
+        labels=y,
+        k=3,
+    )
+    doc = head.to_dict()
+    for change, message in [
+        ({"vectors": doc["vectors"][:-8]}, "bytes"),
+        ({"vectors": "@@@@"}, "base64"),
+        ({"k": 21}, "more than"),
+        ({"k": 0}, "k 0"),
+        ({"labels": [3] * 20}, "class values"),
+        ({"labels": [1.5] * 20}, "integer"),
+    ]:
+        bad = dict(doc, **change)
+        with pytest.raises(HeadError, match=message):
+            Head.from_dict(bad)
