@@ -92,11 +92,13 @@ def test_engine_on_an_existing_scheduler(monkeypatch: pytest.MonkeyPatch) -> Non
         assert cluster.status.name == "running"
 
 
-def test_a_task_that_kills_its_worker_is_the_only_one_reported() -> None:
-    """The same outcome as the process engine's (tests/publisher/test_pub_engine.py): tasks
-    that shared a worker with a crashing task are rescheduled and complete; the task that kills
-    every worker it runs on fails for good (``KilledWorker`` after the scheduler's
-    ``allowed-failures``) and is the only one reported."""
+@pytest.mark.slow  # workers killed and restarted by their nannies
+def test_a_task_that_kills_its_worker_is_reported_and_the_others_complete() -> None:
+    """Close to the process engine's outcome (tests/publisher/test_pub_engine.py): the task
+    that kills every worker it runs on fails for good (``KilledWorker``), every task is reported
+    once, and healthy tasks answer their own value. The scheduler counts a death against every
+    task the worker was processing, so a healthy task that landed beside the crasher twice may
+    be given up too (dask_engine's docstring): only as a failure, never as a wrong value."""
     import dask
     from distributed import KilledWorker
 
@@ -108,11 +110,14 @@ def test_a_task_that_kills_its_worker_is_the_only_one_reported() -> None:
         DaskEngine(n_workers=2, threads_per_worker=1) as eng,
     ):
         results = list(
-            eng.map(probe, tasks, on_error=lambda task, exc: (-task[0], type(exc).__name__))  # type: ignore[arg-type,return-value]
+            eng.map(probe, tasks, on_error=lambda task, exc: (-task[0], exc))  # type: ignore[arg-type,return-value]
         )
-    failed = [r for r in results if isinstance(r, tuple)]
-    assert failed == [(-4, KilledWorker.__name__)]
-    assert sorted(r for r in results if not isinstance(r, tuple)) == [1, 2, 3, 5, 6, 7, 8]
+    numbers = [r[0] if isinstance(r, tuple) else r for r in results]
+    # each task once, a healthy one with its own value (probe returns its number)
+    assert Counter(abs(n) for n in numbers) == Counter(range(1, 9))
+    failed = {-r[0]: r[1] for r in results if isinstance(r, tuple)}
+    assert isinstance(failed.get(4), KilledWorker)  # the crasher
+    assert all(isinstance(e, (KilledWorker, RuntimeError)) for e in failed.values()), failed
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
