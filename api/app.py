@@ -18,6 +18,7 @@ What we add to stac-fastapi-pgstac (never patched, only configured and extended)
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -179,6 +180,15 @@ def create_app(api_settings: ApiSettings, dsn: str) -> FastAPI:
         await db.connect(app, dsn, api_settings)
         await tiles.open_pool(app, dsn, api_settings.db_max_conn)
         await features.open_pool(app.state.features_app, dsn, api_settings)
+        from starlette.concurrency import run_in_threadpool
+
+        from tessera_stac.api.embeddings import warm_up
+
+        await run_in_threadpool(warm_up)  # imports and PROJ now, not in the first request
+        # what start-up built lives as long as the process: out of the collector's way, so the
+        # first requests do not pay for full collections walking it
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

@@ -15,6 +15,7 @@ is a 404, an invalid pixel (water, unprocessed, bad scale) a 422, each with the 
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import json
 import time
@@ -31,6 +32,7 @@ from tessera_stac.api.readers import (
     PointValue,
     ReadError,
     dataset_cache,
+    in_read_pool,
     read_area,
     read_many,
     read_point,
@@ -329,7 +331,7 @@ async def position(
 ) -> PositionResult:
     """The result for one point; ReadError when there is no value."""
     item = await item_for_point(request, lon, lat, year, collection)
-    value = await run_in_threadpool(read_point, readers(request), item, lon, lat)
+    value = await in_read_pool(read_point, readers(request), item, lon, lat)
     return _result(request, lon, lat, year, item, value)
 
 
@@ -352,12 +354,13 @@ async def positions(
         else:
             groups.setdefault((item["collection"], item["id"]), []).append(i)
     cache = readers(request)
-    for idx in groups.values():
+
+    async def read_item(idx: list[int]) -> None:
         item = found[cells[idx[0]].name]
         lons = [points[i].lon for i in idx]
         lats = [points[i].lat for i in idx]
         try:
-            values = await run_in_threadpool(read_many, cache, item, lons, lats)
+            values = await in_read_pool(read_many, cache, item, lons, lats)
         except ReadError as exc:
             values = [exc] * len(idx)
         for i, value in zip(idx, values, strict=True):
@@ -367,6 +370,10 @@ async def positions(
                 if isinstance(value, ReadError)
                 else (_result(request, p.lon, p.lat, year, item, value, False), value.vector)
             )
+
+    # the items are read side by side by the read threads (opening a tile's COGs the first
+    # time is mostly waiting on files and GDAL, which release the GIL)
+    await asyncio.gather(*(read_item(idx) for idx in groups.values()))
     return [r for r in results if r is not None]
 
 
@@ -383,6 +390,23 @@ def positions_json(results: list[tuple[PositionResult, Any]]) -> bytes:
             row["embedding"] = np.asarray(vector, dtype=np.float32)
         out.append(row)
     return orjson.dumps({"results": out}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def warm_up() -> None:
+    """Build what the first positions request would otherwise build (pydantic's validator and
+    serialisers of these models, orjson) and warm the read path (:func:`readers.warm_up`)."""
+    from tessera_stac.api import readers as readers_module
+
+    PositionsRequest.model_validate({"points": [{"lon": 0.0, "lat": 0.0}], "year": 2024})
+    pixel = PixelModel.model_construct(row=0, col=0, crs="EPSG:32643", x=0.5, y=0.5)
+    sample = PositionResult.model_construct(
+        lon=0.0, lat=0.0, year=2024, collection="c", item="i", asset="a", scale_asset="s",
+        href="h", pixel=pixel, scale=0.1, dimensions=1, embedding=None,
+        links=[Link(rel="item", href="h")], error=None, status=200,
+    )  # fmt: skip
+    failed = _failed(0.0, 0.0, 2024, ReadError(404, "OutsideCoverage", "warm-up"))
+    positions_json([(sample, np.zeros(1, dtype=np.float32)), (failed, None)])
+    readers_module.warm_up()
 
 
 def _union(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:

@@ -5,16 +5,32 @@ Pixel selection and dequantisation are the catalog's reader kernel
 kept open across requests (the kernel's ``DatasetCache``), URLs of this API's own ``/data`` route
 read from the local folder (no HTTP round trip to ourselves), and kernel results turned into
 answers or :class:`ReadError` with the HTTP status to give. Synchronous (rasterio); the routes
-call it in a thread pool.
+call it with :func:`in_read_pool`.
+
+The first request for a tile pays for opening its COGs, parsing their headers and making the
+projection transformer; the first request a process serves also pays for imports and pydantic's
+serialisers (bench/results/positions_cold_profile.txt). Hence:
+
+* reads run in a small *persistent* pool of threads (:data:`READ_THREADS`), so what the kernel
+  keeps per thread (pyproj transformers, decode buffers) is made once per thread for the life of
+  the process, not once per thread of the server's large, churning pool;
+* :func:`warm_up` (called when the app starts) imports what the read path imports lazily and
+  initialises PROJ in every read thread;
+* open dataset handles and parsed TIFF headers are kept across requests (``DatasetCache`` and the
+  kernel's LRU of :class:`~tessera_stac.catalog.reader.tiff.TiffBlocks`), both bounded.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
@@ -32,6 +48,55 @@ from tessera_stac.catalog.reader import (
     polygon_window,
     read_points,
 )
+
+#: threads reading embeddings for the routes (one item each at a time; each item's blocks are
+#: decoded by the kernel's own decode threads)
+READ_THREADS = 4
+_T = TypeVar("_T")
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def read_pool() -> ThreadPoolExecutor:
+    """The process's persistent pool of read threads (created on first use)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="tessera-read")
+        return _pool
+
+
+async def in_read_pool(fn: Callable[..., _T], *args: Any) -> _T:
+    """``fn(*args)`` in a read thread, awaited."""
+    return await asyncio.get_running_loop().run_in_executor(read_pool(), fn, *args)
+
+
+def _warm_thread(barrier: threading.Barrier) -> None:
+    from tessera_stac.catalog.reader.blocks import transformer
+
+    barrier.wait(timeout=30)  # every read thread takes one (the pool would reuse a free one)
+    transformer("EPSG:4326", "EPSG:32643")  # PROJ's context and database, in this thread
+
+
+def warm_up() -> None:
+    """Import what the read path imports on first use and initialise PROJ in every read thread
+    (~0.5 s once per process instead of on the first request)."""
+    import json
+    from importlib.resources import files
+
+    import imagecodecs  # noqa: F401
+    import tifffile  # noqa: F401
+
+    # a recipe parsed once: pystac imports much of itself on the first Item.from_dict
+    example = files("tessera_stac.schemas").joinpath("examples", "item.json").read_text()
+    with contextlib.suppress(InputError):
+        ItemRecipe.of(json.loads(example))
+
+    barrier = threading.Barrier(READ_THREADS)
+    jobs = [read_pool().submit(_warm_thread, barrier) for _ in range(READ_THREADS)]
+    for job in jobs:
+        with contextlib.suppress(threading.BrokenBarrierError):  # a thread was slow to start
+            job.result(timeout=60)
 
 
 class ReadError(Exception):

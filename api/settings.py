@@ -61,7 +61,7 @@ class ApiSettings(BaseSettings):
         "the first read, unless GDAL_CACHEMAX is already set.",
     )
     reader_cache_size: int = Field(
-        default=64, description="Open COG dataset handles kept per worker (LRU)."
+        default=128, description="Open COG dataset handles kept per worker (LRU)."
     )
     zonal_max_pixels: int = Field(
         default=4_000_000,

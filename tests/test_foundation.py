@@ -201,6 +201,7 @@ def _walk(command: Any, path: list[str]) -> list[list[str]]:
     return found
 
 
+@pytest.mark.slow  # a child process per command
 def test_every_command_has_help() -> None:
     import typer.main
 

@@ -11,6 +11,13 @@ What makes a run safe on a cluster where workers come and go:
 
 * every task has a deterministic key (function name + a hash of its arguments), so a task
   submitted twice is computed once, and a task whose worker died is simply run again elsewhere
+  (a task that kills every worker it runs on fails for good with ``KilledWorker`` once the
+  scheduler's ``distributed.scheduler.allowed-failures`` (default 3) is spent; the tasks that
+  shared its worker are rescheduled. Unlike the process engine, which re-runs each suspect
+  alone, the scheduler counts a worker's death against every task it was processing, so a
+  task that kept landing beside the crashing one can be given up too - rare with the default
+  allowance and one thread per worker, and reported through ``on_error`` like any failure,
+  never as a wrong result)
   (the per-tile function writes each object whole with one PUT of verified bytes, so a re-run
   writes the same bytes and never leaves a partial object);
 * the client holds no per-task state but the futures it is waiting for: a result exists only
@@ -170,7 +177,8 @@ class DaskEngine:
             fn: a top-level function (workers import it by name).
             tasks: the tasks (picklable); consumed lazily.
             on_error: turns a task that failed for good (raised after its retries, or killed
-                workers repeatedly) into a result; without it the error is raised.
+                workers repeatedly: ``KilledWorker``) into a result; without it the error is
+                raised. Tasks merely running beside a crash are rescheduled, never reported.
         """
         from distributed import as_completed
 
@@ -198,6 +206,8 @@ class DaskEngine:
                 result = future.result()
             else:
                 exc = future.exception()
+                if exc is None:  # cancelled or lost without an error of its own
+                    exc = RuntimeError(f"task {future.key} ended {future.status} without a result")
                 future.release()
                 if on_error is None:
                     raise exc

@@ -3,9 +3,11 @@
 An :class:`Engine` maps a top-level (picklable) function over tasks and yields each result as
 soon as it completes (completion order). The function is expected to handle its own errors
 (``publish_tile`` returns a failed outcome rather than raising); an exception that escapes it
-anyway - or a worker process that dies (killed, out of memory) - is passed to ``on_error``,
-which turns it into a result so the caller can report that task and carry on (without
-``on_error`` the exception is raised).
+anyway - or a worker process that dies (killed, out of memory) while running it - is passed to
+``on_error``, which turns it into a result so the caller can report that task and carry on
+(without ``on_error`` the exception is raised). Tasks that merely shared a pool or a worker with
+a task that crashed are run again, not reported: both the process engine and Dask report only
+the task that crashed.
 
 Engines: :class:`SerialEngine` (this process), :class:`ProcessEngine` (a local process pool,
 default one worker per core) and ``engine_dask.DaskEngine`` (Dask distributed, same
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -65,8 +68,9 @@ class ProcessEngine:
     """Runs tasks in a pool of worker processes (default: one per core).
 
     At most ``2 * workers`` tasks are in flight, so long task lists stream through the pool.
-    Workers start with ``forkserver`` (``spawn`` where unavailable). If a worker dies, the
-    tasks it broke are reported through ``on_error`` and a fresh pool runs the rest. Workers
+    Workers start with ``forkserver`` (``spawn`` where unavailable). If a worker dies, a fresh
+    pool re-runs the tasks the broken one took down, each alone, and only the task that crashes
+    (again, or alone) is reported through ``on_error`` (see :meth:`map`). Workers
     die with this process, even when it is killed with SIGKILL (``lifeline.die_with``).
     """
 
@@ -90,38 +94,67 @@ class ProcessEngine:
     def map(
         self, fn: TaskFn[T, R], tasks: Iterable[T], on_error: OnError[T, R] = None
     ) -> Iterator[R]:
-        """See :class:`Engine`."""
+        """See :class:`Engine`.
+
+        A worker that dies breaks the whole pool: every task in flight fails with
+        ``BrokenProcessPool``, and which of them crashed is unknown. Those tasks become
+        suspects: once the pool is renewed, each suspect runs again *alone* (nothing else in
+        flight), so a pool that breaks then was broken by that task, which is reported through
+        ``on_error``; the innocent ones simply complete. A task that broke a pool while it was
+        the only one in flight is reported at once. No task runs more than twice, and the
+        outcome does not depend on which tasks the broken pool happened to hold.
+        """
         iterator = iter(tasks)
+        end = object()
         pending: dict[Future[R], T] = {}
+        suspects: deque[T] = deque()  # taken down by a broken pool: re-run one at a time
         pool = self._pool()
         try:
             while True:
-                while len(pending) < 2 * self.workers:
-                    task = next(iterator, None)
-                    if task is None:
-                        break
-                    pending[pool.submit(fn, task)] = task
+                if suspects:
+                    if not pending:
+                        task = suspects.popleft()
+                        pending[pool.submit(fn, task)] = task
+                else:
+                    while len(pending) < 2 * self.workers:
+                        nxt = next(iterator, end)
+                        if nxt is end:
+                            break
+                        task = nxt  # type: ignore[assignment]
+                        pending[pool.submit(fn, task)] = task
                 if not pending:
                     return
+                alone = len(pending) == 1
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                casualties: list[T] = []
                 broken = False
                 for future in finished:
                     task = pending.pop(future)
                     error = future.exception()
+                    broken = broken or isinstance(error, BrokenProcessPool)
                     if error is None:
                         yield future.result()
-                        continue
-                    broken = broken or isinstance(error, BrokenProcessPool)
-                    if on_error is None:
+                    elif isinstance(error, BrokenProcessPool) and not alone:
+                        casualties.append(task)
+                    elif on_error is None:
                         raise error
-                    yield on_error(task, error)
-                if broken:  # every pending future of a broken pool fails too: report, renew
-                    for future, task in list(pending.items()):
-                        error = future.exception() or BrokenProcessPool("worker died")
-                        if on_error is None:
-                            raise error
+                    else:  # raised in the task, or crashed with nothing else in flight
                         yield on_error(task, error)
+                if broken:
+                    # the pool is broken: every future still pending fails with it (those
+                    # that finished before the break keep their results)
+                    for future, task in pending.items():
+                        error = future.exception()
+                        if error is None:
+                            yield future.result()
+                        elif isinstance(error, BrokenProcessPool):
+                            casualties.append(task)
+                        elif on_error is None:
+                            raise error
+                        else:
+                            yield on_error(task, error)
                     pending.clear()
+                    suspects.extend(casualties)
                     pool.shutdown(wait=False, cancel_futures=True)
                     pool = self._pool()
         finally:

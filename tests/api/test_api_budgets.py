@@ -182,6 +182,7 @@ def _tile_at(lon: float, lat: float, z: int) -> tuple[int, int, int]:
     return t.x, t.y, t.z
 
 
+@pytest.mark.slow  # a hostile corpus against a server process over real-size tiles
 def test_hostile_tile_corpus_is_refused_cheaply_and_the_server_lives(
     tile_server: tuple[Served, dict[str, Any]],
 ) -> None:
@@ -243,6 +244,7 @@ def storm_requests(item: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]
     return heavy
 
 
+@pytest.mark.slow  # a storm of heavy requests
 def test_storm_of_heavy_requests_queues_or_refuses_and_search_gets_through(
     tile_server: tuple[Served, dict[str, Any]],
 ) -> None:

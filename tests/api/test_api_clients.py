@@ -117,6 +117,7 @@ def test_post_cql2_text_filter(real_api: str) -> None:  # noqa: F811
     assert bad.status_code == 400
 
 
+@pytest.mark.slow  # odc-stac loads real-size tiles
 def test_odc_stac_recipe_gives_dequantised_vectors(
     real_api: str,  # noqa: F811
     published_catalog: dict[str, Any],

@@ -189,7 +189,9 @@ def test_zonal_statistics_across_two_zones(served: tuple[str, dict[str, Any]]) -
 
 def test_openapi_documents_embedding_routes(served: tuple[str, dict[str, Any]]) -> None:
     url, _ = served
-    spec = httpx.get(url + "/api").json()
+    # the first /api builds the OpenAPI document: seconds on a loaded machine (httpx's default
+    # 5 s timeout made this test flaky)
+    spec = httpx.get(url + "/api", timeout=60).json()
     paths = spec["paths"]
     for path in ["/embeddings/position", "/embeddings/positions", "/embeddings/area"]:
         assert path in paths

@@ -245,6 +245,7 @@ def test_bearer_scheme_is_case_insensitive_and_blank_tokens_refused(
         )
 
 
+@pytest.mark.slow  # reads wide areas of real-size tiles
 def test_area_budget_per_request_strips_and_wide_geometries(
     pg_dsn: str, live_api: Any, cog_catalog: dict[str, Any]
 ) -> None:

@@ -163,6 +163,7 @@ def test_landing_links_embedding_and_model_collections(real_api: str) -> None:
     assert httpx.get(schema["href"]).json()["$id"].endswith("/embedding/v1.0.0/schema.json")
 
 
+@pytest.mark.slow  # stac-api-validator over the whole API
 def test_stac_api_validator_on_the_published_sample(
     real_api: str, published_catalog: dict[str, Any]
 ) -> None:

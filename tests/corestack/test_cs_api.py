@@ -135,6 +135,7 @@ def test_k_most_similar_matches_numpy(served: tuple[str, Path], scope: str) -> N
         assert {r["item"] for r in results} == {REAL_ITEM}
 
 
+@pytest.mark.slow  # the whole real CoRE Stack sample (22 MB of block geometries) loaded and served
 def test_imported_corestack_catalog_is_served_next_to_embeddings(
     corestack_sample: Path, tmp_path: Path, pg_dsn: str, live_api: Any, bhavnagar_geojson: Path
 ) -> None:
@@ -169,6 +170,7 @@ def test_imported_corestack_catalog_is_served_next_to_embeddings(
         assert len(koraput.json()["features"]) == 15
 
 
+@pytest.mark.slow  # a join over HTTP range reads in a child process
 def test_join_finds_tiles_through_the_api_and_reads_cogs_over_http(
     published_sample: Any, bhavnagar_join: Any, pg_dsn: str, live_api: Any, tmp_path: Path
 ) -> None:

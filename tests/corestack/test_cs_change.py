@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import rasterio
 import shapely
 from pyproj import Transformer
@@ -19,6 +20,9 @@ from tessera_stac.publisher.join.change import change_watersheds
 from tessera_stac.publisher.join.join import find_tiles_local
 from tessera_stac.publisher.samples import tiles as sample
 from tests.fixtures_corestack import CHANGE_THRESHOLD, GRIDS, YEARS, TwoYears
+
+#: end to end: four real-size tiles (two years) generated and published, then the CLI path
+pytestmark = pytest.mark.slow
 
 THRESHOLD = CHANGE_THRESHOLD
 

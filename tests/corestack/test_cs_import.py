@@ -44,6 +44,7 @@ def imported(corestack_sample: Path) -> Any:
     return read_corestack_catalog(corestack_sample)
 
 
+@pytest.mark.slow  # full STAC validation of ~600 kB block geometries: ~1 s an item
 def test_real_sample_imports_completely(
     imported: Any, corestack_sample: Path, tmp_path: Path, stac_validate: Any
 ) -> None:
@@ -99,6 +100,7 @@ def test_real_sample_imports_completely(
         stac_validate(item.to_dict(transform_hrefs=False))
 
 
+@pytest.mark.slow  # reads and repairs the whole real sample
 def test_defect_list_names_what_was_repaired(imported: Any, corestack_sample: Path) -> None:
     defects = [d.as_dict() for d in imported.defects]
     no_style = {
@@ -149,6 +151,7 @@ def served_sample(corestack_sample: Path) -> Iterator[str]:
     server.server_close()
 
 
+@pytest.mark.slow  # the whole real sample over HTTP
 def test_import_over_http(served_sample: str, imported: Any) -> None:
     remote = read_corestack_catalog(served_sample)
     assert {i["id"] for i in remote.items} == {i["id"] for i in imported.items}
@@ -270,6 +273,7 @@ def test_unreadable_root_is_an_input_error(tmp_path: Path) -> None:
         read_corestack_catalog(tmp_path)
 
 
+@pytest.mark.slow  # the whole real sample through the CLI
 def test_cli_import_json(corestack_sample: Path, tmp_path: Path) -> None:
     cli = [sys.executable, "-m", "tessera_stac.cli.main", "corestack", "import"]
     run = subprocess.run(

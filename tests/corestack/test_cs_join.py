@@ -154,6 +154,7 @@ def test_year_without_tiles(layer: Any, tiles: list[Any]) -> None:
         join_embeddings(layer.frame, tiles, 2019)
 
 
+@pytest.mark.slow  # the join and its map through the CLI, end to end
 def test_join_cli_writes_item_table_and_map(
     published_sample: Any, tmp_path: Path, stac_validate: Any, layer: Any, joined: Any
 ) -> None:

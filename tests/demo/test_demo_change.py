@@ -1,25 +1,26 @@
 """The demo's two years: its "changed most" ranking starts with the watersheds inside the area
-whose land it changed on purpose (the demo's own steps, without the database)."""
+whose land it changed on purpose (what the demo's own steps published: the session's
+``demo_run``, shared with the end-to-end tests, so the demo runs once per session)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import geopandas as gpd
+import pytest
 import shapely
 
-from tessera_stac.cli.demo_run import DemoPaths, DemoRegion, DemoState, demo_steps, run_steps
+from tessera_stac.cli.demo_run import DemoPaths, DemoRegion
+from tests.fixtures_demo import BBOX, YEAR, DemoRun
+
+pytestmark = pytest.mark.slow
 
 
-def test_changed_most_ranking_starts_inside_the_changed_area(tmp_path: Path) -> None:
-    region = DemoRegion(bbox=(86.0, 24.5, 86.1, 24.6), year=2024)
-    paths = DemoPaths(tmp_path / "data")
-    steps = demo_steps(region, paths, "postgresql://unused", "http://127.0.0.1:9")
-    names = [s.name for s in steps]
-    assert {"join-previous", "join", "change"} <= set(names)
-    steps = [s for s in steps if s.name != "load"]  # no database here
-    results = run_steps(steps, DemoState.load(paths.state_file))
-    assert all(r.status == "done" for r in results), results
+def test_changed_most_ranking_starts_inside_the_changed_area(demo_run: DemoRun) -> None:
+    region = DemoRegion(bbox=tuple(float(v) for v in BBOX.split(",")), year=int(YEAR))  # type: ignore[arg-type]
+    paths = DemoPaths(demo_run.data)
+    steps = demo_run.steps()
+    assert {"join-previous", "join", "change"} <= set(steps)
+    demo_run.require_pipeline()
+    assert all(status == "done" for status in steps.values()), steps
     assert len(list(paths.published.glob("tessera-embeddings-*/*/*/*.json"))) == 2  # 2 years
     (table_path,) = (paths.published / "corestack-mws-change").rglob("*.parquet")
     table = gpd.read_parquet(table_path)
@@ -41,8 +42,7 @@ def test_changed_most_ranking_starts_inside_the_changed_area(tmp_path: Path) -> 
     # hectares per class per watershed and the change; one watershed's numbers for people
     from tessera_stac.cli.demo_run import HEAD_NAME, watershed_hectares
 
-    names = {r.name for r in results}
-    assert {"train", "map-previous", "map", "classes"} <= names
+    assert {"train", "map-previous", "map", "classes"} <= set(steps)
     found = watershed_hectares(paths.published, region.year)
     assert found is not None
     uid, lines = found

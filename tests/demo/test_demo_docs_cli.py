@@ -124,6 +124,7 @@ def test_readme_command_parser_sees_what_it_should() -> None:
     assert not exercised(("db", "url"), 'cli(["db", "start"])')
 
 
+@pytest.mark.slow  # a child process per command
 def test_every_command_has_help(run_cli: Callable[..., Any]) -> None:
     commands = _commands()
     missing = sorted(" ".join(p) for p, c in commands.items() if p and not (c.help or "").strip())

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,80 +30,16 @@ import httpx
 import morecantile
 import pytest
 
-from tests.fixtures_demo import ARTIFACTS, BROWSER_DIR, CLI_MODULE
+from tests.fixtures_demo import (
+    ARTIFACTS,
+    BROWSER_DIR,
+    TILES,
+    YEARS,
+    DemoRun,
+    save_log,
+)
 
 pytestmark = pytest.mark.slow
-
-#: One tile of the Tisri block (~19 synthetic watersheds over it): the whole pipeline, quickly.
-BBOX = "86.0,24.5,86.1,24.6"
-TILES = 1
-YEARS = 2  # the demo publishes the year before too
-YEAR = "2024"
-PIPELINE = ["sample", "publish", "catalog", "load"]
-
-
-def _env(home: Path, db_port: int) -> dict[str, str]:
-    """The environment of a newcomer: no external database configured, a fresh home."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "TESSERA_STAC_"))}
-    env.update({"TESSERA_STAC_HOME": str(home), "TESSERA_STAC_DB_PORT": str(db_port)})
-    return env
-
-
-@dataclass
-class DemoRun:
-    """A demo data folder and the environment that runs it."""
-
-    data: Path
-    env: dict[str, str]
-    port: int
-    first: dict[str, Any] = field(default_factory=dict)
-
-    def args(self, *extra: str) -> list[str]:
-        # the same port both times: asset hrefs are loaded with the API's URL
-        return [
-            sys.executable, "-m", CLI_MODULE, "demo", "--data", str(self.data),
-            "--bbox", BBOX, "--year", YEAR, "--port", str(self.port), *extra,
-        ]  # fmt: skip
-
-    def steps(self) -> dict[str, str]:
-        return {s["step"]: s["status"] for s in self.first.get("steps", [])}
-
-    def require_pipeline(self) -> None:
-        missing = [name for name in PIPELINE if self.steps().get(name) == "unavailable"]
-        if missing:
-            pytest.xfail(f"demo steps whose commands are not on main yet: {missing}")
-
-
-@pytest.fixture(scope="module")
-def demo_run(open_tmp: Callable[[str], Path]) -> Iterator[DemoRun]:
-    """First run: ``tessera-stac demo --no-serve --json`` from nothing."""
-    from tessera_stac.catalog.pgstac.cluster import free_port
-
-    base = open_tmp("demo-e2e")
-    run = DemoRun(base / "data", _env(base / "home", free_port()), free_port())
-    proc = subprocess.run(
-        run.args("--no-serve", "--json"),
-        env=run.env,
-        cwd=base,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    _save_log("demo-first-run.log", proc.stdout + "\n--- stderr ---\n" + proc.stderr)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    run.first = json.loads(proc.stdout)  # --json: stdout holds only the summary
-    try:
-        yield run
-    finally:
-        subprocess.run(
-            [sys.executable, "-m", CLI_MODULE, "db", "stop"], env=run.env, check=False, timeout=60
-        )
-
-
-def _save_log(name: str, text: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / name).write_text(text)
 
 
 @dataclass
@@ -152,7 +88,7 @@ def served(demo_run: DemoRun) -> Iterator[Served]:
     deadline = time.monotonic() + 180
     while not re.search(r"^```\s*$", server.text(), re.M):
         if proc.poll() is not None or time.monotonic() > deadline:
-            _save_log("demo-serve.log", server.text())
+            save_log("demo-serve.log", server.text())
             proc.kill()
             pytest.fail(f"the demo did not start serving:\n{server.text()[-3000:]}")
         time.sleep(0.2)
@@ -164,7 +100,7 @@ def served(demo_run: DemoRun) -> Iterator[Served]:
             proc.kill()
             proc.wait(timeout=30)
         reader.join(timeout=5)
-        _save_log("demo-serve.log", server.text())
+        save_log("demo-serve.log", server.text())
 
 
 def test_first_run_does_every_step(demo_run: DemoRun) -> None:

@@ -190,6 +190,7 @@ def _get(url: str, **params: Any) -> Any:
     return response.json()
 
 
+@pytest.mark.slow  # end to end: every README command after publish, twice, on a database
 def test_readme_pipeline_in_both_orders(pipeline: tuple[Path, str, list[list[str]]]) -> None:
     work, url, ran = pipeline
     published = work / "published"

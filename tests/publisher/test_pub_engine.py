@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from concurrent.futures.process import BrokenProcessPool
 
 import pytest
 
@@ -28,12 +29,23 @@ def test_serial_engine() -> None:
 def test_process_engine_survives_a_dead_worker() -> None:
     tasks = [(i, {3: "die", 5: "raise"}.get(i, "ok")) for i in range(1, 13)]
     results = list(ProcessEngine(2).map(probe, tasks, on_error=_on_error))
-    assert len(results) == len(tasks)
-    assert -3 in results and -5 in results  # the crash and the error are reported
-    ok = {r for r in results if r > 0}
-    # tasks the dead worker's pool took down are reported as failed, never lost or doubled
+    # every task reported exactly once; whichever healthy tasks the broken pool took down were
+    # run again in a fresh pool, so only the task that crashed and the one that raised failed
     assert Counter(abs(r) for r in results) == Counter(range(1, 13))
-    assert ok >= {i for i in range(9, 13)}  # a fresh pool ran the rest
+    assert sorted(r for r in results if r < 0) == [-5, -3]
+    assert {r for r in results if r > 0} == set(range(1, 13)) - {3, 5}
+
+
+def test_process_engine_reports_each_crashing_task_and_no_other() -> None:
+    # two crashers, one at the very start (it breaks a full pool) and one last (alone in flight
+    # once the list runs out, or among suspects): both reported, every healthy task ok
+    tasks = [(i, "die" if i in (1, 9) else "ok") for i in range(1, 10)]
+    results = list(ProcessEngine(3).map(probe, tasks, on_error=_on_error))
+    assert Counter(abs(r) for r in results) == Counter(range(1, 10))
+    assert sorted(r for r in results if r < 0) == [-9, -1]
+    # without on_error, the crash is raised (after the healthy tasks' results)
+    with pytest.raises(BrokenProcessPool):
+        list(ProcessEngine(2).map(probe, [(1, "ok"), (2, "die"), (3, "ok")]))
 
 
 def _children(pid: int) -> set[int]:

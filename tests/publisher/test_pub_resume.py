@@ -52,6 +52,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.slow  # real-size publish killed and resumed
 def test_sigkill_then_rerun_completes(source: Path, tmp_path: Path) -> None:
     dest = tmp_path / "out"
     proc = subprocess.Popen(
@@ -100,6 +101,7 @@ def test_sigkill_then_rerun_completes(source: Path, tmp_path: Path) -> None:
     assert _leftovers(dest) == []
 
 
+@pytest.mark.slow  # real-size publish run three times
 def test_rerun_skips_repairs_and_overwrites(source: Path, tmp_path: Path) -> None:
     dest = tmp_path / "out"
     sources = tiles.discover(str(source), tile_filter=tiles.TileFilter(grids=frozenset(GRIDS[:3])))
@@ -148,6 +150,7 @@ def test_report_and_exit_code(source: Path, tmp_path: Path) -> None:
     assert ok["counts"]["valid"] > 0 and "embeddings_cog" in ok["timings"]
 
 
+@pytest.mark.slow  # real-size publish killed
 def test_sigkill_of_the_parent_alone_leaves_no_worker_and_no_scratch_in_dest(
     source: Path, tmp_path: Path
 ) -> None:

@@ -52,6 +52,7 @@ def _read(path: Path) -> np.ndarray:
         return ds.read()
 
 
+@pytest.mark.slow  # four real-size tiles generated and published twice
 @pytest.mark.parametrize("mode", ["landmask", "rebuilt"])
 @pytest.mark.parametrize("grid", GRIDS)
 def test_round_trip_bit_exact(published: Published, mode: str, grid: str) -> None:
@@ -100,6 +101,7 @@ def test_round_trip_bit_exact(published: Published, mode: str, grid: str) -> Non
     assert item["properties"]["proj:shape"] == list(rebuild_georef(cell).shape)
 
 
+@pytest.mark.slow  # reads the module's four published real-size tiles
 def test_overviews_dequantise_to_the_mean(published: Published) -> None:
     grid = "grid_25.05_70.05"
     cell = GridCell.parse(grid)
@@ -140,6 +142,7 @@ def test_requantise_edge_cases() -> None:
     assert (codes[1, 0] == -128).all() and np.isnan(scales[1, 0])
 
 
+@pytest.mark.slow  # reads the module's four published real-size tiles
 def test_preview_is_fixed_and_transparent_where_invalid(published: Published) -> None:
     from PIL import Image
 

@@ -14,6 +14,9 @@ from tessera_stac.publisher.join.join import cells_covering, find_tiles_local, j
 from tessera_stac.publisher.watersheds.layer import read_mws_layer
 from tests.fixtures_corestack import JOIN_TEST_YEAR as YEAR
 
+#: a Dask cluster joining real-size tiles
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def layer_and_tiles(bhavnagar_geojson: Path, join_tiles: Path) -> tuple[Any, list[Any]]:

@@ -25,6 +25,9 @@ pytest.importorskip(
 
 from tessera_stac.catalog.model import GridCell
 
+#: a Dask cluster publishing S3 to S3 with a worker killed
+pytestmark = pytest.mark.slow
+
 GRIDS = ("grid_77.05_12.05", "grid_77.15_12.05", "grid_77.05_12.15")
 YEARS = (2023, 2024)
 CROP = (128, 160)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from bench import bench_scale_db as bench
 from tessera_stac.publisher.samples.catalog import SyntheticSpec, iter_ndjson
@@ -14,6 +15,7 @@ from tessera_stac.publisher.samples.catalog import SyntheticSpec, iter_ndjson
 N_ITEMS = 10_000
 
 
+@pytest.mark.slow  # 10,000 items loaded into pgSTAC
 def test_10k_synthetic_items_load_partitioned_and_searchable(pg_dsn: str, tmp_path: Path) -> None:
     spec = SyntheticSpec(n_items=N_ITEMS, centre=bench.CENTRE, collection_id=bench.COLLECTION)
     bench.load_catalogue(pg_dsn, spec, tmp_path, "test")

@@ -92,6 +92,34 @@ def test_engine_on_an_existing_scheduler(monkeypatch: pytest.MonkeyPatch) -> Non
         assert cluster.status.name == "running"
 
 
+@pytest.mark.slow  # workers killed and restarted by their nannies
+def test_a_task_that_kills_its_worker_is_reported_and_the_others_complete() -> None:
+    """Close to the process engine's outcome (tests/publisher/test_pub_engine.py): the task
+    that kills every worker it runs on fails for good (``KilledWorker``), every task is reported
+    once, and healthy tasks answer their own value. The scheduler counts a death against every
+    task the worker was processing, so a healthy task that landed beside the crasher twice may
+    be given up too (dask_engine's docstring): only as a failure, never as a wrong value."""
+    import dask
+    from distributed import KilledWorker
+
+    from tessera_stac.publisher.engines.local import probe
+
+    tasks = [(i, "die" if i == 4 else "ok") for i in range(1, 9)]
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 1}),
+        DaskEngine(n_workers=2, threads_per_worker=1) as eng,
+    ):
+        results = list(
+            eng.map(probe, tasks, on_error=lambda task, exc: (-task[0], exc))  # type: ignore[arg-type,return-value]
+        )
+    numbers = [r[0] if isinstance(r, tuple) else r for r in results]
+    # each task once, a healthy one with its own value (probe returns its number)
+    assert Counter(abs(n) for n in numbers) == Counter(range(1, 9))
+    failed = {-r[0]: r[1] for r in results if isinstance(r, tuple)}
+    assert isinstance(failed.get(4), KilledWorker)  # the crasher
+    assert all(isinstance(e, (KilledWorker, RuntimeError)) for e in failed.values()), failed
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_dask_workers_die_with_a_parent_killed_by_sigkill() -> None:
     """``kill -9`` of a run on the Dask engine's local cluster leaves no worker behind (as

@@ -74,6 +74,7 @@ def test_fast_renderer_equals_the_item_builder() -> None:
     assert len(codes) >= 2, codes
 
 
+@pytest.mark.slow  # full STAC validation of a synthetic catalogue
 def test_items_are_unique_complete_and_valid(stac_validate: Any) -> None:
     spec = _spec(centre=(9.95, 0.05))  # Gabon: both hemispheres
     items = [json.loads(line) for line in sc.iter_ndjson(spec)]
