@@ -40,6 +40,7 @@ from tessera_stac.catalog.constants import (
     GEOJSON_MEDIA_TYPE,
     MVT_MEDIA_TYPE,
     MWS_CHANGE_TABLE,
+    MWS_CLASSES_TABLE,
     MWS_EMBEDDINGS_TABLE,
     MWS_TABLE,
 )
@@ -47,7 +48,7 @@ from tessera_stac.catalog.constants import (
 PREFIX = "/features"
 TMS = "WebMercatorQuad"
 #: the tables served (tipg's collection id is ``{schema}.{table}``)
-SERVED_TABLES = (MWS_TABLE, MWS_EMBEDDINGS_TABLE, MWS_CHANGE_TABLE)
+SERVED_TABLES = (MWS_TABLE, MWS_EMBEDDINGS_TABLE, MWS_CHANGE_TABLE, MWS_CLASSES_TABLE)
 
 
 def collection_id(table: str) -> str:

@@ -191,6 +191,7 @@ FEATURES_SCHEMA = "tessera_features"
 MWS_TABLE = "mws"  # every published MWS layer: outline, uid, block/district/state, source item
 MWS_EMBEDDINGS_TABLE = "mws_embeddings"  # per (uid, year): PCA colour, counts (the join)
 MWS_CHANGE_TABLE = "mws_change"  # per (uid, year pair): distance, share of changed pixels
+MWS_CLASSES_TABLE = "mws_classes"  # per (uid, year, class): hectares and percent (a head's)
 MWS_VECTORS_TABLE = "mws_vectors"  # per (uid, year): the 128-d mean vector (no geometry)
 #: the STAC collection each feature table is loaded from
 FEATURE_TABLE_SOURCES: dict[str, str] = {

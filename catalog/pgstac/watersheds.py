@@ -39,6 +39,8 @@ from tessera_stac.catalog.constants import (
     FEATURES_SCHEMA,
     JOIN_COLLECTION_ID,
     MWS_CHANGE_TABLE,
+    MWS_CLASSES_COLLECTION_ID,
+    MWS_CLASSES_TABLE,
     MWS_COLLECTION_ID,
     MWS_EMBEDDINGS_TABLE,
     MWS_TABLE,
@@ -100,6 +102,22 @@ CREATE TABLE IF NOT EXISTS {S}.{MWS_CHANGE_TABLE} (
     changed_pixels bigint,
     geom geometry(Geometry, 4326) NOT NULL
 );
+CREATE TABLE IF NOT EXISTS {S}.{MWS_CLASSES_TABLE} (
+    id text PRIMARY KEY,
+    uid text NOT NULL,
+    item text NOT NULL,
+    model text NOT NULL,
+    year integer NOT NULL,
+    state text,
+    district text,
+    block text,
+    class text NOT NULL,
+    class_value integer,
+    class_colour text,
+    in_ha double precision,
+    percent double precision,
+    geom geometry(Geometry, 4326) NOT NULL
+);
 CREATE TABLE IF NOT EXISTS {S}.{MWS_VECTORS_TABLE} (
     id text PRIMARY KEY,
     uid text NOT NULL,
@@ -112,7 +130,7 @@ CREATE TABLE IF NOT EXISTS {S}.{MWS_VECTORS_TABLE} (
         f"CREATE INDEX IF NOT EXISTS {t}_geom_idx ON {S}.{t} USING gist (geom);\n"
         f"CREATE INDEX IF NOT EXISTS {t}_item_idx ON {S}.{t} (item);\n"
         f"CREATE INDEX IF NOT EXISTS {t}_uid_idx ON {S}.{t} (uid);\n"
-        for t in (MWS_TABLE, MWS_EMBEDDINGS_TABLE, MWS_CHANGE_TABLE)
+        for t in (MWS_TABLE, MWS_EMBEDDINGS_TABLE, MWS_CHANGE_TABLE, MWS_CLASSES_TABLE)
     )
     + (
         f"CREATE INDEX IF NOT EXISTS {MWS_VECTORS_TABLE}_uid_idx ON {S}.{MWS_VECTORS_TABLE} "
@@ -153,6 +171,10 @@ def feature_table_of(item: dict[str, Any]) -> str | None:
     if collection == CHANGE_COLLECTION_ID:
         return MWS_CHANGE_TABLE
     props = item.get("properties") or {}
+    if collection == MWS_CLASSES_COLLECTION_ID:
+        one_year = props.get("corestack:layer") == "mws_classes"
+        classified = props.get("tessera:task") == "classification" and props.get("tessera:classes")
+        return MWS_CLASSES_TABLE if one_year and classified else None
     if collection == MWS_COLLECTION_ID or props.get("corestack:layer") == MWS_LAYER:
         return MWS_TABLE
     return None
@@ -293,6 +315,31 @@ def _change_rows(w: WatershedItem) -> list[tuple[Any, ...]]:
     ]  # fmt: skip
 
 
+def _classes_rows(w: WatershedItem) -> list[tuple[Any, ...]]:
+    """One row per (uid, class) of a one-year class table: hectares and percent (long form,
+    so a filter reads ``class = 'Cropland' AND percent > 50``)."""
+    props = w.item.get("properties") or {}
+    classes = [c for c in props.get("tessera:classes") or [] if isinstance(c, dict)]
+    columns = [f"{c['column']}_{suffix}" for c in classes for suffix in ("in_ha", "percent")]
+    table = read_table(w.data_href, [UID_COLUMN, *columns, "geometry"])
+    uids = _column(table, UID_COLUMN, w.data_href)
+    geoms = _column(table, "geometry", w.data_href)
+    item_id, model = str(w.item["id"]), str(props.get("tessera:model"))
+    year = _year(props, "tessera:year")
+    state, district, block = _place(w.item)
+    rows = []
+    for c in classes:
+        hectares = _column(table, f"{c['column']}_in_ha", w.data_href)
+        percents = _column(table, f"{c['column']}_percent", w.data_href)
+        rows += [
+            (f"{item_id}:{uid}:{c['value']}", str(uid), item_id, model, year, state, district,
+             block, str(c["name"]), int(c["value"]), c.get("color"), _finite(hectares[i]),
+             _finite(percents[i]), geoms[i])
+            for i, uid in enumerate(uids)
+        ]  # fmt: skip
+    return rows
+
+
 _GEOM = "ST_SetSRID(ST_GeomFromWKB(%s), 4326)"
 INSERTS = {
     MWS_TABLE: f"INSERT INTO {S}.{MWS_TABLE} (id, uid, item, collection, state, district, "
@@ -303,6 +350,9 @@ INSERTS = {
     MWS_CHANGE_TABLE: f"INSERT INTO {S}.{MWS_CHANGE_TABLE} (id, uid, item, year_from, year_to, "
     "state, district, block, distance, changed_share, pixels, changed_pixels, geom) VALUES "
     f"(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, {_GEOM})",
+    MWS_CLASSES_TABLE: f"INSERT INTO {S}.{MWS_CLASSES_TABLE} (id, uid, item, model, year, "
+    "state, district, block, class, class_value, class_colour, in_ha, percent, geom) VALUES "
+    f"(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, {_GEOM})",
     MWS_VECTORS_TABLE: f"INSERT INTO {S}.{MWS_VECTORS_TABLE} (id, uid, item, year, mean) "
     "VALUES (%s, %s, %s, %s, %s::real[])",
 }
@@ -342,6 +392,9 @@ def load_feature_tables(conn: Any, items: Iterable[WatershedItem]) -> FeatureRep
                 MWS_EMBEDDINGS_TABLE: _replace(conn, MWS_EMBEDDINGS_TABLE, item_id, rows),
                 MWS_VECTORS_TABLE: _replace(conn, MWS_VECTORS_TABLE, item_id, vectors),
             }
+        elif w.table == MWS_CLASSES_TABLE:
+            rows = _classes_rows(w)
+            written = {MWS_CLASSES_TABLE: _replace(conn, MWS_CLASSES_TABLE, item_id, rows)}
         else:
             written = {MWS_CHANGE_TABLE: _replace(conn, MWS_CHANGE_TABLE, item_id, _change_rows(w))}
         for table, count in written.items():

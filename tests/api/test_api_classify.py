@@ -560,3 +560,40 @@ def test_stac_browser_draws_class_maps_in_class_colours(
         print(page, dict(zip(colours, shares, strict=True)), shot)
         assert all(share >= 0.005 for share in shares), (page, shares, shot)
     assert not [r for r in report["failed_requests"] if r.startswith("5")], report
+
+
+def test_hectares_per_class_are_served_as_features(api: str, class_root: dict[str, Any]) -> None:
+    """``load`` puts the one-year class tables into ``tessera_features.mws_classes`` (one row
+    per watershed and class); OGC API Features serves them with CQL2 filters, and the numbers
+    equal the published GeoParquet."""
+    import geopandas as gpd
+
+    from tessera_stac.api.features import collection_id
+    from tessera_stac.catalog.constants import MWS_CLASSES_TABLE
+
+    one_year = [w for w in class_root["written"] if w.annual is None and "2024" in w.item_id]
+    assert one_year, class_root["written"]
+    table = gpd.read_parquet(one_year[0].parquet)
+    cls = TEST_CLASSES[0]
+    column = next(c for c in table.columns if c.endswith("_in_ha") and "crop" in c.lower())
+    uid = str(table.sort_values(column).iloc[-1]["uid"])
+    url = f"{api}/features/collections/{collection_id(MWS_CLASSES_TABLE)}/items"
+    got = httpx.get(
+        url,
+        params={
+            "filter": f"uid = '{uid}' AND class = '{cls['name']}' AND year = 2024",
+            "limit": 10,
+        },
+        timeout=60,
+    )
+    assert got.status_code == 200, got.text[:500]
+    features = got.json()["features"]
+    assert len(features) == 1, features
+    props = features[0]["properties"]
+    row = table.set_index(table["uid"].astype(str)).loc[uid]
+    assert props["in_ha"] == pytest.approx(float(row[column]))
+    assert props["percent"] == pytest.approx(float(row[column.replace("_in_ha", "_percent")]))
+    assert props["class_colour"] == cls["color"] and props["model"] == TEST_MODEL
+    # every watershed has one row per class
+    count = httpx.get(url, params={"filter": "year = 2024", "limit": 1}, timeout=60).json()
+    assert count["numberMatched"] == len(table) * len(TEST_CLASSES)
