@@ -55,6 +55,34 @@ def test_logistic_equals_sklearn(classes: int, scaled: bool) -> None:
     np.testing.assert_allclose(prob, want_p.max(axis=1), rtol=1e-5, atol=1e-6)
 
 
+def test_logistic_near_ties_follow_float64() -> None:
+    """The float32 logits decide only where their rounding cannot change the winner: pixels
+    on (and a hair off) the boundary between two classes get scikit-learn's float64 answer."""
+    x, y = _blobs(800, 3, seed=5)
+    scaler = StandardScaler().fit(x)
+    model = LogisticRegression(max_iter=500).fit(scaler.transform(x), y)
+    head = Head.from_json(_logistic_head(model, scaler, 3).to_json())
+    weights, bias = head._linear
+    # points on the 1|2 boundary: move each vector along (w1 - w2) until z1 == z2 in float64
+    d = weights[:, 0] - weights[:, 1]
+    base = x[:300].astype(np.float64)
+    lead = base @ d + (bias[0] - bias[1])
+    on = base - np.outer(lead / (d @ d), d)
+    rng = np.random.default_rng(6)
+    near = (on + rng.normal(scale=1e-6, size=on.shape)).astype(np.float32)
+    valid = np.ones(len(near), bool)
+    valid[::10] = False
+    near[~valid] = np.nan  # the reader's invalid pixels
+    got, prob = head.predict(near, valid)
+    want_p = model.predict_proba(scaler.transform(near[valid].astype(np.float64)))
+    np.testing.assert_array_equal(got[valid], model.classes_[np.argmax(want_p, axis=1)])
+    np.testing.assert_allclose(prob[valid], want_p.max(axis=1), rtol=1e-5, atol=1e-6)
+    assert (got[~valid] == 0).all() and np.isnan(prob[~valid]).all()
+    # and they really are near ties in float32: its own argmax disagrees on some of them
+    w32, b32, _ = head._linear32
+    assert (np.argmax(near[valid] @ w32 + b32, axis=1) != np.argmax(want_p, axis=1)).any()
+
+
 def test_knn_equals_sklearn() -> None:
     x, y = _blobs(900, 4, seed=1)
     model = KNeighborsClassifier(n_neighbors=7).fit(x[:600], y[:600])
