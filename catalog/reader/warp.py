@@ -7,7 +7,9 @@ reproduces (checked pixel for pixel against GDAL on a COG whose pixels hold thei
 column, ``tests/catalog/test_reader_warp.py``):
 
 * the output grid is the tile itself (``width`` x ``height`` over the VRT's bounds), even when
-  the VRT is larger: a downsampling read is warped directly at the buffer's resolution;
+  the VRT is larger: a downsampling read of all bands is warped directly at the buffer's
+  resolution; a read of some bands is warped on the VRT's (implicit overview's) grid and the
+  buffer takes the nearest of those pixels (``floor((i + 0.5) * n / size)``);
 * its source is the full resolution, or, when the VRT is larger than the buffer, the overview
   GDAL's ``GDALBandGetBestOverviewLevel2`` picks for the VRT's implicit overviews: the coarsest
   whose decimation is at most 1.2 x the requested one (nearest's oversampling threshold);
@@ -22,7 +24,6 @@ planned (``None``): the caller reads it through GDAL instead.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,8 @@ OVERSAMPLING = 1.2
 NUDGE = 1e-10
 #: relative distance to the overview threshold under which the choice is left to GDAL
 AMBIGUOUS = 0.02
+#: width of a warped VRT's blocks (rasterio's WarpedVRT): longer rows are warped in pieces
+GDAL_BLOCK = 512
 
 IntArray = npt.NDArray[np.intp]
 Transform = tuple[float, float, float, float, float, float]
@@ -145,6 +148,7 @@ def plan_warp(
     vrt_transform: Transform,
     vrt_size: tuple[int, int],
     out_size: tuple[int, int],
+    all_bands: bool = True,
 ) -> WarpPlan | None:
     """The source pixel of every output pixel of a warped read (see the module docstring).
 
@@ -156,6 +160,9 @@ def plan_warp(
         vrt_transform, vrt_size: the warped VRT's grid (rio-tiler's ``get_vrt_transform``),
             ``(width, height)``.
         out_size: ``(width, height)`` of the buffer read.
+        all_bands: the read asks for every band of the file (GDAL warps a downsampling read
+            of all bands at the buffer's resolution, and a read of some bands on the VRT's
+            overview grid, then picks the nearest of those pixels).
 
     Returns:
         The plan, or None when GDAL's choice of overview is too close to call.
@@ -167,17 +174,28 @@ def plan_warp(
     if level is None:
         return None
     (vw, vh), (w, h) = vrt_size, out_size
-    grid = Affine(*vrt_transform) * Affine.scale(vw / w, vh / h)
+    lh, lw = levels[level]
+    full_h, full_w = levels[0]
+    if all_bands or (vw <= w and vh <= h):
+        gw, gh = w, h  # warped straight into the buffer's grid
+    elif level == 0:
+        gw, gh = vw, vh  # the VRT itself, then every n-th pixel
+    else:  # the VRT's implicit overview (the source overview's decimation), then nearest
+        ratio = full_w / lw
+        gw, gh = int(vw / ratio + 0.5), int(vh / ratio + 0.5)
+    if gw > GDAL_BLOCK and (gw, gh) != (w, h):
+        return None  # warped block by block: rows cut where we do not know
+    grid = Affine(*vrt_transform) @ Affine.scale(vw / gw, vh / gh)
     src = Affine(*src_transform)
     if src.b or src.d or grid.b or grid.d:
         return None
-    lh, lw = levels[level]
-    full_h, full_w = levels[0]
+    pick_cols = np.floor((np.arange(w) + 0.5) * gw / w + NUDGE).astype(np.intp)
+    pick_rows = np.floor((np.arange(h) + 0.5) * gh / h + NUDGE).astype(np.intp)
     # source pixel coordinates of this level: full-resolution pixels scaled (GDAL's overview
     # geotransform is the full one with pixels W/w and H/h times larger)
     sx, sy = lw / full_w, lh / full_h
     to_src = Transformer.from_crs(dst_crs, src_crs, always_xy=True)
-    ys = grid.f + (np.arange(h) + 0.5) * grid.e
+    ys = grid.f + (np.arange(gh) + 0.5) * grid.e
 
     def exact(col: int, rows: IntArray) -> tuple[Any, Any]:
         x = np.full(len(rows), grid.c + (col + 0.5) * grid.a)
@@ -186,9 +204,12 @@ def plan_warp(
         v = (np.asarray(gy) - src.f) / src.e * sy
         return u, v
 
-    u = np.empty((h, w))
-    v = np.empty((h, w))
-    _approx_rows(exact, w, np.arange(h), u, v)
+    rows_needed = np.unique(pick_rows)
+    u = np.empty((gh, gw))
+    v = np.empty((gh, gw))
+    _approx_rows(exact, gw, rows_needed, u, v)
+    u = u[pick_rows][:, pick_cols]
+    v = v[pick_rows][:, pick_cols]
     finite = np.isfinite(u) & np.isfinite(v)
     u = np.where(finite, u, -1.0)
     v = np.where(finite, v, -1.0)
@@ -199,31 +220,32 @@ def plan_warp(
     return WarpPlan(level, rows, cols, inside)
 
 
-def read_planned(blocks: Any, plan: WarpPlan, fill: float) -> npt.NDArray[Any]:
+def read_planned(
+    blocks: Any, plan: WarpPlan, fill: float, bands: npt.NDArray[np.intp] | None = None
+) -> npt.NDArray[Any]:
     """``(height, width, bands)`` of ``plan`` from ``blocks`` (a :class:`.tiff.TiffBlocks`
-    of the plan's level): only the touched blocks are decoded; ``fill`` outside."""
+    of the plan's level): only the touched blocks are decoded; ``fill`` outside. ``bands``:
+    0-based band indices to keep (all when None)."""
     h, w = plan.inside.shape
-    out = np.empty((h, w, blocks.bands), dtype=blocks.dtype)
+    count = blocks.bands if bands is None else len(bands)
+    out = np.empty((h, w, count), dtype=blocks.dtype)
     window = plan.window()
     if window is None:
         out.fill(fill)
         return out
     r0, r1, c0, c1 = window
     data = blocks.read(r0, r1, c0, c1)
+    if bands is not None:
+        data = data[..., bands]
     if plan.inside.all():
         np.take(
-            data.reshape(-1, blocks.bands),
+            data.reshape(-1, count),
             ((plan.rows - r0) * (c1 - c0) + (plan.cols - c0)).ravel(),
             axis=0,
-            out=out.reshape(-1, blocks.bands),
+            out=out.reshape(-1, count),
         )
         return out
     out.fill(fill)
     sel = plan.inside
     out[sel] = data[plan.rows[sel] - r0, plan.cols[sel] - c0]
     return out
-
-
-def is_finite_number(value: Any) -> bool:
-    """A nodata value that marks pixels by equality (NaN marks by ``isnan``)."""
-    return isinstance(value, int | float) and math.isfinite(float(value))
