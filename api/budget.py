@@ -405,10 +405,21 @@ class BudgetReader(Reader):
         self._guard(pixels, kwargs.get("indexes"), kwargs.get("expression"))
         return super().read(*args, **kwargs)
 
-    def tile(self, tile_x: int, tile_y: int, tile_z: int, **kwargs: Any) -> ImageData:
+    def tile(
+        self,
+        tile_x: int,
+        tile_y: int,
+        tile_z: int,
+        tilesize: int | None = None,
+        indexes: Any = None,
+        expression: str | None = None,
+        buffer: float | None = None,
+        **kwargs: Any,
+    ) -> ImageData:
         """``Reader.tile``, sized first; through the reader kernel when it can (``kernel``)."""
-        edge = int(kwargs.get("tilesize") or DEFAULT_TILESIZE) + 2 * int(kwargs.get("buffer") or 0)
-        self._guard(edge * edge, kwargs.get("indexes"), kwargs.get("expression"))
+        kwargs.update(tilesize=tilesize, indexes=indexes, expression=expression, buffer=buffer)
+        edge = int(tilesize or DEFAULT_TILESIZE) + 2 * int(buffer or 0)
+        self._guard(edge * edge, indexes, expression)
         if self.kernel and self.tile_exists(tile_x, tile_y, tile_z):
             img = kernel_tile(self, tile_x, tile_y, tile_z, kwargs)
             if img is not None:
@@ -504,7 +515,8 @@ def kernel_tile(
     matrix = reader.tms.matrix(tile_z)
     size = kwargs.get("tilesize")
     width, height = size or matrix.tileWidth, size or matrix.tileHeight
-    bounds = tuple(reader.tms.xy_bounds(morecantile.Tile(x=tile_x, y=tile_y, z=tile_z)))
+    left, bottom, right, top = reader.tms.xy_bounds(morecantile.Tile(x=tile_x, y=tile_y, z=tile_z))
+    bounds = (left, bottom, right, top)
     vrt_transform, vrt_width, vrt_height = get_vrt_transform(
         ds, bounds, height, width, dst_crs=dst_crs
     )
