@@ -537,8 +537,7 @@ def kernel_tile(
         return None
     nodata = float(ds.nodata)
     bands = None if indexes == every else np.asarray(indexes) - 1
-    pixels = read_planned(source, plan, nodata, bands)
-    data = np.ascontiguousarray(np.moveaxis(pixels, -1, 0))
+    data = read_planned(source, plan, nodata, bands, band_first=True)
     mask = np.isnan(data) if math.isnan(nodata) else data == nodata
     stats = []
     for ix in indexes:

@@ -83,7 +83,8 @@ def dequantised(img: ImageData) -> tuple[np.ndarray, np.ndarray]:
     data = np.ma.getdata(img.array)
     masked = np.ma.getmaskarray(img.array).any(axis=0)
     codes = np.moveaxis(data[:EMBEDDING_DIM], 0, -1)
-    codes = np.where(np.isfinite(codes), codes, EMBEDDINGS.nodata)
+    if codes.dtype.kind == "f":  # a float read (e.g. a resampled mosaic): NaN is nodata
+        codes = np.where(np.isfinite(codes), codes, EMBEDDINGS.nodata)
     values, valid = dequantize(codes, embeddings_quantization(), data[EMBEDDING_DIM])
     valid &= ~masked
     return values, valid

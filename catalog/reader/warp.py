@@ -25,6 +25,7 @@ planned (``None``): the caller reads it through GDAL instead.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -66,6 +67,14 @@ class WarpPlan:
             return None
         rows, cols = self.rows[self.inside], self.cols[self.inside]
         return int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
+
+
+@lru_cache(maxsize=64)
+def _transformer(dst_crs: str, src_crs: str) -> Any:
+    """pyproj's transformer between two CRSs (built once: ~5 ms each)."""
+    from pyproj import Transformer
+
+    return Transformer.from_crs(dst_crs, src_crs, always_xy=True)
 
 
 def choose_level(
@@ -168,7 +177,6 @@ def plan_warp(
         The plan, or None when GDAL's choice of overview is too close to call.
     """
     from affine import Affine
-    from pyproj import Transformer
 
     level = choose_level(vrt_size, out_size, levels)
     if level is None:
@@ -194,7 +202,7 @@ def plan_warp(
     # source pixel coordinates of this level: full-resolution pixels scaled (GDAL's overview
     # geotransform is the full one with pixels W/w and H/h times larger)
     sx, sy = lw / full_w, lh / full_h
-    to_src = Transformer.from_crs(dst_crs, src_crs, always_xy=True)
+    to_src = _transformer(str(dst_crs), str(src_crs))
     ys = grid.f + (np.arange(gh) + 0.5) * grid.e
 
     def exact(col: int, rows: IntArray) -> tuple[Any, Any]:
@@ -221,31 +229,34 @@ def plan_warp(
 
 
 def read_planned(
-    blocks: Any, plan: WarpPlan, fill: float, bands: npt.NDArray[np.intp] | None = None
+    blocks: Any,
+    plan: WarpPlan,
+    fill: float,
+    bands: npt.NDArray[np.intp] | None = None,
+    band_first: bool = False,
 ) -> npt.NDArray[Any]:
-    """``(height, width, bands)`` of ``plan`` from ``blocks`` (a :class:`.tiff.TiffBlocks`
-    of the plan's level): only the touched blocks are decoded; ``fill`` outside. ``bands``:
-    0-based band indices to keep (all when None)."""
+    """``(height, width, bands)`` (or ``(bands, height, width)`` when ``band_first``) of
+    ``plan`` from ``blocks`` (a :class:`.tiff.TiffBlocks` of the plan's level): only the
+    touched blocks are decoded; ``fill`` outside. ``bands``: 0-based band indices to keep
+    (all when None)."""
     h, w = plan.inside.shape
     count = blocks.bands if bands is None else len(bands)
-    out = np.empty((h, w, count), dtype=blocks.dtype)
+    shape = (count, h, w) if band_first else (h, w, count)
+    out = np.empty(shape, dtype=blocks.dtype)
     window = plan.window()
     if window is None:
         out.fill(fill)
         return out
     r0, r1, c0, c1 = window
-    data = blocks.read(r0, r1, c0, c1)
-    if bands is not None:
-        data = data[..., bands]
-    if plan.inside.all():
-        np.take(
-            data.reshape(-1, count),
-            ((plan.rows - r0) * (c1 - c0) + (plan.cols - c0)).ravel(),
-            axis=0,
-            out=out.reshape(-1, count),
-        )
-        return out
-    out.fill(fill)
+    data = blocks.read(r0, r1, c0, c1, bands, band_first)
     sel = plan.inside
-    out[sel] = data[plan.rows[sel] - r0, plan.cols[sel] - c0]
+    flat = (np.where(sel, plan.rows - r0, 0) * (c1 - c0) + np.where(sel, plan.cols - c0, 0)).ravel()
+    if band_first:
+        np.take(data.reshape(count, -1), flat, axis=1, out=out.reshape(count, -1))
+        if not sel.all():
+            out[:, ~sel] = fill
+    else:
+        np.take(data.reshape(-1, count), flat, axis=0, out=out.reshape(-1, count))
+        if not sel.all():
+            out[~sel] = fill
     return out
