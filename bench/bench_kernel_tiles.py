@@ -72,6 +72,14 @@ def tiles_near(lon: float, lat: float, zoom: int, n: int) -> list[Any]:
     return out
 
 
+def on_cog(path: str, tiles: list[Any]) -> list[Any]:
+    """The first :data:`PER_ZOOM` of ``tiles`` that lie on the COG at ``path``."""
+    from rio_tiler.io import Reader
+
+    with Reader(path) as src:
+        return [t for t in tiles if src.tile_exists(t.x, t.y, t.z)][:PER_ZOOM]
+
+
 # --------------------------------------------------------------------------- direct path
 class Direct:
     """Tiles of items read through the kernel without titiler: plan, blocks, index, PNG."""
@@ -257,7 +265,10 @@ def main() -> None:
             scenarios = {
                 "item": (
                     tile_urls(url, COLLECTION, "pca", item_id=item["id"]),
-                    lambda z: tiles_near((item_lon + 72.0) / 2, (item_lat + 21.8) / 2, z, PER_ZOOM),
+                    lambda z: on_cog(
+                        item["assets"]["embeddings"]["href"],
+                        tiles_near((item_lon + 72.0) / 2, (item_lat + 21.8) / 2, z, 25),
+                    ),
                     direct_render(direct, [item], False, projection, None),
                     bare_mosaic([item], pca),
                 ),
