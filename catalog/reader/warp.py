@@ -18,7 +18,8 @@ column, ``tests/catalog/test_reader_warp.py``):
   ends when the middle is within 0.125 source px of the line, else each half again;
 * nearest takes ``floor(coordinate + 1e-10)``; a coordinate outside the image is nodata.
 
-A request whose overview choice sits within :data:`AMBIGUOUS` of GDAL's threshold is not
+A request whose overview choice sits within :data:`AMBIGUOUS` of GDAL's threshold, or whose
+warped rows are longer than :data:`GDAL_BLOCK` (GDAL would warp them in pieces), is not
 planned (``None``): the caller reads it through GDAL instead.
 """
 
@@ -191,8 +192,8 @@ def plan_warp(
     else:  # the VRT's implicit overview (the source overview's decimation), then nearest
         ratio = full_w / lw
         gw, gh = int(vw / ratio + 0.5), int(vh / ratio + 0.5)
-    if gw > GDAL_BLOCK and (gw, gh) != (w, h):
-        return None  # warped block by block: rows cut where we do not know
+    if gw > GDAL_BLOCK:
+        return None  # warped in pieces (blocks, memory chunks): rows cut where we do not know
     grid = Affine(*vrt_transform) @ Affine.scale(vw / gw, vh / gh)
     src = Affine(*src_transform)
     if src.b or src.d or grid.b or grid.d:

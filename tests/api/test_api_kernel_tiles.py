@@ -165,6 +165,7 @@ def test_unusual_requests_fall_back_to_gdal(apis: tuple[str, str]) -> None:
         [("reproject", "bilinear")],
         [("buffer", "2")],
         [("nodata", "0")],
+        [("tilesize", "1024")],  # rows warped in pieces
     ):
         before = TILE_READS.snapshot()
         fetch(kernel_url, [("assets", "embeddings|bidx=1,2,3"), *extra], path)
