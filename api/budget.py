@@ -12,6 +12,8 @@ Three layers, each cheap and each checked before any large allocation:
   the output size of each read exactly as rio-tiler will (``output_size`` on the warped
   window) and refuses one that would exceed the per-read budget (the backstop: no parameter
   combination the dependency did not foresee reaches ``numpy.empty``);
+* :class:`BudgetReader` also reads map tiles of local COGs through the reader kernel
+  (:func:`kernel_tile`): the same pixels as GDAL's warped read, from the touched blocks only;
 * :class:`HeavyRequestLimiter`, an ASGI middleware: requests that read rasters are admitted
   ``heavy_concurrency`` at a time per worker, queue at most ``heavy_queue_seconds``, then get
   ``503`` + ``Retry-After``; everything else (search, items, collections, TileJSON, cached
@@ -41,6 +43,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tessera_stac.api.bounds import BoundError, send_error
 from tessera_stac.api.settings import ApiSettings
 from tessera_stac.catalog.profile import EMBEDDINGS, SCALES
+from tessera_stac.catalog.reader.tiff import blocks_of
+from tessera_stac.catalog.reader.warp import plan_warp, read_planned
 
 #: Bands of our own assets when an asset does not list them (the per-read check is exact).
 KNOWN_BANDS = {EMBEDDINGS.asset_key: EMBEDDINGS.count, SCALES.asset_key: SCALES.count}
@@ -334,6 +338,8 @@ class BudgetReader(Reader):
 
     max_values: int = 0
     max_pixels: int = 0
+    #: read map tiles of local COGs through the reader kernel (:func:`kernel_tile`)
+    kernel: bool = False
 
     def _src(self) -> Any:
         assert self.dataset is not None, "the reader opened its dataset"
@@ -399,21 +405,170 @@ class BudgetReader(Reader):
         self._guard(pixels, kwargs.get("indexes"), kwargs.get("expression"))
         return super().read(*args, **kwargs)
 
-    def tile(self, *args: Any, **kwargs: Any) -> ImageData:
-        """``Reader.tile``, sized first."""
-        edge = int(kwargs.get("tilesize") or DEFAULT_TILESIZE) + 2 * int(kwargs.get("buffer") or 0)
-        self._guard(edge * edge, kwargs.get("indexes"), kwargs.get("expression"))
-        return super().tile(*args, **kwargs)
+    def tile(
+        self,
+        tile_x: int,
+        tile_y: int,
+        tile_z: int,
+        tilesize: int | None = None,
+        indexes: Any = None,
+        expression: str | None = None,
+        buffer: float | None = None,
+        **kwargs: Any,
+    ) -> ImageData:
+        """``Reader.tile``, sized first; through the reader kernel when it can (``kernel``)."""
+        kwargs.update(tilesize=tilesize, indexes=indexes, expression=expression, buffer=buffer)
+        edge = int(tilesize or DEFAULT_TILESIZE) + 2 * int(buffer or 0)
+        self._guard(edge * edge, indexes, expression)
+        if self.kernel and self.tile_exists(tile_x, tile_y, tile_z):
+            img = kernel_tile(self, tile_x, tile_y, tile_z, kwargs)
+            if img is not None:
+                TILE_READS.count("kernel")
+                return img
+        TILE_READS.count("gdal")
+        return super().tile(tile_x, tile_y, tile_z, **kwargs)
+
+
+class ReadCounter:
+    """How many asset tiles each path read (per process; tests and benches check it)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: dict[str, int] = {"kernel": 0, "gdal": 0}
+
+    def count(self, path: str) -> None:
+        with self._lock:
+            self.counts[path] = self.counts.get(path, 0) + 1
+
+    def snapshot(self) -> dict[str, int]:
+        """A copy of the counts."""
+        with self._lock:
+            return dict(self.counts)
+
+
+TILE_READS = ReadCounter()
+
+#: ``tile()`` keyword arguments the kernel reproduces, with the values it accepts (a
+#: predicate); any other argument or value is read through GDAL
+_KERNEL_KWARGS: dict[str, Any] = {
+    "tilesize": lambda v: v is None or (isinstance(v, int) and v > 0),
+    "indexes": lambda v: True,
+    "expression": lambda v: True,
+    "buffer": lambda v: not v,
+    "padding": lambda v: not v,
+    "nodata": lambda v: v is None,
+    "unscale": lambda v: not v,
+    "resampling_method": lambda v: v in (None, "nearest"),
+    "reproject_method": lambda v: v in (None, "nearest"),
+    "post_process": lambda v: v is None,
+    "vrt_options": lambda v: not v,
+    "out_dtype": lambda v: v is None,
+}
+
+
+def _plain_nodata_dataset(ds: Any) -> bool:
+    """Nodata marks invalid pixels, nothing else does (no alpha, no mask band, no GCPs)."""
+    from rasterio.enums import ColorInterp, MaskFlags
+
+    if ds.nodata is None or ds.gcps[0] or ColorInterp.alpha in ds.colorinterp:
+        return False
+    return all(flags == [MaskFlags.nodata] for flags in ds.mask_flag_enums)
+
+
+def kernel_tile(
+    reader: Reader, tile_x: int, tile_y: int, tile_z: int, kwargs: dict[str, Any]
+) -> ImageData | None:
+    """rio-tiler's ``Reader.tile`` of a local COG, read through the reader kernel: GDAL's
+    pixel choice reproduced by :func:`~tessera_stac.catalog.reader.warp.plan_warp` (same
+    overview, same source pixel per output pixel), the touched blocks of that image decoded
+    directly, and an ImageData with rio-tiler's bands, names, mask and bounds. None when the
+    request or the file is one it does not reproduce (the caller reads through GDAL)."""
+    import numpy as np
+    from rasterio.coords import BoundingBox
+    from rasterio.transform import array_bounds
+    from rio_tiler.expression import parse_expression
+    from rio_tiler.utils import get_vrt_transform
+
+    ds = reader.dataset
+    if reader.options or any(
+        k not in _KERNEL_KWARGS or not _KERNEL_KWARGS[k](v) for k, v in kwargs.items()
+    ):
+        return None
+    dst_crs = reader.tms.rasterio_crs
+    if ds is None or ds.crs is None or ds.crs == dst_crs or not _plain_nodata_dataset(ds):
+        return None
+    blocks = blocks_of(ds)
+    if blocks is None:
+        return None
+    expression = kwargs.get("expression")
+    indexes = kwargs.get("indexes")
+    if expression:
+        indexes = parse_expression(expression)
+    if isinstance(indexes, int):
+        indexes = (indexes,)
+    indexes = tuple(indexes) if indexes else tuple(range(1, ds.count + 1))
+    if not all(1 <= i <= ds.count for i in indexes):
+        return None  # GDAL's error, from GDAL
+    every = tuple(range(1, ds.count + 1))
+    if len(indexes) == ds.count and indexes != every:
+        return None  # all bands in another order: GDAL's choice of path unproven
+    matrix = reader.tms.matrix(tile_z)
+    size = kwargs.get("tilesize")
+    width, height = size or matrix.tileWidth, size or matrix.tileHeight
+    left, bottom, right, top = reader.tms.xy_bounds(morecantile.Tile(x=tile_x, y=tile_y, z=tile_z))
+    bounds = (left, bottom, right, top)
+    vrt_transform, vrt_width, vrt_height = get_vrt_transform(
+        ds, bounds, height, width, dst_crs=dst_crs
+    )
+    plan = plan_warp(
+        ds.crs,
+        tuple(ds.transform)[:6],
+        blocks.levels,
+        dst_crs,
+        tuple(vrt_transform)[:6],
+        (vrt_width, vrt_height),
+        (width, height),
+        all_bands=indexes == every,
+    )
+    if plan is None:
+        return None
+    source = blocks_of(ds, plan.level)
+    if source is None:
+        return None
+    nodata = float(ds.nodata)
+    bands = None if indexes == every else np.asarray(indexes) - 1
+    data = read_planned(source, plan, nodata, bands, band_first=True)
+    mask = np.isnan(data) if math.isnan(nodata) else data == nodata
+    stats = []
+    for ix in indexes:
+        tags = ds.tags(ix)
+        if "STATISTICS_MINIMUM" in tags and "STATISTICS_MAXIMUM" in tags:
+            stats.append((float(tags["STATISTICS_MINIMUM"]), float(tags["STATISTICS_MAXIMUM"])))
+    img = ImageData(
+        np.ma.MaskedArray(data, mask=mask),
+        bounds=BoundingBox(*array_bounds(vrt_height, vrt_width, vrt_transform)),
+        crs=dst_crs,
+        band_names=[f"b{ix}" for ix in indexes],
+        band_descriptions=[ds.descriptions[ix - 1] or f"b{ix}" for ix in indexes],
+        dataset_statistics=stats if len(stats) == len(indexes) else None,
+        metadata={},
+        nodata=ds.nodata,
+        scales=[ds.scales[ix - 1] for ix in indexes],
+        offsets=[ds.offsets[ix - 1] for ix in indexes],
+    )
+    img.assets = [reader.input]
+    return img.apply_expression(expression) if expression else img
 
 
 def budget_reader(settings: ApiSettings) -> type[BudgetReader]:
-    """A :class:`BudgetReader` with this app's per-read limits."""
+    """A :class:`BudgetReader` with this app's per-read limits and tile path."""
     return type(
         "AppBudgetReader",
         (BudgetReader,),
         {
             "max_values": settings.tile_max_read_values,
             "max_pixels": settings.tile_max_output_pixels,
+            "kernel": settings.tile_kernel,
         },
     )
 

@@ -155,6 +155,12 @@ class ApiSettings(BaseSettings):
         description="Longest wait for a raster-reading slot before a 503 with Retry-After (a "
         "web map asks for 12-20 tiles at once: they queue, holding no pixels, rather than fail).",
     )
+    tile_kernel: bool = Field(
+        default=True,
+        description="Map tiles of local COGs read through the reader kernel (the touched blocks "
+        "decoded directly, resampled by index to GDAL's exact pixels); off: GDAL's warped "
+        "reads. Remote COGs and requests the kernel does not reproduce always use GDAL.",
+    )
     tile_cache_mb: int = Field(
         default=32, ge=0, description="Finished map tiles kept per worker, in MB (0: none)."
     )

@@ -30,6 +30,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
@@ -83,7 +84,8 @@ def dequantised(img: ImageData) -> tuple[np.ndarray, np.ndarray]:
     data = np.ma.getdata(img.array)
     masked = np.ma.getmaskarray(img.array).any(axis=0)
     codes = np.moveaxis(data[:EMBEDDING_DIM], 0, -1)
-    codes = np.where(np.isfinite(codes), codes, EMBEDDINGS.nodata)
+    if codes.dtype.kind == "f":  # a float read (e.g. a resampled mosaic): NaN is nodata
+        codes = np.where(np.isfinite(codes), codes, EMBEDDINGS.nodata)
     values, valid = dequantize(codes, embeddings_quantization(), data[EMBEDDING_DIM])
     valid &= ~masked
     return values, valid
@@ -157,20 +159,32 @@ def _local_hrefs(data_dir: Any, root_path: str) -> Callable[[str], str]:
 def cell_mask(img: ImageData, bbox: tuple[float, float, float, float]) -> np.ndarray:
     """True where the centre of an output pixel lies outside the 0.1° cell of ``bbox``
     (half-open like ``GridCell.containing``: west/south edges in, east/north edges out)."""
-    from pyproj import Transformer
-
     cell = GridCell.containing((bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2)
     west, south, _, _ = cell.bounds
-    height, width = img.height, img.width
     assert img.bounds is not None, "a tile always has bounds"
-    left, bottom, right, top = img.bounds
+    cells_x, cells_y = _pixel_cells(tuple(img.bounds), img.width, img.height, str(img.crs))
+    inside = (cells_x == round(west * 10)) & (cells_y == round(south * 10))
+    return np.asarray(~inside)
+
+
+@lru_cache(maxsize=32)
+def _pixel_cells(
+    bounds: tuple[float, ...], width: int, height: int, crs: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """``floor(lon * 10)``, ``floor(lat * 10)`` of each output pixel centre of a tile: the
+    same for every item of a mosaic tile, so computed once per tile."""
+    from pyproj import Transformer
+
+    left, bottom, right, top = bounds
     xs = left + (np.arange(width) + 0.5) * (right - left) / width
     ys = top - (np.arange(height) + 0.5) * (top - bottom) / height
     gx, gy = np.meshgrid(xs, ys)
-    to_lonlat = Transformer.from_crs(img.crs, "EPSG:4326", always_xy=True)
+    to_lonlat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
     lon, lat = to_lonlat.transform(gx, gy)
-    inside = (np.floor(lon * 10) == round(west * 10)) & (np.floor(lat * 10) == round(south * 10))
-    return np.asarray(~inside)
+    cells_x, cells_y = np.floor(lon * 10), np.floor(lat * 10)
+    cells_x.flags.writeable = False
+    cells_y.flags.writeable = False
+    return cells_x, cells_y
 
 
 def item_reader(

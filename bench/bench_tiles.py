@@ -49,8 +49,9 @@ CORNER = (72.0, 21.8)
 WINDOW = 768  # px of each tile written (the part near CORNER): keeps set-up short
 
 
-def write_tile(root: Path, lon: float, lat: float) -> dict[str, Any]:
-    """One (tile, year) in the published layout and profile (with overviews); its item."""
+def write_tile(root: Path, lon: float, lat: float, window: int = WINDOW) -> dict[str, Any]:
+    """One (tile, year) in the published layout and profile (with overviews); its item
+    (``window`` x ``window`` px of the tile's real grid nearest :data:`CORNER`)."""
     import rasterio
     from affine import Affine
     from pyproj import Transformer
@@ -66,10 +67,10 @@ def write_tile(root: Path, lon: float, lat: float) -> dict[str, Any]:
     # (the tiles are 0.1° cells: every benchmarked web-mercator tile lies in these windows)
     a, _, c, _, e, f = georef.transform
     cx, cy = Transformer.from_crs(4326, georef.epsg, always_xy=True).transform(*CORNER)
-    col = int(min(max(round((cx - c) / a) - WINDOW // 2, 0), georef.shape[1] - WINDOW))
-    row = int(min(max(round((cy - f) / e) - WINDOW // 2, 0), georef.shape[0] - WINDOW))
+    col = int(min(max(round((cx - c) / a) - window // 2, 0), georef.shape[1] - window))
+    row = int(min(max(round((cy - f) / e) - window // 2, 0), georef.shape[0] - window))
     transform = (a, 0.0, c + col * a, 0.0, e, f + row * e)
-    h = w = WINDOW
+    h = w = window
     rng = np.random.default_rng(int(lon * 100 + lat))
     # patches of 32 px plus noise (compresses like real embeddings, not like white noise)
     low = rng.integers(-100, 101, size=(EMBEDDINGS.count, h // 32 + 1, w // 32 + 1), dtype=np.int8)

@@ -55,22 +55,34 @@ def _executor() -> ThreadPoolExecutor:
         return _pool
 
 
+def _images(tif: Any) -> list[Any]:
+    """The images of a TIFF in file order: full resolution, then (in a COG) its overviews,
+    largest first, as GDAL lists them; transparency masks left out."""
+    return [p for p in tif.pages if not int(getattr(p, "subfiletype", 0) or 0) & 4]
+
+
 class TiffBlocks:
-    """The full-resolution image of a local tiled GeoTIFF, read block by block.
+    """One image of a local tiled GeoTIFF (the full resolution, or an overview), read block
+    by block.
 
     Attributes:
         height, width, bands: the image's size.
         block: ``(rows, cols)`` of its internal tiles.
         dtype: the sample type.
+        level: 0 for the full resolution, ``k`` for the file's ``k``-th overview.
+        levels: ``(height, width)`` of every image of the file (full resolution first).
     """
 
-    def __init__(self, path: str, nodata: float | None = None) -> None:
+    def __init__(self, path: str, nodata: float | None = None, level: int = 0) -> None:
         import tifffile
 
         self.path = path
         self.nodata = nodata
+        self.level = level
         with tifffile.TiffFile(path) as tif:
-            page = tif.pages.first
+            images = _images(tif)
+            self.levels = tuple((int(p.imagelength), int(p.imagewidth)) for p in images)
+            page = images[level]
             if not page.is_tiled or page.tiledepth != 1:
                 raise ValueError(f"{path}: not a tiled 2-D image")
             if page.samplesperpixel > 1 and page.planarconfig != 1:
@@ -187,16 +199,29 @@ class TiffBlocks:
         picked: npt.NDArray[Any] = restored[which, cols].view(self.dtype)
         return picked
 
-    def read(self, r0: int, r1: int, c0: int, c1: int) -> npt.NDArray[Any]:
-        """Pixels ``[r0:r1, c0:c1]`` (inside the image) as ``(rows, cols, bands)``.
+    def read(
+        self,
+        r0: int,
+        r1: int,
+        c0: int,
+        c1: int,
+        bands: npt.NDArray[np.intp] | None = None,
+        band_first: bool = False,
+    ) -> npt.NDArray[Any]:
+        """Pixels ``[r0:r1, c0:c1]`` (inside the image) as ``(rows, cols, bands)``, or
+        ``(bands, rows, cols)`` when ``band_first``; ``bands``: 0-based indices to keep.
 
         Each worker decodes a block into its own reusable buffer and copies the part inside
-        the window straight into the result (no per-block allocation).
+        the window straight into the result (no per-block allocation; the band selection and
+        the transposition happen in that copy, in the workers).
         """
         bh, bw = self.block
-        out = np.empty((r1 - r0, c1 - c0, self.bands), dtype=self.dtype)
+        count = self.bands if bands is None else len(bands)
+        shape = (count, r1 - r0, c1 - c0) if band_first else (r1 - r0, c1 - c0, count)
+        out = np.empty(shape, dtype=self.dtype)
         if r1 <= r0 or c1 <= c0:
             return out
+        target = out.transpose(1, 2, 0) if band_first else out
         cells = [
             (br, bc)
             for br in range(r0 // bh, (r1 - 1) // bh + 1)
@@ -208,9 +233,10 @@ class TiffBlocks:
             block = self.decode(self.index(br, bc))
             y0, y1 = max(r0, br * bh), min(r1, (br + 1) * bh)
             x0, x1 = max(c0, bc * bw), min(c1, (bc + 1) * bw)
-            out[y0 - r0 : y1 - r0, x0 - c0 : x1 - c0] = block[
-                y0 - br * bh : y1 - br * bh, x0 - bc * bw : x1 - bc * bw
-            ]
+            part = block[y0 - br * bh : y1 - br * bh, x0 - bc * bw : x1 - bc * bw]
+            target[y0 - r0 : y1 - r0, x0 - c0 : x1 - c0] = (
+                part if bands is None else part[..., bands]
+            )
 
         if len(cells) == 1:
             fill(cells[0])
@@ -221,25 +247,26 @@ class TiffBlocks:
 
 
 class _Opened:
-    """LRU of :class:`TiffBlocks` by (path, size, mtime): a rewritten file is opened anew."""
+    """LRU of :class:`TiffBlocks` by (path, size, mtime, level): a rewritten file is opened
+    anew."""
 
     def __init__(self, size: int) -> None:
         self.size = size
         self._lock = threading.Lock()
-        self._open: OrderedDict[tuple[str, int, int], TiffBlocks | None] = OrderedDict()
+        self._open: OrderedDict[tuple[str, int, int, int], TiffBlocks | None] = OrderedDict()
 
-    def get(self, path: str, nodata: float | None) -> TiffBlocks | None:
+    def get(self, path: str, nodata: float | None, level: int = 0) -> TiffBlocks | None:
         try:
             st = os.stat(path)
         except OSError:
             return None
-        key = (path, st.st_size, st.st_mtime_ns)
+        key = (path, st.st_size, st.st_mtime_ns, level)
         with self._lock:
             if key in self._open:
                 self._open.move_to_end(key)
                 return self._open[key]
         try:
-            found: TiffBlocks | None = TiffBlocks(path, nodata)
+            found: TiffBlocks | None = TiffBlocks(path, nodata, level)
         except Exception:
             found = None
         with self._lock:
@@ -252,20 +279,27 @@ class _Opened:
 _opened = _Opened(OPEN_FILES)
 
 
-def blocks_of(ds: Any) -> TiffBlocks | None:
+def blocks_of(ds: Any, level: int = 0) -> TiffBlocks | None:
     """The direct block reader of an open rasterio dataset, when it is a local tiled GeoTIFF
-    whose full-resolution image matches the dataset; else None (read through GDAL)."""
+    whose full-resolution image matches the dataset (and whose ``level``-th overview is the
+    one GDAL lists as ``level``: same decimation factor); else None (read through GDAL)."""
     if getattr(ds, "driver", None) != "GTiff":
         return None
     path = str(ds.name)
     if path.startswith("/vsi"):
         return None
     nodata = ds.nodata
-    found = _opened.get(path, None if nodata is None else float(nodata))
+    found = _opened.get(path, None if nodata is None else float(nodata), level)
     if found is None:
         return None
-    if (found.height, found.width, found.bands) != (ds.height, ds.width, ds.count):
+    if found.levels[0] != (ds.height, ds.width) or found.bands != ds.count:
         return None
+    if level:
+        factors = ds.overviews(1)
+        if level > len(factors) or len(found.levels) != len(factors) + 1:
+            return None
+        if round(ds.width / found.width) != factors[level - 1]:
+            return None
     if found.dtype != np.dtype(ds.dtypes[0]):
         return None
     return found

@@ -1,0 +1,393 @@
+"""Map tiles through the reader kernel: our API against a direct kernel path and bare rio-tiler,
+z12-z15, same files, same tiles, same run (issue 21).
+
+Four tiles around 72°E / 21.8°N (two UTM zones; 1024 px windows of their real grids at the
+shared corner, 128-band int8 + scales in the published profile with overviews 2/4/8) are loaded
+into a throwaway pgSTAC whose Collection holds its fitted PCA projection. Two API servers run
+(uvicorn subprocesses, one worker each, tile cache off): the default (kernel path) and one
+with ``TESSERA_STAC_API_TILE_KERNEL=false`` (GDAL's warped reads, the old path).
+
+Scenarios, each a 256 px PNG web-mercator tile, sequential requests, z12-z15:
+
+* ``item``: one item in PCA colours (129 bands read);
+* ``mosaic``: the year's mosaic at the corner, PCA colours;
+* ``similarity``: the same mosaic tiles coloured by cosine similarity to a point.
+
+Paths timed per tile, rounds alternating their order so drift on the shared machine hits all:
+
+* ``api``: the API (kernel path), over HTTP;
+* ``api_gdal``: the API with the kernel off, over HTTP;
+* ``direct``: no HTTP, no titiler: the plan of each item's pixels
+  (:func:`~tessera_stac.catalog.reader.warp.plan_warp`), the touched blocks of the codes and
+  scales read through the kernel, resampled by index, dequantised, masked to each item's own
+  0.1° cell (mosaics), projected / cosine, PNG encoded (dataset handles kept open);
+* ``bare``: rio-tiler's ``Reader.tile`` per asset (GDAL), ``mosaic_reader``, the same
+  algorithm, PNG.
+
+Pixels: every timed tile is also fetched as ``.npy`` from both servers and compared (pixels
+whose mask or value differs are counted). Target: API p50 <= 1.5x the direct path.
+Results: ``bench/results/kernel_tiles.json`` and ``kernel_tiles.md``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench._support import COLLECTION, percentile, temp_cluster, uvicorn_server, write_ndjson
+from bench.bench_tiles import CELLS, CORNER, YEAR, bare_mosaic, write_tile
+
+HERE = Path(__file__).resolve().parent
+ZOOMS = (12, 13, 14, 15)
+ROUNDS = 2
+PER_ZOOM = 3
+WINDOW = 1024
+QUERY = (72.0321, 21.8123)
+PATHS = ("api", "api_gdal", "direct", "bare")
+TARGET = 1.5
+
+
+def tiles_near(lon: float, lat: float, zoom: int, n: int) -> list[Any]:
+    """``n`` tiles of ``zoom`` spiralling out from the one holding (lon, lat)."""
+    import morecantile
+
+    tms = morecantile.tms.get("WebMercatorQuad")
+    centre = tms.tile(lon, lat, zoom)
+    out: list[Any] = []
+    ring = 0
+    while len(out) < n:
+        for dx in range(-ring, ring + 1):
+            for dy in range(-ring, ring + 1):
+                if max(abs(dx), abs(dy)) == ring and len(out) < n:
+                    out.append(morecantile.Tile(centre.x + dx, centre.y + dy, zoom))
+        ring += 1
+    return out
+
+
+def on_cog(path: str, tiles: list[Any]) -> list[Any]:
+    """The first :data:`PER_ZOOM` of ``tiles`` that lie on the COG at ``path``."""
+    from rio_tiler.io import Reader
+
+    with Reader(path) as src:
+        return [t for t in tiles if src.tile_exists(t.x, t.y, t.z)][:PER_ZOOM]
+
+
+# --------------------------------------------------------------------------- direct path
+class Direct:
+    """Tiles of items read through the kernel without titiler: plan, blocks, index, PNG."""
+
+    def __init__(self, items: list[dict[str, Any]]) -> None:
+        import rasterio
+
+        self.items = items
+        self.open = {
+            (i["id"], key): rasterio.open(i["assets"][key]["href"])
+            for i in items
+            for key in ("embeddings", "scales")
+        }
+
+    def close(self) -> None:
+        for ds in self.open.values():
+            ds.close()
+
+    def item_values(self, item: dict[str, Any], tile: Any) -> tuple[np.ndarray, np.ndarray] | None:
+        """(values (h, w, 128) float32, valid (h, w)) of one item on ``tile``."""
+        import morecantile
+        from rio_tiler.utils import get_vrt_transform
+
+        from tessera_stac.catalog.reader import dequantize
+        from tessera_stac.catalog.reader.tiff import blocks_of
+        from tessera_stac.catalog.reader.warp import plan_warp, read_planned
+        from tessera_stac.catalog.stac import embeddings_quantization
+
+        tms = morecantile.tms.get("WebMercatorQuad")
+        codes_ds = self.open[(item["id"], "embeddings")]
+        scales_ds = self.open[(item["id"], "scales")]
+        bounds = tuple(tms.xy_bounds(tile))
+        transform, vw, vh = get_vrt_transform(codes_ds, bounds, 256, 256, dst_crs=tms.rasterio_crs)
+        blocks = blocks_of(codes_ds)
+        assert blocks is not None
+        plan = plan_warp(
+            codes_ds.crs, tuple(codes_ds.transform)[:6], blocks.levels, tms.rasterio_crs,
+            tuple(transform)[:6], (vw, vh), (256, 256),
+        )  # fmt: skip
+        assert plan is not None, "an ambiguous overview choice in the bench"
+        if not plan.inside.any():
+            return None
+        codes_blocks = blocks_of(codes_ds, plan.level)
+        scale_blocks = blocks_of(scales_ds, plan.level)
+        assert codes_blocks is not None and scale_blocks is not None
+        codes = read_planned(codes_blocks, plan, -128)
+        scales = read_planned(scale_blocks, plan, float("nan"))[..., 0]
+        values, valid = dequantize(codes, embeddings_quantization(), scales)
+        return values, valid & plan.inside
+
+    def values(self, items: list[dict[str, Any]], tile: Any, cells: bool) -> Any:
+        """The tile's values and validity over ``items`` (each only in its own 0.1° cell when
+        ``cells``: the mosaic rule)."""
+        owner = self.owners(tile) if cells else None
+        out: np.ndarray | None = None
+        valid = np.zeros((256, 256), dtype=bool)
+        for item in items:
+            got = self.item_values(item, tile)
+            if got is None:
+                continue
+            values, ok = got
+            if owner is not None:
+                ok &= owner == self.cell_key(item)
+            if out is None:
+                out = values
+            else:
+                out[ok] = values[ok]
+            valid |= ok
+        assert out is not None
+        return out, valid
+
+    @staticmethod
+    def cell_key(item: dict[str, Any]) -> int:
+        west, south = item["bbox"][0], item["bbox"][1]
+        return round(west * 10) * 10_000 + round(south * 10)
+
+    @staticmethod
+    def owners(tile: Any) -> np.ndarray:
+        """Key of the 0.1° cell holding each output pixel centre."""
+        import morecantile
+        from pyproj import Transformer
+
+        b = morecantile.tms.get("WebMercatorQuad").xy_bounds(tile)
+        xs = b.left + (np.arange(256) + 0.5) * (b.right - b.left) / 256
+        ys = b.top - (np.arange(256) + 0.5) * (b.top - b.bottom) / 256
+        lon, lat = Transformer.from_crs(3857, 4326, always_xy=True).transform(*np.meshgrid(xs, ys))
+        return np.floor(np.asarray(lon) * 10).astype(int) * 10_000 + np.floor(
+            np.asarray(lat) * 10
+        ).astype(int)
+
+
+def direct_render(
+    direct: Direct,
+    items: list[dict[str, Any]],
+    cells: bool,
+    projection: dict[str, Any] | None,
+    vector: list[float] | None,
+) -> Callable[[Any], bytes]:
+    from rio_tiler.colormap import cmap
+    from rio_tiler.utils import linear_rescale, render
+
+    from tessera_stac.catalog.projection import apply_projection
+
+    viridis = cmap.get("viridis")
+
+    def run(tile: Any) -> bytes:
+        values, valid = direct.values(items, tile, cells)
+        mask = np.where(valid, 255, 0).astype(np.uint8)
+        if projection is not None:
+            rgb = np.moveaxis(apply_projection(values, projection), -1, 0)
+            return bytes(render(rgb, mask, img_format="PNG"))
+        query = np.asarray(vector, dtype=np.float32)
+        norms = np.linalg.norm(values, axis=-1) * np.float32(np.linalg.norm(query))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cos = np.where(valid, (values @ query) / norms, 0).astype(np.float32)
+        scaled = linear_rescale(cos, in_range=(0, 1)).astype(np.uint8)
+        return bytes(render(scaled[None], mask, img_format="PNG", colormap=viridis))
+
+    return run
+
+
+# --------------------------------------------------------------------------------- run
+def summarise(latencies: list[float]) -> dict[str, float]:
+    return {
+        "n": len(latencies),
+        "p50_ms": round(percentile(latencies, 50) * 1000, 1),
+        "p99_ms": round(percentile(latencies, 99) * 1000, 1),
+    }
+
+
+def npy_pixels(content: bytes) -> tuple[np.ndarray, np.ndarray]:
+    arr = np.load(io.BytesIO(content))
+    return arr[:-1], arr[-1] > 0
+
+
+def differing(a: bytes, b: bytes) -> tuple[int, int]:
+    """(pixels whose mask or values differ, pixels) of two ``.npy`` tiles."""
+    (da, va), (db, vb) = npy_pixels(a), npy_pixels(b)
+    both = va & vb
+    values = np.zeros(va.shape, dtype=bool)
+    values[both] = np.any(da[:, both] != db[:, both], axis=0)
+    return int(((va != vb) | values).sum()), int(va.size)
+
+
+def main() -> None:
+    import httpx
+    import pystac
+
+    from tessera_stac.api.tiles import EmbeddingProjection, EmbeddingSimilarity, tile_urls
+    from tessera_stac.catalog.constants import PROJECTION_FIELD
+    from tessera_stac.catalog.pgstac.load import load
+    from tessera_stac.catalog.projection import fit_collection_projection
+    from tessera_stac.catalog.stac import create_collection
+
+    load_before = [round(v, 2) for v in os.getloadavg()]
+    with temp_cluster() as cluster, tempfile.TemporaryDirectory() as tmpdir:
+        root = Path(tmpdir)
+        dsn = cluster.dsn()
+        items = [write_tile(root, lon, lat, WINDOW) for lon, lat in CELLS]
+        coll = create_collection(
+            [pystac.Item.from_dict(i) for i in items], "v1", COLLECTION, link_items=False
+        ).to_dict(include_self_link=False, transform_hrefs=False)
+        projection = fit_collection_projection([(i, "") for i in items])
+        coll[PROJECTION_FIELD] = projection
+        load(dsn, str(write_ndjson(root / "items.ndjson", [coll, *items])))
+        env = {"TESSERA_STAC_DATABASE_URL": dsn, "TESSERA_STAC_API_TILE_CACHE_MB": "0"}
+        factory = "tessera_stac.api.app:create_app_from_env"
+        direct = Direct(items)
+        with (
+            uvicorn_server(factory, env) as url,
+            uvicorn_server(factory, {**env, "TESSERA_STAC_API_TILE_KERNEL": "false"}) as gdal_url,
+        ):
+            client = httpx.Client(timeout=300)
+            vector = client.get(
+                f"{url}/embeddings/position",
+                params={"lon": QUERY[0], "lat": QUERY[1], "year": YEAR},
+            ).json()["embedding"]
+            item = items[1]
+            item_lon = (item["bbox"][0] + item["bbox"][2]) / 2
+            item_lat = (item["bbox"][1] + item["bbox"][3]) / 2
+            pca = EmbeddingProjection(projection=projection)
+            similar = EmbeddingSimilarity(vector=vector)
+            scenarios = {
+                "item": (
+                    tile_urls(url, COLLECTION, "pca", item_id=item["id"]),
+                    lambda z: on_cog(
+                        item["assets"]["embeddings"]["href"],
+                        tiles_near((item_lon + 72.0) / 2, (item_lat + 21.8) / 2, z, 25),
+                    ),
+                    direct_render(direct, [item], False, projection, None),
+                    bare_mosaic([item], pca),
+                ),
+                "mosaic": (
+                    tile_urls(url, COLLECTION, "pca", year=YEAR),
+                    lambda z: tiles_near(*CORNER, z, PER_ZOOM),
+                    direct_render(direct, items, True, projection, None),
+                    bare_mosaic(items, pca),
+                ),
+                "similarity": (
+                    tile_urls(url, COLLECTION, "similarity", year=YEAR, lon=QUERY[0], lat=QUERY[1]),
+                    lambda z: tiles_near(*CORNER, z, PER_ZOOM),
+                    direct_render(direct, items, True, None, vector),
+                    bare_mosaic(items, similar, similarity=True),
+                ),
+            }
+            results: dict[str, Any] = {}
+            for name, (urls, tiles_of, direct_fn, bare_fn) in scenarios.items():
+                template = urls["xyz"]
+                for z in ZOOMS:
+                    tiles = tiles_of(z)
+
+                    def api(tile: Any, base: str = url, template: str = template) -> bytes:
+                        got = client.get(
+                            template.replace(url, base)
+                            .replace("{z}", str(tile.z))
+                            .replace("{x}", str(tile.x))
+                            .replace("{y}", str(tile.y))
+                        )
+                        got.raise_for_status()
+                        return got.content
+
+                    def api_gdal(tile: Any, api: Callable[..., bytes] = api) -> bytes:
+                        return api(tile, base=gdal_url)
+
+                    run = {"api": api, "api_gdal": api_gdal, "direct": direct_fn, "bare": bare_fn}
+                    for fn in run.values():
+                        fn(tiles[0])  # warm: search registered, files opened once
+                    timings: dict[str, list[float]] = {p: [] for p in PATHS}
+                    for round_ in range(ROUNDS):
+                        order = PATHS if round_ % 2 == 0 else tuple(reversed(PATHS))
+                        for who in order:
+                            for tile in tiles:
+                                start = time.perf_counter()
+                                run[who](tile)
+                                timings[who].append(time.perf_counter() - start)
+                    diff = total = 0
+                    for tile in tiles:
+                        npy = template.replace(".png", ".npy")
+                        path = npy.replace("{z}", str(z)).replace("{x}", str(tile.x))
+                        path = path.replace("{y}", str(tile.y))
+                        a = client.get(path)
+                        b = client.get(path.replace(url, gdal_url))
+                        a.raise_for_status()
+                        b.raise_for_status()
+                        d, n = differing(a.content, b.content)
+                        diff, total = diff + d, total + n
+                    stats: dict[str, Any] = {p: summarise(timings[p]) for p in PATHS}
+                    p50 = {p: stats[p]["p50_ms"] for p in PATHS}
+                    stats["api_over_direct"] = round(p50["api"] / p50["direct"], 2)
+                    stats["api_gdal_over_direct"] = round(p50["api_gdal"] / p50["direct"], 2)
+                    stats["api_over_bare"] = round(p50["api"] / p50["bare"], 2)
+                    stats["speed_up"] = round(p50["api_gdal"] / p50["api"], 2)
+                    stats["pixels_differing"] = diff
+                    stats["pixels_compared"] = total
+                    stats["load"] = [round(v, 2) for v in os.getloadavg()]
+                    results[f"{name} z{z}"] = stats
+                    print(name, z, json.dumps(stats), flush=True)
+            client.close()
+        direct.close()
+    report = {
+        "zooms": list(ZOOMS),
+        "tile_px": 256,
+        "rounds": ROUNDS,
+        "tiles_per_zoom": PER_ZOOM,
+        "cogs": f"4 tiles ({WINDOW} px windows of the real grids at the corner), 128-band int8 "
+        "ZSTD (published profile, overviews 2/4/8) + scales",
+        "load_average_before": load_before,
+        "load_average_after": [round(v, 2) for v in os.getloadavg()],
+        "cpus": os.cpu_count(),
+        "scenarios": results,
+        "target": f"API p50 <= {TARGET}x the direct kernel path",
+    }
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / "kernel_tiles.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "kernel_tiles.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [
+        "# Map tiles through the reader kernel: API vs direct kernel path vs bare rio-tiler",
+        "",
+        f"256 px PNG tiles, sequential; {report['rounds']} alternating rounds x "
+        f"{report['tiles_per_zoom']} tiles per zoom. {report['cogs']}. `api`: our API (kernel "
+        "path, the default); `api_gdal`: the same API with `TESSERA_STAC_API_TILE_KERNEL=false` "
+        "(GDAL's warped reads, the old path); `direct`: plan + kernel blocks + index resampling + "
+        "dequantise + PCA/cosine + PNG, no HTTP; `bare`: rio-tiler `Reader.tile` per asset + "
+        "`mosaic_reader` + the same algorithm + PNG. Pixels: each tile's `.npy` from both APIs, "
+        "pixels whose mask or values differ. Load average before/after: "
+        f"{report['load_average_before']} / {report['load_average_after']} on "
+        f"{report['cpus']} CPUs (shared machine).",
+        "",
+        "| scenario | API p50 ms | API (GDAL) p50 ms | direct p50 ms | bare p50 ms "
+        "| API / direct | API (GDAL) / direct | API / bare | kernel speed-up "
+        "| pixels differing | load (1 min) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, s in report["scenarios"].items():
+        lines.append(
+            f"| {name} | {s['api']['p50_ms']} | {s['api_gdal']['p50_ms']} | "
+            f"{s['direct']['p50_ms']} | {s['bare']['p50_ms']} | {s['api_over_direct']} | "
+            f"{s['api_gdal_over_direct']} | {s['api_over_bare']} | {s['speed_up']}x | "
+            f"{s['pixels_differing']} / {s['pixels_compared']} | {s['load'][0]} |"
+        )
+    lines += ["", f"Target: {report['target']}.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
