@@ -42,7 +42,14 @@ from typing import Any
 
 import numpy as np
 
-from bench._support import COLLECTION, percentile, temp_cluster, uvicorn_server, write_ndjson
+from bench._support import (
+    COLLECTION,
+    percentile,
+    temp_cluster,
+    uvicorn_server,
+    write_ndjson,
+    write_results,
+)
 from bench.bench_tiles import CELLS, CORNER, YEAR, bare_mosaic, write_tile
 
 HERE = Path(__file__).resolve().parent
@@ -352,11 +359,7 @@ def main() -> None:
         "scenarios": results,
         "target": f"API p50 <= {TARGET}x the direct kernel path",
     }
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    (out / "kernel_tiles.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "kernel_tiles.md").write_text(markdown(report))
-    print(markdown(report))
+    write_results("kernel_tiles", report, markdown(report))
 
 
 def markdown(report: dict[str, Any]) -> str:
