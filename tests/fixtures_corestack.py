@@ -166,6 +166,22 @@ def join_tiles(tmp_path_factory: Any) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def join_tiles_built(join_tiles: Path, open_tmp: Any) -> Path:
+    """``join_tiles`` as a built static catalog (with the collection's projection), in a
+    folder the PostgreSQL user can enter; shared read-only by the tile tests."""
+    import subprocess
+
+    from tessera_stac.catalog.static import build_static_catalog
+    from tessera_stac.catalog.store import open_store
+
+    root = open_tmp("tiles") / "published"
+    subprocess.run(["cp", "-al", str(join_tiles), str(root)], check=True)
+    report = build_static_catalog(open_store(str(root)), geoparquet=False)
+    assert report.ok, report.to_dict()
+    return root
+
+
 # ----------------------------------------------------------------------- the join
 @pytest.fixture(scope="session")
 def bhavnagar_join(published_sample: Any, bhavnagar_geojson: Path) -> Any:

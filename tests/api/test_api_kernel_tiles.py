@@ -12,7 +12,6 @@ taken (and the reference was not), so a silent fall-back fails.
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,6 @@ from tessera_stac.api.budget import TILE_READS
 from tessera_stac.api.settings import ApiSettings
 from tessera_stac.catalog.model import GridCell
 from tessera_stac.catalog.pgstac.load import load
-from tessera_stac.catalog.static import build_static_catalog
-from tessera_stac.catalog.store import open_store
 from tests.fixtures_corestack import JOIN_TEST_YEAR, TEST_EMBEDDING_COLLECTION
 
 LiveApi = Callable[[Any], str]
@@ -44,14 +41,10 @@ ITEM_CELL = GridCell.containing(72.05, 21.85)
 CORNER = (72.0, 21.8)
 
 
-@pytest.fixture(scope="module")
-def kernel_root(join_tiles: Path, open_tmp: Callable[[str], Path]) -> Path:
-    """The 4 tiles around 72°E / 21.8°N as a built static catalog (with its projection)."""
-    root = open_tmp("kernel-tiles") / "published"
-    subprocess.run(["cp", "-al", str(join_tiles), str(root)], check=True)
-    report = build_static_catalog(open_store(str(root)), geoparquet=False)
-    assert report.ok, report.to_dict()
-    return root
+@pytest.fixture
+def kernel_root(join_tiles_built: Path) -> Path:
+    """The 4 tiles around 72°E / 21.8°N as a built static catalog (session-wide, read-only)."""
+    return join_tiles_built
 
 
 @pytest.fixture

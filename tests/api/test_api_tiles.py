@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,6 @@ from tessera_stac.api.tiles import LAYER_TITLES
 from tessera_stac.catalog.constants import PROJECTION_FIELD
 from tessera_stac.catalog.model import GridCell
 from tessera_stac.catalog.pgstac.load import load
-from tessera_stac.catalog.static import build_static_catalog
-from tessera_stac.catalog.store import open_store
 from tests.fixtures_corestack import JOIN_TEST_YEAR, TEST_EMBEDDING_COLLECTION
 
 LiveApi = Callable[[Any], str]
@@ -41,14 +38,10 @@ RGB = {"assets": "embeddings|bidx=1,2,3", "resampling": "nearest"}
 VECTORS = [("assets", "embeddings"), ("assets", "scales")]
 
 
-@pytest.fixture(scope="module")
-def tiles_root(join_tiles: Path, open_tmp: Callable[[str], Path]) -> Path:
-    """The 4 tiles around 72°E / 21.8°N as a built static catalog (with its projection)."""
-    root = open_tmp("tiles") / "published"
-    subprocess.run(["cp", "-al", str(join_tiles), str(root)], check=True)
-    report = build_static_catalog(open_store(str(root)), geoparquet=False)
-    assert report.ok, report.to_dict()
-    return root
+@pytest.fixture
+def tiles_root(join_tiles_built: Path) -> Path:
+    """The 4 tiles around 72°E / 21.8°N as a built static catalog (session-wide, read-only)."""
+    return join_tiles_built
 
 
 @pytest.fixture
