@@ -582,6 +582,77 @@ class Head:
             prob[close] = p[np.arange(len(b64)), b64]
         return best, prob
 
+    def predict_scaled_codes(
+        self, codes: np.ndarray, scales: np.ndarray, valid: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`predict` of the vectors ``codes * scales`` (per-pixel-scale embeddings),
+        without making them: a multinomial logistic head computes ``scales * (codes @ w) +
+        b`` in float32, and a pixel whose two best logits are within the rounding bound is
+        dequantised exactly as the reader does (``float32(codes) * scale``) and computed in
+        float64. Same answer as ``predict(codes * scales[..., None], valid)``; other heads
+        take that path.
+
+        Args:
+            codes: integer ``(..., 128)`` codes.
+            scales: float32 ``(...)`` per-pixel scales.
+            valid: bool ``(...)`` which pixels to predict.
+        """
+        codes = np.asarray(codes)
+        valid = np.asarray(valid, dtype=bool)
+        scales = np.asarray(scales, dtype=np.float32)
+        fast = (
+            self.kind == "logistic"
+            and self.task == "classification"
+            and self._linear[0].shape[1] > 1
+            and np.issubdtype(codes.dtype, np.integer)
+            and codes.shape[:-1] == valid.shape == scales.shape
+            and codes.shape[-1:] == (EMBEDDING_DIM,)
+        )
+        if not fast:
+            values = codes.astype(np.float32) * scales[..., None]
+            values[~valid] = np.nan
+            return self.predict(values, valid)
+        info = np.iinfo(codes.dtype)
+        largest = float(max(abs(info.min), abs(info.max)))
+        flat_codes = codes.reshape(-1, EMBEDDING_DIM)
+        flat_scales = scales.reshape(-1)
+        flat_valid = valid.reshape(-1)
+        classes = np.zeros(valid.size, dtype=np.uint8)
+        out = np.full(valid.size, np.nan, dtype=np.float32)
+        w32, b32, factor = self._linear32
+        eps = float(np.finfo(np.float32).eps)
+        with _one_blas_thread(), np.errstate(invalid="ignore", over="ignore"):
+            for start in range(0, flat_valid.size, PREDICT_CHUNK):
+                part = slice(start, start + PREDICT_CHUNK)
+                ok = flat_valid[part]
+                if not ok.any():
+                    continue
+                s = flat_scales[part]
+                c = flat_codes[part]
+                z = c.astype(np.float32) @ w32
+                z *= s[:, None]
+                z += b32
+                best = np.argmax(z, axis=1)
+                two = np.partition(z, -2, axis=1)
+                top = two[:, -1]
+                gap = top - two[:, -2]
+                # twice the dequantised path's bound: the codes' product and the scale
+                # multiply round on top of what rounding the vectors would have done
+                bound = 2.0 * (2.0 * factor * np.abs(s) * largest + 4.0 * eps * (np.abs(top) + 1))
+                z -= top[:, None]
+                np.exp(z, out=z)
+                prob = (1.0 / z.sum(axis=1)).astype(np.float32)
+                close = np.flatnonzero(~(gap > bound) & ok)
+                if close.size:
+                    x = c[close].astype(np.float32) * s[close][:, None]  # the reader's vectors
+                    p = self.predict_proba(x)
+                    b64 = np.argmax(p, axis=1)
+                    best[close] = b64
+                    prob[close] = p[np.arange(len(b64)), b64]
+                classes[part][ok] = self.class_values[best[ok]]
+                out[part][ok] = prob[ok]
+        return classes.reshape(valid.shape), out.reshape(valid.shape)
+
     def _prepare(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
         if self.scaler_mean is not None and self.scaler_scale is not None:

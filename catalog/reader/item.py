@@ -435,6 +435,38 @@ class EmbeddingReader:
             scales = read_window(ds["scales"], r0, r1, c0, c1)[..., band - 1]
         return dequantize(codes, self.quantization, scales)
 
+    def read_scaled_codes(
+        self, window: tuple[tuple[int, int], tuple[int, int]]
+    ) -> tuple[npt.NDArray[Any], FloatArray, BoolArray] | None:
+        """The raw codes of a window inside the raster, their per-pixel scales and the valid
+        mask, without making the float vectors: ``(codes (rows, cols, dims), scales (rows,
+        cols) in the recipe's dtype, valid)``. ``codes[p] * scales[p]`` in that dtype is
+        exactly :meth:`read`'s vector on every valid pixel. None when the recipe is not
+        per-pixel-scale (callers use :meth:`read`).
+        """
+        from tessera_stac.catalog.reader.tiff import read_window
+
+        q = self.quantization
+        if q.method is not QuantizationMethod.PER_PIXEL_SCALE:
+            return None
+        with self._datasets() as ds:
+            (r0, r1), (c0, c1) = window
+            codes_ds = ds["codes"]
+            if not (0 <= r0 <= r1 <= codes_ds.height and 0 <= c0 <= c1 <= codes_ds.width):
+                raise InputError(f"window rows {r0}:{r1}, cols {c0}:{c1} is not inside the raster")
+            if "scales" not in ds:
+                raise InputError(f"{QUANTIZATION_PROP}: per-pixel-scale needs the scales array")
+            codes = read_window(codes_ds, r0, r1, c0, c1)
+            band = q.scale_band or 1
+            raw = read_window(ds["scales"], r0, r1, c0, c1)[..., band - 1]
+        dtype = np.dtype(q.dtype)
+        scales = np.asarray(raw.astype(dtype, copy=False))
+        valid: BoolArray = np.ones(codes.shape[:2], dtype=bool)
+        if q.nodata is not None:
+            valid &= ~is_value(codes, q.nodata).any(axis=-1)
+        valid &= scale_validity(scales, q)
+        return codes, scales, valid
+
     def read_point(self, lon: float, lat: float) -> PointSample:
         """The embedding at a WGS84 point (transformed to the asset CRS).
 

@@ -10,8 +10,10 @@ Per embedding item, on the tile's own grid (same CRS, transform and shape):
 * an Item in ``tessera-classes-{name}`` at ``{collection}/{item}/{item}.json``, ``derived_from``
   the embedding item and the model item.
 
-Every pixel is read through the reader kernel (``EmbeddingReader.read``, strip by strip) and
-classified by :meth:`Head.predict`, the function the tiler and the API use. Tiles are
+Every pixel is read through the reader kernel (strip by strip) and classified by the head the
+tiler and the API use: :meth:`Head.predict` on dequantised vectors, or, for per-pixel-scale
+embeddings, :meth:`Head.predict_scaled_codes` on the codes and scales the kernel reads (the same
+answer without making the float vectors: ``EmbeddingReader.read_scaled_codes``). Tiles are
 independent tasks on the same engines as ``publish`` (serial, processes, Dask); a tile whose
 item says it was made by this very head (``tessera:head_checksum``) and whose files still match
 is skipped, so a killed run resumes where it stopped. The run report is written to
@@ -37,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from tessera_stac.catalog import constants as c
+from tessera_stac.catalog.embedding import QuantizationMethod
 from tessera_stac.catalog.errors import InputError
 from tessera_stac.catalog.heads import Head
 from tessera_stac.catalog.reader import EmbeddingReader, read_ahead
@@ -173,11 +176,15 @@ def classify_tile(
     first = np.zeros((height, width), np.uint8) if classification else None
     second = np.full((height, width), np.nan, np.float32)
     starts = range(0, height, strip_rows)
-    jobs = (partial(reader.read, ((r0, min(r0 + strip_rows, height)), (0, width))) for r0 in starts)
+    windows = [((r0, min(r0 + strip_rows, height)), (0, width)) for r0 in starts]
+    # per-pixel-scale embeddings: the head runs on codes and scales (no float vectors made)
+    scaled = reader.quantization.method is QuantizationMethod.PER_PIXEL_SCALE
+    read: Callable[[Any], Any] = reader.read_scaled_codes if scaled else reader.read
+    jobs = (partial(read, w) for w in windows)
     # the next strip is read (in one background thread) while the head runs on this one
-    for r0, (values, valid) in zip(starts, read_ahead(jobs), strict=True):
+    for r0, got in zip(starts, read_ahead(jobs), strict=True):
         r1 = min(r0 + strip_rows, height)
-        a, b = head.predict(values, valid)
+        a, b = head.predict_scaled_codes(*got) if scaled else head.predict(*got)
         if first is not None:
             first[r0:r1] = a
         second[r0:r1] = b

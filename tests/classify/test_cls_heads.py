@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -81,6 +82,56 @@ def test_logistic_near_ties_follow_float64() -> None:
     # and they really are near ties in float32: its own argmax disagrees on some of them
     w32, b32, _ = head._linear32
     assert (np.argmax(near[valid] @ w32 + b32, axis=1) != np.argmax(want_p, axis=1)).any()
+
+
+@pytest.mark.parametrize("kind", ["logistic", "knn"])
+def test_predict_on_scaled_codes_equals_predict_on_vectors(kind: str) -> None:
+    """The class map's path (codes and per-pixel scales, no float vectors) gives the classes
+    of ``predict`` on the reader's vectors ``float32(codes) * scale`` exactly, including on
+    pixels a hair from a class boundary, and their probabilities to float32 rounding."""
+    x, y = _blobs(900, 4, seed=7)
+    scaler = StandardScaler().fit(x)
+    if kind == "logistic":
+        model = LogisticRegression(max_iter=500).fit(scaler.transform(x), y)
+        head = Head.from_json(_logistic_head(model, scaler, 4).to_json())
+    else:
+        head = Head(
+            name="knn",
+            kind="knn",
+            task="classification",
+            collection="tessera-embeddings-v1",
+            year=2024,
+            classes=tuple(make_classes(["a", "b", "c", "d"])),
+            vectors=x,
+            labels=y,
+            k=5,
+        )
+    rng = np.random.default_rng(8)
+    scales = rng.uniform(0.02, 0.2, size=(60, 50)).astype(np.float32)
+    codes = np.clip(
+        np.round(x[rng.integers(0, len(x), 3000)].reshape(60, 50, DIM) / scales[..., None]),
+        -127,
+        127,
+    ).astype(np.int8)
+    if kind == "logistic":  # a twin of class 1, 1e-7 apart: a near tie on every pixel
+        coef, intercept = model.coef_.copy(), model.intercept_.copy()
+        coef[1] = coef[0] + 1e-7 * rng.normal(size=DIM)
+        intercept[1] = intercept[0]
+        twin = SimpleNamespace(coef_=coef, intercept_=intercept)
+        head = Head.from_json(_logistic_head(twin, scaler, 4).to_json())  # type: ignore[arg-type]
+    valid = rng.random((60, 50)) > 0.1
+    values = codes.astype(np.float32) * scales[..., None]  # what the reader returns
+    values[~valid] = np.nan
+    want, want_p = head.predict(values, valid)
+    got, got_p = head.predict_scaled_codes(codes, scales, valid)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(got_p, want_p, rtol=1e-5, atol=1e-6, equal_nan=True)
+    assert (got[~valid] == 0).all() and np.isnan(got_p[~valid]).all()
+    if kind == "logistic":  # float32 alone cannot tell the twins apart: the re-check decided
+        w32, b32, _ = head._linear32
+        alone = head.class_values[np.argmax(values[valid] @ w32 + b32, axis=1)]
+        assert (alone != want[valid]).any()
+        assert {1, 2} <= set(np.unique(got[valid]).tolist())
 
 
 def test_knn_equals_sklearn() -> None:
