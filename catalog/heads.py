@@ -35,9 +35,9 @@ import binascii
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any, Literal
 
 import numpy as np
@@ -561,13 +561,26 @@ class Head:
         w32, b32, factor = self._linear32
         z = x @ w32
         z += b32
+        magnitude = np.maximum(x.max(axis=1), -x.min(axis=1))  # max|x| per row, no |x| copy
+        return self._settle(z, factor * magnitude, valid, lambda rows: x[rows])
+
+    def _settle(
+        self,
+        z: np.ndarray,
+        rounding: np.ndarray,
+        valid: np.ndarray | None,
+        vectors: Callable[[np.ndarray], np.ndarray],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(winner, its probability) from float32 logits ``z`` (overwritten), each row's
+        rounding bound on its products, and the exact vectors of any rows (``vectors``):
+        a row whose lead is within twice the bound (plus the bias's) gets the float64 answer.
+        """
         best = np.argmax(z, axis=1)
         two = np.partition(z, -2, axis=1)
         top = two[:, -1]
         gap = top - two[:, -2]  # the winner's lead (0 on an exact tie)
-        scale = np.maximum(x.max(axis=1), -x.min(axis=1))  # max|x| per row, no |x| copy
         eps = float(np.finfo(np.float32).eps)
-        bound = 2.0 * (factor * scale + 4.0 * eps * (np.abs(top) + 1.0))
+        bound = 2.0 * (rounding + 4.0 * eps * (np.abs(top) + 1.0))
         z -= top[:, None]
         np.exp(z, out=z)
         prob = (1.0 / z.sum(axis=1)).astype(np.float32)
@@ -576,7 +589,7 @@ class Head:
             near &= valid
         close = np.flatnonzero(near)
         if close.size:
-            p = self.predict_proba(x[close])
+            p = self.predict_proba(vectors(close))
             b64 = np.argmax(p, axis=1)
             best[close] = b64
             prob[close] = p[np.arange(len(b64)), b64]
@@ -620,7 +633,6 @@ class Head:
         classes = np.zeros(valid.size, dtype=np.uint8)
         out = np.full(valid.size, np.nan, dtype=np.float32)
         w32, b32, factor = self._linear32
-        eps = float(np.finfo(np.float32).eps)
         with _one_blas_thread(), np.errstate(invalid="ignore", over="ignore"):
             for start in range(0, flat_valid.size, PREDICT_CHUNK):
                 part = slice(start, start + PREDICT_CHUNK)
@@ -632,23 +644,11 @@ class Head:
                 z = c.astype(np.float32) @ w32
                 z *= s[:, None]
                 z += b32
-                best = np.argmax(z, axis=1)
-                two = np.partition(z, -2, axis=1)
-                top = two[:, -1]
-                gap = top - two[:, -2]
-                # twice the dequantised path's bound: the codes' product and the scale
-                # multiply round on top of what rounding the vectors would have done
-                bound = 2.0 * (2.0 * factor * np.abs(s) * largest + 4.0 * eps * (np.abs(top) + 1))
-                z -= top[:, None]
-                np.exp(z, out=z)
-                prob = (1.0 / z.sum(axis=1)).astype(np.float32)
-                close = np.flatnonzero(~(gap > bound) & ok)
-                if close.size:
-                    x = c[close].astype(np.float32) * s[close][:, None]  # the reader's vectors
-                    p = self.predict_proba(x)
-                    b64 = np.argmax(p, axis=1)
-                    best[close] = b64
-                    prob[close] = p[np.arange(len(b64)), b64]
+                # twice the vectors' bound: the codes' product and the scale multiply round on
+                # top of what rounding the vectors would have done
+                best, prob = self._settle(
+                    z, 2.0 * factor * np.abs(s) * largest, ok, partial(_dequantised_rows, c, s)
+                )
                 classes[part][ok] = self.class_values[best[ok]]
                 out[part][ok] = prob[ok]
         return classes.reshape(valid.shape), out.reshape(valid.shape)
@@ -717,6 +717,12 @@ class Head:
             part = np.broadcast_to(np.arange(d2.shape[1]), d2.shape).copy()
         order = np.argsort(np.take_along_axis(d2, part, axis=1), axis=1, kind="stable")
         return np.take_along_axis(part, order, axis=1)
+
+
+def _dequantised_rows(codes: np.ndarray, scales: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The reader's float32 vectors ``float32(codes) * scale`` of some rows."""
+    out: np.ndarray = codes[rows].astype(np.float32) * scales[rows][:, None]
+    return out
 
 
 def _one_blas_thread() -> Any:
