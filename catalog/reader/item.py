@@ -257,6 +257,14 @@ def scale_validity(scales: FloatArray, q: Quantization) -> BoolArray:
     return np.asarray(ok)
 
 
+def codes_validity(codes: npt.NDArray[Any], q: Quantization) -> BoolArray:
+    """Pixels whose codes hold no ``nodata`` value in any dimension (``(rows, cols)``)."""
+    valid: BoolArray = np.ones(codes.shape[:2], dtype=bool)
+    if q.nodata is not None:
+        valid &= ~is_value(codes, q.nodata).any(axis=-1)
+    return valid
+
+
 def dequantize(
     codes: npt.NDArray[Any], q: Quantization, scales: FloatArray | None = None
 ) -> tuple[FloatArray, BoolArray]:
@@ -271,9 +279,7 @@ def dequantize(
         ``(values, valid)``: values in ``q.dtype`` with NaN where invalid, and the mask.
     """
     dtype = np.dtype(q.dtype)
-    valid: BoolArray = np.ones(codes.shape[:2], dtype=bool)
-    if q.nodata is not None:
-        valid &= ~is_value(codes, q.nodata).any(axis=-1)
+    valid = codes_validity(codes, q)
     if q.method is QuantizationMethod.NONE:
         values = codes.astype(dtype)
     elif q.method is QuantizationMethod.LINEAR:
@@ -425,6 +431,13 @@ class EmbeddingReader:
     def _read_inside(
         self, ds: dict[str, Any], ranges: tuple[tuple[int, int], tuple[int, int]]
     ) -> tuple[FloatArray, BoolArray]:
+        codes, scales = self._read_raw(ds, ranges)
+        return dequantize(codes, self.quantization, scales)
+
+    def _read_raw(
+        self, ds: dict[str, Any], ranges: tuple[tuple[int, int], tuple[int, int]]
+    ) -> tuple[npt.NDArray[Any], npt.NDArray[Any] | None]:
+        """The stored codes of a window inside the raster, and its scales band if any."""
         from tessera_stac.catalog.reader.tiff import read_window
 
         (r0, r1), (c0, c1) = ranges
@@ -433,39 +446,32 @@ class EmbeddingReader:
         if "scales" in ds:
             band = self.quantization.scale_band or 1
             scales = read_window(ds["scales"], r0, r1, c0, c1)[..., band - 1]
-        return dequantize(codes, self.quantization, scales)
+        return codes, scales
 
     def read_scaled_codes(
         self, window: tuple[tuple[int, int], tuple[int, int]]
-    ) -> tuple[npt.NDArray[Any], FloatArray, BoolArray] | None:
+    ) -> tuple[npt.NDArray[Any], FloatArray, BoolArray]:
         """The raw codes of a window inside the raster, their per-pixel scales and the valid
         mask, without making the float vectors: ``(codes (rows, cols, dims), scales (rows,
         cols) in the recipe's dtype, valid)``. ``codes[p] * scales[p]`` in that dtype is
-        exactly :meth:`read`'s vector on every valid pixel. None when the recipe is not
-        per-pixel-scale (callers use :meth:`read`).
-        """
-        from tessera_stac.catalog.reader.tiff import read_window
+        exactly :meth:`read`'s vector on every valid pixel.
 
+        Raises:
+            InputError: the recipe is not per-pixel-scale, or the window is not inside.
+        """
         q = self.quantization
         if q.method is not QuantizationMethod.PER_PIXEL_SCALE:
-            return None
+            raise InputError(f"{QUANTIZATION_PROP}: {q.method.value} has no per-pixel scales")
         with self._datasets() as ds:
             (r0, r1), (c0, c1) = window
             codes_ds = ds["codes"]
             if not (0 <= r0 <= r1 <= codes_ds.height and 0 <= c0 <= c1 <= codes_ds.width):
                 raise InputError(f"window rows {r0}:{r1}, cols {c0}:{c1} is not inside the raster")
-            if "scales" not in ds:
-                raise InputError(f"{QUANTIZATION_PROP}: per-pixel-scale needs the scales array")
-            codes = read_window(codes_ds, r0, r1, c0, c1)
-            band = q.scale_band or 1
-            raw = read_window(ds["scales"], r0, r1, c0, c1)[..., band - 1]
-        dtype = np.dtype(q.dtype)
-        scales = np.asarray(raw.astype(dtype, copy=False))
-        valid: BoolArray = np.ones(codes.shape[:2], dtype=bool)
-        if q.nodata is not None:
-            valid &= ~is_value(codes, q.nodata).any(axis=-1)
-        valid &= scale_validity(scales, q)
-        return codes, scales, valid
+            codes, raw = self._read_raw(ds, window)
+        if raw is None:
+            raise InputError(f"{QUANTIZATION_PROP}: per-pixel-scale needs the scales array")
+        scales = np.asarray(raw.astype(np.dtype(q.dtype), copy=False))
+        return codes, scales, codes_validity(codes, q) & scale_validity(scales, q)
 
     def read_point(self, lon: float, lat: float) -> PointSample:
         """The embedding at a WGS84 point (transformed to the asset CRS).
