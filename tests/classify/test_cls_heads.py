@@ -39,6 +39,20 @@ def _logistic_head(model: LogisticRegression, scaler: StandardScaler | None, n: 
     )
 
 
+def _knn_head(vectors: np.ndarray, labels: np.ndarray, k: int) -> Head:
+    return Head(
+        name="knn",
+        kind="knn",
+        task="classification",
+        collection="tessera-embeddings-v1",
+        year=2024,
+        classes=tuple(make_classes(["a", "b", "c", "d"])),
+        vectors=vectors,
+        labels=labels,
+        k=k,
+    )
+
+
 @pytest.mark.parametrize("classes", [2, 5])
 @pytest.mark.parametrize("scaled", [False, True])
 def test_logistic_equals_sklearn(classes: int, scaled: bool) -> None:
@@ -91,34 +105,22 @@ def test_predict_on_scaled_codes_equals_predict_on_vectors(kind: str) -> None:
     pixels a hair from a class boundary, and their probabilities to float32 rounding."""
     x, y = _blobs(900, 4, seed=7)
     scaler = StandardScaler().fit(x)
-    if kind == "logistic":
-        model = LogisticRegression(max_iter=500).fit(scaler.transform(x), y)
-        head = Head.from_json(_logistic_head(model, scaler, 4).to_json())
-    else:
-        head = Head(
-            name="knn",
-            kind="knn",
-            task="classification",
-            collection="tessera-embeddings-v1",
-            year=2024,
-            classes=tuple(make_classes(["a", "b", "c", "d"])),
-            vectors=x,
-            labels=y,
-            k=5,
-        )
     rng = np.random.default_rng(8)
+    if kind == "logistic":  # a twin of class 1, 1e-7 apart: a near tie on every pixel
+        model = LogisticRegression(max_iter=500).fit(scaler.transform(x), y)
+        coef, intercept = model.coef_.copy(), model.intercept_.copy()
+        coef[1] = coef[0] + 1e-7 * rng.normal(size=DIM)
+        intercept[1] = intercept[0]
+        twin = SimpleNamespace(coef_=coef, intercept_=intercept)
+        head = Head.from_json(_logistic_head(twin, scaler, 4).to_json())  # type: ignore[arg-type]
+    else:
+        head = _knn_head(x, y, 5)
     scales = rng.uniform(0.02, 0.2, size=(60, 50)).astype(np.float32)
     codes = np.clip(
         np.round(x[rng.integers(0, len(x), 3000)].reshape(60, 50, DIM) / scales[..., None]),
         -127,
         127,
     ).astype(np.int8)
-    if kind == "logistic":  # a twin of class 1, 1e-7 apart: a near tie on every pixel
-        coef, intercept = model.coef_.copy(), model.intercept_.copy()
-        coef[1] = coef[0] + 1e-7 * rng.normal(size=DIM)
-        intercept[1] = intercept[0]
-        twin = SimpleNamespace(coef_=coef, intercept_=intercept)
-        head = Head.from_json(_logistic_head(twin, scaler, 4).to_json())  # type: ignore[arg-type]
     valid = rng.random((60, 50)) > 0.1
     values = codes.astype(np.float32) * scales[..., None]  # what the reader returns
     values[~valid] = np.nan
@@ -137,17 +139,7 @@ def test_predict_on_scaled_codes_equals_predict_on_vectors(kind: str) -> None:
 def test_knn_equals_sklearn() -> None:
     x, y = _blobs(900, 4, seed=1)
     model = KNeighborsClassifier(n_neighbors=7).fit(x[:600], y[:600])
-    head = Head(
-        name="knn",
-        kind="knn",
-        task="classification",
-        collection="tessera-embeddings-v1",
-        year=2024,
-        classes=tuple(make_classes(["a", "b", "c", "d"])),
-        vectors=x[:600],
-        labels=y[:600],
-        k=7,
-    )
+    head = _knn_head(x[:600], y[:600], 7)
     head = Head.from_json(head.to_json())
     np.testing.assert_allclose(head.predict_proba(x[600:]), model.predict_proba(x[600:]))
     got, _ = head.predict(x[600:], np.ones(300, bool))
