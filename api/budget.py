@@ -532,7 +532,7 @@ def kernel_tile(
     )
     if plan is None:
         return None
-    source = blocks_of(ds, plan.level)
+    source = blocks if plan.level == 0 else blocks_of(ds, plan.level)
     if source is None:
         return None
     nodata = float(ds.nodata)
