@@ -4,6 +4,7 @@
 //
 //   node browser/e2e.cjs --base http://127.0.0.1:PORT --collection ID --item ID --out DIR \
 //        [--others ID,ID]   (more collections to find on the landing page and open)
+//        [--collection-maps ID,ID]  (of those, the ones whose map must draw: waited for, saved)
 //        [--maps COLL/ITEM,COLL/ITEM]   (more item pages whose Map view to capture)
 //        [--asset-text TEXT]   (an asset of the item to wait for; default: embeddings)
 //
@@ -180,10 +181,16 @@ async function main() {
     report.pages.item = item;
     // 4. other collections (e.g. the CoRE Stack ones): listed on the landing page and opening
     const others = (args.others || '').split(',').filter(Boolean);
+    const collectionMaps = (args['collection-maps'] || '').split(',').filter(Boolean);
     for (const [index, id] of others.entries()) {
       const listed = await visit(page, `${browser}/`, (p) => p.locator(`a[href$="/collections/${id}"]`), args.timeout);
+      tiles = [];
       const opened = await visit(page, `${browser}/collections/${id}`, (p) => p.locator('a[href*="/items/"]'), args.timeout);
       opened.listed_on_landing = listed.found;
+      // the ones named in --collection-maps: their map drawn (tiles answered) before the shot
+      if (collectionMaps.includes(id)) {
+        Object.assign(opened, await captureMap(page, args.out, `${4 + index}-collection-${id}`, tiles, args.timeout));
+      }
       opened.screenshot = await shot(`${4 + index}-collection-${id}`);
       report.pages[`collection ${id}`] = opened;
     }

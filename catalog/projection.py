@@ -49,8 +49,11 @@ def fit_projection(vectors: FloatArray, seed: int = 0) -> dict[str, Any]:
     if x.shape[0] > 200_000:
         x = x[np.random.default_rng(seed).choice(x.shape[0], 200_000, replace=False)]
     mean = x.mean(axis=0)
-    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
-    basis = vt[:3].T  # (dims, 3)
+    # the principal axes are the eigenvectors of the (dims, dims) scatter matrix: the same
+    # axes as the SVD of the centred (n, dims) data, for ~100x less work at n = 200,000
+    centred = x - mean
+    _, vectors = np.linalg.eigh(centred.T @ centred)  # ascending eigenvalues
+    basis = vectors[:, ::-1][:, :3]  # (dims, 3)
     signs = np.sign(basis[np.abs(basis).argmax(axis=0), range(3)])
     basis = basis * np.where(signs == 0, 1.0, signs)
     projected = (x - mean) @ basis

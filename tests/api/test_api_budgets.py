@@ -219,19 +219,22 @@ def test_hostile_tile_corpus_is_refused_cheaply_and_the_server_lives(
     assert 0 < peak < bound, (peak, bound)
 
 
-def storm_requests(item: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
-    """24 similarity tiles and 24 heavy part/statistics requests over ``item``."""
+def storm_requests(
+    item: dict[str, Any], tiles: int = 24, parts: int = 12
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """``tiles`` similarity tiles and ``parts`` pairs of heavy part/statistics requests over
+    ``item`` (by default 24 + 24)."""
     one, _ = _routes(item)
     w, s, e, n = item["bbox"]
     lon, lat = (w + e) / 2, (s + n) / 2
     heavy: list[tuple[str, str, dict[str, Any]]] = []
-    for i in range(24):
+    for i in range(tiles):
         x, y, z = _tile_at(w + (e - w) * (i % 6 + 0.5) / 6, s + (n - s) * (i // 6 + 0.5) / 4, 14)
         params = [*VECTORS, ("algorithm", "similarity"),
                   ("algorithm_params", json.dumps({"lon": lon, "lat": lat})),
                   ("rescale", "0,1"), ("colormap_name", "viridis")]  # fmt: skip
         heavy.append(("GET", f"{one}/tiles/WebMercatorQuad/{z}/{x}/{y}.png", {"params": params}))
-    for i in range(12):
+    for i in range(parts):
         heavy.append(
             (
                 "GET",
@@ -391,7 +394,9 @@ def test_budgets_hold_with_several_workers(
                 assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
                 time.sleep(0.5)
             watch = TreeWatch(proc.pid)
-            heavy = storm_requests(item)
+            # 12 heavy requests: 3 for each of the 2 x heavy_concurrency slots, so both
+            # workers run full at once (the storm test above sends 48 to one worker)
+            heavy = storm_requests(item, tiles=4, parts=4)
             with concurrent.futures.ThreadPoolExecutor(len(heavy)) as pool:
                 statuses = list(
                     pool.map(

@@ -190,6 +190,8 @@ def test_stac_browser_shows_collection_item_and_thumbnails(
     # the other collections (CoRE Stack watersheds, summaries) are listed and open too
     others = [m.group(1) for n in served.urls if (m := re.match(r"collection (\S+) \(", n))]
     maps = [f"{cid}/{_first_item(served.base, cid)}" for cid in (JOIN, MWS) if cid in others]
+    # the land-cover class collection's map (its class mosaic) must draw before its screenshot
+    class_maps = [cid for cid in others if cid.startswith("tessera-classes-")]
     out = ARTIFACTS / "browser"
     shutil.rmtree(out, ignore_errors=True)
     result = subprocess.run(
@@ -197,6 +199,7 @@ def test_stac_browser_shows_collection_item_and_thumbnails(
             "node", str(BROWSER_DIR / "e2e.cjs"), "--base", served.base,
             "--collection", collection, "--item", item, "--out", str(out),
             "--others", ",".join(others), "--maps", ",".join(maps),
+            "--collection-maps", ",".join(class_maps),
         ],
         capture_output=True, text=True, timeout=300, check=False,
         env={**os.environ, "TESSERA_STAC_CHROMIUM": chromium},
@@ -247,6 +250,12 @@ def test_stac_browser_shows_collection_item_and_thumbnails(
     assert any(t.endswith("_map.png") for t in mws_map["tiles"]), mws_map
     assert_coloured(mws_map["map_screenshot"], min_colours=10)
     assert pages["docs"]["found"], "Swagger UI did not render /api.html"
+    # the class collection's map shows the land-cover classes in their colours
+    assert class_maps, others
+    for cid in class_maps:
+        class_map = pages[f"collection {cid}"]
+        assert any("/tiles/collections/" in t for t in class_map["tiles"]), class_map
+        assert_class_colours(served.base, cid, class_map["map_screenshot"])
 
 
 JOIN = "corestack-mws-embeddings"
@@ -257,6 +266,23 @@ DECODE_ERROR = re.compile(r"compression|decod|geotiff", re.I)
 def _first_item(base: str, collection: str) -> str:
     items = httpx.get(f"{base}/collections/{collection}/items", params={"limit": 1}).json()
     return str(items["features"][0]["id"])
+
+
+def assert_class_colours(base: str, collection: str, screenshot: str) -> None:
+    """At least two of the collection's classes (``classification:classes`` colours) each
+    cover 0.5 % of the map, and together 10 %: the class map drew, in its own colours."""
+    from tests.api.test_api_classify import colour_shares
+
+    item = httpx.get(f"{base}/collections/{collection}/items", params={"limit": 1}).json()
+    asset = item["features"][0]["assets"]["classes"]
+    classes = asset["classification:classes"]
+    colours = ["#" + c["color_hint"] for c in classes if c.get("color_hint")]
+    assert len(colours) >= 2, asset
+    shares = colour_shares(screenshot, colours)
+    assert sum(share >= 0.005 for share in shares) >= 2 and sum(shares) >= 0.1, (
+        screenshot,
+        dict(zip(colours, shares, strict=True)),
+    )
 
 
 def hue_sextants(screenshot: str) -> tuple[Any, float]:
