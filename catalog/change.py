@@ -123,15 +123,20 @@ class ChangeSums:
         dist, ok = cosine_distance(a64, b64)
         if not ok.any():
             return
-        lab = labels[keep][ok].astype(np.int64)
+        from scipy import sparse
+
+        rows = np.flatnonzero(ok)
+        lab = labels[keep][rows].astype(np.int64)
         self.pixels += np.bincount(lab, minlength=self.n)
-        self.changed += np.bincount(lab[dist[ok] > self.threshold], minlength=self.n)
-        order = np.argsort(lab, kind="stable")
-        lab = lab[order]
-        starts = np.flatnonzero(np.r_[True, lab[1:] != lab[:-1]])
-        rows = np.flatnonzero(ok)[order]
-        for sums, vectors in ((self.sums_a, a64), (self.sums_b, b64)):
-            sums[lab[starts]] += np.add.reduceat(vectors[rows], starts, axis=0)
+        self.changed += np.bincount(lab[dist[rows] > self.threshold], minlength=self.n)
+        # per-area sums as one sparse (areas here x pixels) product: no gathered copy of the
+        # vectors; rows not in it (invalid, NaN) are never touched
+        areas, index = np.unique(lab, return_inverse=True)
+        member = sparse.csr_matrix(
+            (np.ones(len(rows)), (index, rows)), shape=(len(areas), len(a64))
+        )
+        self.sums_a[areas] += member @ a64
+        self.sums_b[areas] += member @ b64
 
     def merge(self, other: ChangeSums) -> None:
         """Add another accumulator of the same areas (parallel partial sums)."""
