@@ -6,6 +6,9 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# parallel pytest workers (pytest-xdist); files sharing an expensive fixture stay on one worker
+TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --dist loadgroup
 DEMO_ARGS ?=
 
 .PHONY: help setup sysdeps test test-fast lint format typecheck bench demo clean node browser browser-deps
@@ -48,10 +51,10 @@ test: node
 	@bash browser/build.sh > test-artifacts/browser-build.log 2>&1 &
 	@$(MAKE) --no-print-directory setup
 	@bash scripts/ensure-browser-deps.sh
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(XDIST) $(PYTEST_ARGS)
 
 test-fast: setup
-	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 .typecheck: 
 	@mkdir -p .typecheck/tessera_stac

@@ -43,6 +43,46 @@ SHARED = ROOT.parent / "shared"
 TEMPLATE_DB = "pgstac_template"
 
 
+# ------------------------------------------------------------------ parallel workers
+#: Files that share an expensive session- or module-scoped fixture run on one worker under
+#: ``pytest -n N`` (``make test``), so it is built once: group name -> files.
+SHARED_FIXTURE_GROUPS = {
+    "demo_run": (
+        "tests/demo/test_demo_change.py",
+        "tests/demo/test_demo_docs_cli.py",
+        "tests/demo/test_demo_e2e.py",
+        "tests/demo/test_demo_steps.py",
+    ),
+    "join_tiles_built": ("tests/api/test_api_tiles.py", "tests/api/test_api_kernel_tiles.py"),
+    "class_catalog": ("tests/api/test_api_classify.py", "tests/corestack/test_cs_classes.py"),
+    "cli_catalog": ("tests/corestack/test_cs_change.py", "tests/corestack/test_cs_features.py"),
+}
+#: Seconds each file took in a full serial run (``scripts/test_durations.py`` refreshes it).
+DURATIONS = Path(__file__).with_name("durations.json")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On pytest-xdist workers (``--dist loadgroup``): one group per file (or per shared-fixture
+    group above), and the groups sent longest first, so the workers finish together (the
+    longest-processing-time rule). A file missing from durations.json counts 30 s."""
+    if not hasattr(config, "workerinput"):
+        return
+    import json
+    from collections import Counter
+
+    group_of = {f: g for g, files in SHARED_FIXTURE_GROUPS.items() for f in files}
+    seconds = json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
+    paths = {item: item.nodeid.split("::", 1)[0] for item in items}
+    per_file = Counter(paths.values())
+    groups: dict[pytest.Item, str] = {}
+    cost: Counter[str] = Counter()
+    for item, path in paths.items():
+        groups[item] = group_of.get(path, path)
+        item.add_marker(pytest.mark.xdist_group(groups[item]))
+        cost[groups[item]] += float(seconds.get(path, 30.0)) / per_file[path]
+    items.sort(key=lambda item: -cost[groups[item]])  # stable: file order kept in a group
+
+
 # --------------------------------------------------------------------------- PostgreSQL
 @pytest.fixture(scope="session")
 def open_tmp() -> Iterator[Callable[[str], Path]]:
