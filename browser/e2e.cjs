@@ -66,6 +66,7 @@ async function imagesLoaded(page, selector, min, timeout) {
 
 // Open `url` and wait for `locator(page)` to be visible; report whether it appeared.
 async function visit(page, url, locator, timeout) {
+  const started = Date.now();
   const response = await page.goto(url, { waitUntil: 'domcontentloaded', timeout });
   let found = true;
   try {
@@ -73,13 +74,14 @@ async function visit(page, url, locator, timeout) {
   } catch (err) {
     found = false;
   }
-  return { url, status: response ? response.status() : null, found };
+  return { url, status: response ? response.status() : null, found, visit_ms: Date.now() - started };
 }
 
 // Wait for the map of the page to draw: a tile (or image) answered for it, then a quiet moment;
 // save the map element's screenshot as NAME-map.png and report what it loaded.
 async function captureMap(page, out, name, tiles, timeout) {
   const map = page.locator('.map-container .map').first();
+  const started = Date.now();
   const result = { map: false };
   try {
     await map.waitFor({ state: 'visible', timeout });
@@ -100,6 +102,7 @@ async function captureMap(page, out, name, tiles, timeout) {
   result.tiles = tiles.slice(0, 50);
   result.map_screenshot = path.join(out, `${name}-map.png`);
   await map.screenshot({ path: result.map_screenshot });
+  result.map_ms = Date.now() - started;
   return result;
 }
 
@@ -147,7 +150,9 @@ async function main() {
     // 2. the collection: item cards with their thumbnails decoded, its map drawn
     tiles = [];
     const coll = await visit(page, `${browser}/collections/${args.collection}`, (p) => p.locator(`a[href$="/items/${args.item}"]`), args.timeout);
+    const thumbsStarted = Date.now();
     coll.thumbnails = await imagesLoaded(page, `.card img`, 1, args.timeout);
+    coll.thumbnails_ms = Date.now() - thumbsStarted;
     coll.cards = await page.$$eval('.card a[href*="/items/"]', (as) => as.map((a) => a.getAttribute('href')));
     Object.assign(coll, await captureMap(page, args.out, '2-collection', tiles, args.timeout));
     coll.screenshot = await shot('2-collection');
@@ -172,7 +177,9 @@ async function main() {
         // reported below
       }
     }
+    const imagesStarted = Date.now();
     item.images = await imagesLoaded(page, 'img', 1, args.timeout);
+    item.images_ms = Date.now() - imagesStarted;
     item.visible_images = await page.$$eval('img', (imgs) => imgs
       .filter((img) => img.complete && img.naturalWidth > 0 && img.getBoundingClientRect().width > 0)
       .map((img) => img.currentSrc || img.src));

@@ -251,11 +251,11 @@ def storm_requests(
 def test_storm_of_heavy_requests_queues_or_refuses_and_search_gets_through(
     tile_server: tuple[Served, dict[str, Any]],
 ) -> None:
-    """24 similarity tiles and 24 heavy part/statistics requests at once: only 200/4xx/503,
-    no crash, memory under the bound; a search sent during the storm is answered before the
-    storm is over (it never queues behind the heavy requests)."""
+    """12 similarity tiles and 12 heavy part/statistics requests at once (12 for each of the
+    2 heavy slots): only 200/4xx/503, no crash, memory under the bound; a search sent during
+    the storm is answered before the storm is over (it never queues behind the heavy ones)."""
     server, item = tile_server
-    heavy = storm_requests(item)
+    heavy = storm_requests(item, tiles=12, parts=6)
     watch = TreeWatch(server.proc.pid)
     done: list[float] = []
     statuses: list[int] = []
@@ -395,7 +395,7 @@ def test_budgets_hold_with_several_workers(
                 time.sleep(0.5)
             watch = TreeWatch(proc.pid)
             # 12 heavy requests: 3 for each of the 2 x heavy_concurrency slots, so both
-            # workers run full at once (the storm test above sends 48 to one worker)
+            # workers run full at once (the storm test above sends 24 to one worker)
             heavy = storm_requests(item, tiles=4, parts=4)
             with concurrent.futures.ThreadPoolExecutor(len(heavy)) as pool:
                 statuses = list(

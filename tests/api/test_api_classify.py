@@ -551,6 +551,13 @@ def test_stac_browser_draws_class_maps_in_class_colours(
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    print(
+        {
+            page: {k: v for k, v in got.items() if k.endswith("_ms")}
+            for page, got in report["pages"].items()
+        }
+    )
     colours = [c["color"] for c in TEST_CLASSES]
     for page in ("collection", "item"):
         shot = report["pages"][page]["map_screenshot"]
