@@ -61,26 +61,45 @@ SHARED_FIXTURE_GROUPS = {
 DURATIONS = Path(__file__).with_name("durations.json")
 
 
+def _group(path: str) -> str:
+    """The scheduling group of a test file: its shared-fixture group, else the file."""
+    return next((g for g, files in SHARED_FIXTURE_GROUPS.items() if path in files), path)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup``: each group (above) goes whole to one worker, in collection order.
+
+    xdist's own loadgroup reads ``xdist_group`` marks into the node ids, which this pytest
+    version ignores (every test was scheduled alone); its loadscope scheduler with our groups
+    as the scopes does the job."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return _group(nodeid.split("::", 1)[0])
+
+    config.option.loadscopereorder = False  # keep the longest-first order of the collection
+    return SharedFixtureScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On pytest-xdist workers (``--dist loadgroup``): one group per file (or per shared-fixture
-    group above), and the groups sent longest first, so the workers finish together (the
-    longest-processing-time rule). A file missing from durations.json counts 30 s."""
+    """On the workers, the groups in order of their serial time, longest first, so the workers
+    finish together (the longest-processing-time rule); a file missing from durations.json
+    counts 30 s. The controller hands groups out in this order."""
     if not hasattr(config, "workerinput"):
         return
     import json
     from collections import Counter
 
-    group_of = {f: g for g, files in SHARED_FIXTURE_GROUPS.items() for f in files}
     seconds = json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
     paths = {item: item.nodeid.split("::", 1)[0] for item in items}
-    per_file = Counter(paths.values())
-    groups: dict[pytest.Item, str] = {}
     cost: Counter[str] = Counter()
-    for item, path in paths.items():
-        groups[item] = group_of.get(path, path)
-        item.add_marker(pytest.mark.xdist_group(groups[item]))
-        cost[groups[item]] += float(seconds.get(path, 30.0)) / per_file[path]
-    items.sort(key=lambda item: -cost[groups[item]])  # stable: file order kept in a group
+    for path in set(paths.values()):
+        cost[_group(path)] += float(seconds.get(path, 30.0))
+    items.sort(key=lambda item: -cost[_group(paths[item])])  # stable: file order kept
 
 
 # --------------------------------------------------------------------------- PostgreSQL
