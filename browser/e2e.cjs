@@ -5,6 +5,7 @@
 //   node browser/e2e.cjs --base http://127.0.0.1:PORT --collection ID --item ID --out DIR \
 //        [--others ID,ID]   (more collections to find on the landing page and open)
 //        [--collection-maps ID,ID]  (of those, the ones whose map must draw: waited for, saved)
+//        [--thumbnails no]  (the items have no thumbnails: their images are not waited for)
 //        [--maps COLL/ITEM,COLL/ITEM]   (more item pages whose Map view to capture)
 //        [--asset-text TEXT]   (an asset of the item to wait for; default: embeddings)
 //
@@ -150,8 +151,10 @@ async function main() {
     // 2. the collection: item cards with their thumbnails decoded, its map drawn
     tiles = [];
     const coll = await visit(page, `${browser}/collections/${args.collection}`, (p) => p.locator(`a[href$="/items/${args.item}"]`), args.timeout);
+    // (--thumbnails no: the items have none, so nothing is waited for)
+    const thumbnails = args.thumbnails !== 'no';
     const thumbsStarted = Date.now();
-    coll.thumbnails = await imagesLoaded(page, `.card img`, 1, args.timeout);
+    coll.thumbnails = await imagesLoaded(page, `.card img`, thumbnails ? 1 : 0, args.timeout);
     coll.thumbnails_ms = Date.now() - thumbsStarted;
     coll.cards = await page.$$eval('.card a[href*="/items/"]', (as) => as.map((a) => a.getAttribute('href')));
     Object.assign(coll, await captureMap(page, args.out, '2-collection', tiles, args.timeout));
@@ -164,7 +167,7 @@ async function main() {
     // the item's preview sits in the "Thumbnails" tab beside the map: open it
     const tab = page.getByRole('tab', { name: 'Thumbnails' });
     try {
-      await tab.first().waitFor({ state: 'visible', timeout: args.timeout });
+      await tab.first().waitFor({ state: 'visible', timeout: thumbnails ? args.timeout : 1000 });
       item.thumbnails_tab = true;
     } catch (err) {
       item.thumbnails_tab = false;
@@ -178,7 +181,7 @@ async function main() {
       }
     }
     const imagesStarted = Date.now();
-    item.images = await imagesLoaded(page, 'img', 1, args.timeout);
+    item.images = await imagesLoaded(page, 'img', thumbnails ? 1 : 0, args.timeout);
     item.images_ms = Date.now() - imagesStarted;
     item.visible_images = await page.$$eval('img', (imgs) => imgs
       .filter((img) => img.complete && img.naturalWidth > 0 && img.getBoundingClientRect().width > 0)

@@ -545,7 +545,7 @@ def test_stac_browser_draws_class_maps_in_class_colours(
     out = tmp_path / "browser"
     result = subprocess.run(
         ["node", str(BROWSER_DIR / "e2e.cjs"), "--base", url, "--collection", cid,
-         "--item", iid, "--asset-text", "classes", "--out", str(out)],
+         "--item", iid, "--asset-text", "classes", "--out", str(out), "--thumbnails", "no"],
         capture_output=True, text=True, timeout=300, check=False,
         env={**os.environ, "TESSERA_STAC_CHROMIUM": chromium},
     )  # fmt: skip
