@@ -56,7 +56,7 @@ def fit_projection(vectors: FloatArray, seed: int = 0) -> dict[str, Any]:
     basis = vectors[:, ::-1][:, :3]  # (dims, 3)
     signs = np.sign(basis[np.abs(basis).argmax(axis=0), range(3)])
     basis = basis * np.where(signs == 0, 1.0, signs)
-    projected = (x - mean) @ basis
+    projected = centred @ basis
     lo, hi = np.percentile(projected, STRETCH_PERCENTILES, axis=0)
     hi = np.where(hi > lo, hi, lo + 1e-6)
     return {
