@@ -16,8 +16,10 @@ Three layers, each cheap and each checked before any large allocation:
   (:func:`kernel_tile`): the same pixels as GDAL's warped read, from the touched blocks only;
 * :class:`HeavyRequestLimiter`, an ASGI middleware: requests that read rasters are admitted
   ``heavy_concurrency`` at a time per worker, queue at most ``heavy_queue_seconds``, then get
-  ``503`` + ``Retry-After``; everything else (search, items, collections, TileJSON, cached
-  tiles) never waits behind them. Finished tiles are kept in a small bounded cache.
+  ``503`` + ``Retry-After``; one that has not begun its answer after ``heavy_request_seconds``
+  gets the same 503 (its work ends in the background, still holding its slot). Everything
+  else (search, items, collections, TileJSON, cached tiles) never waits behind them.
+  Finished tiles are kept in a small bounded cache.
 
 Every refusal is the API's error shape ``{"code", "description"}`` and names the setting.
 """
@@ -59,6 +61,7 @@ _ENV = {
     "max_items": "TESSERA_STAC_API_TILE_MAX_ITEMS",
     "max_expression_chars": "TESSERA_STAC_API_MAX_EXPRESSION_CHARS",
     "heavy": "TESSERA_STAC_API_HEAVY_CONCURRENCY",
+    "heavy_seconds": "TESSERA_STAC_API_HEAVY_REQUEST_SECONDS",
 }
 
 
@@ -681,13 +684,54 @@ class HeavyRequestLimiter:
                 {"Retry-After": str(retry)},
             )
             return
+        inner = _recording(send, self.cache, key) if key else send
+        if await self._run_within_deadline(scope, receive, inner, slots):
+            await send_error(
+                send,
+                503,
+                "ServiceBusy",
+                f"this request ran longer than {self.settings.heavy_request_seconds:g} s "
+                f"({_ENV['heavy_seconds']}): the server is busy; retry later",
+                {"Retry-After": "10"},
+            )
+
+    async def _run_within_deadline(
+        self, scope: Scope, receive: Receive, send: Send, slots: asyncio.Semaphore
+    ) -> bool:
+        """Run the request holding a slot. True when it has not started its response after
+        ``heavy_request_seconds``: it is then abandoned (whatever it sends later is dropped)
+        and keeps its slot until its work ends, so the memory bound still holds; the caller
+        answers 503. The slot is always released exactly once."""
+        state = {"started": False, "abandoned": False}
+
+        async def guarded(message: Message) -> None:
+            if state["abandoned"]:
+                return
+            if message["type"] == "http.response.start":
+                state["started"] = True
+            await send(message)
+
+        def release_when_done(task: asyncio.Future[Any]) -> None:
+            slots.release()
+            if not task.cancelled():
+                task.exception()  # retrieved: an abandoned request's error is not news
+
+        task = asyncio.ensure_future(self.app(scope, receive, guarded))
         try:
-            if key:
-                await self.app(scope, receive, _recording(send, self.cache, key))
-            else:
-                await self.app(scope, receive, send)
+            done, _ = await asyncio.wait({task}, timeout=self.settings.heavy_request_seconds)
+        except BaseException:  # this request was cancelled (the client went away)
+            task.add_done_callback(release_when_done)
+            task.cancel()
+            raise
+        if not done and not state["started"]:
+            state["abandoned"] = True
+            task.add_done_callback(release_when_done)
+            return True
+        try:
+            await task  # finished, or streaming its response: let it end
         finally:
             slots.release()
+        return False
 
 
 def _recording(send: Send, cache: TileCache, key: bytes) -> Send:

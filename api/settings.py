@@ -155,6 +155,13 @@ class ApiSettings(BaseSettings):
         description="Longest wait for a raster-reading slot before a 503 with Retry-After (a "
         "web map asks for 12-20 tiles at once: they queue, holding no pixels, rather than fail).",
     )
+    heavy_request_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="Longest a raster-reading request may run before it answers; past it the "
+        "client gets a 503 with Retry-After and the work ends in the background, still holding "
+        "its slot (so a slow request never holds a client forever).",
+    )
     tile_kernel: bool = Field(
         default=True,
         description="Map tiles of local COGs read through the reader kernel (the touched blocks "

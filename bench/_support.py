@@ -103,6 +103,7 @@ def uvicorn_server(factory: str, env: dict[str, str], ping: str = "/_mgmt/ping")
     port = free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "TESSERA_STAC_"))}
     full_env.update(env)
+    log = tempfile.TemporaryFile()  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -120,7 +121,7 @@ def uvicorn_server(factory: str, env: dict[str, str], ping: str = "/_mgmt/ping")
         ],
         env=full_env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,  # a file: an unread pipe would block the server once 64 KiB are written
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -132,7 +133,8 @@ def uvicorn_server(factory: str, env: dict[str, str], ping: str = "/_mgmt/ping")
             except httpx.HTTPError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                err = proc.stderr.read().decode() if proc.stderr else ""
+                log.seek(0)
+                err = log.read().decode(errors="replace")
                 raise RuntimeError(f"{factory} did not start: {err[-2000:]}")
             time.sleep(0.2)
         yield url
@@ -142,6 +144,7 @@ def uvicorn_server(factory: str, env: dict[str, str], ping: str = "/_mgmt/ping")
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+        log.close()
 
 
 def write_results(name: str, results: dict[str, Any], markdown: str) -> None:

@@ -40,7 +40,8 @@ def tile_server(
     """The API process over the two real-size published tiles (PCA basis stored), loaded with
     hrefs through its own ``/data``."""
     with pg_cluster.template_clone(TEMPLATE_DB, "budgets") as dsn:
-        server = Served(dsn, published_catalog["root"], {})
+        # requests end within 30 s (queue) + 60 s (run): the clients' 180 s never trip
+        server = Served(dsn, published_catalog["root"], RUN_BOUND)
         try:
             server.wait()
             load(dsn, str(published_catalog["catalog"]), base_url=server.url + "/data")
@@ -219,6 +220,10 @@ def test_hostile_tile_corpus_is_refused_cheaply_and_the_server_lives(
     assert 0 < peak < bound, (peak, bound)
 
 
+#: The storms' servers bound each admitted request's run (the default is 120 s).
+RUN_BOUND = {"TESSERA_STAC_API_HEAVY_REQUEST_SECONDS": "60"}
+
+
 def storm_requests(
     item: dict[str, Any], tiles: int = 24, parts: int = 12
 ) -> list[tuple[str, str, dict[str, Any]]]:
@@ -362,7 +367,7 @@ def test_items_never_carry_server_paths(
 
 @pytest.mark.slow
 def test_budgets_hold_with_several_workers(
-    pg_cluster: Any, published_catalog: dict[str, Any]
+    pg_cluster: Any, published_catalog: dict[str, Any], tmp_path: Path
 ) -> None:
     """``tessera-stac serve --workers 2``: each worker has its own limiter, the storm answers
     200/413/503 only, and the whole process tree stays under 2 x the per-worker bound (plus
@@ -380,9 +385,13 @@ def test_budgets_hold_with_several_workers(
         load(dsn, str(published_catalog["catalog"]), base_url=url + "/data")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "TESSERA_STAC_"))}
         env["TESSERA_STAC_DATABASE_URL"] = dsn
+        env.update(RUN_BOUND)
         cmd = [sys.executable, "-m", "tessera_stac.cli.main", "serve", "--port", str(port)]
         cmd += ["--workers", "2", "--data-dir", str(published_catalog["root"])]
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # the server's log goes to a file: an unread pipe fills at 64 KiB and blocks the server
+        log = tmp_path / "serve.log"
+        with log.open("wb") as sink:
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=sink)
         try:
             deadline = time.monotonic() + 90
             while True:
@@ -391,19 +400,23 @@ def test_budgets_hold_with_several_workers(
                         break
                 except httpx.HTTPError:
                     pass
-                assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
                 time.sleep(0.5)
             watch = TreeWatch(proc.pid)
             # 12 heavy requests: 3 for each of the 2 x heavy_concurrency slots, so both
             # workers run full at once (the storm test above sends 24 to one worker)
             heavy = storm_requests(item, tiles=4, parts=4)
+            took: list[str] = []
+
+            def send(r: tuple[str, str, dict[str, Any]]) -> int:
+                t0 = time.monotonic()
+                status = httpx.request(r[0], url + r[1], timeout=180, **r[2]).status_code
+                took.append(f"{r[1].rsplit('/', 1)[-1]} {status} {time.monotonic() - t0:.1f}s")
+                return status
+
             with concurrent.futures.ThreadPoolExecutor(len(heavy)) as pool:
-                statuses = list(
-                    pool.map(
-                        lambda r: httpx.request(r[0], url + r[1], timeout=180, **r[2]).status_code,
-                        heavy,
-                    )
-                )
+                statuses = list(pool.map(send, heavy))
+            print("\n".join(took))
             one, _ = _routes(item)
             refused = httpx.get(f"{url}{one}/preview.png", params=[*VECTORS, ("width", 20000),
                                                                     ("height", 20000)])  # fmt: skip
@@ -412,7 +425,10 @@ def test_budgets_hold_with_several_workers(
             assert set(statuses) <= {200, 413, 503} and 200 in statuses, statuses
             assert proc.poll() is None
             bound = ApiSettings().memory_bound_mb() * 2**20
-            print(f"2 workers: {sorted(statuses)}; tree peak {watch.peak_tree / 2**20:.0f} MB")
+            print(
+                f"2 workers: {sorted(statuses)}; tree peak {watch.peak_tree / 2**20:.0f} MB; "
+                f"log {log.stat().st_size} bytes"
+            )
             assert watch.peak_tree < 2 * bound + 200 * 2**20, watch.peak_tree
         finally:
             proc.terminate()
@@ -420,3 +436,60 @@ def test_budgets_hold_with_several_workers(
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def test_a_request_past_its_deadline_is_answered_503_and_keeps_its_slot() -> None:
+    """``heavy_request_seconds``: a raster request that has not begun its answer in time gets
+    503 + Retry-After naming the setting; its work still holds the slot until it ends (the next
+    request waits for it, so memory stays bounded), and the slot is released exactly once."""
+    import asyncio
+
+    import anyio
+
+    from tessera_stac.api.budget import HeavyRequestLimiter
+
+    ran: list[str] = []
+
+    async def slow_app(scope: Any, receive: Any, send: Any) -> None:
+        seconds = float(scope["query_string"].decode() or 0)
+        await anyio.to_thread.run_sync(time.sleep, seconds)  # uncancellable, as GDAL reads are
+        ran.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"done"})
+
+    settings = ApiSettings(
+        heavy_concurrency=1, heavy_queue_seconds=5, heavy_request_seconds=0.3, tile_cache_mb=0
+    )
+    limiter = HeavyRequestLimiter(slow_app, settings)
+
+    async def call(path: str, seconds: float) -> tuple[int, bytes, dict[bytes, bytes], float]:
+        sent: list[Any] = []
+
+        async def receive() -> Any:
+            return {"type": "http.disconnect"}
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": path, "headers": [],
+                 "query_string": str(seconds).encode()}  # fmt: skip
+        t0 = time.monotonic()
+        await limiter(scope, receive, send)
+        start = next(m for m in sent if m["type"] == "http.response.start")
+        body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+        return start["status"], body, dict(start["headers"]), time.monotonic() - t0
+
+    async def main() -> None:
+        slow = asyncio.ensure_future(call("/embeddings/area", 1.5))
+        await asyncio.sleep(0.05)
+        quick = asyncio.ensure_future(call("/embeddings/positions", 0.0))
+        (s1, b1, h1, t1), (s2, b2, _, t2) = await asyncio.gather(slow, quick)
+        assert s1 == 503 and b"TESSERA_STAC_API_HEAVY_REQUEST_SECONDS" in b1, b1
+        assert h1[b"retry-after"] == b"10" and t1 < 1.0, (h1, t1)
+        # the quick one waited for the abandoned work (1.5 s), then ran
+        assert s2 == 200 and b2 == b"done" and t2 > 1.2, (s2, t2)
+        assert ran == ["/embeddings/area", "/embeddings/positions"]
+        slots = limiter._semaphore()
+        assert not slots.locked() and slots._value == 1  # released once each, no more
+
+    asyncio.run(main())

@@ -24,11 +24,12 @@ def test_serve_starts_the_api_from_the_environment(pg_dsn: str, tmp_path: Path) 
         }
     )
     cmd = [sys.executable, "-m", "tessera_stac.cli.main", "serve", "--port", str(port)]
+    log = (tmp_path / "serve.log").open("wb")
     proc = subprocess.Popen(
         [*cmd, "--workers", "2", "--data-dir", str(tmp_path)],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,  # a file, not an unread pipe that would block the server at 64 KiB
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -38,7 +39,7 @@ def test_serve_starts_the_api_from_the_environment(pg_dsn: str, tmp_path: Path) 
                 health = httpx.get(url + "/healthz", timeout=5)
                 break
             except httpx.HTTPError:
-                assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+                assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
                 assert time.monotonic() < deadline, "serve did not start"
                 time.sleep(0.3)
         assert health.status_code == 200 and health.json()["database"]["reachable"]
@@ -47,3 +48,4 @@ def test_serve_starts_the_api_from_the_environment(pg_dsn: str, tmp_path: Path) 
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+        log.close()

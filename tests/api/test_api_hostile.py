@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,11 +58,13 @@ class Served:
             }
         )
         cmd = [sys.executable, "-m", "uvicorn", "--factory", "--port", str(self.port)]
+        # the log goes to a file: an unread pipe fills at 64 KiB and then blocks the server
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
             [*cmd, "--log-level", "warning", "tessera_stac.api.app:create_app_from_env"],
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=self.log,
         )
 
     def wait(self) -> Served:
@@ -77,7 +80,8 @@ class Served:
             time.sleep(0.3)
 
     def stderr(self) -> str:
-        return self.proc.stderr.read().decode() if self.proc.stderr else ""
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -85,6 +89,7 @@ class Served:
             self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:  # pragma: no cover
             self.proc.kill()
+        self.log.close()
 
 
 @pytest.fixture

@@ -155,16 +155,16 @@ def pipeline(
                 if not (work / env.get("TESSERA_STAC_API_BROWSER_DIR", ".")).is_dir():
                     env = {}  # no STAC Browser build in this checkout: serve without it
                 port = free_port()
-                server = subprocess.Popen(
-                    [sys.executable, "-m", "tessera_stac.cli.main", *argv, "--port", str(port)],
-                    cwd=work,
-                    env={**os.environ, **base, **env},
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                )
+                with (tmp_path / "serve.log").open("wb") as log:  # not a pipe nobody reads
+                    server = subprocess.Popen(
+                        [sys.executable, "-m", "tessera_stac.cli.main", *argv, "--port", str(port)],
+                        cwd=work,
+                        env={**os.environ, **base, **env},
+                        stdout=subprocess.DEVNULL,
+                        stderr=log,
+                    )
                 url = f"http://127.0.0.1:{port}"
-                _wait(url, server)
+                _wait(url, server, tmp_path / "serve.log")
             assert server is not None, "the README pipeline does not serve"
             yield work, url, ran
         finally:
@@ -173,11 +173,11 @@ def pipeline(
                 server.wait(timeout=30)
 
 
-def _wait(url: str, server: subprocess.Popen[str]) -> None:
+def _wait(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise AssertionError(f"serve exited: {server.stderr.read() if server.stderr else ''}")
+            raise AssertionError(f"serve exited: {log.read_text()[-2000:]}")
         try:
             if httpx.get(f"{url}/", timeout=5).status_code == 200:
                 return
