@@ -51,7 +51,7 @@ test: node
 	@bash browser/build.sh > test-artifacts/browser-build.log 2>&1 &
 	@$(MAKE) --no-print-directory setup
 	@bash scripts/ensure-browser-deps.sh
-	$(BIN)/pytest $(XDIST) $(PYTEST_ARGS)
+	$(BIN)/pytest $(XDIST) --junitxml=test-artifacts/junit.xml $(PYTEST_ARGS)
 
 test-fast: setup
 	$(BIN)/pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
