@@ -407,7 +407,8 @@ def _check_table(item: dict[str, Any], href: str, walk: _Walk) -> None:
 def _import_item(
     href: str, doc: dict[str, Any], chain: tuple[dict[str, Any], ...], walk: _Walk
 ) -> dict[str, Any] | None:
-    item = copy.deepcopy(doc)
+    # a copy to repair (the geometry is replaced, never edited in place: not copied)
+    item = {k: v if k == "geometry" else copy.deepcopy(v) for k, v in doc.items()}
     oid = str(item.get("id") or "")
     if not oid:
         walk.defect(href, "", "no-id", "item without an id; not imported", "skipped")
