@@ -106,6 +106,7 @@ def check_all(results: list[tuple[int, int]]) -> None:
     assert worst <= MAX_DIFFERENT
 
 
+@pytest.mark.slow  # 27 real-size item tiles through both read paths
 def test_item_tiles_equal_gdal(apis: tuple[str, str]) -> None:
     item = f"/tiles/collections/{COLL}/items/{ITEM_CELL.name}_{YEAR}/tiles/WebMercatorQuad"
     results = []
@@ -124,6 +125,7 @@ def test_item_tiles_equal_gdal(apis: tuple[str, str]) -> None:
     check_all(results)
 
 
+@pytest.mark.slow  # 13 real-size mosaic and item tiles through both read paths
 def test_mosaic_pca_and_similarity_equal_gdal(apis: tuple[str, str]) -> None:
     mosaic = f"/tiles/collections/{COLL}/years/{YEAR}/tiles/WebMercatorQuad"
     similarity = ("algorithm_params", json.dumps({"lon": 72.0321, "lat": 21.8123}))
