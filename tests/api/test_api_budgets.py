@@ -367,42 +367,19 @@ def test_items_never_carry_server_paths(
 
 @pytest.mark.slow
 def test_budgets_hold_with_several_workers(
-    pg_cluster: Any, published_catalog: dict[str, Any], tmp_path: Path
+    pg_cluster: Any, published_catalog: dict[str, Any]
 ) -> None:
     """``tessera-stac serve --workers 2``: each worker has its own limiter, the storm answers
     200/413/503 only, and the whole process tree stays under 2 x the per-worker bound (plus
     uvicorn's supervisor)."""
-    import os
-    import subprocess
-    import sys
-
-    from tessera_stac.catalog.pgstac.cluster import free_port
-
     item = published_catalog["items"][0]
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     with pg_cluster.template_clone(TEMPLATE_DB, "budgets_workers") as dsn:
-        load(dsn, str(published_catalog["catalog"]), base_url=url + "/data")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "TESSERA_STAC_"))}
-        env["TESSERA_STAC_DATABASE_URL"] = dsn
-        env.update(RUN_BOUND)
-        cmd = [sys.executable, "-m", "tessera_stac.cli.main", "serve", "--port", str(port)]
-        cmd += ["--workers", "2", "--data-dir", str(published_catalog["root"])]
-        # the server's log goes to a file: an unread pipe fills at 64 KiB and blocks the server
-        log = tmp_path / "serve.log"
-        with log.open("wb") as sink:
-            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=sink)
+        server = Served(dsn, published_catalog["root"], RUN_BOUND, workers=2)
+        url = server.url
         try:
-            deadline = time.monotonic() + 90
-            while True:
-                try:
-                    if httpx.get(url + "/healthz", timeout=5).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
-                time.sleep(0.5)
-            watch = TreeWatch(proc.pid)
+            load(dsn, str(published_catalog["catalog"]), base_url=url + "/data")
+            server.wait(timeout=90)
+            watch = TreeWatch(server.proc.pid)
             # 12 heavy requests: 3 for each of the 2 x heavy_concurrency slots, so both
             # workers run full at once (the storm test above sends 24 to one worker)
             heavy = storm_requests(item, tiles=4, parts=4)
@@ -423,19 +400,15 @@ def test_budgets_hold_with_several_workers(
             watch.stop()
             assert refused.status_code == 413, refused.text
             assert set(statuses) <= {200, 413, 503} and 200 in statuses, statuses
-            assert proc.poll() is None
+            assert server.proc.poll() is None, server.stderr()[-2000:]
             bound = ApiSettings().memory_bound_mb() * 2**20
             print(
                 f"2 workers: {sorted(statuses)}; tree peak {watch.peak_tree / 2**20:.0f} MB; "
-                f"log {log.stat().st_size} bytes"
+                f"log {len(server.stderr())} characters"
             )
             assert watch.peak_tree < 2 * bound + 200 * 2**20, watch.peak_tree
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            server.stop()
 
 
 def test_a_request_past_its_deadline_is_answered_503_and_keeps_its_slot() -> None:

@@ -44,31 +44,29 @@ def _nested_json(depth: int) -> dict[str, Any]:
 
 
 class Served:
-    """A uvicorn process serving the API (``url``, ``proc``)."""
+    """A process serving the API (``url``, ``proc``): uvicorn on the env-configured factory, or
+    with ``workers`` the CLI's ``tessera-stac serve --workers N --data-dir DATA_DIR``."""
 
-    def __init__(self, dsn: str, data_dir: Path, env_extra: dict[str, str]) -> None:
+    def __init__(
+        self, dsn: str, data_dir: Path, env_extra: dict[str, str], workers: int | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "TESSERA_STAC_"))}
-        env.update(
-            {
-                "TESSERA_STAC_DATABASE_URL": dsn,
-                "TESSERA_STAC_API_DATA_DIR": str(data_dir),
-                **env_extra,
-            }
-        )
-        cmd = [sys.executable, "-m", "uvicorn", "--factory", "--port", str(self.port)]
+        env.update({"TESSERA_STAC_DATABASE_URL": dsn, **env_extra})
+        if workers is None:
+            env["TESSERA_STAC_API_DATA_DIR"] = str(data_dir)
+            cmd = [sys.executable, "-m", "uvicorn", "--factory", "--port", str(self.port)]
+            cmd += ["--log-level", "warning", "tessera_stac.api.app:create_app_from_env"]
+        else:
+            cmd = [sys.executable, "-m", "tessera_stac.cli.main", "serve", "--port", str(self.port)]
+            cmd += ["--workers", str(workers), "--data-dir", str(data_dir)]
         # the log goes to a file: an unread pipe fills at 64 KiB and then blocks the server
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen(
-            [*cmd, "--log-level", "warning", "tessera_stac.api.app:create_app_from_env"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=self.log,
-        )
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=self.log)
 
-    def wait(self) -> Served:
-        deadline = time.monotonic() + 60
+    def wait(self, timeout: float = 60) -> Served:
+        deadline = time.monotonic() + timeout
         while True:
             try:
                 if httpx.get(self.url + "/healthz", timeout=5).status_code == 200:
@@ -86,7 +84,7 @@ class Served:
     def stop(self) -> None:
         self.proc.terminate()
         try:
-            self.proc.wait(timeout=20)
+            self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:  # pragma: no cover
             self.proc.kill()
         self.log.close()
