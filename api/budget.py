@@ -593,6 +593,33 @@ def is_heavy(path: str) -> bool:
 _TILE_PATH = re.compile(r"/tiles/[^/]+/\d+/\d+/\d+(\.\w+)?$")
 
 
+def refuse_before_queueing(scope: Scope, settings: ApiSettings) -> None:
+    """The budgets a request's query string alone breaks (``width`` x ``height``,
+    ``tilesize``, ``rescale``, zooms, expression length): raised before the request waits for
+    a slot, so an oversized request is refused at once even when every slot is busy. The
+    route dependency still checks the whole cost afterwards."""
+    from starlette.datastructures import QueryParams
+
+    raw = scope.get("query_string", b"")
+    if not raw:
+        return
+    query = QueryParams(raw.decode("latin-1"))
+    check_rendering(query, settings)
+    check_zoom_params(query)
+    for expression in query.getlist("expression"):
+        check(len(expression), settings.max_expression_chars, "max_expression_chars",
+              "expression length")  # fmt: skip
+    width = _positive_int("width", query.get("width"))
+    height = _positive_int("height", query.get("height"))
+    if width and height:
+        check(width * height, settings.tile_max_output_pixels, "max_output_pixels",
+              "output pixels")  # fmt: skip
+    edge = _positive_int("tilesize", query.get("tilesize"))
+    if edge and _TILE_PATH.search(scope["path"]):
+        check(edge * edge, settings.tile_max_output_pixels, "max_output_pixels",
+              "tile pixels (tilesize squared)")  # fmt: skip
+
+
 def is_cacheable(scope: Scope) -> bool:
     """A GET of a map tile (``.../tiles/{tms}/{z}/{x}/{y}[.{format}]``): same URL, same bytes."""
     return scope["method"] == "GET" and _TILE_PATH.search(scope["path"]) is not None
@@ -669,6 +696,11 @@ class HeavyRequestLimiter:
                 await send(start)
                 await send({"type": "http.response.body", "body": body})
                 return
+        try:
+            refuse_before_queueing(scope, self.settings)
+        except BoundError as refused:
+            await send_error(send, refused.status, refused.code, refused.description)
+            return
         slots = self._semaphore()
         try:
             await asyncio.wait_for(slots.acquire(), timeout=self.settings.heavy_queue_seconds)

@@ -395,8 +395,10 @@ def test_budgets_hold_with_several_workers(
                 statuses = list(pool.map(send, heavy))
             print("\n".join(took))
             one, _ = _routes(item)
+            # refused before it queues (the abandoned storm work may still hold the slots);
+            # the timeout is only for a worker whose loop a loaded machine starves
             refused = httpx.get(f"{url}{one}/preview.png", params=[*VECTORS, ("width", 20000),
-                                                                    ("height", 20000)])  # fmt: skip
+                                ("height", 20000)], timeout=30)  # fmt: skip
             watch.stop()
             assert refused.status_code == 413, refused.text
             assert set(statuses) <= {200, 413, 503} and 200 in statuses, statuses
@@ -464,5 +466,60 @@ def test_a_request_past_its_deadline_is_answered_503_and_keeps_its_slot() -> Non
         assert ran == ["/embeddings/area", "/embeddings/positions"]
         slots = limiter._semaphore()
         assert not slots.locked() and slots._value == 1  # released once each, no more
+
+    asyncio.run(main())
+
+
+def test_a_request_its_query_refuses_is_answered_at_once_while_every_slot_is_busy() -> None:
+    """A request whose query string alone breaks a budget (``width`` x ``height``, ``tilesize``,
+    ``rescale``) is refused before it queues: 413/400 at once while the only slot is held,
+    instead of waiting up to ``heavy_queue_seconds`` for a slot only to be refused (the
+    2-worker storm test timed out such a request under CI load)."""
+    import asyncio
+
+    import anyio
+
+    from tessera_stac.api.budget import HeavyRequestLimiter
+
+    async def slow_app(scope: Any, receive: Any, send: Any) -> None:
+        await anyio.sleep(2.0)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"done"})
+
+    settings = ApiSettings(heavy_concurrency=1, heavy_queue_seconds=5, tile_cache_mb=0)
+    limiter = HeavyRequestLimiter(slow_app, settings)
+    tile = "/tiles/collections/c/items/i/tiles/WebMercatorQuad/14/1/1.png"
+
+    async def call(path: str, query: str) -> tuple[int, bytes, float]:
+        sent: list[Any] = []
+
+        async def receive() -> Any:
+            return {"type": "http.disconnect"}
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "GET", "path": path, "headers": [],
+                 "query_string": query.encode()}  # fmt: skip
+        t0 = time.monotonic()
+        await limiter(scope, receive, send)
+        start = next(m for m in sent if m["type"] == "http.response.start")
+        body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+        return start["status"], body, time.monotonic() - t0
+
+    async def main() -> None:
+        busy = asyncio.ensure_future(call("/tiles/collections/c/items/i/preview.png", ""))
+        await asyncio.sleep(0.05)
+        big = await call("/tiles/collections/c/items/i/preview.png", "width=20000&height=20000")
+        wide = await call(tile, "tilesize=100000")
+        odd = await call(tile, "rescale=0,nan")
+        small = await call("/tiles/collections/c/items/i/preview.png", "width=200&height=200")
+        assert big[0] == 413 and b"TESSERA_STAC_API_TILE_MAX_OUTPUT_PIXELS" in big[1], big
+        assert wide[0] == 413 and b"tilesize" in wide[1], wide
+        assert odd[0] == 400 and b"rescale" in odd[1], odd
+        assert max(big[2], wide[2], odd[2]) < 0.5, (big, wide, odd)
+        # a request within the budgets waited for the slot, then ran
+        assert small[0] == 200 and small[2] > 1.5, small
+        assert (await busy)[0] == 200
 
     asyncio.run(main())
