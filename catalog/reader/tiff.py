@@ -14,11 +14,13 @@ rasterio with :data:`~tessera_stac.catalog.reader.gdal.GDAL_READ_OPTIONS`
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -77,11 +79,21 @@ class TiffBlocks:
         import tifffile
 
         self.path = path
-        self.nodata = nodata
         self.level = level
+        self._levels: tuple[tuple[int, int], ...] | None = None
         with tifffile.TiffFile(path) as tif:
-            images = _images(tif)
-            self.levels = tuple((int(p.imagelength), int(p.imagewidth)) for p in images)
+            first = tif.pages.first
+            if level == 0 and not int(getattr(first, "subfiletype", 0) or 0) & 4:
+                images = [first]  # the overviews' headers are parsed when asked for (levels)
+            else:
+                images = _images(tif)
+                self._levels = tuple((int(p.imagelength), int(p.imagewidth)) for p in images)
+            #: georeferencing of the full resolution as GDAL would read it, when the header
+            #: is simple enough to read it the same way (else None: open the file with GDAL)
+            self.georef = _georeference(images[0])
+            if nodata is None and self.georef is not None:
+                nodata = self.georef.nodata  # GDAL's nodata is the same GDAL_NODATA tag
+            self.nodata = nodata
             page = images[level]
             if not page.is_tiled or page.tiledepth != 1:
                 raise ValueError(f"{path}: not a tiled 2-D image")
@@ -109,6 +121,17 @@ class TiffBlocks:
         self.across = -(-self.width // self.block[1])
         self.down = -(-self.height // self.block[0])
         self._fh = open(path, "rb")  # noqa: SIM115 - kept open for pread, closed on release
+
+    @property
+    def levels(self) -> tuple[tuple[int, int], ...]:
+        """``(height, width)`` of every image of the file, full resolution first."""
+        if self._levels is None:
+            import tifffile
+
+            with tifffile.TiffFile(self.path) as tif:
+                images = _images(tif)
+                self._levels = tuple((int(p.imagelength), int(p.imagewidth)) for p in images)
+        return self._levels
 
     @property
     def block_bytes(self) -> tuple[int, ...]:
@@ -246,6 +269,112 @@ class TiffBlocks:
         return out
 
 
+@dataclass(frozen=True)
+class GeoReference:
+    """What GDAL reads from a simple GeoTIFF header: EPSG code, affine transform (GDAL's
+    order: ``a, b, c, d, e, f``), nodata."""
+
+    epsg: int
+    transform: tuple[float, float, float, float, float, float]
+    nodata: float | None
+
+
+#: GeoKeys :func:`_georeference` understands: model type, raster type, citations, the EPSG
+#: code of the projected or geographic CRS, linear/angular units. Any other key (a CRS built
+#: from parameters, vertical CRS, ...): the file is opened with GDAL.
+_GEOKEYS = frozenset({1024, 1025, 1026, 2048, 2049, 2054, 3072, 3073, 3076})
+
+
+def _georeference(page: Any) -> GeoReference | None:
+    """The georeferencing GDAL gives a GeoTIFF page whose header is simple: an EPSG-coded CRS,
+    ``ModelPixelScale`` + one ``ModelTiepoint``, pixel-is-area; None for anything else."""
+    tags = page.tags
+    scale, tie, keys = (tags.get(code) for code in (33550, 33922, 34735))
+    if 34264 in tags or scale is None or tie is None or keys is None:
+        return None  # a ModelTransformation matrix, or not georeferenced this way
+    try:
+        sx, sy = float(scale.value[0]), float(scale.value[1])
+        t = tuple(float(v) for v in tie.value)
+        k = tuple(int(v) for v in keys.value)
+        entries = {k[4 + 4 * i]: k[5 + 4 * i : 8 + 4 * i] for i in range(k[3])}
+    except (TypeError, ValueError, IndexError):
+        return None
+    if len(t) != 6 or not (sx > 0 and sy > 0) or not set(entries) <= _GEOKEYS:
+        return None
+    values = {key: v[2] for key, v in entries.items() if v[0] == 0}  # values held inline
+    if values.get(1025, 1) != 1 or values.get(3076, 9001) != 9001 or values.get(2054, 9102) != 9102:
+        return None  # pixel-is-point (GDAL shifts half a pixel), or units other than m / degree
+    model = values.get(1024)
+    epsg = values.get(3072) if model == 1 else values.get(2048) if model == 2 else None
+    if epsg is None or not 1024 <= epsg < 32767 or (model == 2 and 3072 in entries):
+        return None
+    nodata = None
+    text = tags.get(42113)
+    if text is not None:
+        try:
+            nodata = float(str(text.value).strip())
+        except ValueError:
+            return None
+    transform = (sx, 0.0, t[3] - t[0] * sx, 0.0, -sy, t[4] + t[1] * sy)
+    return GeoReference(epsg, transform, nodata)
+
+
+@functools.lru_cache(maxsize=64)
+def _crs(epsg: int) -> Any:
+    from rasterio.crs import CRS
+
+    return CRS.from_epsg(epsg)
+
+
+class LocalRaster:
+    """A local GeoTIFF the kernel reads itself, described by its own header (no GDAL open):
+    the attributes of a rasterio dataset the reader functions use (``crs``, ``transform``,
+    ``height``, ``width``, ``count``, ``dtypes``, ``nodata``, ``block_shapes``, ``name``,
+    ``driver``, ``overviews``), with the values GDAL gives (tests compare them)."""
+
+    driver = "GTiff"
+
+    def __init__(self, blocks: TiffBlocks, georef: GeoReference) -> None:
+        from affine import Affine
+
+        self.blocks = blocks
+        self.name = blocks.path
+        self.crs = _crs(georef.epsg)
+        self.transform = Affine(*georef.transform)
+        self.height, self.width, self.count = blocks.height, blocks.width, blocks.bands
+        self.dtypes = (blocks.dtype.name,) * blocks.bands
+        self.nodata = georef.nodata
+        self.block_shapes = [blocks.block] * blocks.bands
+        self.closed = False
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    @property
+    def res(self) -> tuple[float, float]:
+        return abs(self.transform.a), abs(self.transform.e)
+
+    def overviews(self, band: int) -> list[int]:
+        """Decimation factors of the file's overviews (GDAL's: width over overview width)."""
+        return [round(self.width / w) for _, w in self.blocks.levels[1:]]
+
+    def close(self) -> None:
+        """Nothing to close: the file stays in the kernel's LRU of open files."""
+
+
+def local_raster(path: str) -> LocalRaster | None:
+    """``path`` as a :class:`LocalRaster` when the kernel can read it itself (a local tiled,
+    pixel-interleaved GeoTIFF with a simple header; cached in the LRU of open files), else
+    None (open it with GDAL)."""
+    if path.startswith("/vsi"):
+        return None
+    found = _opened.get(path, None)
+    if found is None or found.georef is None:
+        return None
+    return LocalRaster(found, found.georef)
+
+
 class _Opened:
     """LRU of :class:`TiffBlocks` by (path, size, mtime, level): a rewritten file is opened
     anew."""
@@ -283,6 +412,8 @@ def blocks_of(ds: Any, level: int = 0) -> TiffBlocks | None:
     """The direct block reader of an open rasterio dataset, when it is a local tiled GeoTIFF
     whose full-resolution image matches the dataset (and whose ``level``-th overview is the
     one GDAL lists as ``level``: same decimation factor); else None (read through GDAL)."""
+    if isinstance(ds, LocalRaster) and level == 0:
+        return ds.blocks
     if getattr(ds, "driver", None) != "GTiff":
         return None
     path = str(ds.name)
@@ -292,7 +423,8 @@ def blocks_of(ds: Any, level: int = 0) -> TiffBlocks | None:
     found = _opened.get(path, None if nodata is None else float(nodata), level)
     if found is None:
         return None
-    if found.levels[0] != (ds.height, ds.width) or found.bands != ds.count:
+    full = found.levels[0] if level else (found.height, found.width)  # level 0: no overviews parsed
+    if full != (ds.height, ds.width) or found.bands != ds.count:
         return None
     if level:
         factors = ds.overviews(1)
