@@ -63,6 +63,33 @@ def _images(tif: Any) -> list[Any]:
     return [p for p in tif.pages if not int(getattr(p, "subfiletype", 0) or 0) & 4]
 
 
+def _zstd_prefix(data: memoryview, out: memoryview) -> None:
+    """The first ``len(out)`` bytes of the ZSTD frame ``data``, decompressed into ``out``."""
+    dctx = getattr(_local, "zstd", None)
+    if dctx is None:
+        import zstandard
+
+        dctx = _local.zstd = zstandard.ZstdDecompressor()
+    got = 0
+    with dctx.stream_reader(data, read_across_frames=False) as stream:
+        while got < len(out):
+            n = stream.readinto(out[got:])
+            if n == 0:
+                raise OSError("the block holds less data than its size")
+            got += n
+
+
+@functools.cache
+def _partial_zstd() -> Callable[[memoryview, memoryview], None] | None:
+    """:func:`_zstd_prefix` when ``zstandard`` is installed (else blocks are decompressed
+    whole by imagecodecs)."""
+    try:
+        import zstandard  # noqa: F401
+    except ImportError:
+        return None
+    return _zstd_prefix
+
+
 class TiffBlocks:
     """One image of a local tiled GeoTIFF (the full resolution, or an overview), read block
     by block.
@@ -182,9 +209,14 @@ class TiffBlocks:
             raise self._unreadable(index, exc) from exc
         return np.asarray(segment).reshape(bh, bw, self.bands)
 
-    def _differences(self, index: int) -> npt.NDArray[np.uint8]:
+    def _differences(self, index: int, rows: int | None = None) -> npt.NDArray[np.uint8]:
         """Block ``index`` decompressed, still differenced: ``(rows, cols, bands)`` bytes in a
-        per-thread buffer (valid until this thread's next call). Errors as they come."""
+        per-thread buffer (valid until this thread's next call). Errors as they come.
+
+        ``rows``: only the block's first ``rows`` rows are needed. ZSTD decompresses a block
+        front to back, so it stops there when it can (:func:`_partial_zstd`: a point in the top
+        half of a block costs a quarter to a half of the full decompression); the rows below
+        hold whatever the buffer held."""
         count = self._counts[index]
         bh, bw = self.block
         size = bh * bw * self.bands
@@ -192,7 +224,11 @@ class TiffBlocks:
         raw, plain = _buffer("raw", count), _buffer("plain", size)
         if os.preadv(self._fh.fileno(), [raw[:count]], self._offsets[index]) != count:
             raise OSError("truncated")
-        self._diffs(raw[:count], out=plain[:size])
+        partial = _partial_zstd() if rows is not None and rows < bh else None
+        if partial is not None:
+            partial(raw[:count], plain[: rows * bw * self.bands])  # type: ignore[operator]
+        else:
+            self._diffs(raw[:count], out=plain[:size])
         return np.frombuffer(plain, dtype=np.uint8, count=size).reshape(bh, bw, self.bands)
 
     def pick(
@@ -207,8 +243,8 @@ class TiffBlocks:
         if self._diffs is None or count == 0:
             return self.decode(index)[rows, cols]
         try:
-            diffs = self._differences(index)
-        except Exception as exc:  # imagecodecs raises its own types
+            diffs = self._differences(index, int(rows.max()) + 1)
+        except Exception as exc:  # imagecodecs / zstandard raise their own types
             raise self._unreadable(index, exc) from exc
         # TIFF predictor 2: each sample minus the previous pixel's, modulo 2**8, along the row;
         # a pixel is the sum of its row's differences up to it

@@ -506,3 +506,22 @@ def test_recipe_from_dict_equals_pystacs() -> None:
         slow = ItemRecipe._parse(_as_item(item, href), None)
         assert repr(fast) == repr(slow)
     assert _ItemView.of({**example, "stac_version": "0.9.0"}, None) is None  # pystac migrates
+
+
+def test_partial_zstd_equals_whole_block_decode(
+    tile: tuple[Path, np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Points decompressed only down to their row (streaming ZSTD) equal whole-block decodes."""
+    from tessera_stac.catalog.reader import tiff
+
+    assert tiff._partial_zstd() is not None  # zstandard is a dependency
+    root, _, _ = tile
+    rng = np.random.default_rng(12)
+    lon, lat = _lonlat(rng.integers(0, 600, 500), rng.integers(0, 500, 500))
+    q = embeddings_quantization()
+    cds, sds = (tiff.local_raster(str(root / n)) for n in ("embeddings.tif", "scales.tif"))
+    partial = read_points(cds, sds, q, lon, lat)
+    monkeypatch.setattr(tiff, "_partial_zstd", lambda: None)
+    whole = read_points(cds, sds, q, lon, lat)
+    assert np.array_equal(partial.vectors, whole.vectors, equal_nan=True)
+    assert np.array_equal(partial.valid, whole.valid)
