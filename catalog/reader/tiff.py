@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
@@ -145,6 +146,15 @@ class TiffBlocks:
                 import imagecodecs
 
                 self._diffs = imagecodecs.zstd_decode
+            # ... and for little-endian floats with the floating-point predictor under ZSTD
+            # (the scales), decompress the block and undo the predictor on their rows only
+            self._floats = (
+                int(page.predictor) == 3
+                and int(page.compression) == 50000
+                and self.dtype.kind == "f"
+                and tif.byteorder == "<"
+                and sys.byteorder == "little"
+            )
         self.across = -(-self.width // self.block[1])
         self.down = -(-self.height // self.block[0])
         self._fh = open(path, "rb")  # noqa: SIM115 - kept open for pread, closed on release
@@ -231,6 +241,29 @@ class TiffBlocks:
             self._diffs(raw[:count], out=plain[:size])
         return np.frombuffer(plain, dtype=np.uint8, count=size).reshape(bh, bw, self.bands)
 
+    def _float_pixels(
+        self, index: int, rows: npt.NDArray[np.int64], cols: npt.NDArray[np.int64]
+    ) -> npt.NDArray[Any]:
+        """:meth:`pick` for ZSTD + floating-point predictor blocks: the block decompressed into
+        this thread's buffer, the predictor (byte planes differenced along each row, rows
+        independent) undone on the needed rows only, as tifffile does on the whole block."""
+        import imagecodecs
+
+        count = self._counts[index]
+        bh, bw = self.block
+        row_bytes = bw * self.bands * self.dtype.itemsize
+        size = bh * row_bytes
+        raw, plain = _buffer("raw", count), _buffer("plain", size)
+        if os.preadv(self._fh.fileno(), [raw[:count]], self._offsets[index]) != count:
+            raise OSError("truncated")
+        imagecodecs.zstd_decode(raw[:count], out=plain[:size])
+        encoded = np.frombuffer(plain, dtype=np.uint8, count=size).reshape(bh, row_bytes)
+        needed, which = np.unique(rows, return_inverse=True)
+        part = encoded[needed].view(self.dtype).reshape(len(needed), bw, self.bands)
+        decoded = imagecodecs.floatpred_decode(part, axis=-2)
+        picked: npt.NDArray[Any] = decoded[which, cols]
+        return picked
+
     def pick(
         self, index: int, rows: npt.NDArray[np.int64], cols: npt.NDArray[np.int64]
     ) -> npt.NDArray[Any]:
@@ -240,6 +273,11 @@ class TiffBlocks:
             InputError: the block is truncated or corrupt.
         """
         count = self._counts[index]
+        if self._floats and count:
+            try:
+                return self._float_pixels(index, rows, cols)
+            except Exception as exc:  # imagecodecs raises its own types
+                raise self._unreadable(index, exc) from exc
         if self._diffs is None or count == 0:
             return self.decode(index)[rows, cols]
         try:
