@@ -256,7 +256,7 @@ class TiffBlocks:
         raw, plain = _buffer("raw", count), _buffer("plain", size)
         if os.preadv(self._fh.fileno(), [raw[:count]], self._offsets[index]) != count:
             raise OSError("truncated")
-        imagecodecs.zstd_decode(raw[:count], out=plain[:size])
+        imagecodecs.zstd_decode(raw[:count], out=plain[:size])  # type: ignore[arg-type]
         encoded = np.frombuffer(plain, dtype=np.uint8, count=size).reshape(bh, row_bytes)
         needed, which = np.unique(rows, return_inverse=True)
         part = encoded[needed].view(self.dtype).reshape(len(needed), bw, self.bands)
