@@ -525,3 +525,39 @@ def test_partial_zstd_equals_whole_block_decode(
     whole = read_points(cds, sds, q, lon, lat)
     assert np.array_equal(partial.vectors, whole.vectors, equal_nan=True)
     assert np.array_equal(partial.valid, whole.valid)
+
+
+@pytest.mark.parametrize("bigtiff", ["NO", "YES"])
+def test_fast_header_equals_tifffile(tmp_path: Path, bigtiff: str) -> None:
+    """The first IFD read with pread alone describes the image as tifffile does (sizes, type,
+    block offsets and counts, georeferencing, nodata), for classic TIFF and BigTIFF; whole
+    blocks still decode through tifffile's decoder, made on demand."""
+    from tessera_stac.catalog.reader import tiff
+
+    rng = np.random.default_rng(13)
+    files = {
+        "codes.tif": (rng.integers(-127, 128, (128, 130, 70), dtype=np.int8), "int8", -128, 2),
+        "scales.tif": (rng.uniform(0, 1, (1, 130, 70)).astype(np.float32), "float32", None, 3),
+    }
+    for name, (data, dtype, nodata, predictor) in files.items():
+        with rasterio.open(
+            tmp_path / name, "w", driver="GTiff", width=70, height=130, count=data.shape[0],
+            dtype=dtype, nodata=float("nan") if nodata is None else nodata, crs=f"EPSG:{EPSG}",
+            transform=Affine(10.0, 0.0, ORIGIN[0], 0.0, -10.0, ORIGIN[1]), tiled=True,
+            blockxsize=32, blockysize=32, compress="zstd", predictor=predictor,
+            interleave="pixel", BIGTIFF=bigtiff,
+        ) as dst:  # fmt: skip
+            dst.write(data)
+        fast = tiff.TiffBlocks(str(tmp_path / name))
+        assert fast._decode is None  # read without tifffile
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(tiff, "_first_ifd", lambda fd: None)
+            slow = tiff.TiffBlocks(str(tmp_path / name))
+        for attr in ("height", "width", "bands", "block", "dtype", "_offsets", "_counts"):
+            assert getattr(fast, attr) == getattr(slow, attr), attr
+        assert repr(fast.georef) == repr(slow.georef) and fast.georef is not None
+        assert fast._floats == slow._floats and (fast._diffs is None) == (slow._diffs is None)
+        for index in (0, 5, len(fast._counts) - 1):
+            assert np.array_equal(fast.decode(index), slow.decode(index))
+        rows, cols = np.array([0, 3, 31]), np.array([1, 31, 7])
+        assert np.array_equal(fast.pick(4, rows, cols), slow.decode(4)[rows, cols])
