@@ -7,6 +7,13 @@ offsets the TIFF header gives) and lets tifffile + imagecodecs decode them (comp
 predictor, whatever the file uses) in a small thread pool, straight into pixel-interleaved
 arrays ``(rows, cols, bands)``: the layout every caller wants (one pixel = one vector).
 
+Points (the API's positions routes) avoid everything a read does not need: the header of a
+local COG is its first IFD read with ``pread`` (:func:`_first_ifd`; tifffile parses anything
+unusual), GDAL never opens it (:class:`LocalRaster` carries GDAL's georeferencing, from the
+GeoTIFF tags), a codes block is decompressed only down to the lowest row a point needs
+(streaming ZSTD) and predictors are undone on the points' rows only. Parsed headers (offsets,
+byte counts, an open file) stay in a per-process LRU of :data:`OPEN_FILES` files.
+
 Remote COGs (``/vsicurl/``, ``/vsis3/``) and anything tifffile cannot describe are read through
 rasterio with :data:`~tessera_stac.catalog.reader.gdal.GDAL_READ_OPTIONS`
 (:func:`read_window` chooses), so both give the same arrays, bit for bit.
