@@ -293,9 +293,10 @@ def _result(
     item: dict[str, Any],
     value: PointValue,
     vector: bool = True,
+    links: list[Link] | None = None,
 ) -> PositionResult:
     """The answer for one point; ``vector=False`` leaves ``embedding`` out (a batch writes the
-    float32 arrays itself)."""
+    float32 arrays itself); ``links``: the item's links, when already made (one per item)."""
     return PositionResult.model_construct(
         lon=lon,
         lat=lat,
@@ -309,7 +310,7 @@ def _result(
         scale=value.scale,
         dimensions=int(value.vector.shape[0]),
         embedding=value.vector.tolist() if vector else None,
-        links=[_item_link(request, item)],
+        links=[_item_link(request, item)] if links is None else links,
         error=None,
         status=200,
     )
@@ -363,12 +364,16 @@ async def positions(
             values = await in_read_pool(read_many, cache, item, lons, lats)
         except ReadError as exc:
             values = [exc] * len(idx)
+        links = [_item_link(request, item)]  # the same for every point of the item
         for i, value in zip(idx, values, strict=True):
             p = points[i]
             results[i] = (
                 (_failed(p.lon, p.lat, year, value), None)
                 if isinstance(value, ReadError)
-                else (_result(request, p.lon, p.lat, year, item, value, False), value.vector)
+                else (
+                    _result(request, p.lon, p.lat, year, item, value, False, links),
+                    value.vector,
+                )
             )
 
     # the items are read side by side by the read threads (opening a tile's COGs the first

@@ -7,9 +7,13 @@ read from the local folder (no HTTP round trip to ourselves), and kernel results
 answers or :class:`ReadError` with the HTTP status to give. Synchronous (rasterio); the routes
 call it with :func:`in_read_pool`.
 
-The first request for a tile pays for opening its COGs, parsing their headers and making the
-projection transformer; the first request a process serves also pays for imports and pydantic's
-serialisers (bench/results/positions_cold_profile.txt). Hence:
+The first request for a tile pays for reading its COGs' headers and making the projection
+transformer; the first request a process serves also pays for imports and pydantic's serialisers
+(bench/results/positions_cold_profile.txt). Local COGs the kernel reads itself are not opened
+with GDAL at all: ``DatasetCache`` hands out the kernel's
+:class:`~tessera_stac.catalog.reader.tiff.LocalRaster` (the first IFD read with ``pread``, GDAL's
+georeferencing from the GeoTIFF tags); recipes are built from the item dicts without pystac's
+deep copies. Hence:
 
 * reads run in a small *persistent* pool of threads (:data:`READ_THREADS`), so what the kernel
   keeps per thread (pyproj transformers, decode buffers) is made once per thread for the life of
@@ -17,7 +21,9 @@ serialisers (bench/results/positions_cold_profile.txt). Hence:
 * :func:`warm_up` (called when the app starts) imports what the read path imports lazily and
   initialises PROJ in every read thread;
 * open dataset handles and parsed TIFF headers are kept across requests (``DatasetCache`` and the
-  kernel's LRU of :class:`~tessera_stac.catalog.reader.tiff.TiffBlocks`), both bounded.
+  kernel's LRU of :class:`~tessera_stac.catalog.reader.tiff.TiffBlocks`), both bounded;
+* the database connections opened at start-up run one empty pgSTAC search
+  (:data:`tessera_stac.api.db.WARM_UP_SEARCH`).
 """
 
 from __future__ import annotations

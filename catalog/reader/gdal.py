@@ -103,6 +103,10 @@ class DatasetCache:
         path_for: href -> GDAL path (default :func:`gdal_path`; a server maps its own URLs to
             local files here).
         gdal_env: extra GDAL options (S3 endpoint, credentials) over :data:`GDAL_READ_OPTIONS`.
+        direct: local GeoTIFFs the kernel reads itself (tiled, pixel-interleaved, simple
+            georeferencing) are not opened with GDAL: their header (tifffile, kept in the
+            kernel's bounded LRU of open files) gives a
+            :class:`~tessera_stac.catalog.reader.tiff.LocalRaster` with GDAL's georeferencing.
     """
 
     def __init__(
@@ -110,8 +114,10 @@ class DatasetCache:
         size: int,
         path_for: Callable[[str], str] = gdal_path,
         gdal_env: dict[str, str] | None = None,
+        direct: bool = True,
     ) -> None:
         self.size = max(1, size)
+        self.direct = direct
         self.path_for = path_for
         self.gdal_env = dict(gdal_env or {})
         self._lock = threading.Lock()
@@ -124,6 +130,13 @@ class DatasetCache:
         Raises:
             InputError: the file cannot be opened.
         """
+        if self.direct:
+            from tessera_stac.catalog.reader.tiff import local_raster
+
+            local = local_raster(self.path_for(href))
+            if local is not None:  # no handle to lock: the kernel reads it with pread
+                yield local
+                return
         with self._lock:
             entry = self._open.get(href)
             if entry is not None:

@@ -404,3 +404,160 @@ def test_options_are_the_documented_ones() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     for key, value in GDAL_READ_OPTIONS.items():
         assert f"{key}={value}" in readme, key
+
+
+# --------------------------------------------------- local COGs described without GDAL
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and np.isnan(a) and np.isnan(b):
+        return True
+    return bool(a == b)
+
+
+@pytest.mark.parametrize("name", ["embeddings.tif", "scales.tif"])
+def test_local_raster_has_gdals_georeferencing(
+    tile: tuple[Path, np.ndarray, np.ndarray], name: str
+) -> None:
+    """A local COG the kernel reads itself is not opened with GDAL: its header gives the same
+    CRS, transform, size, types, nodata and blocks as rasterio, and DatasetCache hands it out."""
+    from tessera_stac.catalog.reader import DatasetCache, tiff
+
+    root, _, _ = tile
+    local = tiff.local_raster(str(root / name))
+    assert local is not None
+    with rasterio_env(), open_raster(str(root / name)) as ds:
+        for attr in ("crs", "transform", "height", "width", "count", "dtypes", "nodata", "res"):
+            assert _same(getattr(local, attr), getattr(ds, attr)), attr
+        assert list(local.block_shapes) == list(ds.block_shapes)
+        assert local.overviews(1) == ds.overviews(1)
+        assert local.crs.to_string() == ds.crs.to_string()
+    with DatasetCache(2).dataset(str(root / name)) as got:
+        assert isinstance(got, tiff.LocalRaster)
+    with DatasetCache(2, direct=False).dataset(str(root / name)) as got:
+        assert not isinstance(got, tiff.LocalRaster)
+
+
+def test_points_through_local_raster_equal_gdal_open(
+    tile: tuple[Path, np.ndarray, np.ndarray],
+) -> None:
+    """read_points gives the same batch, bit for bit, on the header-only dataset and on
+    rasterio's."""
+    from tessera_stac.catalog.reader import tiff
+
+    root, _, _ = tile
+    rng = np.random.default_rng(11)
+    lon, lat = _lonlat(rng.integers(-5, 605, 300), rng.integers(-5, 505, 300))
+    q = embeddings_quantization()
+    cds, sds = (tiff.local_raster(str(root / n)) for n in ("embeddings.tif", "scales.tif"))
+    direct = read_points(cds, sds, q, lon, lat)
+    with (
+        rasterio_env(),
+        open_raster(str(root / "embeddings.tif")) as gc,
+        open_raster(str(root / "scales.tif")) as gs,
+    ):
+        gdal = read_points(gc, gs, q, lon, lat)
+    for field in ("rows", "cols", "inside", "valid", "scales", "nodata", "x", "y"):
+        assert np.array_equal(getattr(direct, field), getattr(gdal, field), equal_nan=True)
+    assert np.array_equal(direct.vectors, gdal.vectors, equal_nan=True)
+    assert direct.crs == gdal.crs == f"EPSG:{EPSG}"
+
+
+def test_unusual_headers_are_opened_with_gdal(tmp_path: Path) -> None:
+    """Pixel-is-point rasters and CRSs without an EPSG code are left to GDAL."""
+    from tessera_stac.catalog.reader import tiff
+
+    data = np.ones((2, 64, 64), dtype=np.int8)
+    kinds = {
+        "point.tif": {"crs": f"EPSG:{EPSG}"},
+        "custom.tif": {"crs": "+proj=tmerc +lon_0=75.3 +k=0.9996 +x_0=500000 +datum=WGS84"},
+        "plain.tif": {"crs": f"EPSG:{EPSG}"},
+    }
+    for name, extra in kinds.items():
+        with rasterio.open(
+            tmp_path / name, "w", driver="GTiff", width=64, height=64, count=2, dtype="int8",
+            transform=Affine(10.0, 0.0, ORIGIN[0], 0.0, -10.0, ORIGIN[1]), tiled=True,
+            blockxsize=32, blockysize=32, **extra,
+        ) as dst:  # fmt: skip
+            dst.write(data)
+            if name == "point.tif":
+                dst.update_tags(AREA_OR_POINT="Point")
+    assert tiff.local_raster(str(tmp_path / "point.tif")) is None
+    assert tiff.local_raster(str(tmp_path / "custom.tif")) is None
+    plain = tiff.local_raster(str(tmp_path / "plain.tif"))
+    assert plain is not None and plain.nodata is None
+    with rasterio.open(tmp_path / "plain.tif") as ds:
+        assert plain.transform == ds.transform and plain.crs == ds.crs
+
+
+def test_recipe_from_dict_equals_pystacs() -> None:
+    """Recipes built from Item dicts directly equal those pystac's Item.from_dict gives."""
+    from importlib.resources import files
+
+    from tessera_stac.catalog.reader.item import _as_item, _ItemView
+
+    example = json.loads(
+        files("tessera_stac.schemas").joinpath("examples", "item.json").read_text()
+    )
+    self_link = {"rel": "self", "href": "https://h/c/items/x.json", "type": "application/json"}
+    linked = {**example, "links": [*example.get("links", []), self_link]}
+    for item, href in [(example, None), (example, "http://h/x/2024/t.json"), (linked, None)]:
+        view = _ItemView.of(item, href)
+        assert view is not None
+        fast = ItemRecipe._parse(view, None)  # type: ignore[arg-type]
+        slow = ItemRecipe._parse(_as_item(item, href), None)
+        assert repr(fast) == repr(slow)
+    assert _ItemView.of({**example, "stac_version": "0.9.0"}, None) is None  # pystac migrates
+
+
+def test_partial_zstd_equals_whole_block_decode(
+    tile: tuple[Path, np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Points decompressed only down to their row (streaming ZSTD) equal whole-block decodes."""
+    from tessera_stac.catalog.reader import tiff
+
+    assert tiff._partial_zstd() is not None  # zstandard is a dependency
+    root, _, _ = tile
+    rng = np.random.default_rng(12)
+    lon, lat = _lonlat(rng.integers(0, 600, 500), rng.integers(0, 500, 500))
+    q = embeddings_quantization()
+    cds, sds = (tiff.local_raster(str(root / n)) for n in ("embeddings.tif", "scales.tif"))
+    partial = read_points(cds, sds, q, lon, lat)
+    monkeypatch.setattr(tiff, "_partial_zstd", lambda: None)
+    whole = read_points(cds, sds, q, lon, lat)
+    assert np.array_equal(partial.vectors, whole.vectors, equal_nan=True)
+    assert np.array_equal(partial.valid, whole.valid)
+
+
+@pytest.mark.parametrize("bigtiff", ["NO", "YES"])
+def test_fast_header_equals_tifffile(tmp_path: Path, bigtiff: str) -> None:
+    """The first IFD read with pread alone describes the image as tifffile does (sizes, type,
+    block offsets and counts, georeferencing, nodata), for classic TIFF and BigTIFF; whole
+    blocks still decode through tifffile's decoder, made on demand."""
+    from tessera_stac.catalog.reader import tiff
+
+    rng = np.random.default_rng(13)
+    files = {
+        "codes.tif": (rng.integers(-127, 128, (128, 130, 70), dtype=np.int8), "int8", -128, 2),
+        "scales.tif": (rng.uniform(0, 1, (1, 130, 70)).astype(np.float32), "float32", None, 3),
+    }
+    for name, (data, dtype, nodata, predictor) in files.items():
+        with rasterio.open(
+            tmp_path / name, "w", driver="GTiff", width=70, height=130, count=data.shape[0],
+            dtype=dtype, nodata=float("nan") if nodata is None else nodata, crs=f"EPSG:{EPSG}",
+            transform=Affine(10.0, 0.0, ORIGIN[0], 0.0, -10.0, ORIGIN[1]), tiled=True,
+            blockxsize=32, blockysize=32, compress="zstd", predictor=predictor,
+            interleave="pixel", BIGTIFF=bigtiff,
+        ) as dst:  # fmt: skip
+            dst.write(data)
+        fast = tiff.TiffBlocks(str(tmp_path / name))
+        assert fast._decode is None  # read without tifffile
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(tiff, "_first_ifd", lambda fd: None)
+            slow = tiff.TiffBlocks(str(tmp_path / name))
+        for attr in ("height", "width", "bands", "block", "dtype", "_offsets", "_counts"):
+            assert getattr(fast, attr) == getattr(slow, attr), attr
+        assert repr(fast.georef) == repr(slow.georef) and fast.georef is not None
+        assert fast._floats == slow._floats and (fast._diffs is None) == (slow._diffs is None)
+        for index in (0, 5, len(fast._counts) - 1):
+            assert np.array_equal(fast.decode(index), slow.decode(index))
+        rows, cols = np.array([0, 3, 31]), np.array([1, 31, 7])
+        assert np.array_equal(fast.pick(4, rows, cols), slow.decode(4)[rows, cols])
