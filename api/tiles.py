@@ -51,11 +51,13 @@ from titiler.extensions.wmts import wmtsExtension
 from titiler.mosaic.errors import MOSAIC_STATUS_CODES
 from titiler.mosaic.extensions.wmts import wmtsExtension as wmtsMosaicExtension
 from titiler.pgstac import dependencies as pgstac_deps
+from titiler.pgstac.backend import PGSTACBackend
 from titiler.pgstac.errors import PGSTAC_STATUS_CODES
 from titiler.pgstac.factory import MosaicTilerFactory
 from titiler.pgstac.reader import PgSTACReader, SimpleSTACReader
 
 from tessera_stac.api import budget, tile_layers
+from tessera_stac.api.packed import mask_pixels, mosaic_tile, packed_parts, tile_parts
 from tessera_stac.api.readers import ReadError, local_paths, read_point
 from tessera_stac.catalog.constants import EMBEDDING_DIM, PROJECTION_FIELD
 from tessera_stac.catalog.model import GridCell
@@ -81,6 +83,16 @@ def dequantised(img: ImageData) -> tuple[np.ndarray, np.ndarray]:
             f"this layer needs the {EMBEDDINGS.asset_key} and {SCALES.asset_key} assets "
             f"({EMBEDDING_DIM + 1} bands), got {img.count} bands",
         )
+    parts = packed_parts(img)
+    if parts is not None:  # the int8 codes and the scale as read (api.packed)
+        codes_part, scales_part = parts
+        masked = np.ma.getmaskarray(codes_part).any(axis=0) | np.ma.getmaskarray(scales_part)[0]
+        # the codes' band-first layout kept: the same arithmetic, in the same order, as on
+        # the float stack (cosine sums depend on it)
+        codes = np.moveaxis(np.ma.getdata(codes_part), 0, -1)
+        values, valid = dequantize(codes, embeddings_quantization(), np.ma.getdata(scales_part)[0])
+        valid &= ~masked
+        return values, valid
     data = np.ma.getdata(img.array)
     masked = np.ma.getmaskarray(img.array).any(axis=0)
     codes = np.moveaxis(data[:EMBEDDING_DIM], 0, -1)
@@ -201,6 +213,11 @@ def item_reader(
             info["url"] = gdal_path(info["url"])
             return info
 
+        def tile(self, *args: Any, **kwargs: Any) -> ImageData:
+            """rio-tiler's tile, codes + scales kept packed (:mod:`.packed`)."""
+            img = tile_parts(self, *args, **kwargs)
+            return img if img is not None else super().tile(*args, **kwargs)
+
     return ItemReader
 
 
@@ -219,13 +236,46 @@ def cell_reader(
             return info
 
         def tile(self, *args: Any, **kwargs: Any) -> ImageData:
-            img = super().tile(*args, **kwargs)
+            img = tile_parts(self, *args, **kwargs)  # codes + scales kept packed
+            if img is None:
+                img = super().tile(*args, **kwargs)
             west, south, east, north = self.input["bbox"][:4]
-            outside = cell_mask(img, (west, south, east, north))
-            img.array.mask = np.ma.getmaskarray(img.array) | outside[None]
+            mask_pixels(img, cell_mask(img, (west, south, east, north)))
             return img
 
     return CellSTACReader
+
+
+@attr.s
+class CellMosaicBackend(PGSTACBackend):
+    """titiler-pgstac's backend whose tiles are mosaicked by :func:`packed.mosaic_tile`
+    (rio-tiler's ``mosaic_reader``, codes + scales kept packed): rio-tiler 9's
+    ``BaseBackend.tile`` otherwise."""
+
+    def tile(  # type: ignore[override]
+        self, x: int, y: int, z: int, search_options: dict[str, Any] | None = None, **kwargs: Any
+    ) -> tuple[ImageData, list[str]]:
+        """Mosaic tile of the items over tile ``z/x/y``."""
+        from rio_tiler.errors import NoAssetFoundError
+        from rio_tiler.utils import Timer, inherit_rasterio_env
+
+        timings = []
+        with Timer() as t:
+            mosaic_assets = self.assets_for_tile(x, y, z, **(search_options or {}))
+        timings.append(("search", round(t.elapsed * 1000, 2)))
+        if not mosaic_assets:
+            raise NoAssetFoundError(f"No assets found for tile {z}-{x}-{y}")
+
+        @inherit_rasterio_env
+        def _reader(asset: Any, x: int, y: int, z: int, **options: Any) -> ImageData:
+            with self.reader(asset, tms=self.tms, **self.reader_options) as src_dst:
+                return src_dst.tile(x, y, z, **options)
+
+        with Timer() as t:
+            img, used = mosaic_tile(mosaic_assets, _reader, x, y, z, **kwargs)
+        timings.append(("mosaicking", round(t.elapsed * 1000, 2)))
+        img.metadata = {**(img.metadata or {}), "timings": timings}
+        return img, [self.asset_name(asset) for asset in used]
 
 
 # -------------------------------------------------------------------- dependencies
@@ -656,6 +706,7 @@ def mount_tiles(app: FastAPI, data_dir: Any, root_path: str = "", settings: Any 
         tags=["Map tiles (Item)"],
     )
     mosaic = MosaicTilerFactory(
+        backend=CellMosaicBackend,
         path_dependency=CollectionYearParams,
         dataset_reader=cell_reader(gdal_path, asset_reader),
         process_dependency=post_process,
