@@ -171,7 +171,12 @@ def mask_pixels(img: ImageData, outside: np.ndarray) -> None:
         img.array.mask = np.ma.getmaskarray(img.array) | outside[None]
         return
     for part in parts:
-        part.mask = np.ma.getmaskarray(part) | outside[None]
+        mask = part.mask
+        if isinstance(mask, np.ndarray) and mask.shape == part.shape:
+            # in place: assigning a mask copies it through MaskedArray.__setmask__ (slow)
+            np.logical_or(mask, outside, out=mask)
+        else:
+            part.mask = np.ma.getmaskarray(part) | outside
 
 
 # --------------------------------------------------------------------------- readers

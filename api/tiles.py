@@ -63,7 +63,7 @@ from tessera_stac.catalog.constants import EMBEDDING_DIM, PROJECTION_FIELD
 from tessera_stac.catalog.model import GridCell
 from tessera_stac.catalog.profile import EMBEDDINGS, SCALES
 from tessera_stac.catalog.projection import apply_projection
-from tessera_stac.catalog.reader import dequantize
+from tessera_stac.catalog.reader import dequantize, scale_validity
 from tessera_stac.catalog.stac import embeddings_quantization
 
 PREFIX = "/tiles"
@@ -85,14 +85,7 @@ def dequantised(img: ImageData) -> tuple[np.ndarray, np.ndarray]:
         )
     parts = packed_parts(img)
     if parts is not None:  # the int8 codes and the scale as read (api.packed)
-        codes_part, scales_part = parts
-        masked = np.ma.getmaskarray(codes_part).any(axis=0) | np.ma.getmaskarray(scales_part)[0]
-        # the codes' band-first layout kept: the same arithmetic, in the same order, as on
-        # the float stack (cosine sums depend on it)
-        codes = np.moveaxis(np.ma.getdata(codes_part), 0, -1)
-        values, valid = dequantize(codes, embeddings_quantization(), np.ma.getdata(scales_part)[0])
-        valid &= ~masked
-        return values, valid
+        return dequantised_parts(*parts)
     data = np.ma.getdata(img.array)
     masked = np.ma.getmaskarray(img.array).any(axis=0)
     codes = np.moveaxis(data[:EMBEDDING_DIM], 0, -1)
@@ -101,6 +94,27 @@ def dequantised(img: ImageData) -> tuple[np.ndarray, np.ndarray]:
     values, valid = dequantize(codes, embeddings_quantization(), data[EMBEDDING_DIM])
     valid &= ~masked
     return values, valid
+
+
+def dequantised_parts(
+    codes_part: np.ma.MaskedArray, scale_part: np.ma.MaskedArray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`dequantised` of a packed image (int8 codes (128, h, w), scale (1, h, w)): the
+    published recipe (:func:`dequantize`: NaN where a code or the scale is invalid) on the
+    codes' own band-first layout, so the values, their memory order, and every sum over them
+    (cosines) are those of the float stack; then the masks (mosaic cells) on ``valid``."""
+    q = embeddings_quantization()
+    codes = np.ma.getdata(codes_part)
+    dtype = np.dtype(q.dtype)
+    scales = np.ma.getdata(scale_part)[0].astype(dtype, copy=False)
+    valid = scale_validity(scales, q)
+    if q.nodata is not None:
+        valid &= ~(codes == q.nodata).any(axis=0)
+    values = codes.astype(dtype)
+    values *= scales
+    np.copyto(values, dtype.type(np.nan), where=~valid)
+    valid &= ~(np.ma.getmaskarray(codes_part).any(axis=0) | np.ma.getmaskarray(scale_part)[0])
+    return np.moveaxis(values, 0, -1), valid
 
 
 def _image(img: ImageData, array: np.ndarray, valid: np.ndarray, names: list[str]) -> ImageData:
