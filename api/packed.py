@@ -242,7 +242,6 @@ class _PackedFirst:
 
     def __init__(self) -> None:
         self.parts: list[np.ma.MaskedArray] | None = None
-        self.owned = False
 
     def feed(self, parts: tuple[np.ma.MaskedArray, np.ma.MaskedArray]) -> None:
         if self.parts is None:
@@ -251,9 +250,11 @@ class _PackedFirst:
         out = []
         for current, new in zip(self.parts, parts, strict=True):
             cm, nm = np.ma.getmaskarray(current), np.ma.getmaskarray(new)
-            take = cm & ~nm
-            data = np.where(take, np.ma.getdata(new), np.ma.getdata(current))
-            out.append(np.ma.MaskedArray(data, mask=cm & nm))
+            take = cm & ~nm  # np.ma.where(take, new, current), its mask cm & nm
+            data = np.ma.getdata(current).copy()
+            np.copyto(data, np.ma.getdata(new), where=take)
+            np.logical_and(cm, nm, out=take)
+            out.append(np.ma.MaskedArray(data, mask=take))
         self.parts = out
 
     @property

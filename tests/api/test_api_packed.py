@@ -160,3 +160,28 @@ def test_mosaic_tile_mixed_and_other_methods() -> None:
     same_masked(got.array, want.array)
     got, _ = mosaic_tile(assets, packed, 0, 0, 0, pixel_selection=FirstMethod(), threads=1)
     assert packed_parts(got) is not None
+
+
+def test_projection_of_band_first_values_is_the_plain_formula() -> None:
+    from tessera_stac.catalog.projection import apply_projection
+
+    rng = np.random.default_rng(5)
+    projection = {
+        "mean": rng.normal(0, 0.01, 128).tolist(),
+        "basis": rng.normal(size=(128, 3)).tolist(),
+        "stretch": [[-0.3, 0.3]] * 3,
+    }
+    band_first = rng.normal(0, 0.1, size=(128, H, W)).astype(np.float32)
+    band_first[:, 2, 3] = np.nan
+    values = np.moveaxis(band_first, 0, -1)  # as the tiles hold them
+    mean = np.asarray(projection["mean"], dtype=np.float32)
+    basis = np.asarray(projection["basis"], dtype=np.float32)
+    plain = (values - mean) @ basis  # the formula on the same layout
+    stretch = np.asarray(projection["stretch"], dtype=np.float32)
+    unit = (plain - stretch[:, 0]) / (stretch[:, 1] - stretch[:, 0])
+    want = np.rint(np.clip(np.nan_to_num(unit), 0.0, 1.0) * 255.0).astype(np.uint8)
+    assert np.array_equal(apply_projection(values, projection), want)
+    assert np.array_equal(
+        apply_projection(np.ascontiguousarray(values), projection),
+        apply_projection(values, projection),
+    )
