@@ -542,6 +542,8 @@ def kernel_tile(
     bands = None if indexes == every else np.asarray(indexes) - 1
     data = read_planned(source, plan, nodata, bands, band_first=True)
     mask = np.isnan(data) if math.isnan(nodata) else data == nodata
+    # each of rasterio's per-band tuples asks GDAL for every band: once per tile, not per band
+    descriptions, scales, offsets = ds.descriptions, ds.scales, ds.offsets
     stats = []
     for ix in indexes:
         tags = ds.tags(ix)
@@ -552,12 +554,12 @@ def kernel_tile(
         bounds=BoundingBox(*array_bounds(vrt_height, vrt_width, vrt_transform)),
         crs=dst_crs,
         band_names=[f"b{ix}" for ix in indexes],
-        band_descriptions=[ds.descriptions[ix - 1] or f"b{ix}" for ix in indexes],
+        band_descriptions=[descriptions[ix - 1] or f"b{ix}" for ix in indexes],
         dataset_statistics=stats if len(stats) == len(indexes) else None,
         metadata={},
         nodata=ds.nodata,
-        scales=[ds.scales[ix - 1] for ix in indexes],
-        offsets=[ds.offsets[ix - 1] for ix in indexes],
+        scales=[scales[ix - 1] for ix in indexes],
+        offsets=[offsets[ix - 1] for ix in indexes],
     )
     img.assets = [reader.input]
     return img.apply_expression(expression) if expression else img

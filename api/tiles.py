@@ -51,17 +51,19 @@ from titiler.extensions.wmts import wmtsExtension
 from titiler.mosaic.errors import MOSAIC_STATUS_CODES
 from titiler.mosaic.extensions.wmts import wmtsExtension as wmtsMosaicExtension
 from titiler.pgstac import dependencies as pgstac_deps
+from titiler.pgstac.backend import PGSTACBackend
 from titiler.pgstac.errors import PGSTAC_STATUS_CODES
 from titiler.pgstac.factory import MosaicTilerFactory
 from titiler.pgstac.reader import PgSTACReader, SimpleSTACReader
 
 from tessera_stac.api import budget, tile_layers
+from tessera_stac.api.packed import mask_pixels, mosaic_tile, packed_parts, tile_parts
 from tessera_stac.api.readers import ReadError, local_paths, read_point
 from tessera_stac.catalog.constants import EMBEDDING_DIM, PROJECTION_FIELD
 from tessera_stac.catalog.model import GridCell
 from tessera_stac.catalog.profile import EMBEDDINGS, SCALES
 from tessera_stac.catalog.projection import apply_projection
-from tessera_stac.catalog.reader import dequantize
+from tessera_stac.catalog.reader import dequantize, scale_validity
 from tessera_stac.catalog.stac import embeddings_quantization
 
 PREFIX = "/tiles"
@@ -81,6 +83,9 @@ def dequantised(img: ImageData) -> tuple[np.ndarray, np.ndarray]:
             f"this layer needs the {EMBEDDINGS.asset_key} and {SCALES.asset_key} assets "
             f"({EMBEDDING_DIM + 1} bands), got {img.count} bands",
         )
+    parts = packed_parts(img)
+    if parts is not None:  # the int8 codes and the scale as read (api.packed)
+        return dequantised_parts(*parts)
     data = np.ma.getdata(img.array)
     masked = np.ma.getmaskarray(img.array).any(axis=0)
     codes = np.moveaxis(data[:EMBEDDING_DIM], 0, -1)
@@ -89,6 +94,27 @@ def dequantised(img: ImageData) -> tuple[np.ndarray, np.ndarray]:
     values, valid = dequantize(codes, embeddings_quantization(), data[EMBEDDING_DIM])
     valid &= ~masked
     return values, valid
+
+
+def dequantised_parts(
+    codes_part: np.ma.MaskedArray, scale_part: np.ma.MaskedArray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`dequantised` of a packed image (int8 codes (128, h, w), scale (1, h, w)): the
+    published recipe (:func:`dequantize`: NaN where a code or the scale is invalid) on the
+    codes' own band-first layout, so the values, their memory order, and every sum over them
+    (cosines) are those of the float stack; then the masks (mosaic cells) on ``valid``."""
+    q = embeddings_quantization()
+    codes = np.ma.getdata(codes_part)
+    dtype = np.dtype(q.dtype)
+    scales = np.ma.getdata(scale_part)[0].astype(dtype, copy=False)
+    valid = scale_validity(scales, q)
+    if q.nodata is not None:
+        valid &= ~(codes == q.nodata).any(axis=0)
+    values = codes.astype(dtype)
+    values *= scales
+    np.copyto(values, dtype.type(np.nan), where=~valid)
+    valid &= ~(np.ma.getmaskarray(codes_part).any(axis=0) | np.ma.getmaskarray(scale_part)[0])
+    return np.moveaxis(values, 0, -1), valid
 
 
 def _image(img: ImageData, array: np.ndarray, valid: np.ndarray, names: list[str]) -> ImageData:
@@ -201,6 +227,11 @@ def item_reader(
             info["url"] = gdal_path(info["url"])
             return info
 
+        def tile(self, *args: Any, **kwargs: Any) -> ImageData:
+            """rio-tiler's tile, codes + scales kept packed (:mod:`.packed`)."""
+            img = tile_parts(self, *args, **kwargs)
+            return img if img is not None else super().tile(*args, **kwargs)
+
     return ItemReader
 
 
@@ -219,13 +250,46 @@ def cell_reader(
             return info
 
         def tile(self, *args: Any, **kwargs: Any) -> ImageData:
-            img = super().tile(*args, **kwargs)
+            img = tile_parts(self, *args, **kwargs)  # codes + scales kept packed
+            if img is None:
+                img = super().tile(*args, **kwargs)
             west, south, east, north = self.input["bbox"][:4]
-            outside = cell_mask(img, (west, south, east, north))
-            img.array.mask = np.ma.getmaskarray(img.array) | outside[None]
+            mask_pixels(img, cell_mask(img, (west, south, east, north)))
             return img
 
     return CellSTACReader
+
+
+@attr.s
+class CellMosaicBackend(PGSTACBackend):
+    """titiler-pgstac's backend whose tiles are mosaicked by :func:`packed.mosaic_tile`
+    (rio-tiler's ``mosaic_reader``, codes + scales kept packed): rio-tiler 9's
+    ``BaseBackend.tile`` otherwise."""
+
+    def tile(  # type: ignore[override]
+        self, x: int, y: int, z: int, search_options: dict[str, Any] | None = None, **kwargs: Any
+    ) -> tuple[ImageData, list[str]]:
+        """Mosaic tile of the items over tile ``z/x/y``."""
+        from rio_tiler.errors import NoAssetFoundError
+        from rio_tiler.utils import Timer, inherit_rasterio_env
+
+        timings = []
+        with Timer() as t:
+            mosaic_assets = self.assets_for_tile(x, y, z, **(search_options or {}))
+        timings.append(("search", round(t.elapsed * 1000, 2)))
+        if not mosaic_assets:
+            raise NoAssetFoundError(f"No assets found for tile {z}-{x}-{y}")
+
+        @inherit_rasterio_env
+        def _reader(asset: Any, x: int, y: int, z: int, **options: Any) -> ImageData:
+            with self.reader(asset, tms=self.tms, **self.reader_options) as src_dst:
+                return src_dst.tile(x, y, z, **options)
+
+        with Timer() as t:
+            img, used = mosaic_tile(mosaic_assets, _reader, x, y, z, **kwargs)
+        timings.append(("mosaicking", round(t.elapsed * 1000, 2)))
+        img.metadata = {**(img.metadata or {}), "timings": timings}
+        return img, [self.asset_name(asset) for asset in used]
 
 
 # -------------------------------------------------------------------- dependencies
@@ -656,6 +720,7 @@ def mount_tiles(app: FastAPI, data_dir: Any, root_path: str = "", settings: Any 
         tags=["Map tiles (Item)"],
     )
     mosaic = MosaicTilerFactory(
+        backend=CellMosaicBackend,
         path_dependency=CollectionYearParams,
         dataset_reader=cell_reader(gdal_path, asset_reader),
         process_dependency=post_process,

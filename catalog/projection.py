@@ -74,7 +74,15 @@ def apply_projection(values: FloatArray, projection: dict[str, Any]) -> npt.NDAr
     mean = np.asarray(projection["mean"], dtype=np.float32)
     basis = np.asarray(projection["basis"], dtype=np.float32)
     stretch = np.asarray(projection["stretch"], dtype=np.float32)
-    projected = (np.asarray(values, dtype=np.float32) - mean) @ basis
+    values = np.asarray(values, dtype=np.float32)
+    bands_first = np.moveaxis(values, -1, 0)
+    if values.ndim > 1 and bands_first.flags.c_contiguous and not values.flags.c_contiguous:
+        # values stored band by band (a map tile's codes): the same differences, computed in
+        # that order (broadcasting the mean across the strided last axis is ~3x slower)
+        centred = np.moveaxis(bands_first - mean.reshape((-1,) + (1,) * (values.ndim - 1)), 0, -1)
+    else:
+        centred = values - mean
+    projected = centred @ basis
     unit = (projected - stretch[:, 0]) / (stretch[:, 1] - stretch[:, 0])
     rgb = np.rint(np.clip(np.nan_to_num(unit), 0.0, 1.0) * 255.0)
     return rgb.astype(np.uint8)

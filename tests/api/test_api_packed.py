@@ -1,0 +1,187 @@
+"""Packed codes + scales tiles (api.packed) against rio-tiler's stacks: the same 129-band array
+when built, the same mosaic, and the algorithms' output equal bit for bit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from rio_tiler.errors import TileOutsideBounds
+from rio_tiler.models import ImageData
+from rio_tiler.mosaic import mosaic_reader
+from rio_tiler.mosaic.methods.defaults import FirstMethod, HighestMethod
+
+from tessera_stac.api.packed import PackedImage, mask_pixels, mosaic_tile, pack, packed_parts
+from tessera_stac.api.tiles import EmbeddingProjection, EmbeddingSimilarity, dequantised
+
+H = W = 64
+
+
+def parts(seed: int, nodata_rows: slice = slice(0, 0)) -> list[ImageData]:
+    """A codes image (128 int8 bands, -128 nodata) and a scales image (NaN nodata)."""
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(-127, 128, size=(128, H, W), dtype=np.int8)
+    codes[:, nodata_rows] = -128
+    codes[5, 3, 4] = -128  # one band's nodata only
+    scales = rng.uniform(0.01, 0.2, size=(1, H, W)).astype(np.float32)
+    scales[0, 7, 8] = np.nan
+    scales[0, 9, 9] = 1.5  # outside the valid range
+    meta: dict[str, Any] = {"crs": "EPSG:3857", "bounds": (0, 0, 1, 1)}
+    return [
+        ImageData(
+            np.ma.MaskedArray(codes, mask=codes == -128),
+            band_names=[f"b{i}" for i in range(1, 129)],
+            band_descriptions=[f"embeddings_b{i}" for i in range(1, 129)],
+            metadata={"embeddings": {}},
+            assets=["a"],
+            **meta,
+        ),
+        ImageData(
+            np.ma.MaskedArray(scales, mask=np.isnan(scales)),
+            band_names=["b1"],
+            band_descriptions=["scales_b1"],
+            metadata={"scales": {}},
+            assets=["a"],
+            **meta,
+        ),
+    ]
+
+
+def same_masked(a: np.ma.MaskedArray, b: np.ma.MaskedArray) -> None:
+    assert a.dtype == b.dtype and a.shape == b.shape
+    assert np.array_equal(np.ma.getdata(a), np.ma.getdata(b), equal_nan=True)
+    assert np.array_equal(np.ma.getmaskarray(a), np.ma.getmaskarray(b))
+
+
+def same_image(a: ImageData, b: ImageData) -> None:
+    same_masked(a.array, b.array)
+    for field in ("band_names", "band_descriptions", "scales", "offsets", "metadata", "assets"):
+        assert getattr(a, field) == getattr(b, field), field
+    assert a.bounds == b.bounds and a.crs == b.crs
+
+
+def test_pack_builds_rio_tilers_stack() -> None:
+    packed = pack(parts(1))
+    assert isinstance(packed, PackedImage) and packed_parts(packed) is not None
+    assert (packed.count, packed.height, packed.width) == (129, H, W)
+    same_image(packed, ImageData.create_from_list(parts(1)))
+    packed.array = packed.array[:3]  # assigned: a plain image from then on
+    assert packed_parts(packed) is None and packed.count == 3
+
+
+def test_pack_leaves_other_reads_stacked() -> None:
+    codes, scales = parts(2)
+    for other in ([codes], [scales, codes], [codes, codes]):
+        img = pack(other)
+        assert packed_parts(img) is None
+        same_image(img, ImageData.create_from_list(other))
+
+
+@pytest.mark.parametrize("algorithm", ["pca", "similarity"])
+def test_algorithms_bit_equal(algorithm: str) -> None:
+    rng = np.random.default_rng(7)
+    if algorithm == "pca":
+        projection = {
+            "mean": rng.normal(0, 0.01, 128).tolist(),
+            "basis": rng.normal(size=(128, 3)).tolist(),
+            "stretch": [[-0.5, 0.5]] * 3,
+        }
+        run: Any = EmbeddingProjection(projection=projection)
+    else:
+        run = EmbeddingSimilarity(vector=rng.normal(size=128).tolist())
+    packed = pack(parts(3, slice(10, 12)))
+    stacked = ImageData.create_from_list(parts(3, slice(10, 12)))
+    mask_pixels(packed, np.arange(W)[None, :] < np.arange(H)[:, None])
+    mask_pixels(stacked, np.arange(W)[None, :] < np.arange(H)[:, None])
+    va, ka = dequantised(packed)
+    vb, kb = dequantised(stacked)
+    assert np.array_equal(ka, kb) and np.array_equal(va, vb, equal_nan=True)
+    assert va.strides == vb.strides
+    out_a, out_b = run(packed), run(stacked)
+    same_masked(out_a.array, out_b.array)
+
+
+def cell_reader(images: dict[str, list[ImageData]], packed: bool) -> Any:
+    """A mosaic item reader: item ``name``'s two parts, masked outside its own columns."""
+
+    def read(asset: str, *args: Any, **kwargs: Any) -> ImageData:
+        if asset == "missing":
+            raise TileOutsideBounds("no")
+        got = [
+            ImageData(p.array.copy(), **{k: getattr(p, k) for k in ("crs", "bounds")})
+            for p in images[asset]
+        ]
+        for p, src in zip(got, images[asset], strict=True):
+            p.band_names, p.band_descriptions = src.band_names, src.band_descriptions
+        img = pack(got) if packed else ImageData.create_from_list(got)
+        column = int(asset[-1])
+        outside = np.ones((H, W), dtype=bool)
+        outside[:, column * 16 : (column + 1) * 16 + 4] = False  # overlapping a little
+        mask_pixels(img, outside)
+        return img
+
+    return read
+
+
+MOSAICS = [["i0"], ["i0", "missing", "i1", "i2"], ["i3", "i0", "i1", "i2"]]
+
+
+@pytest.mark.parametrize("assets", MOSAICS)
+@pytest.mark.parametrize("threads", [1, 4])
+def test_mosaic_tile_is_mosaic_reader(assets: list[str], threads: int) -> None:
+    images = {f"i{n}": parts(10 + n, slice(n, n + 3)) for n in range(4)}
+    got, used = mosaic_tile(assets, cell_reader(images, True), 1, 2, 3, threads=threads)
+    want, want_used = mosaic_reader(assets, cell_reader(images, False), 1, 2, 3, threads=threads)
+    assert used == want_used
+    assert packed_parts(got) is not None
+    same_masked(got.array, want.array)
+    assert got.array.fill_value == want.array.fill_value
+    assert got.metadata == want.metadata and got.band_names == want.band_names
+    rng = np.random.default_rng(0)
+    run = EmbeddingSimilarity(vector=rng.normal(size=128).tolist())
+    same_masked(run(got).array, run(want).array)
+
+
+def test_mosaic_tile_mixed_and_other_methods() -> None:
+    images = {f"i{n}": parts(20 + n) for n in range(3)}
+    packed, plain = cell_reader(images, True), cell_reader(images, False)
+
+    def mixed(asset: str, *args: Any, **kwargs: Any) -> ImageData:
+        return (plain if asset == "i1" else packed)(asset, *args, **kwargs)
+
+    assets = ["i0", "i1", "i2"]
+    want, _ = mosaic_reader(assets, plain, 0, 0, 0, threads=1)
+    got, _ = mosaic_tile(assets, mixed, 0, 0, 0, threads=1)
+    assert packed_parts(got) is None
+    same_masked(got.array, want.array)
+    want, _ = mosaic_reader(assets, plain, 0, 0, 0, pixel_selection=HighestMethod, threads=1)
+    got, _ = mosaic_tile(assets, packed, 0, 0, 0, pixel_selection=HighestMethod(), threads=1)
+    same_masked(got.array, want.array)
+    got, _ = mosaic_tile(assets, packed, 0, 0, 0, pixel_selection=FirstMethod(), threads=1)
+    assert packed_parts(got) is not None
+
+
+def test_projection_of_band_first_values_is_the_plain_formula() -> None:
+    from tessera_stac.catalog.projection import apply_projection
+
+    rng = np.random.default_rng(5)
+    projection = {
+        "mean": rng.normal(0, 0.01, 128).tolist(),
+        "basis": rng.normal(size=(128, 3)).tolist(),
+        "stretch": [[-0.3, 0.3]] * 3,
+    }
+    band_first = rng.normal(0, 0.1, size=(128, H, W)).astype(np.float32)
+    band_first[:, 2, 3] = np.nan
+    values = np.moveaxis(band_first, 0, -1)  # as the tiles hold them
+    mean = np.asarray(projection["mean"], dtype=np.float32)
+    basis = np.asarray(projection["basis"], dtype=np.float32)
+    plain = (values - mean) @ basis  # the formula on the same layout
+    stretch = np.asarray(projection["stretch"], dtype=np.float32)
+    unit = (plain - stretch[:, 0]) / (stretch[:, 1] - stretch[:, 0])
+    want = np.rint(np.clip(np.nan_to_num(unit), 0.0, 1.0) * 255.0).astype(np.uint8)
+    assert np.array_equal(apply_projection(values, projection), want)
+    assert np.array_equal(
+        apply_projection(np.ascontiguousarray(values), projection),
+        apply_projection(values, projection),
+    )
