@@ -418,6 +418,27 @@ def test_budgets_hold_with_several_workers(
             server.stop()
 
 
+async def _call_limiter(
+    limiter: Any, method: str, path: str, query: str
+) -> tuple[int, bytes, dict[bytes, bytes], float]:
+    """One request through an ASGI ``limiter``: (status, body, headers, seconds)."""
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        return {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": method, "path": path, "headers": [],
+             "query_string": query.encode()}  # fmt: skip
+    t0 = time.monotonic()
+    await limiter(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], body, dict(start["headers"]), time.monotonic() - t0
+
+
 def test_a_request_past_its_deadline_is_answered_503_and_keeps_its_slot() -> None:
     """``heavy_request_seconds``: a raster request that has not begun its answer in time gets
     503 + Retry-After naming the setting; its work still holds the slot until it ends (the next
@@ -443,21 +464,7 @@ def test_a_request_past_its_deadline_is_answered_503_and_keeps_its_slot() -> Non
     limiter = HeavyRequestLimiter(slow_app, settings)
 
     async def call(path: str, seconds: float) -> tuple[int, bytes, dict[bytes, bytes], float]:
-        sent: list[Any] = []
-
-        async def receive() -> Any:
-            return {"type": "http.disconnect"}
-
-        async def send(message: Any) -> None:
-            sent.append(message)
-
-        scope = {"type": "http", "method": "POST", "path": path, "headers": [],
-                 "query_string": str(seconds).encode()}  # fmt: skip
-        t0 = time.monotonic()
-        await limiter(scope, receive, send)
-        start = next(m for m in sent if m["type"] == "http.response.start")
-        body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-        return start["status"], body, dict(start["headers"]), time.monotonic() - t0
+        return await _call_limiter(limiter, "POST", path, str(seconds))
 
     async def main() -> None:
         slow = asyncio.ensure_future(call("/embeddings/area", 1.5))
@@ -496,21 +503,8 @@ def test_a_request_its_query_refuses_is_answered_at_once_while_every_slot_is_bus
     tile = "/tiles/collections/c/items/i/tiles/WebMercatorQuad/14/1/1.png"
 
     async def call(path: str, query: str) -> tuple[int, bytes, float]:
-        sent: list[Any] = []
-
-        async def receive() -> Any:
-            return {"type": "http.disconnect"}
-
-        async def send(message: Any) -> None:
-            sent.append(message)
-
-        scope = {"type": "http", "method": "GET", "path": path, "headers": [],
-                 "query_string": query.encode()}  # fmt: skip
-        t0 = time.monotonic()
-        await limiter(scope, receive, send)
-        start = next(m for m in sent if m["type"] == "http.response.start")
-        body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-        return start["status"], body, time.monotonic() - t0
+        status, body, _, seconds = await _call_limiter(limiter, "GET", path, query)
+        return status, body, seconds
 
     async def main() -> None:
         busy = asyncio.ensure_future(call("/tiles/collections/c/items/i/preview.png", ""))
