@@ -231,27 +231,36 @@ def differing(a: bytes, b: bytes) -> tuple[int, int]:
     return int(((va != vb) | values).sum()), int(va.size)
 
 
-def main() -> None:
-    import httpx
+def load_tiles(root: Path, dsn: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The benchmark's tiles written under ``root`` (the corner windows of :data:`CELLS`) and
+    their collection with its PCA basis, loaded into ``dsn``: (item dicts, basis)."""
     import pystac
 
-    from tessera_stac.api.tiles import EmbeddingProjection, EmbeddingSimilarity, tile_urls
     from tessera_stac.catalog.constants import PROJECTION_FIELD
     from tessera_stac.catalog.pgstac.load import load
     from tessera_stac.catalog.projection import fit_collection_projection
     from tessera_stac.catalog.stac import create_collection
 
+    items = [write_tile(root, lon, lat, WINDOW) for lon, lat in CELLS]
+    coll = create_collection(
+        [pystac.Item.from_dict(i) for i in items], "v1", COLLECTION, link_items=False
+    ).to_dict(include_self_link=False, transform_hrefs=False)
+    projection = fit_collection_projection([(i, "") for i in items])
+    coll[PROJECTION_FIELD] = projection
+    load(dsn, str(write_ndjson(root / "items.ndjson", [coll, *items])))
+    return items, projection
+
+
+def main() -> None:
+    import httpx
+
+    from tessera_stac.api.tiles import EmbeddingProjection, EmbeddingSimilarity, tile_urls
+
     load_before = [round(v, 2) for v in os.getloadavg()]
     with temp_cluster() as cluster, tempfile.TemporaryDirectory() as tmpdir:
         root = Path(tmpdir)
         dsn = cluster.dsn()
-        items = [write_tile(root, lon, lat, WINDOW) for lon, lat in CELLS]
-        coll = create_collection(
-            [pystac.Item.from_dict(i) for i in items], "v1", COLLECTION, link_items=False
-        ).to_dict(include_self_link=False, transform_hrefs=False)
-        projection = fit_collection_projection([(i, "") for i in items])
-        coll[PROJECTION_FIELD] = projection
-        load(dsn, str(write_ndjson(root / "items.ndjson", [coll, *items])))
+        items, projection = load_tiles(root, dsn)
         env = {"TESSERA_STAC_DATABASE_URL": dsn, "TESSERA_STAC_API_TILE_CACHE_MB": "0"}
         factory = "tessera_stac.api.app:create_app_from_env"
         direct = Direct(items)

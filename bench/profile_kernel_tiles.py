@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._support import COLLECTION, free_port, temp_cluster, write_ndjson
+from bench._support import COLLECTION, free_port, temp_cluster
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -38,20 +38,15 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def main() -> None:
     import fastapi.routing
     import httpx
-    import pystac
     import starlette.concurrency
     import uvicorn
     from pyinstrument import Profiler
 
-    from bench.bench_kernel_tiles import PER_ZOOM, QUERY, WINDOW, on_cog, tiles_near
-    from bench.bench_tiles import CELLS, CORNER, YEAR, write_tile
+    from bench.bench_kernel_tiles import PER_ZOOM, QUERY, load_tiles, on_cog, tiles_near
+    from bench.bench_tiles import CORNER, YEAR
     from tessera_stac.api.app import create_app
     from tessera_stac.api.settings import ApiSettings
     from tessera_stac.api.tiles import tile_urls
-    from tessera_stac.catalog.constants import PROJECTION_FIELD
-    from tessera_stac.catalog.pgstac.load import load
-    from tessera_stac.catalog.projection import fit_collection_projection
-    from tessera_stac.catalog.stac import create_collection
 
     async def inline(fn: Any, *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
@@ -63,12 +58,7 @@ def main() -> None:
     with temp_cluster() as cluster, tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         dsn = cluster.dsn()
-        items = [write_tile(root, lon, lat, WINDOW) for lon, lat in CELLS]
-        coll = create_collection(
-            [pystac.Item.from_dict(i) for i in items], "v1", COLLECTION, link_items=False
-        ).to_dict(include_self_link=False, transform_hrefs=False)
-        coll[PROJECTION_FIELD] = fit_collection_projection([(i, "") for i in items])
-        load(dsn, str(write_ndjson(root / "items.ndjson", [coll, *items])))
+        items, _ = load_tiles(root, dsn)
         app = create_app(ApiSettings(tile_cache_mb=0), dsn)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
