@@ -27,7 +27,9 @@ Every refusal is the API's error shape ``{"code", "description"}`` and names the
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
+import os
 import re
 import threading
 import time
@@ -215,13 +217,21 @@ def check_zoom_params(query: Any, tms_names: Iterable[str] = ()) -> None:
             raise bad(f"{name} {zoom} is outside 0..30")
 
 
+@functools.lru_cache(maxsize=32)
+def tile_matrix_set(name: str) -> morecantile.TileMatrixSet:
+    """morecantile's tile matrix set ``name``, built once (``morecantile.tms.get`` deep-copies
+    its definition on every call, ~4 ms; the budget only reads it). Bounded; the definitions
+    are morecantile's constants, so nothing here can go stale."""
+    return morecantile.tms.get(name)
+
+
 def tile_of(
     path_params: dict[str, Any], query: Any, settings: ApiSettings
 ) -> tuple[morecantile.TileMatrixSet, int, int]:
     """(tms, z, output edge) of a tile route; 400 for a tile outside the matrix."""
     name = str(path_params.get("tileMatrixSetId") or "WebMercatorQuad")
     try:
-        tms = morecantile.tms.get(name)
+        tms = tile_matrix_set(name)
     except Exception:  # morecantile's InvalidIdentifier
         raise BoundError(404, "NotFound", f"no tile matrix set {name[:60]!r}") from None
     try:
@@ -335,6 +345,37 @@ def geometry_bounds(body: Any) -> tuple[float, float, float, float] | None:
 
 
 # ------------------------------------------------------------------------ the per-read guard
+class LruCache:
+    """A thread-safe LRU of at most ``size`` entries (0: nothing is kept)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        """The value of ``key`` (None when absent)."""
+        with self._lock:
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
+            return value
+
+    def put(self, key: Any, value: Any) -> None:
+        """Keep ``value`` under ``key``, dropping the least recently used past ``size``."""
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+
 class BudgetReader(Reader):
     """rio-tiler's ``Reader``, refusing any single read past the per-read budget before it
     allocates (``max_values``: band-pixels; set per app by :func:`budget_reader`)."""
@@ -343,6 +384,9 @@ class BudgetReader(Reader):
     max_pixels: int = 0
     #: read map tiles of local COGs through the reader kernel (:func:`kernel_tile`)
     kernel: bool = False
+    #: the kernel's per-file headers and per-tile plans (set per app by :func:`budget_reader`)
+    headers: LruCache = LruCache(0)
+    plans: LruCache = LruCache(0)
 
     def _src(self) -> Any:
         assert self.dataset is not None, "the reader opened its dataset"
@@ -371,7 +415,7 @@ class BudgetReader(Reader):
         from rasterio.warp import transform_bounds
 
         dst_crs = kwargs.get("dst_crs") or self._src().crs
-        bounds_crs = kwargs.get("bounds_crs") or morecantile.tms.get("WebMercatorQuad").rasterio_crs
+        bounds_crs = kwargs.get("bounds_crs") or tile_matrix_set("WebMercatorQuad").rasterio_crs
         if bounds_crs != dst_crs:
             bbox = transform_bounds(bounds_crs, dst_crs, *bbox, densify_pts=21)
         _, vrt_width, vrt_height = get_vrt_transform(self._src(), bbox, dst_crs=dst_crs)
@@ -478,6 +522,52 @@ def _plain_nodata_dataset(ds: Any) -> bool:
     return all(flags == [MaskFlags.nodata] for flags in ds.mask_flag_enums)
 
 
+@dataclass(frozen=True)
+class KernelHeader:
+    """What :func:`kernel_tile` takes from a file's GDAL metadata besides its grid: whether
+    nodata alone marks invalid pixels, each band's description, scale, offset and
+    ``STATISTICS_MINIMUM``/``MAXIMUM`` (None when a band has none)."""
+
+    plain_nodata: bool
+    descriptions: tuple[str | None, ...]
+    scales: tuple[float, ...]
+    offsets: tuple[float, ...]
+    statistics: tuple[tuple[float, float] | None, ...]
+
+    @classmethod
+    def of(cls, ds: Any) -> KernelHeader:
+        """Read from an open dataset (one ``tags`` call per band: done once per file)."""
+        stats: list[tuple[float, float] | None] = []
+        for ix in range(1, ds.count + 1):
+            tags = ds.tags(ix)
+            if "STATISTICS_MINIMUM" in tags and "STATISTICS_MAXIMUM" in tags:
+                stats.append((float(tags["STATISTICS_MINIMUM"]), float(tags["STATISTICS_MAXIMUM"])))
+            else:
+                stats.append(None)
+        return cls(
+            _plain_nodata_dataset(ds),
+            tuple(ds.descriptions),
+            tuple(ds.scales),
+            tuple(ds.offsets),
+            tuple(stats),
+        )
+
+
+def kernel_header(cache: LruCache, ds: Any) -> KernelHeader:
+    """The :class:`KernelHeader` of ``ds``, kept in ``cache`` under the file's path, size and
+    modification time: a file rewritten in place (a republish) is read anew."""
+    try:
+        st = os.stat(ds.name)
+    except (OSError, TypeError, ValueError):
+        return KernelHeader.of(ds)
+    key = (str(ds.name), st.st_size, st.st_mtime_ns)
+    header: KernelHeader | None = cache.get(key)
+    if header is None:
+        header = KernelHeader.of(ds)
+        cache.put(key, header)
+    return header
+
+
 def kernel_tile(
     reader: Reader, tile_x: int, tile_y: int, tile_z: int, kwargs: dict[str, Any]
 ) -> ImageData | None:
@@ -498,10 +588,15 @@ def kernel_tile(
     ):
         return None
     dst_crs = reader.tms.rasterio_crs
-    if ds is None or ds.crs is None or ds.crs == dst_crs or not _plain_nodata_dataset(ds):
+    src_crs = None if ds is None else ds.crs
+    if src_crs is None or src_crs == dst_crs:
         return None
     blocks = blocks_of(ds)
     if blocks is None:
+        return None
+    headers = reader.headers if isinstance(reader, BudgetReader) else LruCache(0)
+    header = kernel_header(headers, ds)
+    if not header.plain_nodata:
         return None
     expression = kwargs.get("expression")
     indexes = kwargs.get("indexes")
@@ -520,19 +615,31 @@ def kernel_tile(
     width, height = size or matrix.tileWidth, size or matrix.tileHeight
     left, bottom, right, top = reader.tms.xy_bounds(morecantile.Tile(x=tile_x, y=tile_y, z=tile_z))
     bounds = (left, bottom, right, top)
-    vrt_transform, vrt_width, vrt_height = get_vrt_transform(
-        ds, bounds, height, width, dst_crs=dst_crs
-    )
-    plan = plan_warp(
-        ds.crs,
-        tuple(ds.transform)[:6],
-        blocks.levels,
-        dst_crs,
-        tuple(vrt_transform)[:6],
-        (vrt_width, vrt_height),
-        (width, height),
-        all_bands=indexes == every,
-    )
+    src_transform = tuple(ds.transform)[:6]
+    # the plan is a function of these alone (the file's grid and images, the tile's grid):
+    # the codes and the scales of an item share it, and a rewritten file has other levels
+    # or another grid (and another TiffBlocks), so a kept plan is never stale
+    key = (src_crs, src_transform, ds.width, ds.height, blocks.levels, dst_crs, bounds,
+           width, height, indexes == every)  # fmt: skip
+    plans = reader.plans if isinstance(reader, BudgetReader) else LruCache(0)
+    planned = plans.get(key)
+    if planned is None:
+        vrt_transform, vrt_width, vrt_height = get_vrt_transform(
+            ds, bounds, height, width, dst_crs=dst_crs
+        )
+        plan = plan_warp(
+            src_crs,
+            src_transform,
+            blocks.levels,
+            dst_crs,
+            tuple(vrt_transform)[:6],
+            (vrt_width, vrt_height),
+            (width, height),
+            all_bands=indexes == every,
+        )
+        planned = (vrt_transform, vrt_width, vrt_height, plan)
+        plans.put(key, planned)
+    vrt_transform, vrt_width, vrt_height, plan = planned
     if plan is None:
         return None
     source = blocks if plan.level == 0 else blocks_of(ds, plan.level)
@@ -542,13 +649,8 @@ def kernel_tile(
     bands = None if indexes == every else np.asarray(indexes) - 1
     data = read_planned(source, plan, nodata, bands, band_first=True)
     mask = np.isnan(data) if math.isnan(nodata) else data == nodata
-    # each of rasterio's per-band tuples asks GDAL for every band: once per tile, not per band
-    descriptions, scales, offsets = ds.descriptions, ds.scales, ds.offsets
-    stats = []
-    for ix in indexes:
-        tags = ds.tags(ix)
-        if "STATISTICS_MINIMUM" in tags and "STATISTICS_MAXIMUM" in tags:
-            stats.append((float(tags["STATISTICS_MINIMUM"]), float(tags["STATISTICS_MAXIMUM"])))
+    descriptions, scales, offsets = header.descriptions, header.scales, header.offsets
+    stats = [s for s in (header.statistics[ix - 1] for ix in indexes) if s is not None]
     img = ImageData(
         np.ma.MaskedArray(data, mask=mask),
         bounds=BoundingBox(*array_bounds(vrt_height, vrt_width, vrt_transform)),
@@ -574,6 +676,8 @@ def budget_reader(settings: ApiSettings) -> type[BudgetReader]:
             "max_values": settings.tile_max_read_values,
             "max_pixels": settings.tile_max_output_pixels,
             "kernel": settings.tile_kernel,
+            "headers": LruCache(settings.tile_header_cache_size),
+            "plans": LruCache(settings.tile_plan_cache_size),
         },
     )
 

@@ -180,6 +180,17 @@ def mask_pixels(img: ImageData, outside: np.ndarray) -> None:
 
 
 # --------------------------------------------------------------------------- readers
+def kernel_reads(asset_reader: Any, urls: Sequence[str]) -> bool:
+    """The reader kernel reads every one of ``urls``: local files (not ``/vsi...``, not URLs)
+    read by an asset reader with the kernel on. Such reads are run one after another, not in
+    rio-tiler's per-asset (or per-item) threads: the kernel decodes blocks in its own pool, and
+    more Python threads around it only wait for each other (the GIL) and for a new pool per
+    request (bench/results/kernel_tiles.md). Remote files keep rio-tiler's threads."""
+    if not getattr(asset_reader, "kernel", False):
+        return False
+    return all(url.startswith("/") and not url.startswith("/vsi") for url in urls)
+
+
 def tile_parts(
     reader: Any,
     tile_x: int,
@@ -203,9 +214,11 @@ def tile_parts(
     if not reader.tile_exists(tile_x, tile_y, tile_z):
         raise TileOutsideBounds(f"Tile(x={tile_x}, y={tile_y}, z={tile_z}) is outside bounds")
 
+    infos = {asset: reader._get_asset_info(asset) for asset in assets}
+
     @inherit_rasterio_env
     def _reader(asset: Any, *args: Any, **options: Any) -> ImageData:
-        asset_info = reader._get_asset_info(asset)
+        asset_info = infos[asset]
         asset_name = asset_info["name"]
         asset_reader = reader._get_reader(asset_info)
         reader_options = {**reader.reader_options, **asset_info["reader_options"]}
@@ -228,6 +241,8 @@ def tile_parts(
             return data
 
     threads = kwargs.pop("threads", MAX_THREADS)
+    if kernel_reads(reader.reader, [info["url"] for info in infos.values()]):
+        threads = 1
     allowed = kwargs.pop("allowed_exceptions", None)
     task_list = tasks.create_tasks(_reader, assets, threads, tile_x, tile_y, tile_z, **kwargs)
     img = pack([data for data, _ in tasks.filter_tasks(task_list, allowed_exceptions=allowed)])

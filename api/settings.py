@@ -168,6 +168,18 @@ class ApiSettings(BaseSettings):
         "decoded directly, resampled by index to GDAL's exact pixels); off: GDAL's warped "
         "reads. Remote COGs and requests the kernel does not reproduce always use GDAL.",
     )
+    tile_header_cache_size: int = Field(
+        default=256,
+        ge=0,
+        description="Headers of local COGs (per-band descriptions, scales, statistics) the "
+        "map-tile kernel keeps per worker (LRU; a file rewritten in place is read anew).",
+    )
+    tile_plan_cache_size: int = Field(
+        default=8,
+        ge=0,
+        description="Map-tile warp plans (the source pixel of each output pixel, ~1.1 MB for "
+        "a 256 px tile) kept per worker (LRU): an item's codes and scales share one.",
+    )
     tile_cache_mb: int = Field(
         default=32, ge=0, description="Finished map tiles kept per worker, in MB (0: none)."
     )
@@ -199,10 +211,16 @@ class ApiSettings(BaseSettings):
 
     def memory_bound_mb(self) -> int:
         """The declared bound of one worker's resident memory in MB: the process at rest
-        (~450 MB with GDAL, numpy, pyproj, the tiler), GDAL's block cache, the tile cache, and
-        ``heavy_concurrency`` requests each holding at most ``tile_max_read_values`` values
+        (~450 MB with GDAL, numpy, pyproj, the tiler), GDAL's block cache, the tile cache, the
+        kernel's kept tile plans, and ``heavy_concurrency`` requests each holding at most
+        ``tile_max_read_values`` values
         (int8 read + mask, then float32 vectors and their temporaries: 16 bytes a value)."""
         per_request = self.tile_max_read_values * 16 / 2**20
+        plans = self.tile_plan_cache_size * 1.2  # a 256 px plan: rows, cols, inside
         return int(
-            450 + self.gdal_cache_mb + self.tile_cache_mb + self.heavy_concurrency * per_request
+            450
+            + self.gdal_cache_mb
+            + self.tile_cache_mb
+            + plans
+            + self.heavy_concurrency * per_request
         )

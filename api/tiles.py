@@ -57,7 +57,13 @@ from titiler.pgstac.factory import MosaicTilerFactory
 from titiler.pgstac.reader import PgSTACReader, SimpleSTACReader
 
 from tessera_stac.api import budget, tile_layers
-from tessera_stac.api.packed import mask_pixels, mosaic_tile, packed_parts, tile_parts
+from tessera_stac.api.packed import (
+    kernel_reads,
+    mask_pixels,
+    mosaic_tile,
+    packed_parts,
+    tile_parts,
+)
 from tessera_stac.api.readers import ReadError, local_paths, read_point
 from tessera_stac.catalog.constants import EMBEDDING_DIM, PROJECTION_FIELD
 from tessera_stac.catalog.model import GridCell
@@ -257,6 +263,18 @@ def cell_reader(
             mask_pixels(img, cell_mask(img, (west, south, east, north)))
             return img
 
+        @staticmethod
+        def kernel_reads(items: list[dict[str, Any]], assets: Any) -> bool:
+            """The kernel reads the ``assets`` (all when None) of every one of ``items``."""
+            keys = [assets] if isinstance(assets, str) else assets
+            urls = [
+                gdal_path(str(asset.get("href", "")))
+                for item in items
+                for key, asset in (item.get("assets") or {}).items()
+                if not keys or key in keys
+            ]
+            return kernel_reads(asset_reader, urls)
+
     return CellSTACReader
 
 
@@ -285,6 +303,8 @@ class CellMosaicBackend(PGSTACBackend):
             with self.reader(asset, tms=self.tms, **self.reader_options) as src_dst:
                 return src_dst.tile(x, y, z, **options)
 
+        if self.reader.kernel_reads(mosaic_assets, kwargs.get("assets")):
+            kwargs["threads"] = 1  # items read one after another (packed.kernel_reads)
         with Timer() as t:
             img, used = mosaic_tile(mosaic_assets, _reader, x, y, z, **kwargs)
         timings.append(("mosaicking", round(t.elapsed * 1000, 2)))
