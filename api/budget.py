@@ -376,6 +376,92 @@ class LruCache:
             return len(self._entries)
 
 
+def file_version(path: str) -> tuple[str, int, int, int] | None:
+    """(path, size, modification time, inode) of a local file, None when it is not one: what
+    the kernel's caches key a file by, so a file rewritten or replaced (a republish) is a new
+    key and never meets what was kept of the old one."""
+    if not path.startswith("/") or path.startswith("/vsi"):
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return path, st.st_size, st.st_mtime_ns, st.st_ino
+
+
+class DatasetPool:
+    """Open rasterio datasets of local files, kept idle between requests (per worker): a
+    reader checks one out for its own use (a GDAL handle is never shared by two readers at
+    once) and returns it when it closes. At most ``size`` idle handles, least recently used
+    closed first; keyed by :func:`file_version`, so a rewritten file is opened anew (its old
+    handles are closed when the new version is first opened, or as they are returned)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._idle: OrderedDict[tuple[str, int, int, int], list[Any]] = OrderedDict()
+        self._count = 0
+        self._lock = threading.Lock()
+        #: datasets opened by :meth:`checkout` (tests check reuse with it)
+        self.opened = 0
+
+    def checkout(self, path: str) -> tuple[Any, Any] | None:
+        """(an open dataset of ``path``, its key), or None (not a local file, or no pool)."""
+        import rasterio
+
+        key = file_version(path) if self.size > 0 else None
+        if key is None:
+            return None
+        with self._lock:
+            idle = self._idle.get(key)
+            if idle:
+                self._count -= 1
+                ds = idle.pop()
+                if not idle:
+                    del self._idle[key]
+                return ds, key
+            stale = [k for k in self._idle if k[0] == path]  # an older version of the file
+            closing = [ds for k in stale for ds in self._idle.pop(k)]
+            self._count -= len(closing)
+        for old in closing:
+            old.close()
+        ds = rasterio.open(path)
+        with self._lock:
+            self.opened += 1
+        return ds, key
+
+    def checkin(self, ds: Any, key: tuple[str, int, int, int]) -> None:
+        """Keep ``ds`` for the next reader of the same file version (or close it)."""
+        if file_version(key[0]) != key:  # the file changed while it was read
+            ds.close()
+            return
+        closing = []
+        with self._lock:
+            self._idle.setdefault(key, []).append(ds)
+            self._idle.move_to_end(key)
+            self._count += 1
+            while self._count > self.size:
+                old_key, old = next(iter(self._idle.items()))
+                closing.append(old.pop(0))
+                self._count -= 1
+                if not old:
+                    del self._idle[old_key]
+        for old_ds in closing:
+            old_ds.close()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._count
+
+    def close(self) -> None:
+        """Close every idle dataset."""
+        with self._lock:
+            idle = [ds for group in self._idle.values() for ds in group]
+            self._idle.clear()
+            self._count = 0
+        for ds in idle:
+            ds.close()
+
+
 class BudgetReader(Reader):
     """rio-tiler's ``Reader``, refusing any single read past the per-read budget before it
     allocates (``max_values``: band-pixels; set per app by :func:`budget_reader`)."""
@@ -387,6 +473,18 @@ class BudgetReader(Reader):
     #: the kernel's per-file headers and per-tile plans (set per app by :func:`budget_reader`)
     headers: LruCache = LruCache(0)
     plans: LruCache = LruCache(0)
+    #: idle open datasets of local files, reused across requests (kernel on)
+    datasets: DatasetPool = DatasetPool(0)
+
+    def __attrs_post_init__(self) -> None:
+        """rio-tiler's set-up, on a dataset from :attr:`datasets` when the kernel reads local
+        files (returned to the pool when the reader closes)."""
+        if self.dataset is None and self.kernel and isinstance(self.input, str):
+            found = self.datasets.checkout(self.input)
+            if found is not None:
+                self.dataset = found[0]
+                self._ctx_stack.callback(self.datasets.checkin, *found)
+        super().__attrs_post_init__()
 
     def _src(self) -> Any:
         assert self.dataset is not None, "the reader opened its dataset"
@@ -554,13 +652,11 @@ class KernelHeader:
 
 
 def kernel_header(cache: LruCache, ds: Any) -> KernelHeader:
-    """The :class:`KernelHeader` of ``ds``, kept in ``cache`` under the file's path, size and
-    modification time: a file rewritten in place (a republish) is read anew."""
-    try:
-        st = os.stat(ds.name)
-    except (OSError, TypeError, ValueError):
+    """The :class:`KernelHeader` of ``ds``, kept in ``cache`` under the file's
+    :func:`file_version`: a file rewritten or replaced (a republish) is read anew."""
+    key = file_version(str(ds.name))
+    if key is None:
         return KernelHeader.of(ds)
-    key = (str(ds.name), st.st_size, st.st_mtime_ns)
     header: KernelHeader | None = cache.get(key)
     if header is None:
         header = KernelHeader.of(ds)
@@ -588,7 +684,9 @@ def kernel_tile(
     ):
         return None
     dst_crs = reader.tms.rasterio_crs
-    src_crs = None if ds is None else ds.crs
+    if ds is None:
+        return None
+    src_crs = ds.crs
     if src_crs is None or src_crs == dst_crs:
         return None
     blocks = blocks_of(ds)
@@ -678,6 +776,7 @@ def budget_reader(settings: ApiSettings) -> type[BudgetReader]:
             "kernel": settings.tile_kernel,
             "headers": LruCache(settings.tile_header_cache_size),
             "plans": LruCache(settings.tile_plan_cache_size),
+            "datasets": DatasetPool(settings.tile_dataset_cache_size),
         },
     )
 

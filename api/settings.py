@@ -168,6 +168,13 @@ class ApiSettings(BaseSettings):
         "decoded directly, resampled by index to GDAL's exact pixels); off: GDAL's warped "
         "reads. Remote COGs and requests the kernel does not reproduce always use GDAL.",
     )
+    tile_dataset_cache_size: int = Field(
+        default=32,
+        ge=0,
+        description="Open handles of local COGs the map-tile readers keep idle per worker "
+        "between requests (LRU; each used by one reader at a time; a file rewritten or "
+        "replaced is opened anew).",
+    )
     tile_header_cache_size: int = Field(
         default=256,
         ge=0,

@@ -303,7 +303,8 @@ class CellMosaicBackend(PGSTACBackend):
             with self.reader(asset, tms=self.tms, **self.reader_options) as src_dst:
                 return src_dst.tile(x, y, z, **options)
 
-        if self.reader.kernel_reads(mosaic_assets, kwargs.get("assets")):
+        reads_in_kernel = getattr(self.reader, "kernel_reads", None)  # cell_reader's
+        if reads_in_kernel is not None and reads_in_kernel(mosaic_assets, kwargs.get("assets")):
             kwargs["threads"] = 1  # items read one after another (packed.kernel_reads)
         with Timer() as t:
             img, used = mosaic_tile(mosaic_assets, _reader, x, y, z, **kwargs)

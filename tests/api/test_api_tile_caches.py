@@ -1,0 +1,168 @@
+"""The map-tile readers' per-worker caches (api.budget): open datasets, kernel headers and warp
+plans are bounded, shared where they may be, and never outlive the file they came from (a
+file rewritten in place is read anew); kernel-read assets are read without rio-tiler's threads
+(api.packed.kernel_reads). Real COGs on disk, real GDAL and kernel reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import morecantile
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.enums import Resampling
+
+from tessera_stac.api.budget import (
+    TILE_READS,
+    DatasetPool,
+    LruCache,
+    budget_reader,
+    file_version,
+)
+from tessera_stac.api.packed import kernel_reads
+from tessera_stac.api.settings import ApiSettings
+from tessera_stac.catalog.profile import SCALES
+
+TMS = morecantile.tms.get("WebMercatorQuad")
+#: a 512 px UTM 43N grid at 10 m near 72.05°E / 21.85°N
+TRANSFORM = Affine(10.0, 0.0, 210_000.0, 0.0, -10.0, 2_420_000.0)
+SIZE = 512
+
+
+def write_scales(path: Path, value: float, stats: tuple[float, float]) -> Path:
+    """A scales COG (published profile, overviews) holding ``value`` everywhere, with GDAL
+    band statistics ``stats``."""
+    opts = {k.lower(): v for k, v in SCALES.creation_options().items()}
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        height=SIZE,
+        width=SIZE,
+        count=1,
+        dtype=SCALES.dtype,
+        nodata=SCALES.nodata,
+        crs="EPSG:32643",
+        transform=TRANSFORM,
+        **opts,
+    ) as dst:
+        dst.write(np.full((1, SIZE, SIZE), value, dtype=np.float32))
+        dst.update_tags(1, STATISTICS_MINIMUM=str(stats[0]), STATISTICS_MAXIMUM=str(stats[1]))
+        dst.build_overviews([2, 4], Resampling.nearest)
+    return path
+
+
+def centre_tile(path: Path, zoom: int = 14) -> Any:
+    with rasterio.open(path) as ds:
+        from rasterio.warp import transform_bounds
+
+        west, south, east, north = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds)
+    return TMS.tile((west + east) / 2, (south + north) / 2, zoom)
+
+
+def reader_class(**settings: Any) -> Any:
+    return budget_reader(ApiSettings(**settings))
+
+
+def kernel_tile_of(reader: Any, path: Path, tile: Any) -> Any:
+    before = TILE_READS.snapshot()["kernel"]
+    with reader(str(path)) as src:
+        img = src.tile(tile.x, tile.y, tile.z)
+    assert TILE_READS.snapshot()["kernel"] == before + 1, "read through the kernel"
+    return img
+
+
+def test_lru_cache_keeps_at_most_its_size() -> None:
+    cache = LruCache(2)
+    for key in "abc":
+        cache.put(key, key.upper())
+    assert len(cache) == 2
+    assert cache.get("a") is None
+    assert cache.get("b") == "B"
+    cache.put("d", "D")  # "c" is now the least recently used
+    assert cache.get("c") is None and cache.get("b") == "B"
+    off = LruCache(0)
+    off.put("a", 1)
+    assert len(off) == 0 and off.get("a") is None
+
+
+def test_dataset_pool_reuses_handles_one_reader_at_a_time(tmp_path: Path) -> None:
+    paths = [write_scales(tmp_path / f"s{i}.tif", 0.05, (0.05, 0.05)) for i in range(3)]
+    reader = reader_class(tile_dataset_cache_size=2)
+    pool: DatasetPool = reader.datasets
+    tile = centre_tile(paths[0])
+    kernel_tile_of(reader, paths[0], tile)
+    assert pool.opened == 1 and len(pool) == 1
+    kernel_tile_of(reader, paths[0], tile)
+    assert pool.opened == 1, "the idle handle was reused"
+    with reader(str(paths[0])) as first, reader(str(paths[0])) as second:
+        assert first.dataset is not second.dataset, "a handle is never shared at once"
+    assert pool.opened == 2 and len(pool) == 2
+    for path in paths:
+        kernel_tile_of(reader, path, tile)
+    assert len(pool) == 2, "bounded: the least recently used handles are closed"
+    pool.close()
+    assert len(pool) == 0
+
+
+def test_pool_off_opens_per_reader(tmp_path: Path) -> None:
+    path = write_scales(tmp_path / "s.tif", 0.05, (0.05, 0.05))
+    reader = reader_class(tile_dataset_cache_size=0)
+    kernel_tile_of(reader, path, centre_tile(path))
+    kernel_tile_of(reader, path, centre_tile(path))
+    assert reader.datasets.opened == 0 and len(reader.datasets) == 0
+
+
+def test_rewritten_file_is_read_anew(tmp_path: Path) -> None:
+    """A republish rewrites a COG in place: the next tile has the new pixels and statistics
+    (no kept handle, header or plan of the old file is used for them)."""
+    path = write_scales(tmp_path / "s.tif", 0.05, (0.01, 0.09))
+    reader = reader_class()
+    tile = centre_tile(path)
+    old = kernel_tile_of(reader, path, tile)
+    assert np.allclose(old.array.data[~old.array.mask], 0.05)
+    assert old.dataset_statistics == [(0.01, 0.09)]
+    version = file_version(str(path))
+    write_scales(path, 0.07, (0.02, 0.08))
+    assert file_version(str(path)) != version
+    new = kernel_tile_of(reader, path, tile)
+    assert np.allclose(new.array.data[~new.array.mask], 0.07)
+    assert new.dataset_statistics == [(0.02, 0.08)]
+    assert reader.datasets.opened == 2
+    assert len(reader.datasets) == 1, "the old file's handle was closed, not kept"
+
+
+def test_plans_are_shared_by_files_of_one_grid_and_bounded(tmp_path: Path) -> None:
+    a = write_scales(tmp_path / "a.tif", 0.05, (0.05, 0.05))
+    b = write_scales(tmp_path / "b.tif", 0.06, (0.06, 0.06))
+    reader = reader_class(tile_plan_cache_size=2)
+    tile = centre_tile(a, zoom=15)
+    first = kernel_tile_of(reader, a, tile)
+    assert len(reader.plans) == 1
+    second = kernel_tile_of(reader, b, tile)
+    assert len(reader.plans) == 1, "b's tile used a's plan (same grid, same tile)"
+    assert np.array_equal(first.array.mask, second.array.mask)
+    fresh = kernel_tile_of(reader_class(tile_plan_cache_size=0), b, tile)
+    assert np.array_equal(fresh.array.mask, second.array.mask)
+    assert np.array_equal(fresh.array.data, second.array.data)
+    for dx in (1, -1):
+        kernel_tile_of(reader, a, morecantile.Tile(tile.x + dx, tile.y, tile.z))
+    assert len(reader.plans) == 2
+
+
+def test_header_cache_is_bounded(tmp_path: Path) -> None:
+    paths = [write_scales(tmp_path / f"s{i}.tif", 0.05, (0.05, 0.05)) for i in range(3)]
+    reader = reader_class(tile_header_cache_size=2)
+    for path in paths:
+        kernel_tile_of(reader, path, centre_tile(path))
+    assert len(reader.headers) == 2
+
+
+def test_kernel_reads_only_local_files_with_the_kernel_on() -> None:
+    on, off = reader_class(), reader_class(tile_kernel=False)
+    assert kernel_reads(on, ["/data/a.tif", "/data/b.tif"])
+    assert not kernel_reads(off, ["/data/a.tif"])
+    assert not kernel_reads(on, ["/data/a.tif", "/vsicurl/https://example.org/b.tif"])
+    assert not kernel_reads(on, ["https://example.org/a.tif"])
