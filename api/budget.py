@@ -375,6 +375,11 @@ class LruCache:
         with self._lock:
             return len(self._entries)
 
+    def items(self) -> list[tuple[Any, Any]]:
+        """A snapshot of the entries, least recently used first."""
+        with self._lock:
+            return list(self._entries.items())
+
 
 def file_version(path: str) -> tuple[str, int, int, int] | None:
     """(path, size, modification time, inode) of a local file, None when it is not one: what

@@ -187,6 +187,12 @@ class ApiSettings(BaseSettings):
         description="Map-tile warp plans (the source pixel of each output pixel, ~1.1 MB for "
         "a 256 px tile) kept per worker (LRU): an item's codes and scales share one.",
     )
+    tile_vector_cache_size: int = Field(
+        default=256,
+        ge=0,
+        description="Query vectors of similarity layers (the embedding at lon/lat) kept per "
+        "worker (LRU; read anew when the Item is looked up again or its files change).",
+    )
     tile_cache_mb: int = Field(
         default=32, ge=0, description="Finished map tiles kept per worker, in MB (0: none)."
     )

@@ -421,13 +421,38 @@ def query_vector(request: Request, collection_id: str, params: dict[str, Any]) -
         item = stac_item(request, collection_id, f"{cell.name}_{year}")
     except HTTPException as exc:
         raise HTTPException(404, f"no published tile for {cell.name} in {year}") from exc
+    return point_vector(request, collection_id, item, lon, lat)
+
+
+def point_vector(
+    request: Request, collection_id: str, item: Any, lon: float, lat: float
+) -> list[float]:
+    """The embedding of ``item`` at ``lon``/``lat``, kept per worker (``tile_vectors``, an LRU
+    of ``tile_vector_cache_size``) for the tiles of one similarity layer. A kept vector is used
+    only for the same Item object (the Item lookup's own cache hands out a new one when it
+    reads pgSTAC again) and the same versions (path, size, mtime, inode) of its local codes and
+    scales files, so a reload or a republished file is read anew."""
     from tessera_stac.api.embeddings import readers
 
+    cache: budget.LruCache | None = getattr(request.app.state, "tile_vectors", None)
+    gdal_path = getattr(request.app.state, "tile_gdal_path", None)
+    assets = item.assets
+    versions = tuple(
+        budget.file_version(gdal_path(assets[key].href)) if gdal_path and key in assets else None
+        for key in (EMBEDDINGS.asset_key, SCALES.asset_key)
+    )
+    key = (id(_pool(request)), collection_id, item.id, lon, lat, versions)
+    hit = cache.get(key) if cache is not None else None
+    if hit is not None and hit[0] is item:
+        return list(hit[1])
     try:
         value = read_point(readers(request), item.to_dict(transform_hrefs=False), lon, lat)
     except ReadError as exc:
         raise HTTPException(exc.status, exc.description) from exc
-    return [float(v) for v in value.vector]
+    vector = [float(v) for v in value.vector]
+    if cache is not None:
+        cache.put(key, (item, tuple(vector)))
+    return vector
 
 
 def algorithm_query(
@@ -725,6 +750,7 @@ def mount_tiles(app: FastAPI, data_dir: Any, root_path: str = "", settings: Any 
     asset_reader = budget.budget_reader(settings or ApiSettings())
     gdal_path = _local_hrefs(data_dir, root_path)
     app.state.tile_gdal_path = gdal_path  # the change layer reads the other year with it
+    app.state.tile_vectors = budget.LruCache((settings or ApiSettings()).tile_vector_cache_size)
     items = MultiBaseTilerFactory(
         reader=item_reader(gdal_path, asset_reader),
         path_dependency=ItemParams,

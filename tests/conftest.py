@@ -53,7 +53,11 @@ SHARED_FIXTURE_GROUPS = {
         "tests/demo/test_demo_e2e.py",
         "tests/demo/test_demo_steps.py",
     ),
-    "join_tiles_built": ("tests/api/test_api_tiles.py", "tests/api/test_api_kernel_tiles.py"),
+    "join_tiles_built": (
+        "tests/api/test_api_tiles.py",
+        "tests/api/test_api_kernel_tiles.py",
+        "tests/api/test_api_tile_caches.py",
+    ),
     "class_catalog": ("tests/api/test_api_classify.py", "tests/corestack/test_cs_classes.py"),
     "cli_catalog": ("tests/corestack/test_cs_change.py", "tests/corestack/test_cs_features.py"),
 }

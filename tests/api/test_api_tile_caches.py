@@ -5,15 +5,19 @@ file rewritten in place is read anew); kernel-read assets are read without rio-t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import morecantile
 import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.enums import Resampling
 
+from tessera_stac.api import tiles
+from tessera_stac.api.app import create_app
 from tessera_stac.api.budget import (
     TILE_READS,
     DatasetPool,
@@ -23,7 +27,9 @@ from tessera_stac.api.budget import (
 )
 from tessera_stac.api.packed import kernel_reads
 from tessera_stac.api.settings import ApiSettings
+from tessera_stac.catalog.pgstac.load import load
 from tessera_stac.catalog.profile import SCALES
+from tests.fixtures_corestack import JOIN_TEST_YEAR, TEST_EMBEDDING_COLLECTION
 
 TMS = morecantile.tms.get("WebMercatorQuad")
 #: a 512 px UTM 43N grid at 10 m near 72.05°E / 21.85°N
@@ -166,3 +172,43 @@ def test_kernel_reads_only_local_files_with_the_kernel_on() -> None:
     assert not kernel_reads(off, ["/data/a.tif"])
     assert not kernel_reads(on, ["/data/a.tif", "/vsicurl/https://example.org/b.tif"])
     assert not kernel_reads(on, ["https://example.org/a.tif"])
+
+
+def test_similarity_vector_is_kept_per_layer_and_read_anew_with_the_item(
+    pg_dsn: str, live_api: Callable[[Any], str], join_tiles_built: Path
+) -> None:
+    """The query vector of a similarity layer is read once for its tiles (bounded LRU), and
+    read again once the Item lookup it came from is refreshed (as after a reload, when the
+    lookup's short cache ends): it is never kept past the Item object it was read for."""
+    app = create_app(
+        ApiSettings(data_dir=join_tiles_built, tile_cache_mb=0, tile_vector_cache_size=1), pg_dsn
+    )
+    url = live_api(app)
+    load(pg_dsn, str(join_tiles_built / "catalog.json"), base_url=url + "/data")
+    cache = app.state.tile_vectors
+
+    def layer(lon: float, lat: float) -> list[Any]:
+        template = tiles.tile_urls(
+            url, TEST_EMBEDDING_COLLECTION, "similarity", year=JOIN_TEST_YEAR, lon=lon, lat=lat
+        )["xyz"]
+        shown = []
+        for tile in (TMS.tile(72.05, 21.85, 14), TMS.tile(72.06, 21.86, 14)):
+            path = template.replace("{z}", str(tile.z)).replace("{x}", str(tile.x))
+            got = httpx.get(path.replace("{y}", str(tile.y)), timeout=180)
+            assert got.status_code == 200, got.text[:500]
+            shown.append(cache.items())
+        return shown
+
+    first, second = layer(72.05, 21.85)
+    assert len(first) == 1
+    (key, kept), (key2, kept2) = first[0], second[0]
+    assert key == key2 and kept2 is kept, "the second tile used the kept vector"
+    item, vector = kept
+    assert len(vector) == 128 and any(v != 0 for v in vector)
+    tiles._CACHE.clear()  # the Item lookup's cache ends: the next tile looks the Item up again
+    (key3, kept3), _ = (entries[0] for entries in layer(72.05, 21.85))
+    assert key3 == key and kept3 is not kept and kept3[0] is not item
+    assert kept3[1] == vector, "same Item, same files: the same vector"
+    layer(72.07, 21.87)
+    assert len(cache) == 1, "bounded"
+    assert cache.items()[0][0] != key
