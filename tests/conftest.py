@@ -56,6 +56,13 @@ SHARED_FIXTURE_GROUPS = {
     "join_tiles_built": ("tests/api/test_api_tiles.py", "tests/api/test_api_kernel_tiles.py"),
     "class_catalog": ("tests/api/test_api_classify.py", "tests/corestack/test_cs_classes.py"),
     "cli_catalog": ("tests/corestack/test_cs_change.py", "tests/corestack/test_cs_features.py"),
+    "landcover_sample": (
+        "tests/classify/test_cls_bad_inputs.py",
+        "tests/classify/test_cls_cli.py",
+        "tests/classify/test_cls_map.py",
+        "tests/classify/test_cls_s3.py",
+        "tests/classify/test_cls_train.py",
+    ),
 }
 #: Seconds each file took in a full serial run (``scripts/test_durations.py`` refreshes it).
 DURATIONS = Path(__file__).with_name("durations.json")
