@@ -38,6 +38,23 @@ pytest_plugins = [
     "tests.fixtures_classify",
 ]
 
+# ------------------------------------------------------------------ BLAS / OpenMP threads
+#: One BLAS / OpenMP thread per process: ``make test`` runs one pytest worker per core, and a
+#: worker's numpy, scipy and scikit-learn starting a thread per core as well only makes them
+#: contend (a land-cover head's training, 51 L-BFGS fits: 59 s of CPU with 2 threads, 12.5 s
+#: with 1, same head). The environment reaches the child processes the tests start (the CLI,
+#: the demo, process pools); threadpoolctl limits the libraries this process has loaded
+#: already. An explicit setting in the environment wins.
+for _threads in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_threads, "1")
+try:
+    from threadpoolctl import threadpool_limits
+except ImportError:  # scikit-learn's dependency; without it only the environment applies
+    pass
+else:
+    _limit = os.environ["OPENBLAS_NUM_THREADS"]
+    threadpool_limits(int(_limit) if _limit.isdigit() else 1)
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 TEMPLATE_DB = "pgstac_template"
@@ -60,6 +77,13 @@ SHARED_FIXTURE_GROUPS = {
     ),
     "class_catalog": ("tests/api/test_api_classify.py", "tests/corestack/test_cs_classes.py"),
     "cli_catalog": ("tests/corestack/test_cs_change.py", "tests/corestack/test_cs_features.py"),
+    "landcover_sample": (
+        "tests/classify/test_cls_bad_inputs.py",
+        "tests/classify/test_cls_cli.py",
+        "tests/classify/test_cls_map.py",
+        "tests/classify/test_cls_s3.py",
+        "tests/classify/test_cls_train.py",
+    ),
 }
 #: Seconds each file took in a full serial run (``scripts/test_durations.py`` refreshes it).
 DURATIONS = Path(__file__).with_name("durations.json")

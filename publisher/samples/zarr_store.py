@@ -91,7 +91,7 @@ def zone_grid(zone: int, cells: Iterable[GridCell], years: Iterable[int]) -> Zon
     )
 
 
-def _create_zone(root: Any, grid: ZoneGrid) -> Any:
+def _create_zone(root: Any, grid: ZoneGrid, inner: int = INNER) -> Any:
     from zarr.codecs import BloscCodec
 
     group = root.create_group(zone_group_name(grid.zone))
@@ -100,7 +100,7 @@ def _create_zone(root: Any, grid: ZoneGrid) -> Any:
     group.create_array(
         "embeddings",
         shape=(n_years, EMBEDDING_DIM, grid.height, grid.width),
-        chunks=(1, EMBEDDING_DIM, INNER, INNER),
+        chunks=(1, EMBEDDING_DIM, inner, inner),
         shards=(1, EMBEDDING_DIM, SHARD, SHARD),
         dtype=np.int8,
         fill_value=np.int8(0),
@@ -110,7 +110,7 @@ def _create_zone(root: Any, grid: ZoneGrid) -> Any:
     group.create_array(
         "scales",
         shape=(n_years, grid.height, grid.width),
-        chunks=(1, INNER, INNER),
+        chunks=(1, inner, inner),
         shards=(1, SHARD, SHARD),
         dtype=np.float32,
         fill_value=np.float32(np.inf),
@@ -163,7 +163,7 @@ def store_scales(scales: np.ndarray, landmask: np.ndarray | None) -> np.ndarray:
 
 
 def write_store(
-    dest: Path, sources: Iterable[TileSource], model_version: str = "v1"
+    dest: Path, sources: Iterable[TileSource], model_version: str = "v1", inner: int = INNER
 ) -> StoreSummary:
     """Write a geoemb Zarr store at ``dest`` (a new local folder) from ``.npy`` tiles.
 
@@ -172,7 +172,11 @@ def write_store(
         sources: the tiles (e.g. :func:`~tessera_stac.publisher.embeddings.tiles.discover`
             of a generated sample folder); every year found becomes a time step.
         model_version: recorded in the root attributes.
+        inner: side of the inner chunks in pixels (a divisor of the shard side, 4096); the
+            default is geotessera's 32 (tests reading through a slow endpoint use larger ones).
     """
+    if inner <= 0 or SHARD % inner:
+        raise ValueError(f"inner chunk side {inner} does not divide the shard side {SHARD}")
     import zarr
 
     if Path(dest).exists():
@@ -190,7 +194,7 @@ def write_store(
     for zone, srcs in sorted(by_zone.items()):
         grid = zone_grid(zone, {GridCell.parse(s.grid) for s in srcs}, years)
         grids[zone] = grid
-        group = _create_zone(root, grid)
+        group = _create_zone(root, grid, inner)
         for src in srcs:  # already in write order: year, then lon, lat
             loaded = load_tile(src, scratch)
             row, col = tile_offset(loaded.georef, grid)

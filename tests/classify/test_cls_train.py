@@ -4,6 +4,7 @@ the report, the published model item."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from tessera_stac.catalog.heads import Head
 from tessera_stac.catalog.reader import EmbeddingReader
 from tessera_stac.catalog.reader.blocks import to_pixel, transformer
 from tessera_stac.catalog.store import open_store
-from tessera_stac.publisher.classify.train import TrainOptions, gather, train
+from tessera_stac.publisher.classify.train import TrainOptions, TrainResult, gather, train
 from tessera_stac.publisher.classify.vectors import list_items
 from tessera_stac.publisher.samples.landcover import class_names
 
@@ -60,23 +61,52 @@ def _accuracy(head: Head, x: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean(as_truth[predicted] == truth))
 
 
+def _trained(
+    sample: Any, base: Path, options: TrainOptions, colors: dict[str, str] | None = None
+) -> tuple[Path, TrainResult]:
+    """A private copy of the published land-cover catalog with one head trained into it."""
+    dest = base / "published"
+    shutil.copytree(sample.dest, dest)
+    return dest, train(sample.labels, str(dest), options, colors=colors)
+
+
+@pytest.fixture(scope="module")
+def landcover_head(
+    landcover_sample: Any, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, TrainResult]:
+    """The logistic head ``landcover`` (forest coloured), trained once for the module: the
+    accuracy test reads its head, the model-item test what it published (the only head there)."""
+    options = TrainOptions(name="landcover", year=2024)
+    return _trained(
+        landcover_sample, tmp_path_factory.mktemp("lc-head"), options, {"forest": "#1B7837"}
+    )
+
+
+@pytest.fixture(scope="module")
+def knn_head(
+    landcover_sample: Any, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, TrainResult]:
+    """The k-NN head ``neighbours``, trained once for the module (accuracy and CV tests)."""
+    options = TrainOptions(name="neighbours", year=2024, kind="knn")
+    return _trained(landcover_sample, tmp_path_factory.mktemp("knn-head"), options)
+
+
 @pytest.mark.slow
 def test_heads_beat_or_match_sklearn_on_held_out_pixels(
-    landcover_sample: Any, landcover_catalog: Path
+    landcover_sample: Any,
+    landcover_head: tuple[Path, TrainResult],
+    knn_head: tuple[Path, TrainResult],
 ) -> None:
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    dest = str(landcover_catalog)
-    probe = train(landcover_sample.labels, dest, TrainOptions(name="probe", year=2024)).head
-    knn_head = train(
-        landcover_sample.labels, dest, TrainOptions(name="neighbours", year=2024, kind="knn")
-    ).head
-    data = gather(landcover_sample.labels, open_store(dest), TrainOptions(name="x", year=2024))
+    dest, probe = landcover_head[0], landcover_head[1].head
+    knn = knn_head[1].head
+    data = gather(landcover_sample.labels, open_store(str(dest)), TrainOptions(name="x", year=2024))
     assert len(data.y) == 5 * 120  # every sample label lies on a valid pixel
-    x, truth = _held_out_pixels(landcover_sample, landcover_catalog)
+    x, truth = _held_out_pixels(landcover_sample, dest)
     assert len(x) > 100_000
 
     names = data.labels.classes  # the head's value v is names[v - 1]
@@ -87,7 +117,7 @@ def test_heads_beat_or_match_sklearn_on_held_out_pixels(
     sk_knn_acc = float(np.mean(to_truth[sk_knn.predict(x)] == truth))
 
     probe_acc = _accuracy(probe, x, truth)
-    knn_acc = _accuracy(knn_head, x, truth)
+    knn_acc = _accuracy(knn, x, truth)
     assert probe_acc >= sk_lr_acc - 1e-4  # the same estimator, published as data
     assert probe_acc >= sk_knn_acc
     assert knn_acc >= sk_knn_acc - 1e-4
@@ -95,13 +125,9 @@ def test_heads_beat_or_match_sklearn_on_held_out_pixels(
 
 
 def test_blocked_and_random_cv_both_reported_and_differ(
-    landcover_sample: Any, landcover_catalog: Path
+    knn_head: tuple[Path, TrainResult],
 ) -> None:
-    result = train(
-        landcover_sample.labels,
-        str(landcover_catalog),
-        TrainOptions(name="lc-knn", year=2024, kind="knn"),
-    )
+    result = knn_head[1]
     cv = result.report["cross_validation"]
     assert cv["random"]["folds"] == cv["blocked"]["folds"] == 5
     assert cv["blocked"]["blocks"] >= 10
@@ -120,16 +146,10 @@ def test_blocked_and_random_cv_both_reported_and_differ(
 
 
 def test_model_item_published_and_valid(
-    landcover_sample: Any,
-    landcover_catalog: Path,
+    landcover_head: tuple[Path, TrainResult],
     stac_validate: Callable[[dict[str, Any]], None],
 ) -> None:
-    result = train(
-        landcover_sample.labels,
-        str(landcover_catalog),
-        TrainOptions(name="landcover", year=2024),
-        colors={"forest": "#1B7837"},
-    )
+    landcover_catalog, result = landcover_head
     folder = landcover_catalog / "tessera-models" / "landcover"
     item = json.loads((folder / "landcover.json").read_text())
     stac_validate(item)

@@ -27,18 +27,40 @@ pytestmark = pytest.mark.slow
 THRESHOLD = CHANGE_THRESHOLD
 
 
-def _source_values(root: Path, cell: GridCell, year: int) -> tuple[np.ndarray, np.ndarray, Any]:
-    """Dequantised source vectors (h, w, 128) float32, NaN invalid, and the landmask grid."""
+class Dequantised:
+    """A tile's source vectors ``q * s`` (float32, NaN where invalid), computed for the pixels
+    asked for: ``values[r, c]`` (scalars or index arrays) as ``(..., 128)``, ``values.flat(i)``
+    at flat pixel indices. The same numbers as the whole (h, w, 128) product, without
+    materialising it (620 MB of float32 a tile-year, built 14 times in this module)."""
+
+    def __init__(self, q: np.ndarray, s: np.ndarray, valid: np.ndarray) -> None:
+        self.q, self.s, self.valid = q, s, valid
+
+    def _dequantise(self, q: np.ndarray, s: Any, valid: Any) -> np.ndarray:
+        values = q.astype(np.float32) * np.asarray(s, dtype=np.float32)[..., None]
+        return np.where(np.asarray(valid)[..., None], values, np.float32(np.nan))
+
+    def __getitem__(self, index: tuple[Any, Any]) -> np.ndarray:
+        return self._dequantise(self.q[index], self.s[index], self.valid[index])
+
+    def flat(self, index: np.ndarray) -> np.ndarray:
+        h, w = self.s.shape
+        q = self.q.reshape(h * w, -1)
+        return self._dequantise(q[index], self.s.ravel()[index], self.valid.ravel()[index])
+
+
+def _source_values(root: Path, cell: GridCell, year: int) -> tuple[Dequantised, np.ndarray, Any]:
+    """Dequantised source vectors (h, w, 128) float32, NaN invalid (computed where asked:
+    :class:`Dequantised`), and the landmask grid."""
     folder = root / sample.REPRESENTATION_DIR / str(year) / cell.name
     q = np.load(folder / f"{cell.name}.npy")
     s = np.load(folder / f"{cell.name}_scales.npy")
     with rasterio.open(root / sample.LANDMASK_DIR / f"{cell.name}.tiff") as ds:
         land = ds.read(1) != 0
         transform, epsg = ds.transform, ds.crs.to_epsg()
-    valid = land & np.isfinite(s) & (s > 0) & (s < 1) & (q.min(axis=2) != -128)
-    values = q.astype(np.float32) * s[..., None]
-    values[~valid] = np.nan
-    return values, valid, (transform, epsg)
+    with np.errstate(invalid="ignore"):
+        valid = land & np.isfinite(s) & (s > 0) & (s < 1) & (q.min(axis=2) != -128)
+    return Dequantised(q, s, valid), valid, (transform, epsg)
 
 
 def _numpy_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -116,7 +138,6 @@ def reference_change(two_years: TwoYears) -> dict[str, np.ndarray]:
             np.floor(lat * 10) == round((cell.lat - 0.05) * 10)
         )
         both = (ok_a & ok_b).ravel()
-        fa, fb = va.reshape(-1, 128), vb.reshape(-1, 128)
         for i, poly in enumerate(frame.geometry):
             x0, y0, x1, y1 = poly.bounds
             cand = np.flatnonzero((lon >= x0) & (lon <= x1) & (lat >= y0) & (lat <= y1) & mine)
@@ -127,9 +148,10 @@ def reference_change(two_years: TwoYears) -> dict[str, np.ndarray]:
             cells_seen[i] += 1
             zones[i].add(epsg)
             count[i] += len(good)
-            sums[0, i] += fa[good].astype(np.float64).sum(axis=0)
-            sums[1, i] += fb[good].astype(np.float64).sum(axis=0)
-            changed[i] += int((_numpy_distance(fa[good], fb[good]) > THRESHOLD).sum())
+            fa, fb = va.flat(good), vb.flat(good)
+            sums[0, i] += fa.astype(np.float64).sum(axis=0)
+            sums[1, i] += fb.astype(np.float64).sum(axis=0)
+            changed[i] += int((_numpy_distance(fa, fb) > THRESHOLD).sum())
     with np.errstate(invalid="ignore", divide="ignore"):
         distance = _numpy_distance(sums[0] / count[:, None], sums[1] / count[:, None])
         share = changed / count
