@@ -676,6 +676,15 @@ def train(
     return model, report
 
 
+def _train_one_thread(*args: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """:func:`train` with BLAS and OpenMP at one thread (its dozens of small fits only contend
+    with more; ``catalog.heads.one_blas_thread``)."""
+    from tessera_stac.catalog.heads import one_blas_thread
+
+    with one_blas_thread(openmp=True):
+        return train(*args)
+
+
 async def _ensure_table(conn: Any) -> None:
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('tessera_temp_models'))")
@@ -775,7 +784,7 @@ async def post_classify(request: Request, body: ClassifyRequest) -> dict[str, An
     while await _published_exists(request, name):  # never shadow a published model
         name = f"{TEMP_PREFIX}{secrets.token_hex(6)}"
     model, report = await run_in_threadpool(
-        train, body, names, task, x, lons, lats, raw, collection, name
+        _train_one_thread, body, names, task, x, lons, lats, raw, collection, name
     )
     report["dropped"] = bad
     await store_temp_model(request, name, model, report)

@@ -37,6 +37,7 @@ from tessera_stac.catalog.heads import (
     HeadError,
     check_name,
     make_classes,
+    one_blas_thread,
 )
 from tessera_stac.catalog.store import LocalStore, S3Store, multihash, open_store
 from tessera_stac.catalog.store_settings import StorageSettings
@@ -516,11 +517,12 @@ def train(
     check_replace(store, options.name, options.replace)
     data = gather(labels_path, store, options)
     task = data.labels.task
-    scores = evaluate(options, data)
     model = make_estimator(options.kind, task, options.k, options.c, len(data.y))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=UserWarning)
-        model.fit(data.x, data.y)
+    with one_blas_thread(openmp=True):  # many small fits: threads only contend (heads.py)
+        scores = evaluate(options, data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=UserWarning)
+            model.fit(data.x, data.y)
     try:
         head = head_from_estimator(
             model,

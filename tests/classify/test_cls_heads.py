@@ -252,3 +252,26 @@ def test_knn_bad_vectors_refused() -> None:
         bad = dict(doc, **change)
         with pytest.raises(HeadError, match=message):
             Head.from_dict(bad)
+
+
+@pytest.mark.parametrize("openmp", [False, True])
+def test_one_blas_thread_limits_the_pools_and_restores_them(openmp: bool) -> None:
+    """Heads are applied (BLAS) and fitted (BLAS and OpenMP: the training of the CLI and of
+    ``POST /classify``) with one thread; the limits before are back afterwards."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from tessera_stac.catalog.heads import one_blas_thread
+
+    LogisticRegression().fit(np.eye(4), [0, 1, 0, 1])  # scikit-learn's pools loaded
+    with threadpool_limits(limits=2):
+        before = {p["filepath"]: p["num_threads"] for p in threadpool_info()}
+        with one_blas_thread(openmp=openmp):
+            inside = threadpool_info()
+        after = {p["filepath"]: p["num_threads"] for p in threadpool_info()}
+    apis = {p["user_api"] for p in inside}
+    assert "blas" in apis and (not openmp or "openmp" in apis), apis
+    for pool in inside:
+        limited = pool["user_api"] == "blas" or openmp
+        expected = 1 if limited else before[pool["filepath"]]
+        assert pool["num_threads"] == expected, pool
+    assert after == before and set(before.values()) == {2}, before
