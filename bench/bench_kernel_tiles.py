@@ -20,7 +20,8 @@ Paths timed per tile, rounds alternating their order so drift on the shared mach
 * ``direct``: no HTTP, no titiler: the plan of each item's pixels
   (:func:`~tessera_stac.catalog.reader.warp.plan_warp`), the touched blocks of the codes and
   scales read through the kernel, resampled by index, dequantised, masked to each item's own
-  0.1° cell (mosaics), projected / cosine, PNG encoded (dataset handles kept open);
+  0.1° cell (mosaics), projected / cosine, PNG encoded (dataset handles kept open, and the
+  tile matrix set and an LRU of warp plans of the API's size, as the API keeps them);
 * ``bare``: rio-tiler's ``Reader.tile`` per asset (GDAL), ``mosaic_reader``, the same
   algorithm, PNG.
 
@@ -92,7 +93,11 @@ class Direct:
     """Tiles of items read through the kernel without titiler: plan, blocks, index, PNG."""
 
     def __init__(self, items: list[dict[str, Any]]) -> None:
+        import morecantile
         import rasterio
+
+        from tessera_stac.api.budget import LruCache
+        from tessera_stac.api.settings import ApiSettings
 
         self.items = items
         self.open = {
@@ -100,6 +105,11 @@ class Direct:
             for i in items
             for key in ("embeddings", "scales")
         }
+        # what the API keeps per worker, kept here too, so the ratio is the API's own cost:
+        # the tile matrix set built once, and warp plans in an LRU of the API's default size
+        # (the API's key is every input of the plan; an item and a tile fix them all here)
+        self.tms = morecantile.tms.get("WebMercatorQuad")
+        self.plans = LruCache(ApiSettings().tile_plan_cache_size)
 
     def close(self) -> None:
         for ds in self.open.values():
@@ -107,7 +117,6 @@ class Direct:
 
     def item_values(self, item: dict[str, Any], tile: Any) -> tuple[np.ndarray, np.ndarray] | None:
         """(values (h, w, 128) float32, valid (h, w)) of one item on ``tile``."""
-        import morecantile
         from rio_tiler.utils import get_vrt_transform
 
         from tessera_stac.catalog.reader import dequantize
@@ -115,18 +124,23 @@ class Direct:
         from tessera_stac.catalog.reader.warp import plan_warp, read_planned
         from tessera_stac.catalog.stac import embeddings_quantization
 
-        tms = morecantile.tms.get("WebMercatorQuad")
+        tms = self.tms
         codes_ds = self.open[(item["id"], "embeddings")]
         scales_ds = self.open[(item["id"], "scales")]
-        bounds = tuple(tms.xy_bounds(tile))
-        transform, vw, vh = get_vrt_transform(codes_ds, bounds, 256, 256, dst_crs=tms.rasterio_crs)
-        blocks = blocks_of(codes_ds)
-        assert blocks is not None
-        plan = plan_warp(
-            codes_ds.crs, tuple(codes_ds.transform)[:6], blocks.levels, tms.rasterio_crs,
-            tuple(transform)[:6], (vw, vh), (256, 256),
-        )  # fmt: skip
-        assert plan is not None, "an ambiguous overview choice in the bench"
+        plan = self.plans.get((item["id"], tile))
+        if plan is None:
+            bounds = tuple(tms.xy_bounds(tile))
+            transform, vw, vh = get_vrt_transform(
+                codes_ds, bounds, 256, 256, dst_crs=tms.rasterio_crs
+            )
+            blocks = blocks_of(codes_ds)
+            assert blocks is not None
+            plan = plan_warp(
+                codes_ds.crs, tuple(codes_ds.transform)[:6], blocks.levels, tms.rasterio_crs,
+                tuple(transform)[:6], (vw, vh), (256, 256),
+            )  # fmt: skip
+            assert plan is not None, "an ambiguous overview choice in the bench"
+            self.plans.put((item["id"], tile), plan)
         if not plan.inside.any():
             return None
         codes_blocks = blocks_of(codes_ds, plan.level)
