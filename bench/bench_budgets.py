@@ -31,18 +31,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench._support import COLLECTION, temp_cluster, uvicorn_server, write_ndjson, write_results
+from bench._support import COLLECTION, temp_cluster, uvicorn_server, write_results
 from bench.bench_tiles import (
-    CELLS,
     CORNER,
     YEAR,
     bare_mosaic,
     bare_single,
     drive,
     inside,
+    load_tiles,
     summarise,
     tiles_around,
-    write_tile,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,27 +95,16 @@ def server_pid(url: str) -> int:
 
 def main() -> None:
     import httpx
-    import pystac
 
     from tessera_stac.api.settings import ApiSettings
     from tessera_stac.api.tiles import EmbeddingProjection, EmbeddingSimilarity, tile_urls
-    from tessera_stac.catalog.constants import PROJECTION_FIELD
-    from tessera_stac.catalog.pgstac.load import load
-    from tessera_stac.catalog.projection import fit_collection_projection
-    from tessera_stac.catalog.stac import create_collection
     from tests.api.test_api_budgets import hostile_corpus
 
     load_before = [round(v, 2) for v in os.getloadavg()]
     with temp_cluster() as cluster, tempfile.TemporaryDirectory() as tmpdir:
         root = Path(tmpdir)
         dsn = cluster.dsn()
-        items = [write_tile(root, lon, lat) for lon, lat in CELLS]
-        coll = create_collection(
-            [pystac.Item.from_dict(i) for i in items], "v1", COLLECTION, link_items=False
-        ).to_dict(include_self_link=False, transform_hrefs=False)
-        projection = fit_collection_projection([(i, "") for i in items])
-        coll[PROJECTION_FIELD] = projection
-        load(dsn, str(write_ndjson(root / "items.ndjson", [coll, *items])))
+        items, projection = load_tiles(root, dsn)
         env = {"TESSERA_STAC_DATABASE_URL": dsn}
         query = (72.0321, 21.8123)
         with (

@@ -48,10 +48,9 @@ from bench._support import (
     percentile,
     temp_cluster,
     uvicorn_server,
-    write_ndjson,
     write_results,
 )
-from bench.bench_tiles import CELLS, CORNER, YEAR, bare_mosaic, write_tile
+from bench.bench_tiles import CORNER, YEAR, bare_mosaic, load_tiles
 
 HERE = Path(__file__).resolve().parent
 ZOOMS = (12, 13, 14, 15)
@@ -245,26 +244,6 @@ def differing(a: bytes, b: bytes) -> tuple[int, int]:
     return int(((va != vb) | values).sum()), int(va.size)
 
 
-def load_tiles(root: Path, dsn: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The benchmark's tiles written under ``root`` (the corner windows of :data:`CELLS`) and
-    their collection with its PCA basis, loaded into ``dsn``: (item dicts, basis)."""
-    import pystac
-
-    from tessera_stac.catalog.constants import PROJECTION_FIELD
-    from tessera_stac.catalog.pgstac.load import load
-    from tessera_stac.catalog.projection import fit_collection_projection
-    from tessera_stac.catalog.stac import create_collection
-
-    items = [write_tile(root, lon, lat, WINDOW) for lon, lat in CELLS]
-    coll = create_collection(
-        [pystac.Item.from_dict(i) for i in items], "v1", COLLECTION, link_items=False
-    ).to_dict(include_self_link=False, transform_hrefs=False)
-    projection = fit_collection_projection([(i, "") for i in items])
-    coll[PROJECTION_FIELD] = projection
-    load(dsn, str(write_ndjson(root / "items.ndjson", [coll, *items])))
-    return items, projection
-
-
 def main() -> None:
     import httpx
 
@@ -274,7 +253,7 @@ def main() -> None:
     with temp_cluster() as cluster, tempfile.TemporaryDirectory() as tmpdir:
         root = Path(tmpdir)
         dsn = cluster.dsn()
-        items, projection = load_tiles(root, dsn)
+        items, projection = load_tiles(root, dsn, WINDOW)
         env = {"TESSERA_STAC_DATABASE_URL": dsn, "TESSERA_STAC_API_TILE_CACHE_MB": "0"}
         factory = "tessera_stac.api.app:create_app_from_env"
         direct = Direct(items)

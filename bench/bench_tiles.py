@@ -121,6 +121,29 @@ def write_tile(root: Path, lon: float, lat: float, window: int = WINDOW) -> dict
     )
 
 
+def load_tiles(
+    root: Path, dsn: str, window: int = WINDOW
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The benchmarks' tiles written under ``root`` (``window`` px corner windows of
+    :data:`CELLS`) and their collection with its PCA basis, loaded into ``dsn``: (item dicts,
+    basis)."""
+    import pystac
+
+    from tessera_stac.catalog.constants import PROJECTION_FIELD
+    from tessera_stac.catalog.pgstac.load import load
+    from tessera_stac.catalog.projection import fit_collection_projection
+    from tessera_stac.catalog.stac import create_collection
+
+    items = [write_tile(root, lon, lat, window) for lon, lat in CELLS]
+    coll = create_collection(
+        [pystac.Item.from_dict(i) for i in items], "v1", COLLECTION, link_items=False
+    ).to_dict(include_self_link=False, transform_hrefs=False)
+    projection = fit_collection_projection([(i, "") for i in items])
+    coll[PROJECTION_FIELD] = projection
+    load(dsn, str(write_ndjson(root / "items.ndjson", [coll, *items])))
+    return items, projection
+
+
 def tiles_around(lon: float, lat: float, n: int) -> list[Any]:
     """``n`` zoom-14 tiles spiralling out from the one holding (lon, lat)."""
     import morecantile
@@ -208,24 +231,12 @@ def main() -> None:
     import httpx
 
     from tessera_stac.api.tiles import EmbeddingProjection, EmbeddingSimilarity, tile_urls
-    from tessera_stac.catalog.constants import PROJECTION_FIELD
-    from tessera_stac.catalog.pgstac.load import load
-    from tessera_stac.catalog.projection import fit_collection_projection
-    from tessera_stac.catalog.stac import create_collection
 
     load_before = [round(v, 2) for v in os.getloadavg()]
     with temp_cluster() as cluster, tempfile.TemporaryDirectory() as tmpdir:
         root = Path(tmpdir)
         dsn = cluster.dsn()
-        items = [write_tile(root, lon, lat) for lon, lat in CELLS]
-        import pystac
-
-        coll = create_collection(
-            [pystac.Item.from_dict(i) for i in items], "v1", COLLECTION, link_items=False
-        ).to_dict(include_self_link=False, transform_hrefs=False)
-        projection = fit_collection_projection([(i, "") for i in items])
-        coll[PROJECTION_FIELD] = projection
-        load(dsn, str(write_ndjson(root / "items.ndjson", [coll, *items])))
+        items, projection = load_tiles(root, dsn)
         single_item = items[1]
         corner = CORNER
         query = (72.0321, 21.8123)

@@ -42,8 +42,8 @@ def main() -> None:
     import uvicorn
     from pyinstrument import Profiler
 
-    from bench.bench_kernel_tiles import PER_ZOOM, QUERY, load_tiles, on_cog, tiles_near
-    from bench.bench_tiles import CORNER, YEAR
+    from bench.bench_kernel_tiles import PER_ZOOM, QUERY, WINDOW, on_cog, tiles_near
+    from bench.bench_tiles import CORNER, YEAR, load_tiles
     from tessera_stac.api.app import create_app
     from tessera_stac.api.settings import ApiSettings
     from tessera_stac.api.tiles import tile_urls
@@ -58,7 +58,7 @@ def main() -> None:
     with temp_cluster() as cluster, tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         dsn = cluster.dsn()
-        items, _ = load_tiles(root, dsn)
+        items, _ = load_tiles(root, dsn, WINDOW)
         app = create_app(ApiSettings(tile_cache_mb=0), dsn)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
