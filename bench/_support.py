@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -163,3 +163,26 @@ def percentile(values: list[float], q: float) -> float:
         return float("nan")
     rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
     return ordered[rank]
+
+
+def add_profiling(app: Any, profiler_for: Callable[[dict[str, Any]], Any]) -> None:
+    """Profile requests of ``app`` (pyinstrument, async mode): an ASGI middleware that asks
+    ``profiler_for(scope)`` for the profiler of each request (None: not profiled) and runs the
+    request between its ``start`` and ``stop``."""
+
+    class Profiled:
+        def __init__(self, inner: Any) -> None:
+            self.app = inner
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            profiler = profiler_for(scope) if scope["type"] == "http" else None
+            if profiler is None:
+                await self.app(scope, receive, send)
+                return
+            profiler.start()
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                profiler.stop()
+
+    app.add_middleware(Profiled)

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._support import collection, free_port, temp_cluster, write_ndjson
+from bench._support import add_profiling, collection, free_port, temp_cluster, write_ndjson
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -81,25 +81,14 @@ def main() -> None:
         times: list[float] = []
         profiles: list[Any] = []
 
-        class Profiled:
-            """ASGI middleware: each positions request profiled in the thread serving it."""
+        def profiler_for(scope: Any) -> Any:
+            """A new profiler for each positions request (kept in ``profiles``)."""
+            if scope["path"] != "/embeddings/positions":
+                return None
+            profiles.append(Profiler(interval=0.001, async_mode="enabled"))
+            return profiles[-1]
 
-            def __init__(self, app: Any) -> None:
-                self.app = app
-
-            async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-                if scope["type"] != "http" or scope["path"] != "/embeddings/positions":
-                    await self.app(scope, receive, send)
-                    return
-                profiler = Profiler(interval=0.001, async_mode="enabled")
-                profiler.start()
-                try:
-                    await self.app(scope, receive, send)
-                finally:
-                    profiler.stop()
-                    profiles.append(profiler)
-
-        app.add_middleware(Profiled)
+        add_profiling(app, profiler_for)
 
         def client() -> None:
             while not server.started:

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._support import COLLECTION, free_port, temp_cluster
+from bench._support import COLLECTION, add_profiling, free_port, temp_cluster
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -68,25 +68,14 @@ def main() -> None:
         profiles: dict[str, Profiler] = {}
         current: dict[str, str | None] = {"name": None}
 
-        class Profiled:
-            """ASGI middleware: the requests of the scenario being profiled."""
+        def profiler_for(scope: Any) -> Profiler | None:
+            """The profiler of the scenario being profiled (None between scenarios)."""
+            name = current["name"]
+            if name is None:
+                return None
+            return profiles.setdefault(name, Profiler(interval=0.001, async_mode="enabled"))
 
-            def __init__(self, app: Any) -> None:
-                self.app = app
-
-            async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-                name = current["name"]
-                if scope["type"] != "http" or name is None:
-                    await self.app(scope, receive, send)
-                    return
-                profiler = profiles.setdefault(name, Profiler(interval=0.001, async_mode="enabled"))
-                profiler.start()
-                try:
-                    await self.app(scope, receive, send)
-                finally:
-                    profiler.stop()
-
-        app.add_middleware(Profiled)
+        add_profiling(app, profiler_for)
         item = items[1]
         item_lon = (item["bbox"][0] + item["bbox"][2]) / 2
         item_lat = (item["bbox"][1] + item["bbox"][3]) / 2
