@@ -28,7 +28,6 @@ import re
 import secrets
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
@@ -41,6 +40,7 @@ from rio_tiler.models import ImageData
 from titiler.core.algorithm.base import BaseAlgorithm
 from titiler.core.dependencies import ColorMapParams
 
+from tessera_stac.api.budget import LruCache
 from tessera_stac.catalog.constants import (
     CLASSES_ASSET,
     CLASSES_COLLECTION_PREFIX,
@@ -233,23 +233,15 @@ class _HeadCache:
     """Parsed heads keyed by (name, checksum) and small lookups; LRU, thread-safe."""
 
     def __init__(self, size: int = HEAD_CACHE_SIZE) -> None:
-        self.size = size
-        self.heads: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self.heads = LruCache(size)
         self.meta: dict[tuple[Any, ...], tuple[float, Any]] = {}
         self.lock = threading.Lock()
 
     def get(self, key: tuple[Any, ...]) -> Any:
-        with self.lock:
-            head = self.heads.get(key)
-            if head is not None:
-                self.heads.move_to_end(key)
-            return head
+        return self.heads.get(key)
 
     def put(self, key: tuple[Any, ...], head: Any) -> None:
-        with self.lock:
-            self.heads[key] = head
-            while len(self.heads) > self.size:
-                self.heads.popitem(last=False)
+        self.heads.put(key, head)
 
     def get_meta(self, key: tuple[Any, ...], seconds: float = 60.0) -> Any:
         with self.lock:

@@ -24,8 +24,9 @@ import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
+from tessera_stac.api.budget import LruCache
 from tessera_stac.api.classify import check_name
-from tessera_stac.api.watersheds import _read_bytes, _TableCache
+from tessera_stac.api.watersheds import CACHE_SIZE, _read_bytes
 from tessera_stac.catalog.constants import MWS_CLASSES_COLLECTION_ID
 
 router = APIRouter(tags=["Watersheds"])
@@ -67,7 +68,8 @@ class ClassTable:
         raise HTTPException(404, f"no class {wanted[:64]!r} in this model (classes: {names})")
 
 
-_cache = _TableCache()
+#: parsed class tables keyed by ("classes", href, checksum), LRU
+_cache = LruCache(CACHE_SIZE)
 
 
 def parse_class_table(item: dict[str, Any], raw: bytes) -> ClassTable:
@@ -113,16 +115,16 @@ def load_class_table(item: dict[str, Any], data_dir: Any) -> ClassTable:
     if not asset:
         raise HTTPException(500, f"item {item.get('id')} has no data asset")
     key = ("classes", str(asset["href"]), str(asset.get("file:checksum", "")))
-    cached = _cache.get(key)  # type: ignore[arg-type]
+    cached: ClassTable | None = _cache.get(key)
     if cached is not None:
-        return cached  # type: ignore[return-value]
+        return cached
     try:
         table = parse_class_table(item, _read_bytes(key[1], data_dir))
     except (OSError, ValueError, KeyError) as exc:
         raise HTTPException(
             502, f"cannot read the per-MWS class table of item {item.get('id')}: {exc}"
         ) from exc
-    _cache.put(key, table)  # type: ignore[arg-type]
+    _cache.put(key, table)
     return table
 
 

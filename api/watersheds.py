@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import io
 import json
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -29,6 +27,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
+from tessera_stac.api.budget import LruCache
 from tessera_stac.catalog.constants import BAND_NAMES, EMBEDDING_DIM, JOIN_COLLECTION_ID
 
 router = APIRouter(tags=["Watersheds"])
@@ -60,29 +59,8 @@ class MwsTable:
         return int(hits[0]) if len(hits) else None
 
 
-class _TableCache:
-    """Small LRU of parsed tables keyed by (href, checksum)."""
-
-    def __init__(self, size: int = CACHE_SIZE) -> None:
-        self.size = size
-        self.data: OrderedDict[tuple[str, str], MwsTable] = OrderedDict()
-        self.lock = threading.Lock()
-
-    def get(self, key: tuple[str, str]) -> MwsTable | None:
-        with self.lock:
-            table = self.data.get(key)
-            if table is not None:
-                self.data.move_to_end(key)
-            return table
-
-    def put(self, key: tuple[str, str], table: MwsTable) -> None:
-        with self.lock:
-            self.data[key] = table
-            while len(self.data) > self.size:
-                self.data.popitem(last=False)
-
-
-_cache = _TableCache()
+#: parsed tables keyed by (href, checksum), LRU
+_cache = LruCache(CACHE_SIZE)
 
 
 def _read_bytes(href: str, data_dir: Path | None) -> bytes:
