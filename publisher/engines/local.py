@@ -108,26 +108,50 @@ class ProcessEngine:
         end = object()
         pending: dict[Future[R], T] = {}
         suspects: deque[T] = deque()  # taken down by a broken pool: re-run one at a time
+        unsent: deque[T] = deque()  # refused by a pool already broken: never ran, go first
         pool = self._pool()
+        used = False  # has the current pool accepted a task?
         try:
             while True:
+                # the pool can break between two submits (a worker died meanwhile): submit
+                # then raises BrokenProcessPool, the task never ran and waits for the next pool
+                refused = False
                 if suspects:
                     if not pending:
                         task = suspects.popleft()
-                        pending[pool.submit(fn, task)] = task
+                        try:
+                            pending[pool.submit(fn, task)] = task
+                            used = True
+                        except BrokenProcessPool:
+                            suspects.appendleft(task)
+                            refused = True
                 else:
                     while len(pending) < 2 * self.workers:
-                        nxt = next(iterator, end)
-                        if nxt is end:
+                        if unsent:
+                            task = unsent.popleft()
+                        else:
+                            nxt = next(iterator, end)
+                            if nxt is end:
+                                break
+                            task = nxt  # type: ignore[assignment]
+                        try:
+                            pending[pool.submit(fn, task)] = task
+                            used = True
+                        except BrokenProcessPool:
+                            unsent.appendleft(task)
+                            refused = True
                             break
-                        task = nxt  # type: ignore[assignment]
-                        pending[pool.submit(fn, task)] = task
-                if not pending:
+                if not pending and not refused:
                     return
+                if refused and not used:
+                    # a fresh pool refused its first task: it cannot run anything
+                    raise BrokenProcessPool("a new process pool was broken before any task ran")
                 alone = len(pending) == 1
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                broken = refused
+                finished: set[Future[R]] = set()
+                if not refused:
+                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 casualties: list[T] = []
-                broken = False
                 for future in finished:
                     task = pending.pop(future)
                     error = future.exception()
@@ -142,12 +166,13 @@ class ProcessEngine:
                         yield on_error(task, error)
                 if broken:
                     # the pool is broken: every future still pending fails with it (those
-                    # that finished before the break keep their results)
+                    # that finished before the break keep their results); a task that was
+                    # alone in flight when the pool broke is the one that broke it
                     for future, task in pending.items():
                         error = future.exception()
                         if error is None:
                             yield future.result()
-                        elif isinstance(error, BrokenProcessPool):
+                        elif isinstance(error, BrokenProcessPool) and not alone:
                             casualties.append(task)
                         elif on_error is None:
                             raise error
@@ -157,6 +182,7 @@ class ProcessEngine:
                     suspects.extend(casualties)
                     pool.shutdown(wait=False, cancel_futures=True)
                     pool = self._pool()
+                    used = False
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 

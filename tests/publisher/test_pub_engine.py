@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
 
 import pytest
@@ -34,6 +35,35 @@ def test_process_engine_survives_a_dead_worker() -> None:
     assert Counter(abs(r) for r in results) == Counter(range(1, 13))
     assert sorted(r for r in results if r < 0) == [-5, -3]
     assert {r for r in results if r > 0} == set(range(1, 13)) - {3, 5}
+
+
+def test_process_engine_resubmits_tasks_a_broken_pool_refused() -> None:
+    # the crasher goes first and the task list pauses before the next task, so (once the
+    # worker has died) the pool is already broken when the next task is submitted: submit
+    # itself raises. That task never ran; it must run in the next pool, not be lost or failed.
+    def tasks() -> Iterator[tuple[int, str]]:
+        yield (1, "die")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not broken_seen():
+            time.sleep(0.05)
+        yield from ((i, "ok") for i in range(2, 8))
+
+    pools: list[object] = []
+    engine = ProcessEngine(2)
+    make_pool = engine._pool
+
+    def counting_pool() -> object:
+        pools.append(make_pool())
+        return pools[-1]
+
+    def broken_seen() -> bool:
+        return bool(pools) and bool(getattr(pools[-1], "_broken", False))
+
+    engine._pool = counting_pool  # type: ignore[method-assign]
+    results = list(engine.map(probe, tasks(), on_error=_on_error))
+    assert Counter(abs(r) for r in results) == Counter(range(1, 8))
+    assert [r for r in results if r < 0] == [-1]
+    assert len(pools) >= 2  # the broken pool was replaced
 
 
 def test_process_engine_reports_each_crashing_task_and_no_other() -> None:
