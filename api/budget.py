@@ -13,7 +13,8 @@ Three layers, each cheap and each checked before any large allocation:
   window) and refuses one that would exceed the per-read budget (the backstop: no parameter
   combination the dependency did not foresee reaches ``numpy.empty``);
 * :class:`BudgetReader` also reads map tiles of local COGs through the reader kernel
-  (:func:`kernel_tile`): the same pixels as GDAL's warped read, from the touched blocks only;
+  (:func:`~tessera_stac.api.kernel_tiles.kernel_tile`): the same pixels as GDAL's warped
+  read, from the touched blocks only;
 * :class:`HeavyRequestLimiter`, an ASGI middleware: requests that read rasters are admitted
   ``heavy_concurrency`` at a time per worker, queue at most ``heavy_queue_seconds``, then get
   ``503`` + ``Retry-After``; one that has not begun its answer after ``heavy_request_seconds``
@@ -29,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
-import os
 import re
 import threading
 import time
@@ -45,10 +45,10 @@ from rio_tiler.utils import get_vrt_transform
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tessera_stac.api.bounds import BoundError, send_error
+from tessera_stac.api.caches import DatasetPool, LruCache
+from tessera_stac.api.kernel_tiles import TILE_READS, kernel_tile
 from tessera_stac.api.settings import ApiSettings
 from tessera_stac.catalog.profile import EMBEDDINGS, SCALES
-from tessera_stac.catalog.reader.tiff import blocks_of
-from tessera_stac.catalog.reader.warp import plan_warp, read_planned
 
 #: Bands of our own assets when an asset does not list them (the per-read check is exact).
 KNOWN_BANDS = {EMBEDDINGS.asset_key: EMBEDDINGS.count, SCALES.asset_key: SCALES.count}
@@ -345,128 +345,6 @@ def geometry_bounds(body: Any) -> tuple[float, float, float, float] | None:
 
 
 # ------------------------------------------------------------------------ the per-read guard
-class LruCache:
-    """A thread-safe LRU of at most ``size`` entries (0: nothing is kept)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._entries: OrderedDict[Any, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Any) -> Any:
-        """The value of ``key`` (None when absent)."""
-        with self._lock:
-            value = self._entries.get(key)
-            if value is not None:
-                self._entries.move_to_end(key)
-            return value
-
-    def put(self, key: Any, value: Any) -> None:
-        """Keep ``value`` under ``key``, dropping the least recently used past ``size``."""
-        if self.size <= 0:
-            return
-        with self._lock:
-            self._entries[key] = value
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._entries)
-
-    def items(self) -> list[tuple[Any, Any]]:
-        """A snapshot of the entries, least recently used first."""
-        with self._lock:
-            return list(self._entries.items())
-
-
-def file_version(path: str) -> tuple[str, int, int, int] | None:
-    """(path, size, modification time, inode) of a local file, None when it is not one: what
-    the kernel's caches key a file by, so a file rewritten or replaced (a republish) is a new
-    key and never meets what was kept of the old one."""
-    if not path.startswith("/") or path.startswith("/vsi"):
-        return None
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return path, st.st_size, st.st_mtime_ns, st.st_ino
-
-
-class DatasetPool:
-    """Open rasterio datasets of local files, kept idle between requests (per worker): a
-    reader checks one out for its own use (a GDAL handle is never shared by two readers at
-    once) and returns it when it closes. At most ``size`` idle handles, least recently used
-    closed first; keyed by :func:`file_version`, so a rewritten file is opened anew (its old
-    handles are closed when the new version is first opened, or as they are returned)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._idle: OrderedDict[tuple[str, int, int, int], list[Any]] = OrderedDict()
-        self._count = 0
-        self._lock = threading.Lock()
-        #: datasets opened by :meth:`checkout` (tests check reuse with it)
-        self.opened = 0
-
-    def checkout(self, path: str) -> tuple[Any, Any] | None:
-        """(an open dataset of ``path``, its key), or None (not a local file, or no pool)."""
-        import rasterio
-
-        key = file_version(path) if self.size > 0 else None
-        if key is None:
-            return None
-        with self._lock:
-            idle = self._idle.get(key)
-            if idle:
-                self._count -= 1
-                ds = idle.pop()
-                if not idle:
-                    del self._idle[key]
-                return ds, key
-            stale = [k for k in self._idle if k[0] == path]  # an older version of the file
-            closing = [ds for k in stale for ds in self._idle.pop(k)]
-            self._count -= len(closing)
-        for old in closing:
-            old.close()
-        ds = rasterio.open(path)
-        with self._lock:
-            self.opened += 1
-        return ds, key
-
-    def checkin(self, ds: Any, key: tuple[str, int, int, int]) -> None:
-        """Keep ``ds`` for the next reader of the same file version (or close it)."""
-        if file_version(key[0]) != key:  # the file changed while it was read
-            ds.close()
-            return
-        closing = []
-        with self._lock:
-            self._idle.setdefault(key, []).append(ds)
-            self._idle.move_to_end(key)
-            self._count += 1
-            while self._count > self.size:
-                old_key, old = next(iter(self._idle.items()))
-                closing.append(old.pop(0))
-                self._count -= 1
-                if not old:
-                    del self._idle[old_key]
-        for old_ds in closing:
-            old_ds.close()
-
-    def __len__(self) -> int:
-        with self._lock:
-            return self._count
-
-    def close(self) -> None:
-        """Close every idle dataset."""
-        with self._lock:
-            idle = [ds for group in self._idle.values() for ds in group]
-            self._idle.clear()
-            self._count = 0
-        for ds in idle:
-            ds.close()
-
-
 class BudgetReader(Reader):
     """rio-tiler's ``Reader``, refusing any single read past the per-read budget before it
     allocates (``max_values``: band-pixels; set per app by :func:`budget_reader`)."""
@@ -577,197 +455,6 @@ class BudgetReader(Reader):
                 return img
         TILE_READS.count("gdal")
         return super().tile(tile_x, tile_y, tile_z, **kwargs)
-
-
-class ReadCounter:
-    """How many asset tiles each path read (per process; tests and benches check it)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.counts: dict[str, int] = {"kernel": 0, "gdal": 0}
-
-    def count(self, path: str) -> None:
-        with self._lock:
-            self.counts[path] = self.counts.get(path, 0) + 1
-
-    def snapshot(self) -> dict[str, int]:
-        """A copy of the counts."""
-        with self._lock:
-            return dict(self.counts)
-
-
-TILE_READS = ReadCounter()
-
-#: ``tile()`` keyword arguments the kernel reproduces, with the values it accepts (a
-#: predicate); any other argument or value is read through GDAL
-_KERNEL_KWARGS: dict[str, Any] = {
-    "tilesize": lambda v: v is None or (isinstance(v, int) and v > 0),
-    "indexes": lambda v: True,
-    "expression": lambda v: True,
-    "buffer": lambda v: not v,
-    "padding": lambda v: not v,
-    "nodata": lambda v: v is None,
-    "unscale": lambda v: not v,
-    "resampling_method": lambda v: v in (None, "nearest"),
-    "reproject_method": lambda v: v in (None, "nearest"),
-    "post_process": lambda v: v is None,
-    "vrt_options": lambda v: not v,
-    "out_dtype": lambda v: v is None,
-}
-
-
-def _plain_nodata_dataset(ds: Any) -> bool:
-    """Nodata marks invalid pixels, nothing else does (no alpha, no mask band, no GCPs)."""
-    from rasterio.enums import ColorInterp, MaskFlags
-
-    if ds.nodata is None or ds.gcps[0] or ColorInterp.alpha in ds.colorinterp:
-        return False
-    return all(flags == [MaskFlags.nodata] for flags in ds.mask_flag_enums)
-
-
-@dataclass(frozen=True)
-class KernelHeader:
-    """What :func:`kernel_tile` takes from a file's GDAL metadata besides its grid: whether
-    nodata alone marks invalid pixels, each band's description, scale, offset and
-    ``STATISTICS_MINIMUM``/``MAXIMUM`` (None when a band has none)."""
-
-    plain_nodata: bool
-    descriptions: tuple[str | None, ...]
-    scales: tuple[float, ...]
-    offsets: tuple[float, ...]
-    statistics: tuple[tuple[float, float] | None, ...]
-
-    @classmethod
-    def of(cls, ds: Any) -> KernelHeader:
-        """Read from an open dataset (one ``tags`` call per band: done once per file)."""
-        stats: list[tuple[float, float] | None] = []
-        for ix in range(1, ds.count + 1):
-            tags = ds.tags(ix)
-            if "STATISTICS_MINIMUM" in tags and "STATISTICS_MAXIMUM" in tags:
-                stats.append((float(tags["STATISTICS_MINIMUM"]), float(tags["STATISTICS_MAXIMUM"])))
-            else:
-                stats.append(None)
-        return cls(
-            _plain_nodata_dataset(ds),
-            tuple(ds.descriptions),
-            tuple(ds.scales),
-            tuple(ds.offsets),
-            tuple(stats),
-        )
-
-
-def kernel_header(cache: LruCache, ds: Any) -> KernelHeader:
-    """The :class:`KernelHeader` of ``ds``, kept in ``cache`` under the file's
-    :func:`file_version`: a file rewritten or replaced (a republish) is read anew."""
-    key = file_version(str(ds.name))
-    if key is None:
-        return KernelHeader.of(ds)
-    header: KernelHeader | None = cache.get(key)
-    if header is None:
-        header = KernelHeader.of(ds)
-        cache.put(key, header)
-    return header
-
-
-def kernel_tile(
-    reader: Reader, tile_x: int, tile_y: int, tile_z: int, kwargs: dict[str, Any]
-) -> ImageData | None:
-    """rio-tiler's ``Reader.tile`` of a local COG, read through the reader kernel: GDAL's
-    pixel choice reproduced by :func:`~tessera_stac.catalog.reader.warp.plan_warp` (same
-    overview, same source pixel per output pixel), the touched blocks of that image decoded
-    directly, and an ImageData with rio-tiler's bands, names, mask and bounds. None when the
-    request or the file is one it does not reproduce (the caller reads through GDAL)."""
-    import numpy as np
-    from rasterio.coords import BoundingBox
-    from rasterio.transform import array_bounds
-    from rio_tiler.expression import parse_expression
-    from rio_tiler.utils import get_vrt_transform
-
-    ds = reader.dataset
-    if reader.options or any(
-        k not in _KERNEL_KWARGS or not _KERNEL_KWARGS[k](v) for k, v in kwargs.items()
-    ):
-        return None
-    dst_crs = reader.tms.rasterio_crs
-    if ds is None:
-        return None
-    src_crs = ds.crs
-    if src_crs is None or src_crs == dst_crs:
-        return None
-    blocks = blocks_of(ds)
-    if blocks is None:
-        return None
-    headers = reader.headers if isinstance(reader, BudgetReader) else LruCache(0)
-    header = kernel_header(headers, ds)
-    if not header.plain_nodata:
-        return None
-    expression = kwargs.get("expression")
-    indexes = kwargs.get("indexes")
-    if expression:
-        indexes = parse_expression(expression)
-    if isinstance(indexes, int):
-        indexes = (indexes,)
-    indexes = tuple(indexes) if indexes else tuple(range(1, ds.count + 1))
-    if not all(1 <= i <= ds.count for i in indexes):
-        return None  # GDAL's error, from GDAL
-    every = tuple(range(1, ds.count + 1))
-    if len(indexes) == ds.count and indexes != every:
-        return None  # all bands in another order: GDAL's choice of path unproven
-    matrix = reader.tms.matrix(tile_z)
-    size = kwargs.get("tilesize")
-    width, height = size or matrix.tileWidth, size or matrix.tileHeight
-    left, bottom, right, top = reader.tms.xy_bounds(morecantile.Tile(x=tile_x, y=tile_y, z=tile_z))
-    bounds = (left, bottom, right, top)
-    src_transform = tuple(ds.transform)[:6]
-    # the plan is a function of these alone (the file's grid and images, the tile's grid):
-    # the codes and the scales of an item share it, and a rewritten file has other levels
-    # or another grid (and another TiffBlocks), so a kept plan is never stale
-    key = (src_crs, src_transform, ds.width, ds.height, blocks.levels, dst_crs, bounds,
-           width, height, indexes == every)  # fmt: skip
-    plans = reader.plans if isinstance(reader, BudgetReader) else LruCache(0)
-    planned = plans.get(key)
-    if planned is None:
-        vrt_transform, vrt_width, vrt_height = get_vrt_transform(
-            ds, bounds, height, width, dst_crs=dst_crs
-        )
-        plan = plan_warp(
-            src_crs,
-            src_transform,
-            blocks.levels,
-            dst_crs,
-            tuple(vrt_transform)[:6],
-            (vrt_width, vrt_height),
-            (width, height),
-            all_bands=indexes == every,
-        )
-        planned = (vrt_transform, vrt_width, vrt_height, plan)
-        plans.put(key, planned)
-    vrt_transform, vrt_width, vrt_height, plan = planned
-    if plan is None:
-        return None
-    source = blocks if plan.level == 0 else blocks_of(ds, plan.level)
-    if source is None:
-        return None
-    nodata = float(ds.nodata)
-    bands = None if indexes == every else np.asarray(indexes) - 1
-    data = read_planned(source, plan, nodata, bands, band_first=True)
-    mask = np.isnan(data) if math.isnan(nodata) else data == nodata
-    descriptions, scales, offsets = header.descriptions, header.scales, header.offsets
-    stats = [s for s in (header.statistics[ix - 1] for ix in indexes) if s is not None]
-    img = ImageData(
-        np.ma.MaskedArray(data, mask=mask),
-        bounds=BoundingBox(*array_bounds(vrt_height, vrt_width, vrt_transform)),
-        crs=dst_crs,
-        band_names=[f"b{ix}" for ix in indexes],
-        band_descriptions=[descriptions[ix - 1] or f"b{ix}" for ix in indexes],
-        dataset_statistics=stats if len(stats) == len(indexes) else None,
-        metadata={},
-        nodata=ds.nodata,
-        scales=[scales[ix - 1] for ix in indexes],
-        offsets=[offsets[ix - 1] for ix in indexes],
-    )
-    img.assets = [reader.input]
-    return img.apply_expression(expression) if expression else img
 
 
 def budget_reader(settings: ApiSettings) -> type[BudgetReader]:

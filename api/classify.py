@@ -40,7 +40,7 @@ from rio_tiler.models import ImageData
 from titiler.core.algorithm.base import BaseAlgorithm
 from titiler.core.dependencies import ColorMapParams
 
-from tessera_stac.api.budget import LruCache
+from tessera_stac.api.caches import LruCache
 from tessera_stac.catalog.constants import (
     CLASSES_ASSET,
     CLASSES_COLLECTION_PREFIX,

@@ -57,6 +57,7 @@ from titiler.pgstac.factory import MosaicTilerFactory
 from titiler.pgstac.reader import PgSTACReader, SimpleSTACReader
 
 from tessera_stac.api import budget, tile_layers
+from tessera_stac.api.caches import LruCache, file_version
 from tessera_stac.api.packed import (
     kernel_reads,
     mask_pixels,
@@ -434,11 +435,11 @@ def point_vector(
     scales files, so a reload or a republished file is read anew."""
     from tessera_stac.api.embeddings import readers
 
-    cache: budget.LruCache | None = getattr(request.app.state, "tile_vectors", None)
+    cache: LruCache | None = getattr(request.app.state, "tile_vectors", None)
     gdal_path = getattr(request.app.state, "tile_gdal_path", None)
     assets = item.assets
     versions = tuple(
-        budget.file_version(gdal_path(assets[key].href)) if gdal_path and key in assets else None
+        file_version(gdal_path(assets[key].href)) if gdal_path and key in assets else None
         for key in (EMBEDDINGS.asset_key, SCALES.asset_key)
     )
     key = (id(_pool(request)), collection_id, item.id, lon, lat, versions)
@@ -750,7 +751,7 @@ def mount_tiles(app: FastAPI, data_dir: Any, root_path: str = "", settings: Any 
     asset_reader = budget.budget_reader(settings or ApiSettings())
     gdal_path = _local_hrefs(data_dir, root_path)
     app.state.tile_gdal_path = gdal_path  # the change layer reads the other year with it
-    app.state.tile_vectors = budget.LruCache((settings or ApiSettings()).tile_vector_cache_size)
+    app.state.tile_vectors = LruCache((settings or ApiSettings()).tile_vector_cache_size)
     items = MultiBaseTilerFactory(
         reader=item_reader(gdal_path, asset_reader),
         path_dependency=ItemParams,

@@ -24,7 +24,7 @@ import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
-from tessera_stac.api.budget import LruCache
+from tessera_stac.api.caches import LruCache
 from tessera_stac.api.classify import check_name
 from tessera_stac.api.watersheds import CACHE_SIZE, _read_bytes
 from tessera_stac.catalog.constants import MWS_CLASSES_COLLECTION_ID

@@ -27,7 +27,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
-from tessera_stac.api.budget import LruCache
+from tessera_stac.api.caches import LruCache
 from tessera_stac.catalog.constants import BAND_NAMES, EMBEDDING_DIM, JOIN_COLLECTION_ID
 
 router = APIRouter(tags=["Watersheds"])

@@ -95,7 +95,7 @@ class Direct:
         import morecantile
         import rasterio
 
-        from tessera_stac.api.budget import LruCache
+        from tessera_stac.api.caches import LruCache
         from tessera_stac.api.settings import ApiSettings
 
         self.items = items

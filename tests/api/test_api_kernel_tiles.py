@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from tessera_stac.api.app import create_app
-from tessera_stac.api.budget import TILE_READS
+from tessera_stac.api.kernel_tiles import TILE_READS
 from tessera_stac.api.settings import ApiSettings
 from tessera_stac.catalog.model import GridCell
 from tessera_stac.catalog.pgstac.load import load

@@ -18,13 +18,9 @@ from rasterio.enums import Resampling
 
 from tessera_stac.api import tiles
 from tessera_stac.api.app import create_app
-from tessera_stac.api.budget import (
-    TILE_READS,
-    DatasetPool,
-    LruCache,
-    budget_reader,
-    file_version,
-)
+from tessera_stac.api.budget import budget_reader
+from tessera_stac.api.caches import DatasetPool, LruCache, file_version
+from tessera_stac.api.kernel_tiles import TILE_READS
 from tessera_stac.api.packed import kernel_reads
 from tessera_stac.api.settings import ApiSettings
 from tessera_stac.catalog.pgstac.load import load

@@ -1,0 +1,138 @@
+"""Bounded per-worker caches of the API: a thread-safe LRU, the identity of a local file's
+version, and a pool of open rasterio datasets.
+
+Every cache here is bounded by a setting (``TILE_*_CACHE_SIZE``, the watershed, class-table
+and head caches' sizes) and keyed so that nothing kept can go stale: files by
+:func:`file_version` (path, size, modification time, inode), so a republished file is a new
+key. Used by the map tiles (:mod:`tessera_stac.api.budget`, :mod:`tessera_stac.api.kernel_tiles`),
+the similarity vectors, the watershed and class tables and the trained heads.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from typing import Any
+
+
+class LruCache:
+    """A thread-safe LRU of at most ``size`` entries (0: nothing is kept)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        """The value of ``key`` (None when absent)."""
+        with self._lock:
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
+            return value
+
+    def put(self, key: Any, value: Any) -> None:
+        """Keep ``value`` under ``key``, dropping the least recently used past ``size``."""
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def items(self) -> list[tuple[Any, Any]]:
+        """A snapshot of the entries, least recently used first."""
+        with self._lock:
+            return list(self._entries.items())
+
+
+def file_version(path: str) -> tuple[str, int, int, int] | None:
+    """(path, size, modification time, inode) of a local file, None when it is not one: what
+    the kernel's caches key a file by, so a file rewritten or replaced (a republish) is a new
+    key and never meets what was kept of the old one."""
+    if not path.startswith("/") or path.startswith("/vsi"):
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return path, st.st_size, st.st_mtime_ns, st.st_ino
+
+
+class DatasetPool:
+    """Open rasterio datasets of local files, kept idle between requests (per worker): a
+    reader checks one out for its own use (a GDAL handle is never shared by two readers at
+    once) and returns it when it closes. At most ``size`` idle handles, least recently used
+    closed first; keyed by :func:`file_version`, so a rewritten file is opened anew (its old
+    handles are closed when the new version is first opened, or as they are returned)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._idle: OrderedDict[tuple[str, int, int, int], list[Any]] = OrderedDict()
+        self._count = 0
+        self._lock = threading.Lock()
+        #: datasets opened by :meth:`checkout` (tests check reuse with it)
+        self.opened = 0
+
+    def checkout(self, path: str) -> tuple[Any, Any] | None:
+        """(an open dataset of ``path``, its key), or None (not a local file, or no pool)."""
+        import rasterio
+
+        key = file_version(path) if self.size > 0 else None
+        if key is None:
+            return None
+        with self._lock:
+            idle = self._idle.get(key)
+            if idle:
+                self._count -= 1
+                ds = idle.pop()
+                if not idle:
+                    del self._idle[key]
+                return ds, key
+            stale = [k for k in self._idle if k[0] == path]  # an older version of the file
+            closing = [ds for k in stale for ds in self._idle.pop(k)]
+            self._count -= len(closing)
+        for old in closing:
+            old.close()
+        ds = rasterio.open(path)
+        with self._lock:
+            self.opened += 1
+        return ds, key
+
+    def checkin(self, ds: Any, key: tuple[str, int, int, int]) -> None:
+        """Keep ``ds`` for the next reader of the same file version (or close it)."""
+        if file_version(key[0]) != key:  # the file changed while it was read
+            ds.close()
+            return
+        closing = []
+        with self._lock:
+            self._idle.setdefault(key, []).append(ds)
+            self._idle.move_to_end(key)
+            self._count += 1
+            while self._count > self.size:
+                old_key, old = next(iter(self._idle.items()))
+                closing.append(old.pop(0))
+                self._count -= 1
+                if not old:
+                    del self._idle[old_key]
+        for old_ds in closing:
+            old_ds.close()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._count
+
+    def close(self) -> None:
+        """Close every idle dataset."""
+        with self._lock:
+            idle = [ds for group in self._idle.values() for ds in group]
+            self._idle.clear()
+            self._count = 0
+        for ds in idle:
+            ds.close()
