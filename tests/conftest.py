@@ -256,12 +256,13 @@ def s3_server() -> Iterator[S3Server]:
     """moto's S3 in server mode on a free loopback port; env set for boto3 and GDAL."""
     from moto.server import ThreadedMotoServer
 
-    from tessera_stac.catalog.pgstac.cluster import free_port
-
     uninstall = _ObjectBytesCache().install()
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    # port 0: the server binds a port the kernel picks, then says which (a port chosen free
+    # beforehand can be taken by another process before the server binds it, and moto's
+    # start() then waits forever for a server that failed)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
+    port = server.get_host_and_port()[1]
     endpoint = f"http://127.0.0.1:{port}"
     env = {
         "AWS_ACCESS_KEY_ID": "testing",
@@ -301,18 +302,26 @@ def s3(s3_server: S3Server) -> Iterator[tuple[S3Server, str]]:
 
 # -------------------------------------------------------------------------------- API
 class LiveServer:
-    """uvicorn serving an ASGI app in a thread on a free 127.0.0.1 port."""
+    """uvicorn serving an ASGI app in a thread on a free 127.0.0.1 port.
+
+    The listening socket is bound here and handed to uvicorn: a port found free and bound
+    later by uvicorn could be taken by another process (the other test worker) meanwhile."""
 
     def __init__(self, app: Any) -> None:
+        import socket
+
         import uvicorn
 
-        from tessera_stac.catalog.pgstac.cluster import free_port
-
-        self.port = free_port()
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.socket.bind(("127.0.0.1", 0))
+        self.port = int(self.socket.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True
+        )
 
     def start(self) -> LiveServer:
         self.thread.start()
@@ -326,6 +335,7 @@ class LiveServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=15)
+        self.socket.close()
 
 
 @pytest.fixture
