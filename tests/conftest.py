@@ -55,6 +55,41 @@ else:
     _limit = os.environ["OPENBLAS_NUM_THREADS"]
     threadpool_limits(int(_limit) if _limit.isdigit() else 1)
 
+# ------------------------------------------------------------------ HTTP client timeout
+#: httpx's default timeout is 5 s, and most of the tests' requests to a live server give none:
+#: on a loaded machine (2 cores at load 3-10 under ``make test``) an answer can take longer
+#: (the first OpenAPI build, a 128-band tile, a classification), and the test failed with
+#: ReadTimeout although the server was right. A request without a timeout of its own waits
+#: up to ``HTTP_TIMEOUT``; a test that bounds a request on purpose ("answers, does not hang")
+#: passes its own timeout, which is kept. Only httpx's module-level calls (the tests' own)
+#: change; the package's code passes its timeouts explicitly.
+HTTP_TIMEOUT = 120.0
+
+
+def _patient(call: Callable[..., Any]) -> Callable[..., Any]:
+    import functools
+
+    @functools.wraps(call)
+    def patient(*args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("timeout", HTTP_TIMEOUT)
+        return call(*args, **kwargs)
+
+    return patient
+
+
+def _patient_httpx() -> None:
+    import httpx
+
+    for name in ("request", "stream", "get", "options", "head", "post", "put", "patch", "delete"):
+        call = getattr(httpx, name)
+        if not getattr(call, "_tessera_patient", False):
+            wrapped = _patient(call)
+            wrapped._tessera_patient = True  # type: ignore[attr-defined]
+            setattr(httpx, name, wrapped)
+
+
+_patient_httpx()
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 TEMPLATE_DB = "pgstac_template"
@@ -325,7 +360,8 @@ class LiveServer:
 
     def start(self) -> LiveServer:
         self.thread.start()
-        deadline = time.monotonic() + 30
+        # only bounds a failure: the app's startup (its database pool) is slow under load
+        deadline = time.monotonic() + 120
         while not self.server.started:
             if not self.thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("uvicorn did not start")

@@ -383,7 +383,7 @@ def test_budgets_hold_with_several_workers(
         url = server.url
         try:
             load(dsn, str(published_catalog["catalog"]), base_url=url + "/data")
-            server.wait(timeout=90)
+            server.wait()
             watch = TreeWatch(server.proc.pid)
             # 12 heavy requests: 3 for each of the 2 x heavy_concurrency slots, so both
             # workers run full at once (the storm test above sends 24 to one worker)
