@@ -439,6 +439,16 @@ async def _call_limiter(
     return start["status"], body, dict(start["headers"]), time.monotonic() - t0
 
 
+async def _until_locked(limiter: Any) -> None:
+    """Until every slot of ``limiter`` is taken (bounded: a request that never takes one fails
+    the test instead of hanging it)."""
+    import asyncio
+
+    async with asyncio.timeout(30):
+        while not limiter._semaphore().locked():
+            await asyncio.sleep(0.01)
+
+
 def test_a_request_past_its_deadline_is_answered_503_and_keeps_its_slot() -> None:
     """``heavy_request_seconds``: a raster request that has not begun its answer in time gets
     503 + Retry-After naming the setting; its work still holds the slot until it ends (the next
@@ -475,8 +485,7 @@ def test_a_request_past_its_deadline_is_answered_503_and_keeps_its_slot() -> Non
 
     async def main() -> None:
         slow = asyncio.ensure_future(call("/embeddings/area"))
-        while not limiter._semaphore().locked():  # the slow request holds the only slot
-            await asyncio.sleep(0.01)
+        await _until_locked(limiter)  # the slow request holds the only slot
         quick = asyncio.ensure_future(call("/embeddings/positions"))
         s1, b1, h1, _ = await slow  # answered while its work still runs: by the deadline
         assert s1 == 503 and b"TESSERA_STAC_API_HEAVY_REQUEST_SECONDS" in b1, b1
@@ -525,8 +534,7 @@ def test_a_request_its_query_refuses_is_answered_at_once_while_every_slot_is_bus
 
     async def main() -> None:
         busy = asyncio.ensure_future(call(preview, ""))
-        while not limiter._semaphore().locked():  # the busy request holds the only slot
-            await asyncio.sleep(0.01)
+        await _until_locked(limiter)  # the busy request holds the only slot
         big = await call(preview, "width=20000&height=20000")
         wide = await call(tile, "tilesize=100000")
         odd = await call(tile, "rescale=0,nan")
