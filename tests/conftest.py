@@ -55,6 +55,41 @@ else:
     _limit = os.environ["OPENBLAS_NUM_THREADS"]
     threadpool_limits(int(_limit) if _limit.isdigit() else 1)
 
+# ------------------------------------------------------------------ HTTP client timeout
+#: httpx's default timeout is 5 s, and most of the tests' requests to a live server give none:
+#: on a loaded machine (2 cores at load 3-10 under ``make test``) an answer can take longer
+#: (the first OpenAPI build, a 128-band tile, a classification), and the test failed with
+#: ReadTimeout although the server was right. A request without a timeout of its own waits
+#: up to ``HTTP_TIMEOUT``; a test that bounds a request on purpose ("answers, does not hang")
+#: passes its own timeout, which is kept. Only httpx's module-level calls (the tests' own)
+#: change; the package's code passes its timeouts explicitly.
+HTTP_TIMEOUT = 120.0
+
+
+def _patient(call: Callable[..., Any]) -> Callable[..., Any]:
+    import functools
+
+    @functools.wraps(call)
+    def patient(*args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("timeout", HTTP_TIMEOUT)
+        return call(*args, **kwargs)
+
+    return patient
+
+
+def _patient_httpx() -> None:
+    import httpx
+
+    for name in ("request", "stream", "get", "options", "head", "post", "put", "patch", "delete"):
+        call = getattr(httpx, name)
+        if not getattr(call, "_tessera_patient", False):
+            wrapped = _patient(call)
+            wrapped._tessera_patient = True  # type: ignore[attr-defined]
+            setattr(httpx, name, wrapped)
+
+
+_patient_httpx()
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 TEMPLATE_DB = "pgstac_template"
@@ -256,12 +291,13 @@ def s3_server() -> Iterator[S3Server]:
     """moto's S3 in server mode on a free loopback port; env set for boto3 and GDAL."""
     from moto.server import ThreadedMotoServer
 
-    from tessera_stac.catalog.pgstac.cluster import free_port
-
     uninstall = _ObjectBytesCache().install()
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    # port 0: the server binds a port the kernel picks, then says which (a port chosen free
+    # beforehand can be taken by another process before the server binds it, and moto's
+    # start() then waits forever for a server that failed)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
+    port = server.get_host_and_port()[1]
     endpoint = f"http://127.0.0.1:{port}"
     env = {
         "AWS_ACCESS_KEY_ID": "testing",
@@ -301,22 +337,31 @@ def s3(s3_server: S3Server) -> Iterator[tuple[S3Server, str]]:
 
 # -------------------------------------------------------------------------------- API
 class LiveServer:
-    """uvicorn serving an ASGI app in a thread on a free 127.0.0.1 port."""
+    """uvicorn serving an ASGI app in a thread on a free 127.0.0.1 port.
+
+    The listening socket is bound here and handed to uvicorn: a port found free and bound
+    later by uvicorn could be taken by another process (the other test worker) meanwhile."""
 
     def __init__(self, app: Any) -> None:
+        import socket
+
         import uvicorn
 
-        from tessera_stac.catalog.pgstac.cluster import free_port
-
-        self.port = free_port()
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.socket.bind(("127.0.0.1", 0))
+        self.port = int(self.socket.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True
+        )
 
     def start(self) -> LiveServer:
         self.thread.start()
-        deadline = time.monotonic() + 30
+        # only bounds a failure: the app's startup (its database pool) is slow under load
+        deadline = time.monotonic() + 120
         while not self.server.started:
             if not self.thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("uvicorn did not start")
@@ -326,6 +371,7 @@ class LiveServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=15)
+        self.socket.close()
 
 
 @pytest.fixture

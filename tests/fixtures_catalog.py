@@ -205,7 +205,9 @@ def wait_serving(url: str, proc: Any, what: str = "test server") -> None:
     import urllib.error
     import urllib.request
 
-    deadline = time.monotonic() + 20
+    # only bounds a failure: a Python server process starting on a loaded machine needs
+    # seconds to import uvicorn and starlette
+    deadline = time.monotonic() + 120
     while True:
         try:
             urllib.request.urlopen(url, timeout=1)

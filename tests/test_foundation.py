@@ -188,9 +188,9 @@ def test_live_api_answers_over_http(pg_dsn: str, live_api: Any) -> None:
     from tessera_stac.api.settings import ApiSettings
 
     url = live_api(create_app(ApiSettings(), pg_dsn))
-    landing = httpx.get(url + "/", timeout=10).json()
+    landing = httpx.get(url + "/", timeout=60).json()
     assert landing["type"] == "Catalog"
-    assert httpx.get(url + "/collections", timeout=10).json()["collections"] == []
+    assert httpx.get(url + "/collections", timeout=60).json()["collections"] == []
 
 
 def _walk(command: Any, path: list[str]) -> list[list[str]]:

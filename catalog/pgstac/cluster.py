@@ -268,7 +268,6 @@ class LocalCluster:
                 os.chown(self.pgdata, user.uid, user.gid)
             os.chmod(self.pgdata, 0o700)
             password = secrets.token_urlsafe(18)
-            port = self._port_override or free_port()
             pwfile = self.home / ".pwfile"
             pwfile.write_text(password + "\n")
             if not user.is_self:
@@ -295,6 +294,9 @@ class LocalCluster:
             finally:
                 pwfile.unlink(missing_ok=True)
             self._write_conf()
+            # chosen just before the server binds it (start, below), not before initdb's
+            # seconds: meanwhile another process can be given the same free port
+            port = self._port_override or free_port()
             self._write_state({"port": port, "password": password, "bindir": str(bindir)})
             created = True
         self.start()

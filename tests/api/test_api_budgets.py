@@ -383,7 +383,7 @@ def test_budgets_hold_with_several_workers(
         url = server.url
         try:
             load(dsn, str(published_catalog["catalog"]), base_url=url + "/data")
-            server.wait(timeout=90)
+            server.wait()
             watch = TreeWatch(server.proc.pid)
             # 12 heavy requests: 3 for each of the 2 x heavy_concurrency slots, so both
             # workers run full at once (the storm test above sends 24 to one worker)
@@ -439,42 +439,62 @@ async def _call_limiter(
     return start["status"], body, dict(start["headers"]), time.monotonic() - t0
 
 
+async def _until_locked(limiter: Any) -> None:
+    """Until every slot of ``limiter`` is taken (bounded: a request that never takes one fails
+    the test instead of hanging it)."""
+    import asyncio
+
+    async with asyncio.timeout(30):
+        while not limiter._semaphore().locked():
+            await asyncio.sleep(0.01)
+
+
 def test_a_request_past_its_deadline_is_answered_503_and_keeps_its_slot() -> None:
     """``heavy_request_seconds``: a raster request that has not begun its answer in time gets
     503 + Retry-After naming the setting; its work still holds the slot until it ends (the next
-    request waits for it, so memory stays bounded), and the slot is released exactly once."""
+    request waits for it, so memory stays bounded), and the slot is released exactly once.
+
+    The abandoned work ends only when the test lets it (an event, not a sleep): the 503 arriving
+    while it still runs can only be the deadline's, and the next request must still be waiting
+    then, whatever the machine's load."""
     import asyncio
+    import threading
 
     import anyio
 
     from tessera_stac.api.budget import HeavyRequestLimiter
 
     ran: list[str] = []
+    work_may_end = threading.Event()
 
     async def slow_app(scope: Any, receive: Any, send: Any) -> None:
-        seconds = float(scope["query_string"].decode() or 0)
-        await anyio.to_thread.run_sync(time.sleep, seconds)  # uncancellable, as GDAL reads are
+        if scope["path"] == "/embeddings/area":
+            # uncancellable, as GDAL reads are (bounded, so a broken limiter cannot hang the test)
+            await anyio.to_thread.run_sync(work_may_end.wait, 60)
         ran.append(scope["path"])
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"done"})
 
     settings = ApiSettings(
-        heavy_concurrency=1, heavy_queue_seconds=5, heavy_request_seconds=0.3, tile_cache_mb=0
+        heavy_concurrency=1, heavy_queue_seconds=30, heavy_request_seconds=0.3, tile_cache_mb=0
     )
     limiter = HeavyRequestLimiter(slow_app, settings)
 
-    async def call(path: str, seconds: float) -> tuple[int, bytes, dict[bytes, bytes], float]:
-        return await _call_limiter(limiter, "POST", path, str(seconds))
+    async def call(path: str) -> tuple[int, bytes, dict[bytes, bytes], float]:
+        return await _call_limiter(limiter, "POST", path, "")
 
     async def main() -> None:
-        slow = asyncio.ensure_future(call("/embeddings/area", 1.5))
-        await asyncio.sleep(0.05)
-        quick = asyncio.ensure_future(call("/embeddings/positions", 0.0))
-        (s1, b1, h1, t1), (s2, b2, _, t2) = await asyncio.gather(slow, quick)
+        slow = asyncio.ensure_future(call("/embeddings/area"))
+        await _until_locked(limiter)  # the slow request holds the only slot
+        quick = asyncio.ensure_future(call("/embeddings/positions"))
+        s1, b1, h1, _ = await slow  # answered while its work still runs: by the deadline
         assert s1 == 503 and b"TESSERA_STAC_API_HEAVY_REQUEST_SECONDS" in b1, b1
-        assert h1[b"retry-after"] == b"10" and t1 < 1.0, (h1, t1)
-        # the quick one waited for the abandoned work (1.5 s), then ran
-        assert s2 == 200 and b2 == b"done" and t2 > 1.2, (s2, t2)
+        assert h1[b"retry-after"] == b"10", h1
+        await asyncio.sleep(0.1)  # room for a wrongly admitted quick request to run
+        assert not quick.done() and ran == [], "the slot was freed before the abandoned work ended"
+        work_may_end.set()
+        s2, b2, _, _ = await quick  # the abandoned work ended, then the quick one ran
+        assert s2 == 200 and b2 == b"done", (s2, b2)
         assert ran == ["/embeddings/area", "/embeddings/positions"]
         slots = limiter._semaphore()
         assert not slots.locked() and slots._value == 1  # released once each, no more
@@ -486,39 +506,48 @@ def test_a_request_its_query_refuses_is_answered_at_once_while_every_slot_is_bus
     """A request whose query string alone breaks a budget (``width`` x ``height``, ``tilesize``,
     ``rescale``) is refused before it queues: 413/400 at once while the only slot is held,
     instead of waiting up to ``heavy_queue_seconds`` for a slot only to be refused (the
-    2-worker storm test timed out such a request under CI load)."""
-    import asyncio
+    2-worker storm test timed out such a request under CI load).
 
-    import anyio
+    The busy request holds its slot until the test lets it go (an event, not a sleep): the
+    refusals come while it is held, and a request within the budgets is still queued then."""
+    import asyncio
 
     from tessera_stac.api.budget import HeavyRequestLimiter
 
+    busy_may_end = asyncio.Event()
+
     async def slow_app(scope: Any, receive: Any, send: Any) -> None:
-        await anyio.sleep(2.0)
+        await busy_may_end.wait()
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"done"})
 
-    settings = ApiSettings(heavy_concurrency=1, heavy_queue_seconds=5, tile_cache_mb=0)
+    # a refusal that queued would wait for the slot the busy request never frees here, then
+    # get 503 after heavy_queue_seconds, not 413/400
+    settings = ApiSettings(heavy_concurrency=1, heavy_queue_seconds=30, tile_cache_mb=0)
     limiter = HeavyRequestLimiter(slow_app, settings)
     tile = "/tiles/collections/c/items/i/tiles/WebMercatorQuad/14/1/1.png"
+    preview = "/tiles/collections/c/items/i/preview.png"
 
-    async def call(path: str, query: str) -> tuple[int, bytes, float]:
-        status, body, _, seconds = await _call_limiter(limiter, "GET", path, query)
-        return status, body, seconds
+    async def call(path: str, query: str) -> tuple[int, bytes]:
+        status, body, _, _ = await _call_limiter(limiter, "GET", path, query)
+        return status, body
 
     async def main() -> None:
-        busy = asyncio.ensure_future(call("/tiles/collections/c/items/i/preview.png", ""))
-        await asyncio.sleep(0.05)
-        big = await call("/tiles/collections/c/items/i/preview.png", "width=20000&height=20000")
+        busy = asyncio.ensure_future(call(preview, ""))
+        await _until_locked(limiter)  # the busy request holds the only slot
+        big = await call(preview, "width=20000&height=20000")
         wide = await call(tile, "tilesize=100000")
         odd = await call(tile, "rescale=0,nan")
-        small = await call("/tiles/collections/c/items/i/preview.png", "width=200&height=200")
         assert big[0] == 413 and b"TESSERA_STAC_API_TILE_MAX_OUTPUT_PIXELS" in big[1], big
         assert wide[0] == 413 and b"tilesize" in wide[1], wide
         assert odd[0] == 400 and b"rescale" in odd[1], odd
-        assert max(big[2], wide[2], odd[2]) < 0.5, (big, wide, odd)
-        # a request within the budgets waited for the slot, then ran
-        assert small[0] == 200 and small[2] > 1.5, small
+        assert not busy.done()  # all three answered while the slot was held
+        # a request within the budgets waits for the slot, then runs
+        small = asyncio.ensure_future(call(preview, "width=200&height=200"))
+        await asyncio.sleep(0.1)
+        assert not small.done(), "a request within the budgets ran while the slot was held"
+        busy_may_end.set()
+        assert (await small)[0] == 200
         assert (await busy)[0] == 200
 
     asyncio.run(main())

@@ -65,7 +65,9 @@ class Served:
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=self.log)
 
-    def wait(self, timeout: float = 60) -> Served:
+    def wait(self, timeout: float = 120) -> Served:
+        """Until ``/healthz`` answers 200 (``timeout`` only bounds a failure: the process
+        imports the whole API stack, which takes seconds on a loaded machine)."""
         deadline = time.monotonic() + timeout
         while True:
             try:

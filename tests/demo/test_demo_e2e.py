@@ -51,6 +51,7 @@ class Served:
     base: str = ""
     urls: dict[str, str] = field(default_factory=dict)
     snippet: str = ""
+    reader: threading.Thread | None = None  # appends to ``lines`` until the output ends
 
     def text(self) -> str:
         return "".join(self.lines)
@@ -84,6 +85,7 @@ def served(demo_run: DemoRun) -> Iterator[Served]:
     )
     server = Served(proc, [])
     reader = threading.Thread(target=_read_lines, args=(proc, server.lines), daemon=True)
+    server.reader = reader
     reader.start()
     deadline = time.monotonic() + 180
     while not re.search(r"^```\s*$", server.text(), re.M):
@@ -335,7 +337,14 @@ def test_readme_recipes_run_against_the_demo(
 def test_ctrl_c_stops_serving_cleanly(served: Served) -> None:
     served.proc.send_signal(signal.SIGINT)
     assert served.proc.wait(timeout=30) == 0
-    time.sleep(0.3)
+    # its last words reach ``lines`` through the reader thread: wait for them (or for the
+    # end of the output), not for a fixed time
+    assert served.reader is not None
+    deadline = time.monotonic() + 30
+    while "stopped serving" not in served.text() and time.monotonic() < deadline:
+        if not served.reader.is_alive():
+            break  # the whole output is read
+        time.sleep(0.05)
     assert "stopped serving" in served.text()
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{served.base}/", timeout=5)
