@@ -20,7 +20,8 @@ Three layers, each cheap and each checked before any large allocation:
   ``503`` + ``Retry-After``; one that has not begun its answer after ``heavy_request_seconds``
   gets the same 503 (its work ends in the background, still holding its slot). Everything
   else (search, items, collections, TileJSON, cached tiles) never waits behind them.
-  Finished tiles are kept in a small bounded cache.
+  Finished tiles are kept in a small bounded cache; once a worker has had no raster request
+  for a second, the freed heap is handed back to the system (``malloc_trim``).
 
 Every refusal is the API's error shape ``{"code", "description"}`` and names the setting.
 """
@@ -562,16 +563,58 @@ class TileCache:
         self._size -= len(body)
 
 
+def release_free_memory() -> bool:
+    """Return the heap's free pages to the system (glibc's ``malloc_trim``): the arrays of a
+    finished burst of raster requests stay with the allocator's per-thread arenas otherwise,
+    and a worker's resident memory creeps up from one burst to the next. False where the C
+    library has no ``malloc_trim`` (not glibc)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim(0)
+    return True
+
+
 class HeavyRequestLimiter:
     """Admit raster-reading requests ``heavy_concurrency`` at a time (per worker process);
     a request that waits longer than ``heavy_queue_seconds`` gets 503 + ``Retry-After``.
     Cheap requests pass straight through; cached tiles are answered without admission."""
+
+    #: seconds without a raster request after which freed heap memory is handed back to the
+    #: system (:func:`release_free_memory`); a burst's arrays are freed to the allocator's
+    #: per-thread arenas, which otherwise keep them and grow from one burst to the next
+    idle_trim_seconds = 1.0
 
     def __init__(self, app: ASGIApp, settings: ApiSettings) -> None:
         self.app = app
         self.settings = settings
         self._slots: asyncio.Semaphore | None = None
         self.cache = TileCache(settings.tile_cache_mb * 1024 * 1024, settings.tile_cache_seconds)
+        self._running = 0
+        self._idle_since = 0.0
+        #: how many times the heap was trimmed (tests check it)
+        self.trims = 0
+
+    def _trim(self) -> None:
+        """Hand freed memory back (in a thread: it walks the heap) once the worker has been
+        idle ``idle_trim_seconds``; a request arriving meanwhile puts it off."""
+        idle = time.monotonic() - self._idle_since
+        if self._running == 0 and idle >= self.idle_trim_seconds - 0.01:
+            self.trims += 1
+            asyncio.get_running_loop().run_in_executor(None, release_free_memory)
+
+    def _release(self, slots: asyncio.Semaphore) -> None:
+        slots.release()
+        self._running -= 1
+        if self._running == 0 and self.idle_trim_seconds >= 0:
+            self._idle_since = time.monotonic()
+            asyncio.get_running_loop().call_later(self.idle_trim_seconds, self._trim)
 
     def _semaphore(self) -> asyncio.Semaphore:
         if self._slots is None:
@@ -613,6 +656,7 @@ class HeavyRequestLimiter:
                 {"Retry-After": str(retry)},
             )
             return
+        self._running += 1
         inner = _recording(send, self.cache, key) if key else send
         if await self._run_within_deadline(scope, receive, inner, slots):
             await send_error(
@@ -641,7 +685,7 @@ class HeavyRequestLimiter:
             await send(message)
 
         def release_when_done(task: asyncio.Future[Any]) -> None:
-            slots.release()
+            self._release(slots)
             if not task.cancelled():
                 task.exception()  # retrieved: an abandoned request's error is not news
 
@@ -659,7 +703,7 @@ class HeavyRequestLimiter:
         try:
             await task  # finished, or streaming its response: let it end
         finally:
-            slots.release()
+            self._release(slots)
         return False
 
 

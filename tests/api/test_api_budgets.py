@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -551,3 +552,83 @@ def test_a_request_its_query_refuses_is_answered_at_once_while_every_slot_is_bus
         assert (await busy)[0] == 200
 
     asyncio.run(main())
+
+
+def test_the_heap_is_trimmed_once_the_worker_is_idle_and_not_before() -> None:
+    """After the last raster request of a burst ends and ``idle_trim_seconds`` pass with none
+    running, the limiter hands the freed heap back once (``release_free_memory``); a request
+    running, or one arriving within the delay, puts it off. Events, not timings, decide what
+    is running; the delay is only a lower bound."""
+    import asyncio
+
+    from tessera_stac.api.budget import HeavyRequestLimiter
+
+    may_end: dict[str, asyncio.Event] = {}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await may_end[scope["path"]].wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"done"})
+
+    settings = ApiSettings(heavy_concurrency=2, heavy_queue_seconds=30, tile_cache_mb=0)
+    limiter = HeavyRequestLimiter(app, settings)
+    limiter.idle_trim_seconds = 0.2
+
+    async def main() -> None:
+        a, b = "/embeddings/area", "/embeddings/positions"
+        may_end[a], may_end[b] = asyncio.Event(), asyncio.Event()
+        first = asyncio.ensure_future(_call_limiter(limiter, "POST", a, ""))
+        second = asyncio.ensure_future(_call_limiter(limiter, "POST", b, ""))
+        await _until_locked(limiter)  # both running
+        may_end[a].set()
+        assert (await first)[0] == 200
+        await asyncio.sleep(0.5)  # past the delay, but the second still runs
+        assert limiter.trims == 0, "trimmed while a raster request was running"
+        may_end[b].set()
+        assert (await second)[0] == 200
+        # a new request within the delay puts the trim off until it too has ended
+        may_end[a] = asyncio.Event()
+        third = asyncio.ensure_future(_call_limiter(limiter, "POST", a, ""))
+        await asyncio.sleep(0.5)
+        assert limiter.trims == 0, "trimmed while a raster request was running"
+        may_end[a].set()
+        assert (await third)[0] == 200
+        async with asyncio.timeout(30):
+            while limiter.trims == 0:
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        assert limiter.trims == 1, "one trim for one idle period"
+
+    asyncio.run(main())
+
+
+def test_release_free_memory_hands_freed_heap_back() -> None:
+    """Many mid-sized blocks freed (kept by malloc's arena below its trim threshold) come back
+    to the system after ``release_free_memory``: resident memory falls by most of them."""
+    import ctypes
+
+    from tessera_stac.api.budget import release_free_memory
+
+    def rss_mb() -> float:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+    # 64 KiB blocks (under the mmap threshold: from the heap), every other one freed, so the
+    # free space is holes between live blocks that the heap's top-trim alone cannot return
+    blocks = [libc.malloc(64 * 1024) for _ in range(6000)]
+    for p in blocks:
+        libc.memset(p, 1, 64 * 1024)
+    for p in blocks[::2]:
+        libc.free(p)
+    before = rss_mb()
+    assert release_free_memory()
+    after = rss_mb()
+    for p in blocks[1::2]:
+        libc.free(p)
+    # ~190 MB was freed in holes; most of it must leave the resident set
+    assert before - after > 100, (before, after)
