@@ -10,6 +10,8 @@ Fixtures other test modules reuse:
   Ranged GETs are served from a copy of the object's bytes (``_ObjectBytesCache``).
 * ``live_api``: serve a FastAPI app with uvicorn on a free loopback port, return its URL.
 * ``stac_validate``: validate a STAC dict offline against core + every declared extension.
+* ``build_once(name, build)``: session data built by one xdist worker for all of them (a
+  folder the controller makes and removes, a file lock, the result pickled).
 * ``SHARED``: the ``../shared`` folder beside the checkout.
 """
 
@@ -167,6 +169,7 @@ def build_once(
     that tests only read. Without workers it is built in a folder of this session."""
     import fcntl
     import pickle
+    import shutil
 
     workerinput = getattr(request.config, "workerinput", {})
     shared = workerinput.get(SHARED_BUILDS)
@@ -183,7 +186,9 @@ def build_once(
         with open(Path(shared) / f"{name}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker builds, the others wait here
             if not done.is_file():
-                folder.mkdir(mode=0o755)
+                shutil.rmtree(folder, ignore_errors=True)  # what a failed build left
+                folder.mkdir()
+                os.chmod(folder, 0o755)
                 result = build(folder)
                 tmp = done.with_suffix(".tmp")
                 tmp.write_bytes(pickle.dumps(result))
