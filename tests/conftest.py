@@ -10,6 +10,8 @@ Fixtures other test modules reuse:
   Ranged GETs are served from a copy of the object's bytes (``_ObjectBytesCache``).
 * ``live_api``: serve a FastAPI app with uvicorn on a free loopback port, return its URL.
 * ``stac_validate``: validate a STAC dict offline against core + every declared extension.
+* ``build_once(name, build)``: session data built by one xdist worker for all of them (a
+  folder the controller makes and removes, a file lock, the result pickled).
 * ``SHARED``: the ``../shared`` folder beside the checkout.
 """
 
@@ -163,6 +165,73 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for path in set(paths.values()):
         cost[_group(path)] += float(seconds.get(path, 30.0))
     items.sort(key=lambda item: -cost[_group(paths[item])])  # stable: file order kept
+
+
+# ------------------------------------------------------- built once for all the workers
+#: ``workerinput`` key: a folder of the controller shared by the run's workers (see below).
+SHARED_BUILDS = "tessera_stac_shared_builds"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """``pytest -n N``: give every worker the same folder for ``build_once`` (made here, by the
+    controller, so it can be removed when the run ends)."""
+    import tempfile
+
+    config = node.config
+    folder = getattr(config, "_tessera_shared_builds", None)
+    if folder is None:
+        folder = tempfile.mkdtemp(prefix="tessera-stac-shared-")
+        os.chmod(folder, 0o755)  # the PostgreSQL server user reads files under it
+        config._tessera_shared_builds = folder
+    node.workerinput[SHARED_BUILDS] = folder
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import shutil
+
+    folder = getattr(config, "_tessera_shared_builds", None)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def build_once(
+    request: pytest.FixtureRequest, open_tmp: Callable[[str], Path]
+) -> Callable[[str, Callable[[Path], Any]], Any]:
+    """``build_once(name, build)``: ``build(folder)``'s result, built by one worker of the run
+    for all of them (the others wait for it, then read the pickled result): for session data
+    that tests only read. Without workers it is built in a folder of this session."""
+    import fcntl
+    import pickle
+    import shutil
+
+    workerinput = getattr(request.config, "workerinput", {})
+    shared = workerinput.get(SHARED_BUILDS)
+    kept: dict[str, Any] = {}
+
+    def get(name: str, build: Callable[[Path], Any]) -> Any:
+        if name in kept:
+            return kept[name]
+        if shared is None:
+            kept[name] = build(open_tmp(name))
+            return kept[name]
+        folder = Path(shared) / name
+        done = Path(shared) / f"{name}.pickle"
+        with open(Path(shared) / f"{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker builds, the others wait here
+            if not done.is_file():
+                shutil.rmtree(folder, ignore_errors=True)  # what a failed build left
+                folder.mkdir()
+                os.chmod(folder, 0o755)
+                result = build(folder)
+                tmp = done.with_suffix(".tmp")
+                tmp.write_bytes(pickle.dumps(result))
+                tmp.replace(done)
+        kept[name] = pickle.loads(done.read_bytes())
+        return kept[name]
+
+    return get
 
 
 # --------------------------------------------------------------------------- PostgreSQL

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,7 +46,6 @@ def publish_sample(
 ) -> PublishedSample:
     """Generate ``grids`` for ``year`` under ``base/source`` and publish to ``base/published``."""
     from tessera_stac.publisher.embeddings import run, tiles
-    from tessera_stac.publisher.engines.local import ProcessEngine
     from tessera_stac.publisher.samples import tiles as sample
 
     source, dest = base / "source", base / "published"
@@ -55,7 +55,7 @@ def publish_sample(
     report = run.publish(
         tiles.sources_for(str(source), cells, [year]),
         str(dest),
-        engine=ProcessEngine(2),
+        engine=None,  # serial: faster for two tiles than a pool, the other worker busy
         report=None,
     )
     if report.failed:
@@ -76,6 +76,8 @@ def publish_sample(
 
 
 @pytest.fixture(scope="session")
-def published_sample(open_tmp: Callable[[str], Path]) -> PublishedSample:
-    """Two real-size tiles across the 72°E UTM boundary, published locally (session)."""
-    return publish_sample(open_tmp("published-sample"))
+def published_sample(build_once: Callable[..., Any]) -> PublishedSample:
+    """Two real-size tiles across the 72°E UTM boundary, published locally (session; built
+    once for all the workers of the run, which only read it)."""
+    sample: PublishedSample = build_once("published-sample", publish_sample)
+    return sample

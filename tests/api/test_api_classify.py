@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +51,11 @@ def sample_vectors(root: Path, n: int, seed: int) -> tuple[Any, Any, Any]:
     ):
         rows = rng.integers(50, ds.height - 50, 3 * n)
         cols = rng.integers(50, ds.width - 50, 3 * n)
-        pairs = list(zip(rows, cols, strict=True))
-        codes = np.stack([ds.read(window=((r, r + 1), (c, c + 1)))[:, 0, 0] for r, c in pairs])
-        scales = np.array([sd.read(1, window=((r, r + 1), (c, c + 1)))[0, 0] for r, c in pairs])
+        # one read of the rows spanned (not a window per pixel: each decodes a whole block)
+        top, bottom = int(rows.min()), int(rows.max()) + 1
+        window = ((top, bottom), (0, ds.width))
+        codes = ds.read(window=window)[:, rows - top, cols].T
+        scales = sd.read(1, window=window)[rows - top, cols]
         xs, ys = rasterio.transform.xy(ds.transform, rows, cols, offset="center")
         lon, lat = Transformer.from_crs(ds.crs, 4326, always_xy=True).transform(xs, ys)
     with np.errstate(invalid="ignore"):
@@ -186,12 +189,25 @@ def serve(pg_dsn: str, live_api: LiveApi, root: Path, **settings: Any) -> str:
     return live_api(create_app(ApiSettings(data_dir=root, **settings), pg_dsn))
 
 
-@pytest.fixture
-def api(pg_dsn: str, live_api: LiveApi, class_root: dict[str, Any]) -> str:
+@pytest.fixture(scope="module")
+def api_db(pg_cluster: Any, class_root: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """``(url, dsn)``: one database and API with ``class_root`` loaded, shared by the module's
+    tests (they read it; the temporary models POST /classify adds are named apart)."""
+    from tests.conftest import TEMPLATE_DB, LiveServer
+
     root = class_root["root"]
-    url = serve(pg_dsn, live_api, root)
-    load(pg_dsn, str(root / "catalog.json"), base_url=url + "/data")
-    return url
+    with pg_cluster.template_clone(TEMPLATE_DB, f"t_cls_{uuid.uuid4().hex[:10]}") as dsn:
+        server = LiveServer(create_app(ApiSettings(data_dir=root), dsn)).start()
+        try:
+            load(dsn, str(root / "catalog.json"), base_url=server.url + "/data")
+            yield server.url, dsn
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def api(api_db: tuple[str, str]) -> str:
+    return api_db[0]
 
 
 def bare_tile(path: Path, tile: morecantile.Tile) -> tuple[np.ndarray, np.ndarray]:
@@ -345,8 +361,9 @@ def labels_from_head(root: Path, head: Head, n: int = 240) -> list[dict[str, Any
 
 
 def test_post_classify_model_works_at_once_on_every_worker(
-    api: str, class_root: dict[str, Any], pg_dsn: str, live_api: LiveApi
+    api_db: tuple[str, str], class_root: dict[str, Any], live_api: LiveApi
 ) -> None:
+    api, pg_dsn = api_db
     labels = labels_from_head(class_root["root"], class_root["head"])
     body = {"year": 2024, "labels": labels, "classes": [{"name": "Cropland", "color": "#123456"}]}
     got = httpx.post(f"{api}/classify", json=body, timeout=300)

@@ -199,6 +199,9 @@ def test_tilejson_and_wmts_read_by_gdal(api: str, tmp_path: Path) -> None:
         layers = top.subdatasets  # one layer per render and one for the query parameters
     assert layers, caps.text[:1000]
     ours = [name for name in layers if "preview" not in name] or layers
+    # the layer of the web map's tile matrix set (the first listed, CDB1GlobalGrid, has its
+    # finest level at ~1 cm pixels: a GDAL warp per tile, seconds each on a busy machine)
+    ours.sort(key=lambda name: "_WebMercatorQuad_" not in name)
     with rasterio.open(ours[0]) as ds:
         assert ds.count >= 3
         # a 256 px window at the cell's centre, at the finest level GDAL offers

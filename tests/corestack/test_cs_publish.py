@@ -284,3 +284,21 @@ def test_valid_years_option(tmp_path: Path, bhavnagar_frame: Any) -> None:
     ]
     with pytest.raises(InputError, match="after the last"):
         publish_mws_layer(src, BLOCK, tmp_path / "out", now=NOW, valid_years=(2024, 2020))
+
+
+def test_footprint_is_computed_once_per_geometries(bhavnagar_frame: Any) -> None:
+    """The footprint of the same geometries comes from the per-process cache and equals a fresh
+    computation; other geometries (or another margin) get their own."""
+    from tessera_stac.publisher.watersheds.layer import _footprint, footprint
+
+    frame = bhavnagar_frame.iloc[:6].copy()  # a few MWS: the cache, not the outline, is tested
+    first = footprint(frame)
+    again = footprint(frame.drop(columns=[c for c in frame.columns if c != "geometry"]))
+    assert again is first
+    fresh = _footprint(np.asarray(frame.geometry.values), 0.002)
+    assert shapely.to_wkb(first) == shapely.to_wkb(fresh)
+    assert first.contains(shapely.union_all(frame.geometry.values))
+    fewer = footprint(frame.iloc[:3])
+    assert fewer is not first and not shapely.equals(fewer, first)
+    wider = footprint(frame, margin=0.004)
+    assert wider is not first and wider.contains(first)
