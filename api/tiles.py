@@ -759,6 +759,7 @@ def mount_tiles(app: FastAPI, data_dir: Any, root_path: str = "", settings: Any 
         colormap_dependency=class_colormap,
         router_prefix=f"{PREFIX}/collections/{{collection_id}}/items/{{item_id}}",
         add_viewer=False,
+        supported_tms=budget.SUPPORTED_TMS,
     )
     _with_query_check(items, wmtsExtension)
     _budgeted(items)
@@ -775,6 +776,7 @@ def mount_tiles(app: FastAPI, data_dir: Any, root_path: str = "", settings: Any 
         colormap_dependency=class_colormap,
         router_prefix=f"{PREFIX}/collections/{{collection_id}}/years/{{year}}",
         add_viewer=False,
+        supported_tms=budget.SUPPORTED_TMS,
         add_statistics=False,
         add_part=False,
         add_ogc_maps=False,

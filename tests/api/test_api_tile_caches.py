@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import morecantile
 import numpy as np
+import pytest
 import rasterio
 from affine import Affine
 from rasterio.enums import Resampling
@@ -208,3 +209,20 @@ def test_similarity_vector_is_kept_per_layer_and_read_anew_with_the_item(
     layer(72.07, 21.87)
     assert len(cache) == 1, "bounded"
     assert cache.items()[0][0] != key
+
+
+def test_tile_routes_share_one_tile_matrix_set_per_identifier() -> None:
+    """titiler's factories get the tile matrix sets from ``SUPPORTED_TMS``: the same kept
+    instance on every request (morecantile's registry deep-copies it each time, ~1 ms a tile),
+    every identifier morecantile knows, and morecantile's error for an unknown one."""
+    from morecantile.errors import InvalidIdentifier
+
+    from tessera_stac.api.budget import SUPPORTED_TMS
+
+    assert sorted(SUPPORTED_TMS.list()) == sorted(morecantile.tms.list())
+    for name in SUPPORTED_TMS.list():
+        kept = SUPPORTED_TMS.get(name)
+        assert kept is SUPPORTED_TMS.get(name)
+        assert kept.model_dump() == morecantile.tms.get(name).model_dump()
+    with pytest.raises(InvalidIdentifier):
+        SUPPORTED_TMS.get("NoSuchGrid")
