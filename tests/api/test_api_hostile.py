@@ -48,26 +48,44 @@ class Served:
     with ``workers`` the CLI's ``tessera-stac serve --workers N --data-dir DATA_DIR``."""
 
     def __init__(
-        self, dsn: str, data_dir: Path, env_extra: dict[str, str], workers: int | None = None
+        self,
+        dsn: str,
+        data_dir: Path,
+        env_extra: dict[str, str],
+        workers: int | None = None,
+        port: int | None = None,
     ) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "TESSERA_STAC_"))}
         env.update({"TESSERA_STAC_DATABASE_URL": dsn, **env_extra})
         if workers is None:
             env["TESSERA_STAC_API_DATA_DIR"] = str(data_dir)
-            cmd = [sys.executable, "-m", "uvicorn", "--factory", "--port", str(self.port)]
-            cmd += ["--log-level", "warning", "tessera_stac.api.app:create_app_from_env"]
-        else:
-            cmd = [sys.executable, "-m", "tessera_stac.cli.main", "serve", "--port", str(self.port)]
-            cmd += ["--workers", str(workers), "--data-dir", str(data_dir)]
+        self.env, self.workers, self.data_dir = env, workers, data_dir
+        #: ports tried (a port found free can be taken before the server binds it: another
+        #: port is tried then, see :meth:`wait`)
+        self.ports: list[int] = []
         # the log goes to a file: an unread pipe fills at 64 KiB and then blocks the server
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=self.log)
+        self._start(port or free_port())
+
+    def _start(self, port: int) -> None:
+        self.port = port
+        self.ports.append(port)
+        self.url = f"http://127.0.0.1:{port}"
+        if self.workers is None:
+            cmd = [sys.executable, "-m", "uvicorn", "--factory", "--port", str(port)]
+            cmd += ["--log-level", "warning", "tessera_stac.api.app:create_app_from_env"]
+        else:
+            cmd = [sys.executable, "-m", "tessera_stac.cli.main", "serve", "--port", str(port)]
+            cmd += ["--workers", str(self.workers), "--data-dir", str(self.data_dir)]
+        self.log.seek(0)
+        self.log.truncate()
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=self.log)
 
     def wait(self, timeout: float = 120) -> Served:
         """Until ``/healthz`` answers 200 (``timeout`` only bounds a failure: the process
-        imports the whole API stack, which takes seconds on a loaded machine)."""
+        imports the whole API stack, which takes seconds on a loaded machine). A server that
+        could not bind its port (taken between ``free_port`` and the bind) is started again
+        on another one, at most 3 times."""
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -75,6 +93,10 @@ class Served:
                     return self
             except httpx.HTTPError:
                 pass
+            exited = self.proc.poll() is not None
+            if exited and len(self.ports) < 4 and "already in use" in self.stderr().lower():
+                self._start(free_port())
+                continue
             assert self.proc.poll() is None, self.stderr()
             assert time.monotonic() < deadline, "the API did not start"
             time.sleep(0.3)
@@ -110,6 +132,28 @@ def _is_error(response: httpx.Response) -> dict[str, Any]:
     assert isinstance(body.get("code"), str) and body["code"], response.text
     assert isinstance(body.get("description"), str) and body["description"], response.text
     return body
+
+
+@pytest.mark.slow  # two API start-ups
+def test_served_moves_to_another_port_when_its_port_was_taken(
+    pg_dsn: str, cog_catalog: dict[str, Any]
+) -> None:
+    """The port ``free_port`` found free can be taken before the server binds it (another
+    test's server or client): ``Served.wait`` starts the server again on another port instead
+    of failing the test. Here the port is held open on purpose."""
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        taken = holder.getsockname()[1]
+        server = Served(pg_dsn, cog_catalog["root"], {}, port=taken)
+        try:
+            server.wait()
+            assert server.ports[0] == taken and server.port != taken, server.ports
+            assert httpx.get(server.url + "/healthz", timeout=60).status_code == 200
+        finally:
+            server.stop()
 
 
 def test_hostile_corpus(served: Served) -> None:
