@@ -204,16 +204,47 @@ def tile_parts(
     """rio-tiler 9's ``MultiBaseReader.tile`` of ``reader`` (a STAC reader) with the assets'
     images packed (:func:`pack`) instead of stacked; None when the request is not two assets
     without expression or ``asset_as_band`` (the caller then reads through rio-tiler)."""
-    from rio_tiler.utils import cast_to_sequence
-
-    if expression or asset_as_band or kwargs.get("asset_indexes"):
-        return None
-    assets = cast_to_sequence(assets)
-    if not assets or len(assets) != 2:
+    if not _two_plain_assets(assets, expression, asset_as_band, kwargs):
         return None
     if not reader.tile_exists(tile_x, tile_y, tile_z):
         raise TileOutsideBounds(f"Tile(x={tile_x}, y={tile_y}, z={tile_z}) is outside bounds")
+    return _read_parts(reader, "tile", (tile_x, tile_y, tile_z), assets, kwargs)
 
+
+def part_parts(
+    reader: Any,
+    bbox: Any,
+    assets: Any = None,
+    expression: str | None = None,
+    asset_as_band: bool = False,
+    **kwargs: Any,
+) -> ImageData | None:
+    """rio-tiler 9's ``MultiBaseReader.part`` (a bbox or feature read) of ``reader``, packed as
+    :func:`tile_parts`: the 129-band float32 stack of a large area (the biggest allocation of
+    a ``/bbox`` request: 4 bytes a value, plus its mask) is never made unless asked for."""
+    if not _two_plain_assets(assets, expression, asset_as_band, kwargs):
+        return None
+    return _read_parts(reader, "part", (bbox,), assets, kwargs)
+
+
+def _two_plain_assets(
+    assets: Any, expression: str | None, asset_as_band: bool, kwargs: dict[str, Any]
+) -> bool:
+    from rio_tiler.utils import cast_to_sequence
+
+    if expression or asset_as_band or kwargs.get("asset_indexes"):
+        return False
+    return len(cast_to_sequence(assets) or []) == 2
+
+
+def _read_parts(
+    reader: Any, method: str, args: tuple[Any, ...], assets: Any, kwargs: dict[str, Any]
+) -> ImageData:
+    """Each asset's ``method(*args)`` (rio-tiler's per-asset reader, statistics, metadata and
+    band descriptions, as ``MultiBaseReader`` does), then :func:`pack`."""
+    from rio_tiler.utils import cast_to_sequence
+
+    assets = cast_to_sequence(assets)
     infos = {asset: reader._get_asset_info(asset) for asset in assets}
 
     @inherit_rasterio_env
@@ -227,7 +258,7 @@ def tile_parts(
             reader.ctx(**asset_info.get("env", {})),
             asset_reader(asset_info["url"], tms=reader.tms, **reader_options) as src,
         ):
-            data = src.tile(*args, **method_options)
+            data = getattr(src, method)(*args, **method_options)
             reader._update_statistics(
                 data,
                 indexes=method_options.get("indexes"),
@@ -244,7 +275,7 @@ def tile_parts(
     if kernel_reads(reader.reader, [info["url"] for info in infos.values()]):
         threads = 1
     allowed = kwargs.pop("allowed_exceptions", None)
-    task_list = tasks.create_tasks(_reader, assets, threads, tile_x, tile_y, tile_z, **kwargs)
+    task_list = tasks.create_tasks(_reader, assets, threads, *args, **kwargs)
     img = pack([data for data, _ in tasks.filter_tasks(task_list, allowed_exceptions=allowed)])
     img.band_names = [f"b{ix + 1}" for ix in range(img.count)]
     return img

@@ -63,6 +63,7 @@ from tessera_stac.api.packed import (
     mask_pixels,
     mosaic_tile,
     packed_parts,
+    part_parts,
     tile_parts,
 )
 from tessera_stac.api.readers import ReadError, local_paths, read_point
@@ -238,6 +239,11 @@ def item_reader(
             """rio-tiler's tile, codes + scales kept packed (:mod:`.packed`)."""
             img = tile_parts(self, *args, **kwargs)
             return img if img is not None else super().tile(*args, **kwargs)
+
+        def part(self, bbox: Any, **kwargs: Any) -> ImageData:
+            """rio-tiler's part (``/bbox``, ``/feature``), codes + scales kept packed."""
+            img = part_parts(self, bbox, **kwargs)
+            return img if img is not None else super().part(bbox, **kwargs)
 
     return ItemReader
 

@@ -167,3 +167,43 @@ def test_unusual_requests_fall_back_to_gdal(apis: tuple[str, str]) -> None:
         after = TILE_READS.snapshot()
         assert after["gdal"] > before["gdal"], f"{extra} should be read through GDAL"
         assert after["kernel"] == before["kernel"], f"{extra} went through the kernel"
+
+
+def test_bbox_reads_stay_packed_with_the_stacked_reads_pixels(kernel_root: Path) -> None:
+    """An item's ``/bbox`` (and ``/feature``) read of codes + scales is packed, as its tiles
+    are: no 129-band float32 stack (4 bytes a value and a mask: the largest allocation of a
+    wide read). The PCA and similarity layers on the packed read equal, bit for bit, the same
+    algorithms on rio-tiler's own stacked read, and so does the raw 129-band stack."""
+    import pystac
+    from titiler.pgstac.reader import PgSTACReader
+
+    from tessera_stac.api import budget, tiles
+    from tessera_stac.api.packed import PackedImage
+
+    collection = json.loads(next(kernel_root.glob(f"{COLL}/collection.json")).read_text())
+    projection = collection["summaries"].get("tessera:projection") or collection.get(
+        "tessera:projection"
+    )
+    assert projection, "the built collection holds its PCA projection"
+    path = next(p for p in kernel_root.glob(f"{COLL}/**/*.json") if ITEM_CELL.name in p.name)
+    item = pystac.Item.from_file(str(path))
+    reader_type = tiles.item_reader(lambda href: href, budget.budget_reader(ApiSettings()))
+    w, s, e, n = item.bbox
+    bbox = (w + 0.01, s + 0.02, e - 0.03, n - 0.01)  # an area with the item's edges in it
+    options = {"assets": ["embeddings", "scales"], "max_size": 300}
+    with reader_type(item) as src:
+        packed = src.part(bbox, **options)
+        stacked = PgSTACReader.part(src, bbox, **options)
+    assert isinstance(packed, PackedImage) and not isinstance(stacked, PackedImage)
+    assert packed.count == stacked.count == 129
+    layers = [
+        tiles.EmbeddingProjection(projection=projection),
+        tiles.EmbeddingSimilarity(vector=[0.1] * 64 + [-0.05] * 64),
+    ]
+    for layer in layers:
+        a, b = layer(packed), layer(stacked)
+        assert np.array_equal(np.ma.getmaskarray(a.array), np.ma.getmaskarray(b.array))
+        assert np.array_equal(np.ma.getdata(a.array), np.ma.getdata(b.array)), type(layer)
+        assert (~np.ma.getmaskarray(a.array)).any(), "something valid to compare"
+    assert np.array_equal(packed.array.filled(0), stacked.array.filled(0))
+    assert np.array_equal(np.ma.getmaskarray(packed.array), np.ma.getmaskarray(stacked.array))
