@@ -240,10 +240,10 @@ def item_reader(
             img = tile_parts(self, *args, **kwargs)
             return img if img is not None else super().tile(*args, **kwargs)
 
-        def part(self, bbox: Any, **kwargs: Any) -> ImageData:
+        def part(self, bbox: Any, *args: Any, **kwargs: Any) -> ImageData:
             """rio-tiler's part (``/bbox``, ``/feature``), codes + scales kept packed."""
-            img = part_parts(self, bbox, **kwargs)
-            return img if img is not None else super().part(bbox, **kwargs)
+            img = part_parts(self, bbox, *args, **kwargs)
+            return img if img is not None else super().part(bbox, *args, **kwargs)
 
     return ItemReader
 
