@@ -16,8 +16,9 @@ builds it, so every other input behaves as before.
 
 The readers (:func:`tile_parts` for map tiles, :func:`part_parts` for an item's ``/bbox`` and
 ``/feature`` areas, whose float stack was the largest allocation of a wide read) pack only a
-read of exactly two assets without expression or ``asset_as_band`` whose images are a 128-band int8 image and a 1-band float32 image of one
-size; every other read is rio-tiler's own. The mosaic packs only under rio-tiler's default
+read of exactly two assets without expression or ``asset_as_band`` whose images are a
+128-band int8 image and a 1-band float32 image of one size; every other read is rio-tiler's
+own. The mosaic packs only under rio-tiler's default
 pixel selection (``FirstMethod``); any other method, or any item that did not pack, goes
 through rio-tiler's ``mosaic_reader`` rule on the built stacks.
 """
