@@ -111,33 +111,51 @@ class ProcessEngine:
         unsent: deque[T] = deque()  # refused by a pool already broken: never ran, go first
         pool = self._pool()
         used = False  # has the current pool accepted a task?
+
+        def submit(task: T) -> bool:
+            """Put ``task`` in flight; False when the pool is already broken (a worker died
+            since the last submit): the task did not start and waits for the next pool."""
+            nonlocal used
+            try:
+                pending[pool.submit(fn, task)] = task
+            except BrokenProcessPool:
+                return False
+            used = True
+            return True
+
+        def settle(
+            done: list[tuple[Future[R], T]], alone: bool, casualties: list[T]
+        ) -> Iterator[R]:
+            """Results of finished futures; a task the broken pool took down with others
+            becomes a casualty (run again), one that crashed alone or raised goes to
+            ``on_error``."""
+            for future, task in done:
+                error = future.exception()
+                if error is None:
+                    yield future.result()
+                elif isinstance(error, BrokenProcessPool) and not alone:
+                    casualties.append(task)
+                elif on_error is None:
+                    raise error
+                else:  # raised in the task, or crashed with nothing else in flight
+                    yield on_error(task, error)
+
         try:
             while True:
-                # the pool can break between two submits (a worker died meanwhile): submit
-                # then raises BrokenProcessPool, the task never ran and waits for the next pool
                 refused = False
                 if suspects:
                     if not pending:
-                        task = suspects.popleft()
-                        try:
-                            pending[pool.submit(fn, task)] = task
-                            used = True
-                        except BrokenProcessPool:
-                            suspects.appendleft(task)
+                        if submit(suspects[0]):
+                            suspects.popleft()
+                        else:
                             refused = True
                 else:
                     while len(pending) < 2 * self.workers:
-                        if unsent:
-                            task = unsent.popleft()
-                        else:
-                            nxt = next(iterator, end)
-                            if nxt is end:
-                                break
-                            task = nxt  # type: ignore[assignment]
-                        try:
-                            pending[pool.submit(fn, task)] = task
-                            used = True
-                        except BrokenProcessPool:
+                        nxt = unsent.popleft() if unsent else next(iterator, end)
+                        if nxt is end:
+                            break
+                        task: T = nxt  # type: ignore[assignment]
+                        if not submit(task):
                             unsent.appendleft(task)
                             refused = True
                             break
@@ -147,37 +165,18 @@ class ProcessEngine:
                     # a fresh pool refused its first task: it cannot run anything
                     raise BrokenProcessPool("a new process pool was broken before any task ran")
                 alone = len(pending) == 1
-                broken = refused
-                finished: set[Future[R]] = set()
-                if not refused:
-                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                finished = set() if refused else wait(pending, return_when=FIRST_COMPLETED)[0]
+                done = [(future, pending.pop(future)) for future in finished]
+                broken = refused or any(
+                    isinstance(future.exception(), BrokenProcessPool) for future, _ in done
+                )
                 casualties: list[T] = []
-                for future in finished:
-                    task = pending.pop(future)
-                    error = future.exception()
-                    broken = broken or isinstance(error, BrokenProcessPool)
-                    if error is None:
-                        yield future.result()
-                    elif isinstance(error, BrokenProcessPool) and not alone:
-                        casualties.append(task)
-                    elif on_error is None:
-                        raise error
-                    else:  # raised in the task, or crashed with nothing else in flight
-                        yield on_error(task, error)
+                yield from settle(done, alone, casualties)
                 if broken:
                     # the pool is broken: every future still pending fails with it (those
                     # that finished before the break keep their results); a task that was
                     # alone in flight when the pool broke is the one that broke it
-                    for future, task in pending.items():
-                        error = future.exception()
-                        if error is None:
-                            yield future.result()
-                        elif isinstance(error, BrokenProcessPool) and not alone:
-                            casualties.append(task)
-                        elif on_error is None:
-                            raise error
-                        else:
-                            yield on_error(task, error)
+                    yield from settle(list(pending.items()), alone, casualties)
                     pending.clear()
                     suspects.extend(casualties)
                     pool.shutdown(wait=False, cancel_futures=True)
