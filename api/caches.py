@@ -1,5 +1,6 @@
-"""Bounded per-worker caches of the API: a thread-safe LRU, the identity of a local file's
-version, and a pool of open rasterio datasets.
+"""Bounded per-worker caches of the API: the thread-safe LRU (the catalog's
+:class:`~tessera_stac.catalog.lru.LruCache`, here for the API's modules), the identity of a
+local file's version, and a pool of open rasterio datasets.
 
 Every cache here is bounded by a setting (``TILE_*_CACHE_SIZE``, the watershed, class-table
 and head caches' sizes) and keyed so that nothing kept can go stale: files by
@@ -15,41 +16,9 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
+from tessera_stac.catalog.lru import LruCache
 
-class LruCache:
-    """A thread-safe LRU of at most ``size`` entries (0: nothing is kept)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._entries: OrderedDict[Any, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Any) -> Any:
-        """The value of ``key`` (None when absent)."""
-        with self._lock:
-            value = self._entries.get(key)
-            if value is not None:
-                self._entries.move_to_end(key)
-            return value
-
-    def put(self, key: Any, value: Any) -> None:
-        """Keep ``value`` under ``key``, dropping the least recently used past ``size``."""
-        if self.size <= 0:
-            return
-        with self._lock:
-            self._entries[key] = value
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._entries)
-
-    def items(self) -> list[tuple[Any, Any]]:
-        """A snapshot of the entries, least recently used first."""
-        with self._lock:
-            return list(self._entries.items())
+__all__ = ["DatasetPool", "LruCache", "file_version"]
 
 
 def file_version(path: str) -> tuple[str, int, int, int] | None:

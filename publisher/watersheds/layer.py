@@ -19,8 +19,6 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,6 +40,7 @@ from tessera_stac.catalog.constants import (
     UID_COLUMN,
 )
 from tessera_stac.catalog.errors import InputError
+from tessera_stac.catalog.lru import LruCache
 from tessera_stac.catalog.model import AssetRecord
 from tessera_stac.catalog.stac import CATALOG_KEY
 from tessera_stac.catalog.static import (
@@ -314,9 +313,7 @@ def read_mws_layer(
 #: Footprints computed last, by (digest of the geometries' WKB, margin): a block's layer, its
 #: joins of every year, change and class tables share their geometries, and the buffer of the
 #: union is the slow part (~1.5-3 s for the 116 MWS of a block).
-_FOOTPRINTS: OrderedDict[tuple[bytes, float], BaseGeometry] = OrderedDict()
-_FOOTPRINTS_SIZE = 8
-_FOOTPRINTS_LOCK = threading.Lock()
+_FOOTPRINTS = LruCache(8)
 
 
 def footprint(frame: gpd.GeoDataFrame, margin: float = 0.002) -> BaseGeometry:
@@ -333,15 +330,10 @@ def footprint(frame: gpd.GeoDataFrame, margin: float = 0.002) -> BaseGeometry:
         digest.update(len(wkb).to_bytes(8, "little") if wkb is not None else b"none")
         digest.update(wkb or b"")
     key = (digest.digest(), float(margin))
-    with _FOOTPRINTS_LOCK:
-        if key in _FOOTPRINTS:
-            _FOOTPRINTS.move_to_end(key)
-            return _FOOTPRINTS[key]
-    outline = _footprint(geoms, margin)
-    with _FOOTPRINTS_LOCK:
-        _FOOTPRINTS[key] = outline
-        while len(_FOOTPRINTS) > _FOOTPRINTS_SIZE:
-            _FOOTPRINTS.popitem(last=False)
+    outline: BaseGeometry | None = _FOOTPRINTS.get(key)
+    if outline is None:
+        outline = _footprint(geoms, margin)
+        _FOOTPRINTS.put(key, outline)
     return outline
 
 
