@@ -597,6 +597,36 @@ def release_free_memory() -> bool:
     return True
 
 
+#: glibc ``mallopt`` parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+#: arrays up to this size come from the heap, not from a fresh ``mmap`` each (glibc's cap)
+HEAP_MMAP_THRESHOLD = 32 * 2**20
+#: freed memory at the top of a heap kept for the next request (the idle trim returns it)
+HEAP_TRIM_THRESHOLD = 256 * 2**20
+
+
+def keep_freed_heap() -> bool:
+    """Let the allocator keep a raster request's freed arrays for the next request instead of
+    handing them back at once (glibc's ``mallopt``). By default glibc ``mmap``s many of a
+    tile's 8-32 MB arrays afresh and trims the thread arenas' heaps as they are freed, so every
+    request faults its pages in again: ~5,000 page faults and ~8 ms of a ~55 ms map tile
+    (bench/results/kernel_tiles.md). The freed memory stays with the worker while requests
+    keep coming and is handed back once it is idle (:func:`release_free_memory`). Once per
+    process; False where the C library has no ``mallopt`` (not glibc)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    ok = mallopt(_M_MMAP_THRESHOLD, HEAP_MMAP_THRESHOLD)
+    ok &= mallopt(_M_TRIM_THRESHOLD, HEAP_TRIM_THRESHOLD)
+    return bool(ok)
+
+
 class HeavyRequestLimiter:
     """Admit raster-reading requests ``heavy_concurrency`` at a time (per worker process);
     a request that waits longer than ``heavy_queue_seconds`` gets 503 + ``Retry-After``.
@@ -616,6 +646,8 @@ class HeavyRequestLimiter:
         self._idle_since = 0.0
         #: how many times the heap was trimmed (tests check it)
         self.trims = 0
+        #: the allocator keeps freed arrays between requests (:func:`keep_freed_heap`)
+        self.keeps_heap = keep_freed_heap()
 
     def _trim(self) -> None:
         """Hand freed memory back (in a thread: it walks the heap) once the worker has been

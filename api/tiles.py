@@ -118,8 +118,10 @@ def dequantised_parts(
     valid = scale_validity(scales, q)
     if q.nodata is not None:
         valid &= ~(codes == q.nodata).any(axis=0)
-    values = codes.astype(dtype)
-    values *= scales
+    # band by band in memory whatever the read's order (api.kernel_tiles.pixel_major_reads),
+    # in one pass: float(code) * scale, rounded once, as astype-then-multiply
+    values = np.empty(codes.shape, dtype=dtype)
+    np.multiply(codes, scales, out=values)
     np.copyto(values, dtype.type(np.nan), where=~valid)
     valid &= ~(np.ma.getmaskarray(codes_part).any(axis=0) | np.ma.getmaskarray(scale_part)[0])
     return np.moveaxis(values, 0, -1), valid

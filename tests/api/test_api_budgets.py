@@ -632,3 +632,47 @@ def test_release_free_memory_hands_freed_heap_back() -> None:
         libc.free(p)
     # ~190 MB was freed in holes; most of it must leave the resident set
     assert before - after > 100, (before, after)
+
+
+_FAULTS = """
+import resource, sys, threading
+import numpy as np
+from tessera_stac.api.budget import keep_freed_heap
+keep = sys.argv[1] == "keep"
+if keep:
+    assert keep_freed_heap()
+
+def tile():  # the sizes of a map tile's arrays: codes, window, scales, floats, mask
+    arrays = [np.empty(n, dtype=np.uint8) for n in (8 << 20, 11 << 20, 1 << 18, 24 << 20, 8 << 20)]
+    for a in arrays:
+        a.fill(1)
+
+def run():
+    for _ in range(3):
+        tile()
+    start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(20):
+        tile()
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
+
+worker = threading.Thread(target=run)  # requests run in worker threads (their own arenas)
+worker.start()
+worker.join()
+"""
+
+
+def test_keep_freed_heap_stops_each_request_faulting_its_arrays_in_again() -> None:
+    """A tile's arrays allocated and freed over and over in a worker thread: with glibc's
+    defaults every round maps and faults them in afresh; once ``keep_freed_heap`` has run,
+    the next rounds reuse the freed memory (a fresh interpreter each, mallopt is global)."""
+    import subprocess
+    import sys
+
+    def faults(mode: str) -> int:
+        out = subprocess.run(
+            [sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, check=True
+        )
+        return int(out.stdout.split()[-1])
+
+    default, kept = faults("default"), faults("keep")
+    assert kept * 10 < default, (kept, default)
