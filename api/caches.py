@@ -18,7 +18,10 @@ from typing import Any
 
 from tessera_stac.catalog.lru import LruCache
 
-__all__ = ["DatasetPool", "LruCache", "file_version"]
+__all__ = ["DatasetPool", "KeptTileExists", "LruCache", "file_version"]
+
+#: answers of :meth:`KeptTileExists.tile_exists` (a few bytes each)
+TILE_EXISTS_CACHE_SIZE = 4096
 
 
 def file_version(path: str) -> tuple[str, int, int, int] | None:
@@ -105,3 +108,29 @@ class DatasetPool:
             self._count = 0
         for ds in idle:
             ds.close()
+
+
+class KeptTileExists:
+    """Mixin for rio-tiler readers: ``tile_exists`` answered from a bounded per-worker cache.
+    rio-tiler's answer is a function of the tile matrix set, the reader's CRS and bounds and
+    the tile alone (the tile's bounds reprojected with 21 points a side, ~0.4 ms), and a map
+    tile asks it up to three times (the item, then each asset), every request."""
+
+    _exists: LruCache = LruCache(TILE_EXISTS_CACHE_SIZE)
+
+    def tile_exists(self, tile_x: int, tile_y: int, tile_z: int) -> bool:
+        """rio-tiler's ``tile_exists``, kept."""
+        this: Any = self
+        tms = this.tms
+        key = (
+            tms.id,
+            str(tms.rasterio_crs),
+            tuple(tms.xy_bounds(tile_x, tile_y, tile_z)),
+            str(this.crs),
+            tuple(this.bounds),
+        )
+        known: bool | None = self._exists.get(key)
+        if known is None:
+            known = bool(super().tile_exists(tile_x, tile_y, tile_z))  # type: ignore[misc]
+            self._exists.put(key, known)
+        return known

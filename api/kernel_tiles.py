@@ -116,6 +116,19 @@ def kernel_header(cache: LruCache, ds: Any) -> KernelHeader:
     return header
 
 
+def _typed(value: float, dtype: Any) -> Any:
+    """``value`` as a scalar of an integer ``dtype`` when it is one of its values (comparing
+    int8 codes with a Python float converts all of them to float64 first: ~8x slower), else
+    ``value`` itself (no integer equals it, as before)."""
+    import numpy as np
+
+    if dtype.kind in "iu" and value.is_integer():
+        info = np.iinfo(dtype)
+        if info.min <= value <= info.max:
+            return dtype.type(int(value))
+    return value
+
+
 def _cache(reader: Reader, name: str) -> LruCache:
     """The reader's bounded cache ``name`` (a ``BudgetReader``'s), or one that keeps nothing."""
     cache = getattr(reader, name, None)
@@ -204,7 +217,7 @@ def kernel_tile(
     nodata = float(ds.nodata)
     bands = None if indexes == every else np.asarray(indexes) - 1
     data = read_planned(source, plan, nodata, bands, band_first=True)
-    mask = np.isnan(data) if math.isnan(nodata) else data == nodata
+    mask = np.isnan(data) if math.isnan(nodata) else data == _typed(nodata, data.dtype)
     descriptions, scales, offsets = header.descriptions, header.scales, header.offsets
     stats = [s for s in (header.statistics[ix - 1] for ix in indexes) if s is not None]
     img = ImageData(

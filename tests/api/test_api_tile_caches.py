@@ -226,3 +226,61 @@ def test_tile_routes_share_one_tile_matrix_set_per_identifier() -> None:
         assert kept.model_dump() == morecantile.tms.get(name).model_dump()
     with pytest.raises(InvalidIdentifier):
         SUPPORTED_TMS.get("NoSuchGrid")
+
+
+def test_kept_tile_exists_answers_as_rio_tiler_and_once(tmp_path: Path) -> None:
+    """The kept ``tile_exists`` gives rio-tiler's answer for tiles inside, on the edges of and
+    outside a file, and asks rio-tiler once per tile (the same answer for another reader of
+    the same grid, a new question for a file of another grid)."""
+    from rio_tiler.io import Reader
+
+    from tessera_stac.api.caches import KeptTileExists
+
+    class Counting(KeptTileExists, Reader):
+        asked = 0
+        _exists = LruCache(64)
+
+        def tile_exists(self, tile_x: int, tile_y: int, tile_z: int) -> bool:
+            return super().tile_exists(tile_x, tile_y, tile_z)
+
+    original = Reader.tile_exists
+
+    def counted(self: Any, *tile: int) -> bool:
+        Counting.asked += 1
+        return bool(original(self, *tile))
+
+    path = write_scales(tmp_path / "s.tif", 1.0, (1.0, 1.0))
+    centre = centre_tile(path)
+    tiles = [(centre.x + dx, centre.y + dy, centre.z) for dx in range(-5, 6) for dy in (-5, 0, 5)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Reader, "tile_exists", counted)
+        with Reader(str(path)) as plain:
+            want = [original(plain, *t) for t in tiles]
+        assert True in want and False in want, "tiles inside and outside the file"
+        for _ in range(2):
+            with Counting(str(path)) as kept:
+                assert [kept.tile_exists(*t) for t in tiles] == want
+        assert Counting.asked == len(tiles), "rio-tiler asked once per tile"
+        other = tmp_path / "o.tif"
+        with rasterio.open(path) as src:
+            profile = src.profile
+            profile["transform"] = TRANSFORM * Affine.translation(SIZE * 3, 0)
+            with rasterio.open(other, "w", **profile) as dst:
+                dst.write(src.read())
+        with Counting(str(other)) as moved:
+            got = [moved.tile_exists(*t) for t in tiles]
+        assert Counting.asked == 2 * len(tiles), "another grid is asked anew"
+        with Reader(str(other)) as plain:
+            assert got == [original(plain, *t) for t in tiles]
+
+
+def test_typed_nodata_compares_integer_codes_as_their_own_type() -> None:
+    """An integer nodata is compared as the codes' own type (same mask as the float compare);
+    a value the type cannot hold stays as it is (nothing equals it)."""
+    from tessera_stac.api.kernel_tiles import _typed
+
+    codes = np.arange(-128, 128, dtype=np.int16).astype(np.int8).reshape(2, 8, 16)
+    for value in (-128.0, 0.0, 127.0, 0.5, 300.0, float("inf")):
+        typed = _typed(value, codes.dtype)
+        assert np.array_equal(codes == typed, codes == value), value
+        assert (type(typed) is np.int8) == (value in (-128.0, 0.0, 127.0)), value
