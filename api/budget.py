@@ -46,7 +46,7 @@ from rio_tiler.utils import get_vrt_transform
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tessera_stac.api.bounds import BoundError, send_error
-from tessera_stac.api.caches import DatasetPool, KeptTileExists, LruCache
+from tessera_stac.api.caches import DatasetPool, KeptTileGeometry, LruCache
 from tessera_stac.api.kernel_tiles import TILE_READS, kernel_tile
 from tessera_stac.api.settings import ApiSettings
 from tessera_stac.catalog.profile import EMBEDDINGS, SCALES
@@ -362,7 +362,7 @@ def geometry_bounds(body: Any) -> tuple[float, float, float, float] | None:
 
 
 # ------------------------------------------------------------------------ the per-read guard
-class BudgetReader(KeptTileExists, Reader):
+class BudgetReader(KeptTileGeometry, Reader):
     """rio-tiler's ``Reader``, refusing any single read past the per-read budget before it
     allocates (``max_values``: band-pixels; set per app by :func:`budget_reader`)."""
 

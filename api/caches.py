@@ -18,10 +18,12 @@ from typing import Any
 
 from tessera_stac.catalog.lru import LruCache
 
-__all__ = ["DatasetPool", "KeptTileExists", "LruCache", "file_version"]
+__all__ = ["DatasetPool", "KeptTileGeometry", "LruCache", "file_version"]
 
-#: answers of :meth:`KeptTileExists.tile_exists` (a few bytes each)
+#: answers of :meth:`KeptTileGeometry.tile_exists` (a few bytes each)
 TILE_EXISTS_CACHE_SIZE = 4096
+#: readers' grids in a tile matrix set's CRS (:class:`KeptTileGeometry`; ~100 bytes each)
+GRID_CACHE_SIZE = 1024
 
 
 def file_version(path: str) -> tuple[str, int, int, int] | None:
@@ -110,13 +112,17 @@ class DatasetPool:
             ds.close()
 
 
-class KeptTileExists:
-    """Mixin for rio-tiler readers: ``tile_exists`` answered from a bounded per-worker cache.
-    rio-tiler's answer is a function of the tile matrix set, the reader's CRS and bounds and
-    the tile alone (the tile's bounds reprojected with 21 points a side, ~0.4 ms), and a map
-    tile asks it up to three times (the item, then each asset), every request."""
+class KeptTileGeometry:
+    """Mixin for rio-tiler readers: the tile geometry they compute on every request answered
+    from bounded per-worker caches. rio-tiler's ``tile_exists`` (the tile's bounds reprojected
+    with 21 points a side, ~0.4 ms) is a function of the tile matrix set, the reader's CRS and
+    bounds and the tile alone, and a map tile asks it up to three times (the item, then each
+    asset); the reader's grid in the tile matrix set's CRS (GDAL's
+    ``calculate_default_transform``, behind the min/max zoom every reader sets up) is a
+    function of the grid alone."""
 
     _exists: LruCache = LruCache(TILE_EXISTS_CACHE_SIZE)
+    _grids: LruCache = LruCache(GRID_CACHE_SIZE)
 
     def tile_exists(self, tile_x: int, tile_y: int, tile_z: int) -> bool:
         """rio-tiler's ``tile_exists``, kept."""
@@ -134,3 +140,24 @@ class KeptTileExists:
             known = bool(super().tile_exists(tile_x, tile_y, tile_z))  # type: ignore[misc]
             self._exists.put(key, known)
         return known
+
+    @property
+    def _dst_geom_in_tms_crs(self) -> Any:
+        """rio-tiler's grid of the reader in the tile matrix set's CRS, kept."""
+        this: Any = self
+        tms = this.tms
+        transform = getattr(this, "transform", None)
+        key = (
+            tms.id,
+            str(tms.rasterio_crs),
+            str(this.crs),
+            tuple(this.bounds),
+            tuple(transform) if transform is not None else None,
+            getattr(this, "width", None),
+            getattr(this, "height", None),
+        )
+        grid = self._grids.get(key)
+        if grid is None:
+            grid = super()._dst_geom_in_tms_crs  # type: ignore[misc]
+            self._grids.put(key, grid)
+        return grid

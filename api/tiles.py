@@ -57,7 +57,7 @@ from titiler.pgstac.factory import MosaicTilerFactory
 from titiler.pgstac.reader import PgSTACReader, SimpleSTACReader
 
 from tessera_stac.api import budget, tile_layers
-from tessera_stac.api.caches import KeptTileExists, LruCache, file_version
+from tessera_stac.api.caches import KeptTileGeometry, LruCache, file_version
 from tessera_stac.api.packed import (
     kernel_reads,
     mask_pixels,
@@ -229,7 +229,7 @@ def item_reader(
     """PgSTACReader reading the API's own files from disk (each asset with ``asset_reader``)."""
 
     @attr.s
-    class ItemReader(KeptTileExists, PgSTACReader):
+    class ItemReader(KeptTileGeometry, PgSTACReader):
         reader: type[Reader] = attr.ib(default=asset_reader)
 
         def _get_asset_info(self, asset: Any) -> Any:
@@ -256,7 +256,7 @@ def cell_reader(
     """Mosaic reader: an Item's pixels only inside its own 0.1° cell (no double drawing)."""
 
     @attr.s
-    class CellSTACReader(KeptTileExists, SimpleSTACReader):
+    class CellSTACReader(KeptTileGeometry, SimpleSTACReader):
         reader: type[Reader] = attr.ib(default=asset_reader)
 
         def _get_asset_info(self, asset: Any) -> Any:

@@ -231,14 +231,16 @@ def test_tile_routes_share_one_tile_matrix_set_per_identifier() -> None:
 def test_kept_tile_exists_answers_as_rio_tiler_and_once(tmp_path: Path) -> None:
     """The kept ``tile_exists`` gives rio-tiler's answer for tiles inside, on the edges of and
     outside a file, and asks rio-tiler once per tile (the same answer for another reader of
-    the same grid, a new question for a file of another grid)."""
+    the same grid, a new question for a file of another grid); the kept grid gives rio-tiler's
+    min/max zoom."""
     from rio_tiler.io import Reader
 
-    from tessera_stac.api.caches import KeptTileExists
+    from tessera_stac.api.caches import KeptTileGeometry
 
-    class Counting(KeptTileExists, Reader):
+    class Counting(KeptTileGeometry, Reader):
         asked = 0
         _exists = LruCache(64)
+        _grids = LruCache(8)
 
         def tile_exists(self, tile_x: int, tile_y: int, tile_z: int) -> bool:
             return super().tile_exists(tile_x, tile_y, tile_z)
@@ -272,6 +274,13 @@ def test_kept_tile_exists_answers_as_rio_tiler_and_once(tmp_path: Path) -> None:
         assert Counting.asked == 2 * len(tiles), "another grid is asked anew"
         with Reader(str(other)) as plain:
             assert got == [original(plain, *t) for t in tiles]
+            zooms = (plain.minzoom, plain.maxzoom)
+    grids = []
+    for _ in range(2):
+        with Counting(str(other)) as kept:
+            assert (kept.minzoom, kept.maxzoom) == zooms, "rio-tiler's zoom range"
+            grids.append(kept._dst_geom_in_tms_crs)
+    assert grids[0] is grids[1], "the second reader's grid is the kept one"
 
 
 def test_typed_nodata_compares_integer_codes_as_their_own_type() -> None:
