@@ -29,7 +29,7 @@ import json
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
@@ -85,17 +85,50 @@ VECTOR_ASSETS = [("assets", EMBEDDINGS.asset_key), ("assets", SCALES.asset_key)]
 def dequantised(img: ImageData) -> tuple[np.ndarray, np.ndarray]:
     """(values (h, w, dims) float32 with NaN where invalid, valid (h, w)) of a 129-band image
     (the int8 codes, then the scale), dequantised with the published recipe."""
+    _check_bands(img)
+    parts = packed_parts(img)
+    if parts is not None:  # the int8 codes and the scale as read (api.packed)
+        return dequantised_parts(*parts)
+    return _dequantised_stack(img.array)
+
+
+#: rows of a tile the map algorithms (PCA, similarity) dequantise and reduce at a time: 32
+#: rows of a 256 px tile's 128 float32 dimensions are 4 MiB, where the whole tile is one
+#: 32 MiB array (and its 32 MiB centred copy), which the allocator maps and zeroes afresh on
+#: every request whatever its thresholds (glibc serves 32 MiB and more from ``mmap``). Each
+#: pixel gets the same arithmetic in the same order, so the same bits (tests compare).
+ROWS_AT_ONCE = 32
+
+
+def dequantised_rows(
+    img: ImageData, rows: int = ROWS_AT_ONCE
+) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
+    """:func:`dequantised` of ``img``, ``rows`` rows at a time: (the rows, their values
+    (rows, w, dims), their valid (rows, w)) in order."""
+    _check_bands(img)
+    parts = packed_parts(img)
+    for start in range(0, img.height, rows):
+        band = slice(start, min(start + rows, img.height))
+        if parts is not None:
+            values, valid = dequantised_parts(parts[0][:, band], parts[1][:, band])
+        else:
+            values, valid = _dequantised_stack(img.array[:, band])
+        yield band, values, valid
+
+
+def _check_bands(img: ImageData) -> None:
     if img.count != EMBEDDING_DIM + 1:
         raise HTTPException(
             400,
             f"this layer needs the {EMBEDDINGS.asset_key} and {SCALES.asset_key} assets "
             f"({EMBEDDING_DIM + 1} bands), got {img.count} bands",
         )
-    parts = packed_parts(img)
-    if parts is not None:  # the int8 codes and the scale as read (api.packed)
-        return dequantised_parts(*parts)
-    data = np.ma.getdata(img.array)
-    masked = np.ma.getmaskarray(img.array).any(axis=0)
+
+
+def _dequantised_stack(array: np.ma.MaskedArray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`dequantised` of rio-tiler's 129-band (float) stack."""
+    data = np.ma.getdata(array)
+    masked = np.ma.getmaskarray(array).any(axis=0)
     codes = np.moveaxis(data[:EMBEDDING_DIM], 0, -1)
     if codes.dtype.kind == "f":  # a float read (e.g. a resampled mosaic): NaN is nodata
         codes = np.where(np.isfinite(codes), codes, EMBEDDINGS.nodata)
@@ -150,9 +183,12 @@ class EmbeddingProjection(BaseAlgorithm):
     projection: dict[str, Any]
 
     def __call__(self, img: ImageData) -> ImageData:
-        """Project and stretch."""
-        values, valid = dequantised(img)
-        rgb = np.moveaxis(apply_projection(values, self.projection), -1, 0)
+        """Project and stretch (a band of rows at a time: :func:`dequantised_rows`)."""
+        rgb = np.empty((3, img.height, img.width), dtype=np.uint8)
+        valid = np.empty((img.height, img.width), dtype=bool)
+        for rows, values, ok in dequantised_rows(img):
+            rgb[:, rows] = np.moveaxis(apply_projection(values, self.projection), -1, 0)
+            valid[rows] = ok
         return _image(img, rgb, valid, ["pc1", "pc2", "pc3"])
 
 
@@ -167,14 +203,18 @@ class EmbeddingSimilarity(BaseAlgorithm):
     vector: list[float]
 
     def __call__(self, img: ImageData) -> ImageData:
-        """Cosine similarity."""
-        values, valid = dequantised(img)
+        """Cosine similarity (a band of rows at a time: :func:`dequantised_rows`)."""
         query = np.asarray(self.vector, dtype=np.float32)
-        norms = np.linalg.norm(values, axis=-1) * np.float32(np.linalg.norm(query))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            cos = (values @ query) / norms
-        valid &= np.isfinite(cos)
-        cos = np.where(valid, cos, 0).astype(np.float32)
+        query_norm = np.float32(np.linalg.norm(query))
+        cos = np.empty((img.height, img.width), dtype=np.float32)
+        valid = np.empty((img.height, img.width), dtype=bool)
+        for rows, values, ok in dequantised_rows(img):
+            norms = np.linalg.norm(values, axis=-1) * query_norm
+            with np.errstate(invalid="ignore", divide="ignore"):
+                part = (values @ query) / norms
+            ok &= np.isfinite(part)
+            cos[rows] = np.where(ok, part, 0)
+            valid[rows] = ok
         return _image(img, cos[None], valid, ["similarity"])
 
 

@@ -15,7 +15,7 @@ from rio_tiler.mosaic.methods.defaults import FirstMethod, HighestMethod
 from tessera_stac.api.packed import PackedImage, mask_pixels, mosaic_tile, pack, packed_parts
 from tessera_stac.api.tiles import EmbeddingProjection, EmbeddingSimilarity, dequantised
 
-H = W = 64
+H = W = 70  # not a multiple of api.tiles.ROWS_AT_ONCE
 
 
 def parts(seed: int, nodata_rows: slice = slice(0, 0)) -> list[ImageData]:
@@ -185,3 +185,41 @@ def test_projection_of_band_first_values_is_the_plain_formula() -> None:
         apply_projection(np.ascontiguousarray(values), projection),
         apply_projection(values, projection),
     )
+
+
+@pytest.mark.parametrize("algorithm", ["pca", "similarity"])
+@pytest.mark.parametrize("packed", [True, False])
+def test_algorithms_by_rows_equal_the_whole_tile_formula(algorithm: str, packed: bool) -> None:
+    """The map algorithms work a band of rows at a time (api.tiles.dequantised_rows): their
+    output is bit for bit the formula on the whole tile's values at once, for a height that
+    is not a multiple of the band (packed parts and rio-tiler's stack alike)."""
+    from tessera_stac.api.tiles import ROWS_AT_ONCE
+    from tessera_stac.catalog.projection import apply_projection
+
+    assert H % ROWS_AT_ONCE != 0, "a last band shorter than the others"
+    rng = np.random.default_rng(11)
+    images = parts(5, slice(ROWS_AT_ONCE - 1, ROWS_AT_ONCE + 1))  # nodata across a boundary
+    img = pack(images) if packed else ImageData.create_from_list(images)
+    mask_pixels(img, np.arange(W)[None, :] < np.arange(H)[:, None] - 40)
+    values, valid = dequantised(img)  # the whole tile at once
+    if algorithm == "pca":
+        projection = {
+            "mean": rng.normal(0, 0.01, 128).tolist(),
+            "basis": rng.normal(size=(128, 3)).tolist(),
+            "stretch": [[-0.5, 0.5]] * 3,
+        }
+        out = EmbeddingProjection(projection=projection)(img)
+        want = np.moveaxis(apply_projection(values, projection), -1, 0)
+    else:
+        vector = rng.normal(size=128).tolist()
+        out = EmbeddingSimilarity(vector=vector)(img)
+        query = np.asarray(vector, dtype=np.float32)
+        norms = np.linalg.norm(values, axis=-1) * np.float32(np.linalg.norm(query))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cos = (values @ query) / norms
+        valid &= np.isfinite(cos)
+        want = np.where(valid, cos, 0).astype(np.float32)[None]
+    assert valid.any() and not valid.all()
+    assert np.ma.getdata(out.array).dtype == want.dtype
+    assert np.array_equal(np.ma.getdata(out.array), want)
+    assert np.array_equal(~np.ma.getmaskarray(out.array)[0], valid)
