@@ -40,7 +40,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +178,31 @@ class Direct:
         assert out is not None
         return out, valid
 
+    def parts(self, items: list[dict[str, Any]], tile: Any, cells: bool) -> Any:
+        """(codes (h, w, 128), scales (h, w), inside (h, w)) of the tile over ``items``,
+        merged by :meth:`values`' rule before dequantising."""
+        owner = self.owners(tile) if cells else None
+        codes = scales = None
+        inside = np.zeros((256, 256), dtype=bool)
+        self.by_rows = True
+        try:
+            for item in items:
+                got = self.item_values(item, tile)
+                if got is None:
+                    continue
+                c, s, ok = got
+                if owner is not None:
+                    ok = ok & (owner == self.cell_key(item))
+                if codes is None:
+                    codes, scales = c, s
+                else:
+                    codes[ok], scales[ok] = c[ok], s[ok]
+                inside |= ok
+        finally:
+            self.by_rows = False
+        assert codes is not None and scales is not None
+        return codes, scales, inside
+
     @staticmethod
     def cell_key(item: dict[str, Any]) -> int:
         west, south = item["bbox"][0], item["bbox"][1]
@@ -198,16 +223,19 @@ class Direct:
         ).astype(int)
 
 
-def direct_rows_render(
+def direct_render(
     direct: Direct,
     items: list[dict[str, Any]],
     cells: bool,
     projection: dict[str, Any] | None,
     vector: list[float] | None,
+    by_rows: bool = False,
 ) -> Callable[[Any], bytes]:
-    """:func:`direct_render` dequantising and projecting 32 rows at a time, as the API's
-    algorithms do (``api.tiles.dequantised_rows``): the codes and scales of the tile's items
-    merged first (the same mosaic rule), then each band of rows."""
+    """PNG of a tile: PCA colours (``projection``) or cosine similarity to ``vector`` of the
+    dequantised values of ``items`` (each in its own cell when ``cells``). ``by_rows``: as
+    the API's algorithms do (``api.tiles.dequantised_rows``), the codes and scales of the
+    items merged first (the same mosaic rule), then dequantised and projected 32 rows at a
+    time; else the whole tile's values at once (the issue's reference)."""
     from rio_tiler.colormap import cmap
     from rio_tiler.utils import linear_rescale, render
 
@@ -218,76 +246,36 @@ def direct_rows_render(
 
     viridis = cmap.get("viridis")
     q = embeddings_quantization()
+    query = np.asarray(vector, dtype=np.float32) if vector is not None else None
 
-    def run(tile: Any) -> bytes:
-        direct.by_rows = True
-        try:
-            owner = direct.owners(tile) if cells else None
-            codes = scales = None
-            inside = np.zeros((256, 256), dtype=bool)
-            for item in items:
-                got = direct.item_values(item, tile)
-                if got is None:
-                    continue
-                c, s, ok = got
-                if owner is not None:
-                    ok = ok & (owner == direct.cell_key(item))
-                if codes is None:
-                    codes, scales = c, s
-                else:
-                    codes[ok], scales[ok] = c[ok], s[ok]
-                inside |= ok
-        finally:
-            direct.by_rows = False
-        assert codes is not None and scales is not None
-        rgb = np.empty((3, 256, 256), dtype=np.uint8)
-        cos = np.empty((256, 256), dtype=np.float32)
-        valid = np.empty((256, 256), dtype=bool)
-        query = np.asarray(vector, dtype=np.float32) if vector is not None else None
+    def bands(tile: Any) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
+        """(rows, values, valid) of the tile, 32 rows at a time or whole."""
+        if not by_rows:
+            values, valid = direct.values(items, tile, cells)
+            yield slice(0, 256), values, valid
+            return
+        codes, scales, inside = direct.parts(items, tile, cells)
         for r in range(0, 256, ROWS_AT_ONCE):
             band = slice(r, r + ROWS_AT_ONCE)
             values, ok = dequantize(codes[band], q, scales[band])
-            valid[band] = ok & inside[band]
-            if projection is not None:
-                rgb[:, band] = np.moveaxis(apply_projection(values, projection), -1, 0)
-            else:
-                assert query is not None
-                norms = np.linalg.norm(values, axis=-1) * np.float32(np.linalg.norm(query))
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    cos[band] = np.where(valid[band], (values @ query) / norms, 0)
-        mask = np.where(valid, 255, 0).astype(np.uint8)
-        if projection is not None:
-            return bytes(render(rgb, mask, img_format="PNG"))
-        scaled = linear_rescale(cos, in_range=(0, 1)).astype(np.uint8)
-        return bytes(render(scaled[None], mask, img_format="PNG", colormap=viridis))
-
-    return run
-
-
-def direct_render(
-    direct: Direct,
-    items: list[dict[str, Any]],
-    cells: bool,
-    projection: dict[str, Any] | None,
-    vector: list[float] | None,
-) -> Callable[[Any], bytes]:
-    from rio_tiler.colormap import cmap
-    from rio_tiler.utils import linear_rescale, render
-
-    from tessera_stac.catalog.projection import apply_projection
-
-    viridis = cmap.get("viridis")
+            yield band, values, ok & inside[band]
 
     def run(tile: Any) -> bytes:
-        values, valid = direct.values(items, tile, cells)
+        rgb = np.empty((3, 256, 256), dtype=np.uint8)
+        cos = np.empty((256, 256), dtype=np.float32)
+        valid = np.empty((256, 256), dtype=bool)
+        for rows, values, ok in bands(tile):
+            valid[rows] = ok
+            if projection is not None:
+                rgb[:, rows] = np.moveaxis(apply_projection(values, projection), -1, 0)
+                continue
+            assert query is not None
+            norms = np.linalg.norm(values, axis=-1) * np.float32(np.linalg.norm(query))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                cos[rows] = np.where(ok, (values @ query) / norms, 0)
         mask = np.where(valid, 255, 0).astype(np.uint8)
         if projection is not None:
-            rgb = np.moveaxis(apply_projection(values, projection), -1, 0)
             return bytes(render(rgb, mask, img_format="PNG"))
-        query = np.asarray(vector, dtype=np.float32)
-        norms = np.linalg.norm(values, axis=-1) * np.float32(np.linalg.norm(query))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            cos = np.where(valid, (values @ query) / norms, 0).astype(np.float32)
         scaled = linear_rescale(cos, in_range=(0, 1)).astype(np.uint8)
         return bytes(render(scaled[None], mask, img_format="PNG", colormap=viridis))
 
@@ -352,21 +340,21 @@ def main() -> None:
                         tiles_near((item_lon + 72.0) / 2, (item_lat + 21.8) / 2, z, 25),
                     ),
                     direct_render(direct, [item], False, projection, None),
-                    direct_rows_render(direct, [item], False, projection, None),
+                    direct_render(direct, [item], False, projection, None, by_rows=True),
                     bare_mosaic([item], pca),
                 ),
                 "mosaic": (
                     tile_urls(url, COLLECTION, "pca", year=YEAR),
                     lambda z: tiles_near(*CORNER, z, PER_ZOOM),
                     direct_render(direct, items, True, projection, None),
-                    direct_rows_render(direct, items, True, projection, None),
+                    direct_render(direct, items, True, projection, None, by_rows=True),
                     bare_mosaic(items, pca),
                 ),
                 "similarity": (
                     tile_urls(url, COLLECTION, "similarity", year=YEAR, lon=QUERY[0], lat=QUERY[1]),
                     lambda z: tiles_near(*CORNER, z, PER_ZOOM),
                     direct_render(direct, items, True, None, vector),
-                    direct_rows_render(direct, items, True, None, vector),
+                    direct_render(direct, items, True, None, vector, by_rows=True),
                     bare_mosaic(items, similar, similarity=True),
                 ),
             }
