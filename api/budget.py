@@ -579,20 +579,32 @@ class TileCache:
         self._size -= len(body)
 
 
+@functools.cache
+def _libc(name: str, *argtypes: Any) -> Any:
+    """The C library's function ``name`` with its argument types, or None (not glibc).
+    Looked up once: ``find_library`` runs ``ldconfig`` in a subprocess."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        function = getattr(libc, name)
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = list(argtypes)
+    return function
+
+
 def release_free_memory() -> bool:
     """Return the heap's free pages to the system (glibc's ``malloc_trim``): the arrays of a
     finished burst of raster requests stay with the allocator's per-thread arenas otherwise,
     and a worker's resident memory creeps up from one burst to the next. False where the C
     library has no ``malloc_trim`` (not glibc)."""
     import ctypes
-    import ctypes.util
 
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
+    trim = _libc("malloc_trim", ctypes.c_size_t)
+    if trim is None:
         return False
-    trim.argtypes = [ctypes.c_size_t]
     trim(0)
     return True
 
@@ -614,14 +626,10 @@ def keep_freed_heap() -> bool:
     keep coming and is handed back once it is idle (:func:`release_free_memory`). Once per
     process; False where the C library has no ``mallopt`` (not glibc)."""
     import ctypes
-    import ctypes.util
 
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    mallopt = _libc("mallopt", ctypes.c_int, ctypes.c_int)
+    if mallopt is None:
         return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     ok = mallopt(_M_MMAP_THRESHOLD, HEAP_MMAP_THRESHOLD)
     ok &= mallopt(_M_TRIM_THRESHOLD, HEAP_TRIM_THRESHOLD)
     return bool(ok)

@@ -151,8 +151,7 @@ def dequantised_parts(
     valid = scale_validity(scales, q)
     if q.nodata is not None:
         valid &= ~(codes == q.nodata).any(axis=0)
-    # band by band in memory whatever the read's order (api.kernel_tiles.pixel_major_reads),
-    # in one pass: float(code) * scale, rounded once, as astype-then-multiply
+    # in one pass: float(code) * scale, rounded once, as astype-then-multiply would
     values = np.empty(codes.shape, dtype=dtype)
     np.multiply(codes, scales, out=values)
     np.copyto(values, dtype.type(np.nan), where=~valid)

@@ -112,21 +112,18 @@ class Direct:
         # (the API's key is every input of the plan; an item and a tile fix them all here)
         self.tms = morecantile.tms.get("WebMercatorQuad")
         self.plans = LruCache(ApiSettings().tile_plan_cache_size)
-        #: item_values gives (codes, scales, inside) undequantised (the ``direct_rows`` path)
-        self.by_rows = False
 
     def close(self) -> None:
         for ds in self.open.values():
             ds.close()
 
-    def item_values(self, item: dict[str, Any], tile: Any) -> Any:
-        """(values (h, w, 128) float32, valid (h, w)) of one item on ``tile``."""
+    def item_parts(self, item: dict[str, Any], tile: Any) -> Any:
+        """(codes (h, w, 128) int8, scales (h, w), inside (h, w)) of one item on ``tile``
+        (None when the tile misses it)."""
         from rio_tiler.utils import get_vrt_transform
 
-        from tessera_stac.catalog.reader import dequantize
         from tessera_stac.catalog.reader.tiff import blocks_of
         from tessera_stac.catalog.reader.warp import plan_warp, read_planned
-        from tessera_stac.catalog.stac import embeddings_quantization
 
         tms = self.tms
         codes_ds = self.open[(item["id"], "embeddings")]
@@ -152,10 +149,20 @@ class Direct:
         assert codes_blocks is not None and scale_blocks is not None
         codes = read_planned(codes_blocks, plan, -128)
         scales = read_planned(scale_blocks, plan, float("nan"))[..., 0]
-        if self.by_rows:
-            return codes, scales, plan.inside
+        return codes, scales, plan.inside
+
+    def item_values(self, item: dict[str, Any], tile: Any) -> Any:
+        """(values (h, w, 128) float32, valid (h, w)) of one item on ``tile`` (None when the
+        tile misses it)."""
+        from tessera_stac.catalog.reader import dequantize
+        from tessera_stac.catalog.stac import embeddings_quantization
+
+        got = self.item_parts(item, tile)
+        if got is None:
+            return None
+        codes, scales, inside = got
         values, valid = dequantize(codes, embeddings_quantization(), scales)
-        return values, valid & plan.inside
+        return values, valid & inside
 
     def values(self, items: list[dict[str, Any]], tile: Any, cells: bool) -> Any:
         """The tile's values and validity over ``items`` (each only in its own 0.1° cell when
@@ -184,22 +191,18 @@ class Direct:
         owner = self.owners(tile) if cells else None
         codes = scales = None
         inside = np.zeros((256, 256), dtype=bool)
-        self.by_rows = True
-        try:
-            for item in items:
-                got = self.item_values(item, tile)
-                if got is None:
-                    continue
-                c, s, ok = got
-                if owner is not None:
-                    ok = ok & (owner == self.cell_key(item))
-                if codes is None:
-                    codes, scales = c, s
-                else:
-                    codes[ok], scales[ok] = c[ok], s[ok]
-                inside |= ok
-        finally:
-            self.by_rows = False
+        for item in items:
+            got = self.item_parts(item, tile)
+            if got is None:
+                continue
+            c, s, ok = got
+            if owner is not None:
+                ok = ok & (owner == self.cell_key(item))
+            if codes is None:
+                codes, scales = c, s
+            else:
+                codes[ok], scales[ok] = c[ok], s[ok]
+            inside |= ok
         assert codes is not None and scales is not None
         return codes, scales, inside
 

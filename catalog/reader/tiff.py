@@ -369,22 +369,19 @@ class TiffBlocks:
         c0: int,
         c1: int,
         bands: npt.NDArray[np.intp] | None = None,
-        band_first: bool = False,
     ) -> npt.NDArray[Any]:
-        """Pixels ``[r0:r1, c0:c1]`` (inside the image) as ``(rows, cols, bands)``, or
-        ``(bands, rows, cols)`` when ``band_first``; ``bands``: 0-based indices to keep.
+        """Pixels ``[r0:r1, c0:c1]`` (inside the image) as ``(rows, cols, bands)``; ``bands``:
+        0-based indices to keep.
 
         Each worker decodes a block into its own reusable buffer and copies the part inside
-        the window straight into the result (no per-block allocation; the band selection and
-        the transposition happen in that copy, in the workers).
+        the window straight into the result (no per-block allocation; the band selection
+        happens in that copy, in the workers).
         """
         bh, bw = self.block
         count = self.bands if bands is None else len(bands)
-        shape = (count, r1 - r0, c1 - c0) if band_first else (r1 - r0, c1 - c0, count)
-        out = np.empty(shape, dtype=self.dtype)
+        out = np.empty((r1 - r0, c1 - c0, count), dtype=self.dtype)
         if r1 <= r0 or c1 <= c0:
             return out
-        target = out.transpose(1, 2, 0) if band_first else out
         cells = [
             (br, bc)
             for br in range(r0 // bh, (r1 - 1) // bh + 1)
@@ -397,9 +394,7 @@ class TiffBlocks:
             y0, y1 = max(r0, br * bh), min(r1, (br + 1) * bh)
             x0, x1 = max(c0, bc * bw), min(c1, (bc + 1) * bw)
             part = block[y0 - br * bh : y1 - br * bh, x0 - bc * bw : x1 - bc * bw]
-            target[y0 - r0 : y1 - r0, x0 - c0 : x1 - c0] = (
-                part if bands is None else part[..., bands]
-            )
+            out[y0 - r0 : y1 - r0, x0 - c0 : x1 - c0] = part if bands is None else part[..., bands]
 
         if len(cells) == 1:
             fill(cells[0])
