@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from brotli_asgi import BrotliMiddleware
+from brotli_asgi import BrotliMiddleware, BrotliResponder
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
 from stac_fastapi.extensions.query import QueryConformanceClasses
@@ -37,6 +37,8 @@ from stac_fastapi.pgstac.extensions.filter import FiltersClient
 from stac_fastapi.pgstac.models.extensions import Extensions
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES, GZipResponder
+from starlette.types import Message, Receive, Scope, Send
 
 from tessera_stac.api import db, features, tiles
 from tessera_stac.api.auth import BearerTokenMiddleware
@@ -109,8 +111,48 @@ def _version() -> str:
         return "0.0.0"
 
 
+#: Media types sent as they are: float32 arrays gain ~7 % from brotli for ~9 ms a 0.5 MB answer.
+UNCOMPRESSED_TYPES = ("application/vnd.apache.arrow.stream",)
+
+
+class _PassThroughResponder(BrotliResponder):
+    """brotli_asgi's responder, passing bodies of ``UNCOMPRESSED_TYPES`` through untouched
+    (it already does so for a response that set its own ``Content-Encoding``)."""
+
+    async def send_with_brotli(self, message: Message) -> None:
+        await super().send_with_brotli(message)
+        if message["type"] == "http.response.start":
+            kind = dict(message.get("headers", [])).get(b"content-type", b"").decode("latin-1")
+            if kind.split(";")[0].strip() in UNCOMPRESSED_TYPES:
+                self.content_encoding_set = True
+
+
+class Compression(BrotliMiddleware):
+    """stac-fastapi's brotli middleware (gzip when brotli is not accepted), except for
+    ``UNCOMPRESSED_TYPES``."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self._is_handler_excluded(scope):
+            return await self.app(scope, receive, send)
+        accepted = dict(scope.get("headers", [])).get(b"accept-encoding", b"")
+        if b"br" in accepted:
+            responder: Any = _PassThroughResponder(
+                self.app, self.quality, self.mode, self.lgwin, self.lgblock, self.minimum_size
+            )
+        elif self.gzip_fallback and b"gzip" in accepted:
+            responder = GZipResponder(
+                self.app,
+                self.minimum_size,
+                exclude_content_types=DEFAULT_EXCLUDED_CONTENT_TYPES + UNCOMPRESSED_TYPES,
+            )
+        else:
+            responder = self.app
+        await responder(scope, receive, send)
+
+
 def _tune_middlewares(app: FastAPI) -> None:
-    """Expose range headers to browsers; never compress the byte ranges of ``/data``."""
+    """Expose range headers to browsers; never compress the byte ranges of ``/data`` nor the
+    media types of ``UNCOMPRESSED_TYPES``."""
     tuned = []
     for middleware in app.user_middleware:
         cls: Any = middleware.cls
@@ -121,7 +163,7 @@ def _tune_middlewares(app: FastAPI) -> None:
             middleware = Middleware(cls, *args, **kwargs)
         elif cls is BrotliMiddleware:
             kwargs["excluded_handlers"] = [r"^/data/"]
-            middleware = Middleware(cls, *args, **kwargs)
+            middleware = Middleware(Compression, *args, **kwargs)
         tuned.append(middleware)
     app.user_middleware[:] = tuned
 

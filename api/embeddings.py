@@ -397,6 +397,82 @@ def positions_json(results: list[tuple[PositionResult, Any]]) -> bytes:
     return orjson.dumps({"results": out}, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+#: ``f`` values of ``POST /embeddings/positions`` and the media type each answers with.
+POSITION_FORMATS = {"json": "application/json", "arrow": ARROW_STREAM}
+
+
+def positions_format(request: Request, f: str | None) -> str | None:
+    """``json`` or ``arrow``: the ``f`` parameter when given, else the ``Accept`` header (Arrow
+    only when it is asked for by name); None for an ``f`` we do not write (a 400)."""
+    if f is not None:
+        return f if f in POSITION_FORMATS else None
+    return "arrow" if ARROW_STREAM in request.headers.get("accept", "") else "json"
+
+
+def positions_arrow(results: list[tuple[PositionResult, Any]], year: int) -> bytes:
+    """A batch as an Arrow IPC stream: one row per requested point, in order, the columns of
+    the JSON results flattened (``row``/``col``/``crs`` of the pixel, ``error`` and
+    ``error_description``) and ``embedding`` a ``fixed_size_list<float32>[dimensions]``, null
+    where the point has no value (its slots hold NaN, so ``.values`` reshaped to
+    ``(n, dimensions)`` is a float32 array with NaN rows). The same float32 bits as the JSON.
+    """
+    import pyarrow as pa
+
+    n = len(results)
+    dims = next((len(v) for _, v in results if v is not None), 0)
+    vectors = np.full((n, dims), np.nan, dtype=np.float32)
+    valid = np.zeros(n, dtype=bool)
+    cols: dict[str, list[Any]] = {
+        k: []
+        for k in (
+            "lon", "lat", "status", "error", "error_description", "collection", "item",
+            "row", "col", "crs", "scale",
+        )
+    }  # fmt: skip
+    for k, (result, vector) in enumerate(results):
+        if vector is not None:
+            vectors[k] = vector
+            valid[k] = True
+        pixel = result.pixel
+        error = result.error
+        cols["lon"].append(result.lon)
+        cols["lat"].append(result.lat)
+        cols["status"].append(result.status)
+        cols["error"].append(error.code if error else None)
+        cols["error_description"].append(error.description if error else None)
+        cols["collection"].append(result.collection)
+        cols["item"].append(result.item)
+        cols["row"].append(pixel.row if pixel else None)
+        cols["col"].append(pixel.col if pixel else None)
+        cols["crs"].append(pixel.crs if pixel else None)
+        cols["scale"].append(result.scale)
+    embedding = pa.FixedSizeListArray.from_arrays(
+        pa.array(vectors.reshape(-1), type=pa.float32()), dims, mask=pa.array(~valid)
+    )
+    table = pa.table(
+        {
+            "lon": pa.array(cols["lon"], pa.float64()),
+            "lat": pa.array(cols["lat"], pa.float64()),
+            "status": pa.array(cols["status"], pa.int16()),
+            "error": pa.array(cols["error"], pa.string()).dictionary_encode(),
+            "error_description": pa.array(cols["error_description"], pa.string()),
+            "collection": pa.array(cols["collection"], pa.string()).dictionary_encode(),
+            "item": pa.array(cols["item"], pa.string()).dictionary_encode(),
+            "row": pa.array(cols["row"], pa.int32()),
+            "col": pa.array(cols["col"], pa.int32()),
+            "crs": pa.array(cols["crs"], pa.string()).dictionary_encode(),
+            "scale": pa.array(cols["scale"], pa.float32()),
+            "embedding": embedding,
+        },
+        metadata={"year": str(year), "dimensions": str(dims)},
+    )
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue())
+
+
 def warm_up() -> None:
     """Build what the first positions request would otherwise build (pydantic's validator and
     serialisers of these models, orjson) and warm the read path (:func:`readers.warm_up`)."""
@@ -411,6 +487,7 @@ def warm_up() -> None:
     )  # fmt: skip
     failed = _failed(0.0, 0.0, 2024, ReadError(404, "OutsideCoverage", "warm-up"))
     positions_json([(sample, np.zeros(1, dtype=np.float32)), (failed, None)])
+    positions_arrow([(sample, np.zeros(1, dtype=np.float32)), (failed, None)], 2024)
     readers_module.warm_up()
 
 
@@ -454,15 +531,39 @@ async def get_position(
     "/positions",
     response_model=PositionsResponse,
     response_model_exclude_none=True,
-    responses=ERRORS,
+    responses={
+        **ERRORS,
+        200: {
+            "description": "One result per point: JSON, or an Arrow IPC stream (`f=arrow` or "
+            f"`Accept: {ARROW_STREAM}`) with one row per point and `embedding` a "
+            "fixed-size list of float32.",
+            "content": {ARROW_STREAM: {}},
+        },
+        400: {"model": ErrorBody, "description": "An unknown `f`."},
+    },
     summary="Dequantised embeddings at a batch of points",
 )
-async def post_positions(request: Request, body: PositionsRequest) -> Any:
+async def post_positions(
+    request: Request,
+    body: PositionsRequest,
+    f: str | None = Query(
+        default=None,
+        max_length=16,
+        description="Answer format: `json` (default) or `arrow` (an Arrow IPC stream, also "
+        f"chosen by `Accept: {ARROW_STREAM}`).",
+    ),
+) -> Any:
     """One result per point, in order; a point without a value carries ``error``/``status``.
 
     Up to ``ApiSettings.max_points`` points: one catalogue search for the batch, then per item each
-    touched COG block is read once.
+    touched COG block is read once. As JSON or as an Arrow IPC stream (the same values: a script
+    gets a float32 array without parsing text).
     """
+    fmt = positions_format(request, f)
+    if fmt is None:
+        return _error(
+            ReadError(400, "InvalidParameter", f"f must be one of {sorted(POSITION_FORMATS)}")
+        )
     max_points = request.app.state.api_settings.max_points
     if len(body.points) > max_points:
         return _error(
@@ -478,6 +579,8 @@ async def post_positions(request: Request, body: PositionsRequest) -> Any:
         results = await positions(request, body.points, body.year, body.collection)
     except ReadError as exc:
         return _error(exc)
+    if fmt == "arrow":
+        return Response(positions_arrow(results, body.year), media_type=ARROW_STREAM)
     return Response(positions_json(results), media_type="application/json")
 
 

@@ -15,8 +15,9 @@ Compared in the same run, on the same points, values checked bit for bit:
 * ``kernel``: :func:`tessera_stac.catalog.reader.read_points` per item (each run of touched
   blocks read once), files opened fresh each repeat.
 * ``API``: ``POST /embeddings/positions`` (one request for the batch: one pgSTAC search, then
-  the kernel) on uvicorn + a throwaway pgSTAC cluster; each point case gets a freshly started
-  server, whose first request (``api_cold_s``) is measured apart from the repeats (``api_s``).
+  the kernel) on uvicorn + a throwaway pgSTAC cluster; each point case and answer format (JSON,
+  then Arrow: ``f=arrow``, the ``_arrow`` keys) gets a freshly started server, whose first
+  request (``api_cold_s``) is measured apart from the repeats (``api_s``).
 * ``floor``: decompressing the touched blocks and nothing else: every touched block (codes +
   scales) read and decoded once (ZSTD + predictor, imagecodecs) in one thread; and, for
   reference, the same blocks read with rasterio one by one (GDAL's threads).
@@ -273,7 +274,12 @@ def best(fn: Callable[[], Any], repeats: int = REPEATS) -> tuple[float, Any]:
     return min(times), result
 
 
-def api_points(url: str, points: list[tuple[float, float]], collection_id: str) -> np.ndarray:
+def api_points(
+    url: str, points: list[tuple[float, float]], collection_id: str, fmt: str = "json"
+) -> np.ndarray:
+    """The vectors as a script gets them: ``fmt="json"`` parses the JSON results,
+    ``fmt="arrow"`` asks for the Arrow IPC stream (``f=arrow``) and reshapes its float32
+    column (NaN rows where a point has no value)."""
     import httpx
 
     body = {
@@ -281,8 +287,15 @@ def api_points(url: str, points: list[tuple[float, float]], collection_id: str) 
         "year": YEAR,
         "collection": collection_id,
     }
-    response = httpx.post(url + "/embeddings/positions", json=body, timeout=600)
+    params = {"f": "arrow"} if fmt == "arrow" else {}
+    response = httpx.post(url + "/embeddings/positions", json=body, params=params, timeout=600)
     response.raise_for_status()
+    if fmt == "arrow":
+        import pyarrow as pa
+
+        table = pa.ipc.open_stream(response.content).read_all()
+        vectors = table.column("embedding").combine_chunks().values.to_numpy()
+        return vectors.reshape(len(points), -1)
     out = np.full((len(points), 128), np.nan, dtype=np.float32)
     for k, r in enumerate(response.json()["results"]):
         if r.get("embedding") is not None:
@@ -298,10 +311,12 @@ def identical(ref: np.ndarray, ours: np.ndarray) -> bool:
     return bool(np.array_equal(ref[ok], ours[ok]) and np.isfinite(ref[ok]).all())
 
 
-def api_cold(url: str, points: list[tuple[float, float]], collection_id: str) -> float:
+def api_cold(
+    url: str, points: list[tuple[float, float]], collection_id: str, fmt: str = "json"
+) -> float:
     """Seconds of the first request over these points (no block decoded yet by the server)."""
     start = time.perf_counter()
-    api_points(url, points, collection_id)
+    api_points(url, points, collection_id, fmt)
     return time.perf_counter() - start
 
 
@@ -310,7 +325,7 @@ def point_case(
     items: list[dict[str, Any]],
     points: list[tuple[float, float]],
     source: dict[str, Path],
-    url: str | None,
+    serve: Callable[[], Any] | None,
     collection_id: str,
 ) -> dict[str, Any]:
     ref_t, ref = best(
@@ -332,15 +347,22 @@ def point_case(
         "kernel_identical": identical(ref, ker),
         "valid_points": int((~np.isnan(ref).any(axis=1)).sum()),
     }
-    if url is not None:
-        row["api_cold_s"] = round(api_cold(url, points, collection_id), 3)
-        api_t, api = best(lambda: api_points(url, points, collection_id))
-        row["api_s"] = round(api_t, 3)
-        row["api_identical"] = identical(ref, api) and bool(
+    import pyarrow  # noqa: F401  (a script has its reader loaded before it asks: not timed)
+
+    for fmt, suffix in (("json", ""), ("arrow", "_arrow")):
+        if serve is None:
+            break
+        # each format against its own freshly started server: its first request is the first
+        # the process serves (imports, pgSTAC search, every COG opened), then the repeats
+        with serve() as url:
+            row[f"api_cold{suffix}_s"] = round(api_cold(url, points, collection_id, fmt), 3)
+            api_t, api = best(lambda url=url, fmt=fmt: api_points(url, points, collection_id, fmt))
+        row[f"api{suffix}_s"] = round(api_t, 3)
+        row[f"api{suffix}_identical"] = identical(ref, api) and bool(
             np.array_equal(api, ker, equal_nan=True)
         )
-        row["speedup_api_cold"] = round(ref_t / row["api_cold_s"], 2)
-        row["speedup_api"] = round(ref_t / api_t, 2)
+        row[f"speedup_api_cold{suffix}"] = round(ref_t / row[f"api_cold{suffix}_s"], 2)
+        row[f"speedup_api{suffix}"] = round(ref_t / api_t, 2)
     row["speedup_kernel"] = round(ref_t / ker_t, 2)
     row["kernel_vs_floor"] = round(ker_t / floor, 2)
     return row
@@ -497,26 +519,26 @@ def main() -> None:
         load(dsn, str(write_ndjson(Path(tmpdir) / "items.ndjson", [coll, *dense, *spread])))
         env = {"TESSERA_STAC_DATABASE_URL": dsn, "TESSERA_STAC_API_READER_CACHE_SIZE": "200"}
         pts4 = random_points(dense_cells, POINTS, 1)
-        # each point case against a freshly started server: its first request is the first the
-        # process serves (imports, pgSTAC search, every COG opened), then the repeats
-        with uvicorn_server("tessera_stac.api.app:create_app_from_env", env) as url:
-            results["dense"] = point_case(
-                "1,000 points over 4 tiles", dense, pts4, source, url, collection_id
-            )
+
+        def serve() -> Any:
+            return uvicorn_server("tessera_stac.api.app:create_app_from_env", env)
+
+        results["dense"] = point_case(
+            "1,000 points over 4 tiles", dense, pts4, source, serve, collection_id
+        )
         if CASES == "dense":
             results["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
             (RESULTS / "points_dense.json").write_text(json.dumps(results, indent=2) + "\n")
             print(json.dumps(results, indent=2))
             return
-        with uvicorn_server("tessera_stac.api.app:create_app_from_env", env) as url:
-            results["spread"] = point_case(
-                f"1,000 points over {len(spread)} tiles",
-                spread,
-                random_points(spread_cells_, POINTS, 2),
-                source,
-                url,
-                collection_id,
-            )
+        results["spread"] = point_case(
+            f"1,000 points over {len(spread)} tiles",
+            spread,
+            random_points(spread_cells_, POINTS, 2),
+            source,
+            serve,
+            collection_id,
+        )
         if CASES == "points":
             results["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
             (RESULTS / "points_cold.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -561,17 +583,21 @@ def cold_markdown(r: dict[str, Any]) -> str:
         f"run. {r['cpus']} shared cores; load average before {r['load_average_before']}, after "
         f"{r['load_average_after']}.",
         "",
-        "| case | geotessera s | API first request s | speed-up first | API repeat s "
+        "| case | answer | geotessera s | API first request s | speed-up first | API repeat s "
         "| speed-up repeat | kernel s | bit-identical |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for key in ("dense", "spread"):
         c = r[key]
-        lines.append(
-            f"| {c['case']} | {c['geotessera_s']} | {c['api_cold_s']} | {c['speedup_api_cold']}x "
-            f"| {c['api_s']} | {c['speedup_api']}x | {c['kernel_s']} "
-            f"| {c['kernel_identical'] and c['api_identical']} |"
-        )
+        for label, sfx in (("JSON", ""), ("Arrow (`f=arrow`)", "_arrow")):
+            if f"api_cold{sfx}_s" not in c:
+                continue
+            lines.append(
+                f"| {c['case']} | {label} | {c['geotessera_s']} | {c[f'api_cold{sfx}_s']} "
+                f"| {c[f'speedup_api_cold{sfx}']}x | {c[f'api{sfx}_s']} "
+                f"| {c[f'speedup_api{sfx}']}x | {c['kernel_s']} "
+                f"| {c['kernel_identical'] and c[f'api{sfx}_identical']} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -678,6 +678,12 @@ def _runs(cols: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
+def _runs_of(items: list[T], n: int) -> list[list[T]]:
+    """``items`` cut into at most ``n`` consecutive runs of near-equal length."""
+    size = -(-len(items) // max(1, n))
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
 def read_pixels(
     ds: Any, rows: npt.NDArray[np.int64], cols: npt.NDArray[np.int64]
 ) -> tuple[npt.NDArray[Any], int]:
@@ -700,9 +706,17 @@ def read_pixels(
             y0, x0 = (i // found.across) * bh, (i % found.across) * bw
             return found.pick(i, rows[sel] - y0, cols[sel] - x0)
 
-        picked = _executor().map(pick, groups) if len(groups) > 1 else map(pick, groups)
-        for sel, values in zip(groups, picked, strict=True):
-            out[sel] = values
+        def pick_run(run: list[npt.NDArray[np.int64]]) -> list[npt.NDArray[Any]]:
+            return [pick(sel) for sel in run]
+
+        # a few runs of neighbouring blocks per decode thread rather than a task per block
+        # (a future per 64 px block cost more than the waiting saved; at most ~4 runs a thread
+        # keeps the threads evenly busy)
+        runs = _runs_of(groups, 4 * DECODE_THREADS)
+        picked = _executor().map(pick_run, runs) if len(runs) > 1 else map(pick_run, runs)
+        for run, values in zip(runs, picked, strict=True):
+            for sel, got in zip(run, values, strict=True):
+                out[sel] = got
         return out, len(groups)
     bh, bw = (int(v) for v in ds.block_shapes[0])
     reads = 0

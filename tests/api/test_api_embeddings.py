@@ -118,6 +118,86 @@ def test_batch_points(served: tuple[str, dict[str, Any]]) -> None:
         )
 
 
+def test_batch_points_as_arrow_equal_the_json_bit_for_bit(
+    served: tuple[str, dict[str, Any]],
+) -> None:
+    import pyarrow as pa
+
+    url, cog = served
+    item, _, _ = tile_for(cog, 71.93, 23.01)
+    _a, _, c, _, _e, f = item["properties"]["proj:transform"]
+    back = Transformer.from_crs(item["properties"]["proj:code"], "EPSG:4326", always_xy=True)
+    invalid = back.transform(c + 10 * 10.5, f - 10 * 10.5)  # an invalid block (see above)
+    if GridCell.containing(*invalid).name != item["properties"]["tessera:grid"]:
+        invalid = back.transform(c + 10 * 45.5, f - 10 * 45.5)
+    points = [
+        {"lon": 71.9713, "lat": 23.0342},
+        {"lon": 80.0, "lat": 10.0},
+        {"lon": invalid[0], "lat": invalid[1]},
+        {"lon": 72.0321, "lat": 23.0711},
+        {"lon": 71.9713, "lat": 23.0342},
+    ]
+    body = {"points": points, "year": 2024}
+    as_json = httpx.post(
+        url + "/embeddings/positions", json=body, headers={"Accept-Encoding": "br"}
+    )
+    assert as_json.headers["content-type"] == "application/json"
+    assert as_json.headers.get("content-encoding") == "br"
+    arrow_type = "application/vnd.apache.arrow.stream"
+    for params, accept in (({"f": "arrow"}, {}), ({}, {"Accept": arrow_type})):
+        got = httpx.post(
+            url + "/embeddings/positions",
+            json=body,
+            params=params,
+            headers={"Accept-Encoding": "br, gzip", **accept},
+        )
+        assert got.status_code == 200, got.text
+        assert got.headers["content-type"] == arrow_type
+        assert "content-encoding" not in got.headers  # float32 arrays are sent as they are
+        table = pa.ipc.open_stream(got.content).read_all()
+        assert table.num_rows == len(points)
+        assert table.schema.metadata[b"year"] == b"2024"
+        rows = table.to_pylist()
+        dims = as_json.json()["results"][0]["dimensions"]
+        assert table.schema.metadata[b"dimensions"] == str(dims).encode()
+        vectors = table.column("embedding").combine_chunks()
+        assert vectors.type == pa.list_(pa.float32(), dims)
+        values = vectors.values.to_numpy().reshape(len(points), dims)
+        for k, (row, expected) in enumerate(zip(rows, as_json.json()["results"], strict=True)):
+            assert row["status"] == expected["status"]
+            assert row["lon"] == expected["lon"] and row["lat"] == expected["lat"]
+            if "error" in expected:
+                assert row["error"] == expected["error"]["code"]
+                assert row["error_description"] == expected["error"]["description"]
+                assert row["embedding"] is None and np.isnan(values[k]).all()
+                continue
+            assert row["error"] is None and row["item"] == expected["item"]
+            assert row["collection"] == expected["collection"]
+            assert (row["row"], row["col"], row["crs"]) == (
+                expected["pixel"]["row"],
+                expected["pixel"]["col"],
+                expected["pixel"]["crs"],
+            )
+            assert row["scale"] == np.float32(expected["scale"])
+            want = np.array(expected["embedding"], dtype=np.float32)
+            assert values[k].tobytes() == want.tobytes()
+        assert [r["status"] for r in rows] == [200, 404, 422, 200, 200]
+    for encoding in ("gzip", "identity"):  # the fallback compressor passes Arrow through too
+        plain = {"Accept-Encoding": encoding}
+        got = httpx.post(
+            url + "/embeddings/positions", json=body, params={"f": "arrow"}, headers=plain
+        )
+        assert "content-encoding" not in got.headers
+        assert pa.ipc.open_stream(got.content).read_all().num_rows == len(points)
+        text = httpx.post(url + "/embeddings/positions", json=body, headers=plain)
+        assert text.headers.get("content-encoding") == ("gzip" if encoding == "gzip" else None)
+    bad = httpx.post(url + "/embeddings/positions", json=body, params={"f": "xml"})
+    assert bad.status_code == 400 and bad.json()["code"] == "InvalidParameter"
+    json_anyway = httpx.post(url + "/embeddings/positions", json=body, params={"f": "json"})
+    assert json_anyway.headers["content-type"] == "application/json"
+    assert json_anyway.json() == as_json.json()
+
+
 def _expected_area(cog: dict[str, Any], polygon: Any) -> tuple[int, int, Any]:
     """Independent count/valid/mean: pixel centres in the polygon and in their own cell."""
     from shapely import contains_xy
