@@ -154,36 +154,50 @@ class EmbeddingChange(BaseAlgorithm):
     max_cells: int = MAX_CHANGE_CELLS
 
     def __call__(self, img: ImageData) -> ImageData:
-        """Read the other year on the same pixels, then the distance."""
-        from tessera_stac.api.tiles import _image, cell_mask, dequantised
+        """Read the other year on the same pixels (its int8 codes and scales, per cell), then
+        the distance a band of rows at a time (:func:`api.tiles.dequantised_rows`): both years'
+        float vectors and their float64 products exist for 32 rows, not the whole tile (each
+        pixel gets the same arithmetic, so the same bits; tests compare)."""
+        from tessera_stac.api.tiles import _check_bands, _image, cell_mask, dequantised_rows
         from tessera_stac.catalog.reader import dequantize
         from tessera_stac.catalog.stac import embeddings_quantization
 
-        values, valid = dequantised(img)
+        _check_bands(img)  # before reading the other year
         assert img.bounds is not None, "a tile always has bounds"
         cells = (
             [GridCell.parse(self.item_cell)]
             if self.item_cell
             else _cells(tuple(img.bounds), img.crs, self.max_cells)
         )
-        other = np.full(values.shape, np.nan, dtype=np.float32)
-        other_valid = np.zeros(valid.shape, dtype=bool)
+        others = []  # per cell of the other year: codes, scales, pixels it answers
         for cell in cells:
             hrefs = self.resolve(cell.name)
             if hrefs is None:
                 continue
             codes, scales, masked = _read_other(img, hrefs, self.reader)
             inside = (
-                np.ones(valid.shape, dtype=bool) if self.item_cell else ~cell_mask(img, cell.bounds)
+                np.ones(masked.shape, dtype=bool)
+                if self.item_cell
+                else ~cell_mask(img, cell.bounds)
             )
-            codes = np.where(np.isfinite(codes), codes, EMBEDDINGS.nodata)
-            vals, ok = dequantize(codes, embeddings_quantization(), scales)
-            ok &= ~masked & inside
-            other[ok] = vals[ok]
-            other_valid |= ok
-        dist, both = cosine_distance(values, other, valid & other_valid)
-        out = np.where(both, dist, 0).astype(np.float32)
-        return _image(img, out[None], both, ["cosine_distance"])
+            others.append((codes, scales, ~masked & inside))
+        recipe = embeddings_quantization()
+        out = np.empty((img.height, img.width), dtype=np.float32)
+        valid_out = np.empty((img.height, img.width), dtype=bool)
+        for rows, values, valid in dequantised_rows(img):
+            other = np.full(values.shape, np.nan, dtype=np.float32)
+            other_valid = np.zeros(valid.shape, dtype=bool)
+            for codes, scales, usable in others:
+                band = codes[rows]
+                band = np.where(np.isfinite(band), band, EMBEDDINGS.nodata)
+                vals, ok = dequantize(band, recipe, scales[rows])
+                ok &= usable[rows]
+                other[ok] = vals[ok]
+                other_valid |= ok
+            dist, both = cosine_distance(values, other, valid & other_valid)
+            out[rows] = np.where(both, dist, 0)  # float64 -> float32 as .astype would
+            valid_out[rows] = both
+        return _image(img, out[None], valid_out, ["cosine_distance"])
 
 
 def change_resolver(

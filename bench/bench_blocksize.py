@@ -1,4 +1,5 @@
-"""The COG block size, measured: 64 vs 128 px blocks for points, windows, zonal reads, size.
+"""The COG block size, measured: 16, 32, 64 (ours) and 128 px blocks for points, windows,
+zonal reads, size.
 
 Run with ``python -m bench bench_blocksize``. Writes ``bench/results/blocksize.json`` and ``.md``.
 
@@ -33,7 +34,10 @@ from bench._support import write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-SIZES = (64, 128)
+#: block sizes compared (px); the first is the published one, the others are compared with it
+SIZES = tuple(
+    int(v) for v in os.environ.get("TESSERA_STAC_BENCH_BLOCKSIZES", "64,16,32,128").split(",")
+)
 REPEATS = 3
 YEAR = 2024
 
@@ -222,20 +226,24 @@ def markdown(r: dict[str, Any]) -> str:
     ]
     sizes = list(r["sizes"])
     lines = [
-        "# COG block size: 64 vs 128 px (bench/bench_blocksize.py)",
+        "# COG block size: " + ", ".join(f"{s} px" for s in sizes) + " (bench/bench_blocksize.py)",
         "",
         f"Same 4 real-size tiles re-encoded at each size (same codec, predictor, level and "
         f"overviews); reader kernel on local files, best of {REPEATS}, sizes interleaved. "
         f"{r['cpus']} cores, shared; load average before {r['load_average_before']}, after "
         f"{r['load_average_after']}.",
         "",
-        "| measure | " + " | ".join(f"{s} px" for s in sizes) + " | 64 / 128 |",
-        "|---|" + "---|" * len(sizes) + "---|",
+        "| measure | "
+        + " | ".join(f"{s} px" for s in sizes)
+        + " | "
+        + " | ".join(f"{s} / {sizes[0]}" for s in sizes[1:])
+        + " |",
+        "|---|" + "---|" * (2 * len(sizes) - 1),
     ]
     for key, label in keys:
         vals = [r["sizes"][s][key] for s in sizes]
-        ratio = round(vals[0] / vals[1], 2) if vals[1] else "-"
-        lines.append(f"| {label} | " + " | ".join(str(v) for v in vals) + f" | {ratio} |")
+        ratios = [str(round(v / vals[0], 2)) if vals[0] else "-" for v in vals[1:]]
+        lines.append(f"| {label} | " + " | ".join(str(v) for v in vals + ratios) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -60,59 +60,63 @@ def demo_cmd(
 
     region = demo.DemoRegion(bbox=parse_bbox(bbox, on_grid=True), year=year)
     paths = demo.DemoPaths(data.absolute())
-    chosen_port = demo.pick_port(host, port, ApiSettings().port)
-    if browser_dir is not None and not (browser_dir / "index.html").is_file():
-        from tessera_stac.catalog.errors import ConfigurationError
+    held = demo.hold_port(host, port, ApiSettings().port)  # bound until it serves or exits
+    try:
+        chosen_port = demo.held_port(held)
+        if browser_dir is not None and not (browser_dir / "index.html").is_file():
+            from tessera_stac.catalog.errors import ConfigurationError
 
-        raise ConfigurationError(f"no STAC Browser build in {browser_dir} (index.html missing)")
-    browser = browser_dir or demo.DEFAULT_BROWSER_DIR
-    # the (cached) STAC Browser build runs beside the steps; it is needed only to serve
-    build = (
-        demo.BrowserBuild(browser, paths.data / "browser-build.log")
-        if browser_dir
-        else demo.BrowserBuild.start(browser, paths.data / "browser-build.log")
-    )
-    # a wildcard address is not one a browser can open: show (and load hrefs with) loopback
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    base = f"http://{shown}:{chosen_port}"
-    # with --json, stdout carries only the JSON summary: the steps' narration goes to stderr
-    with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
-        dsn = demo.start_database()
-        state = demo.DemoState.load(paths.state_file)
-        steps = demo.demo_steps(region, paths, dsn, base)
-        results = demo.run_steps(steps, state, force=force)
-        browser_ok = build.wait()
-    app = demo.build_app(dsn, paths.published, browser if browser_ok else None)
-    routes = set(app.openapi().get("paths", {})) | ({"/browser/"} if browser_ok else set())
-    if getattr(app.state, "features_app", None) is not None:
-        routes.add("/features/")  # tipg, mounted (not in the API's own OpenAPI paths)
-    links = demo.demo_links(base, dsn, region, routes, paths.published)
-    summary = {
-        "base_url": base,
-        "urls": links.urls,
-        "snippet": links.snippet,
-        "steps": demo.describe(results),
-        "serving": serve_it,
-    }
-    if not browser_ok:
-        typer.echo("note: STAC Browser is not built (`make browser` builds it)", err=True)
+            raise ConfigurationError(f"no STAC Browser build in {browser_dir} (index.html missing)")
+        browser = browser_dir or demo.DEFAULT_BROWSER_DIR
+        # the (cached) STAC Browser build runs beside the steps; it is needed only to serve
+        build = (
+            demo.BrowserBuild(browser, paths.data / "browser-build.log")
+            if browser_dir
+            else demo.BrowserBuild.start(browser, paths.data / "browser-build.log")
+        )
+        # a wildcard address is not one a browser can open: show (and load hrefs with) loopback
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        base = f"http://{shown}:{chosen_port}"
+        # with --json, stdout carries only the JSON summary: the steps' narration goes to stderr
+        with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+            dsn = demo.start_database()
+            state = demo.DemoState.load(paths.state_file)
+            steps = demo.demo_steps(region, paths, dsn, base)
+            results = demo.run_steps(steps, state, force=force)
+            browser_ok = build.wait()
+        app = demo.build_app(dsn, paths.published, browser if browser_ok else None)
+        routes = set(app.openapi().get("paths", {})) | ({"/browser/"} if browser_ok else set())
+        if getattr(app.state, "features_app", None) is not None:
+            routes.add("/features/")  # tipg, mounted (not in the API's own OpenAPI paths)
+        links = demo.demo_links(base, dsn, region, routes, paths.published)
+        summary = {
+            "base_url": base,
+            "urls": links.urls,
+            "snippet": links.snippet,
+            "steps": demo.describe(results),
+            "serving": serve_it,
+        }
+        if not browser_ok:
+            typer.echo("note: STAC Browser is not built (`make browser` builds it)", err=True)
 
-    def announce() -> None:
-        if as_json:
-            emit(summary, True)
-            return
-        typer.echo(f"\nServing on {base}/ (Ctrl-C to stop):")
-        demo.print_links(links)
-
-    if not serve_it:
-        if as_json:
-            emit(summary, True)
-        else:
-            typer.echo("\nReady. Serve it with `tessera-stac demo` (or `tessera-stac serve`):")
+        def announce() -> None:
+            if as_json:
+                emit(summary, True)
+                return
+            typer.echo(f"\nServing on {base}/ (Ctrl-C to stop):")
             demo.print_links(links)
-        return
-    demo.serve(app, host, chosen_port, announce)
-    typer.echo("stopped serving; the database keeps running (`tessera-stac db stop` stops it)")
+
+        if not serve_it:
+            if as_json:
+                emit(summary, True)
+            else:
+                typer.echo("\nReady. Serve it with `tessera-stac demo` (or `tessera-stac serve`):")
+                demo.print_links(links)
+            return
+        demo.serve(app, held, announce)
+        typer.echo("stopped serving; the database keeps running (`tessera-stac db stop` stops it)")
+    finally:
+        held.close()  # uvicorn has closed it when it served; --no-serve and errors here
 
 
 def register(app: typer.Typer) -> None:

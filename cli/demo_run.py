@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -251,19 +252,41 @@ def run_steps(steps: Sequence[Step], state: DemoState, force: bool = False) -> l
     return results
 
 
-def pick_port(host: str, port: int | None, default: int) -> int:
-    """The port to serve on: ``port`` if given (must be free), else ``default`` or a free one.
+def hold_port(host: str, port: int | None, default: int) -> socket.socket:
+    """A socket listening on the port to serve on: ``port`` if given (must be free), else
+    ``default`` or, when that is taken, one the system picks.
+
+    The demo's steps load ``http://host:port/data/...`` hrefs minutes before it serves: the
+    socket is bound now and handed to uvicorn then (:func:`serve`), so no other process can take
+    the port in between (a connection made meanwhile waits in the backlog).
 
     Raises:
         ConfigurationError: An explicitly requested port is in use.
     """
-    from tessera_stac.catalog.pgstac.cluster import free_port, port_is_free
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    candidates = [port] if port is not None else [default, 0]
+    for candidate in candidates:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        # as uvicorn does: a port left in TIME_WAIT by the last run can be bound again (a
+        # listening socket still refuses a second binder)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, candidate))
+            sock.listen(2048)
+        except OSError as exc:
+            sock.close()
+            if port is not None:
+                raise ConfigurationError(
+                    f"port {port} on {host} is in use ({exc.strerror}): pass another --port"
+                ) from None
+            continue
+        return sock
+    raise ConfigurationError(f"no free port on {host}")  # pragma: no cover - port 0 failed
 
-    if port is not None:
-        if not port_is_free(port, host):
-            raise ConfigurationError(f"port {port} on {host} is in use: pass another --port")
-        return port
-    return default if port_is_free(default, host) else free_port(host)
+
+def held_port(sock: socket.socket) -> int:
+    """The port ``sock`` (from :func:`hold_port`) is bound to."""
+    return int(sock.getsockname()[1])
 
 
 def describe(results: Sequence[StepResult]) -> list[dict[str, Any]]:
@@ -802,8 +825,9 @@ def build_app(dsn: str, published: Path, browser_dir: Path | None) -> Any:
     return app
 
 
-def serve(app: Any, host: str, port: int, on_started: Callable[[], None]) -> None:
-    """Serve ``app`` with uvicorn until Ctrl-C / SIGTERM; ``on_started`` once it listens."""
+def serve(app: Any, sock: socket.socket, on_started: Callable[[], None]) -> None:
+    """Serve ``app`` with uvicorn on the held socket ``sock`` (:func:`hold_port`) until Ctrl-C /
+    SIGTERM; ``on_started`` once it serves."""
     import uvicorn
 
     class _Server(uvicorn.Server):
@@ -815,13 +839,14 @@ def serve(app: Any, host: str, port: int, on_started: Callable[[], None]) -> Non
     def _stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
+    host, port = sock.getsockname()[:2]
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     server = _Server(config)
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal with the
     # handlers it found: make both a KeyboardInterrupt, which here means "stopped on request"
     previous = signal.signal(signal.SIGTERM, _stop)
     try:
-        server.run()
+        server.run(sockets=[sock])
     except KeyboardInterrupt:
         pass
     finally:

@@ -3,7 +3,7 @@ when built, the same mosaic, and the algorithms' output equal bit for bit."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -223,3 +223,82 @@ def test_algorithms_by_rows_equal_the_whole_tile_formula(algorithm: str, packed:
     assert np.ma.getdata(out.array).dtype == want.dtype
     assert np.array_equal(np.ma.getdata(out.array), want)
     assert np.array_equal(~np.ma.getmaskarray(out.array)[0], valid)
+
+
+class _OtherYear:
+    """A rio-tiler reader stand-in for the other year: ``part`` answers ``images[href]`` (the
+    codes or the scales image of a cell), on the tile's grid as the real read would."""
+
+    images: ClassVar[dict[str, ImageData]] = {}
+
+    def __init__(self, href: str) -> None:
+        self.href = href
+
+    def __enter__(self) -> _OtherYear:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def part(self, bounds: Any, **kwargs: Any) -> ImageData:
+        assert kwargs["width"] == W and kwargs["height"] == H
+        return self.images[self.href]
+
+
+@pytest.mark.parametrize("item_cell", ["grid_72.05_23.05", None])
+@pytest.mark.parametrize("packed", [True, False])
+def test_change_by_rows_equals_the_whole_tile_formula(item_cell: str | None, packed: bool) -> None:
+    """The change layer reads the other year as int8 codes and scales and works a band of rows
+    at a time: bit for bit the whole-tile formula (both years dequantised whole, then the
+    cosine distance), for one item and for a mosaic tile across two cells of the other year."""
+    from tessera_stac.api.tile_layers import EmbeddingChange
+    from tessera_stac.catalog.change import cosine_distance
+    from tessera_stac.catalog.model import GridCell
+    from tessera_stac.catalog.reader import dequantize
+    from tessera_stac.catalog.stac import embeddings_quantization
+
+    bounds = (72.095, 23.0, 72.105, 23.01)  # across the 72.1 cell edge
+    images = parts(21, slice(30, 33))
+    for image in images:
+        image.bounds, image.crs = bounds, rasterio_crs("EPSG:4326")
+    img = pack(images) if packed else ImageData.create_from_list(images)
+    cells = [GridCell.containing(72.099, 23.005), GridCell.containing(72.101, 23.005)]
+    others: dict[str, tuple[str, str]] = {}
+    for k, cell in enumerate(cells):
+        codes, scales = parts(31 + k, slice(60 - 10 * k, 64))
+        _OtherYear.images[f"{cell.name}/e"] = codes
+        _OtherYear.images[f"{cell.name}/s"] = scales
+        others[cell.name] = (f"{cell.name}/e", f"{cell.name}/s")
+    layer = EmbeddingChange(resolve=others.get, item_cell=item_cell, reader=_OtherYear)
+    out = layer(img)
+
+    values, valid = dequantised(img)  # the whole tile at once, as before the row bands
+    other = np.full(values.shape, np.nan, dtype=np.float32)
+    other_valid = np.zeros(valid.shape, dtype=bool)
+    for cell in [GridCell.parse(item_cell)] if item_cell else cells:
+        hrefs = others.get(cell.name)
+        if hrefs is None:
+            continue
+        code_img, scale_img = (_OtherYear.images[h] for h in hrefs)
+        codes = np.moveaxis(np.ma.getdata(code_img.array), 0, -1)
+        masked = np.ma.getmaskarray(code_img.array).any(axis=0)
+        masked |= np.ma.getmaskarray(scale_img.array)[0]
+        inside = np.ones(valid.shape, dtype=bool)
+        if item_cell is None:  # a mosaic pixel comes from its own cell
+            lons = bounds[0] + (np.arange(W) + 0.5) * (bounds[2] - bounds[0]) / W
+            inside = np.broadcast_to(np.floor(lons * 10) == round(cell.bounds[0] * 10), (H, W))
+        vals, ok = dequantize(codes, embeddings_quantization(), np.ma.getdata(scale_img.array)[0])
+        ok &= ~masked & inside
+        other[ok] = vals[ok]
+        other_valid |= ok
+    dist, both = cosine_distance(values, other, valid & other_valid)
+    want = np.where(both, dist, 0).astype(np.float32)
+    assert both.any() and not both.all()
+    assert np.array_equal(np.ma.getdata(out.array)[0], want)
+    assert np.array_equal(~np.ma.getmaskarray(out.array)[0], both)
+
+
+def rasterio_crs(code: str) -> Any:
+    from rasterio.crs import CRS
+
+    return CRS.from_string(code)
