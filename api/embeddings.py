@@ -407,7 +407,29 @@ def positions_format(request: Request, f: str | None) -> str | None:
     only when it is asked for by name); None for an ``f`` we do not write (a 400)."""
     if f is not None:
         return f if f in POSITION_FORMATS else None
-    return "arrow" if ARROW_STREAM in request.headers.get("accept", "") else "json"
+    weights = _accepted(request.headers.get("accept", ""))
+    arrow = weights.get(ARROW_STREAM, 0.0)
+    json_ = max(weights.get("application/json", 0.0), weights.get("*/*", 0.0))
+    return "arrow" if arrow > 0 and arrow >= json_ else "json"
+
+
+def _accepted(header: str) -> dict[str, float]:
+    """Media type -> quality of an ``Accept`` header (RFC 9110 12.5.1; at most 32 entries are
+    looked at, a malformed quality counts as 0)."""
+    out: dict[str, float] = {}
+    for entry in header.split(",")[:32]:
+        kind, *params = (part.strip() for part in entry.split(";"))
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = min(max(float(value), 0.0), 1.0)
+                except ValueError:
+                    quality = 0.0
+        if kind:
+            out[kind.lower()] = max(out.get(kind.lower(), 0.0), quality)
+    return out
 
 
 def positions_arrow(results: list[tuple[PositionResult, Any]], year: int) -> bytes:

@@ -338,3 +338,27 @@ def test_point_reads_over_http_and_s3(
             prefix = files if scheme == "http" else "s3://"
             _check_point(url, cog_catalog, 71.9713, 23.0342, prefix)
             _check_point(url, cog_catalog, 72.0321, 23.0711, prefix)
+
+
+def test_positions_format_follows_the_accept_header_qualities() -> None:
+    from starlette.requests import Request
+
+    from tessera_stac.api.embeddings import positions_format
+
+    arrow = "application/vnd.apache.arrow.stream"
+
+    def chosen(accept: str | None, f: str | None = None) -> str | None:
+        headers = [] if accept is None else [(b"accept", accept.encode())]
+        return positions_format(Request({"type": "http", "headers": headers}), f)
+
+    assert chosen(None) == "json"
+    assert chosen("*/*") == "json"
+    assert chosen(arrow) == "arrow"
+    assert chosen(f"application/json;q=0.5, {arrow}") == "arrow"
+    assert chosen(f"{arrow};q=0.5, application/json") == "json"
+    assert chosen(f"{arrow};q=0, */*") == "json"  # refused by name
+    assert chosen(f"{arrow};q=oops") == "json"
+    assert chosen(f"text/html, {arrow.upper()};q=0.9") == "arrow"
+    assert chosen(arrow, "json") == "json"  # f wins over the header
+    assert chosen(None, "arrow") == "arrow"
+    assert chosen(None, "parquet") is None
