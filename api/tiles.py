@@ -860,6 +860,30 @@ def _tiler_error(status: int) -> Callable[[Request, Exception], Any]:
     return handler
 
 
+def warm_up() -> None:
+    """What the first tile request would otherwise load: pystac's extension hooks (entry points
+    and their modules, discovered by the first ``Item.from_dict``) and its ``ext`` accessors,
+    which rio-tiler's STAC reader asks for the item's projection."""
+    import pystac
+
+    from tessera_stac.catalog.constants import PROJECTION_SCHEMA_URI
+
+    item = pystac.Item.from_dict(
+        {
+            "type": "Feature",
+            "stac_version": "1.1.0",
+            "id": "warm-up",
+            "stac_extensions": [PROJECTION_SCHEMA_URI],
+            "geometry": {"type": "Point", "coordinates": [0.0, 0.0]},
+            "bbox": [0, 0, 0, 0],
+            "properties": {"datetime": "2024-01-01T00:00:00Z", "proj:code": "EPSG:4326"},
+            "links": [],
+            "assets": {},
+        }
+    )
+    _ = item.ext.has("proj") and item.ext.proj.code
+
+
 async def open_pool(app: FastAPI, dsn: str, max_size: int = 4) -> None:
     """The psycopg pool titiler-pgstac reads pgSTAC with (opened without waiting, so the API
     starts, and answers 503, while the database is down)."""

@@ -293,3 +293,33 @@ def test_typed_nodata_compares_integer_codes_as_their_own_type() -> None:
         typed = _typed(value, codes.dtype)
         assert np.array_equal(codes == typed, codes == value), value
         assert (type(typed) is np.int8) == (value in (-128.0, 0.0, 127.0)), value
+
+
+def test_warm_routes_leaves_no_route_to_build_in_the_first_request() -> None:
+    """FastAPI builds an included router's routes (dependants, a pydantic adapter per
+    parameter) on the first request that walks past them; start-up walks them all
+    (``warm_routes``), so the first request of a fresh server builds none, whatever its path."""
+    from unittest import mock
+
+    import fastapi.routing
+    from starlette.testclient import TestClient
+
+    from tessera_stac.api.app import create_app, warm_routes
+    from tessera_stac.api.settings import ApiSettings
+
+    built = fastapi.routing._EffectiveRouteContext.from_api_route
+    paths = ["/_mgmt/ping", "/tiles/collections/c/items/i/info", "/no/such/path"]
+    counts = {}
+    for warm in (False, True):
+        app = create_app(ApiSettings(), "postgresql://nobody@127.0.0.1:9/none")  # never opened
+        if warm:
+            assert warm_routes(app) > 10
+        with mock.patch.object(
+            fastapi.routing._EffectiveRouteContext, "from_api_route", wraps=built
+        ) as spy:
+            client = TestClient(app)  # no lifespan: nothing connects
+            for path in paths:
+                client.get(path)
+            counts[warm] = spy.call_count
+    assert counts[False] > 50  # what a cold app builds in its first requests
+    assert counts[True] == 0
