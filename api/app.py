@@ -228,6 +228,8 @@ def create_app(api_settings: ApiSettings, dsn: str) -> FastAPI:
 
         await run_in_threadpool(warm_up)  # imports and PROJ now, not in the first request
         await run_in_threadpool(tiles.warm_up)
+        if app.state.readpool.get_size() > 0:  # the database answered the warm-up above
+            await run_in_threadpool(tiles.warm_pool, app, api_settings.db_connect_timeout)
         warm_routes(app)
         # what start-up built lives as long as the process: out of the collector's way, so the
         # first requests do not pay for full collections walking it

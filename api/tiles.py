@@ -896,6 +896,28 @@ async def open_pool(app: FastAPI, dsn: str, max_size: int = 4) -> None:
     )
 
 
+def warm_pool(app: FastAPI, timeout: float) -> bool:
+    """Run pgSTAC's search once on the tile pool's connection (``db.WARM_UP_SEARCH``, which
+    matches nothing), waiting at most ``timeout`` s for it: PostgreSQL plans pgSTAC's PL/pgSQL
+    functions in a backend's first call (0.1 s and more), which the first item tile (it looks
+    its item up with that search) would otherwise pay. False when the database did not answer
+    (errors are left to the requests, which answer 503)."""
+    from psycopg import Error as PsycopgError
+    from psycopg_pool import PoolTimeout
+
+    from tessera_stac.api.db import WARM_UP_SEARCH
+
+    pool: ConnectionPool | None = getattr(app.state, "dbpool", None)
+    if pool is None:
+        return False
+    try:
+        with pool.connection(timeout=timeout) as conn:
+            conn.execute("SELECT * FROM pgstac.search(%s::text::jsonb) LIMIT 1", (WARM_UP_SEARCH,))
+    except (PoolTimeout, PsycopgError, OSError):
+        return False
+    return True
+
+
 async def close_pool(app: FastAPI) -> None:
     """Close the tile pool."""
     pool: ConnectionPool | None = getattr(app.state, "dbpool", None)
