@@ -323,3 +323,23 @@ def test_warm_routes_leaves_no_route_to_build_in_the_first_request() -> None:
             counts[warm] = spy.call_count
     assert counts[False] > 50  # what a cold app builds in its first requests
     assert counts[True] == 0
+
+
+def test_warm_pool_runs_the_search_when_the_database_answers(pg_dsn: str) -> None:
+    import asyncio
+
+    from fastapi import FastAPI
+
+    from tessera_stac.api import tiles
+    from tessera_stac.catalog.pgstac.cluster import free_port
+
+    assert tiles.warm_pool(FastAPI(), 1.0) is False  # no pool opened
+    for dsn, answers in ((pg_dsn, True), (f"postgresql://nobody@127.0.0.1:{free_port()}/x", False)):
+        app = FastAPI()
+        asyncio.run(tiles.open_pool(app, dsn))
+        try:
+            # True only when pgSTAC's search ran on the pool's connection
+            assert tiles.warm_pool(app, 10.0 if answers else 0.5) is answers
+            assert (app.state.dbpool.get_stats().get("pool_size", 0) > 0) is answers
+        finally:
+            asyncio.run(tiles.close_pool(app))
