@@ -340,6 +340,5 @@ def test_warm_pool_runs_the_search_when_the_database_answers(pg_dsn: str) -> Non
         try:
             # True only when pgSTAC's search ran on the pool's connection
             assert tiles.warm_pool(app, 10.0 if answers else 0.5) is answers
-            assert (app.state.dbpool.get_stats().get("pool_size", 0) > 0) is answers
         finally:
             asyncio.run(tiles.close_pool(app))
