@@ -82,12 +82,12 @@ def tiles_near(lon: float, lat: float, zoom: int, n: int) -> list[Any]:
     return out
 
 
-def on_cog(path: str, tiles: list[Any]) -> list[Any]:
-    """The first :data:`PER_ZOOM` of ``tiles`` that lie on the COG at ``path``."""
+def on_cog(path: str, tiles: list[Any], n: int = PER_ZOOM) -> list[Any]:
+    """The first ``n`` of ``tiles`` that lie on the COG at ``path``."""
     from rio_tiler.io import Reader
 
     with Reader(path) as src:
-        return [t for t in tiles if src.tile_exists(t.x, t.y, t.z)][:PER_ZOOM]
+        return [t for t in tiles if src.tile_exists(t.x, t.y, t.z)][:n]
 
 
 # --------------------------------------------------------------------------- direct path
