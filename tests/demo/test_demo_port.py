@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tessera_stac.catalog.errors import ConfigurationError
+from tessera_stac.catalog.pgstac.cluster import port_is_free
 from tessera_stac.cli.demo_run import held_port, hold_port
 
 HOST = "127.0.0.1"
@@ -19,13 +20,7 @@ HOST = "127.0.0.1"
 
 def _can_bind(port: int) -> bool:
     """Whether another process's usual server socket (SO_REUSEADDR, as uvicorn's) binds it."""
-    with socket.socket() as other:
-        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            other.bind((HOST, port))
-        except OSError:
-            return False
-        return True
+    return port_is_free(port, HOST)
 
 
 def test_the_chosen_port_is_held_until_released() -> None:
