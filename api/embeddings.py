@@ -37,6 +37,7 @@ from tessera_stac.api.readers import (
     read_many,
     read_point,
 )
+from tessera_stac.catalog.constants import EMBEDDING_DIM
 from tessera_stac.catalog.model import GridCell
 from tessera_stac.catalog.reader import DatasetCache
 
@@ -442,7 +443,8 @@ def positions_arrow(results: list[tuple[PositionResult, Any]], year: int) -> byt
     import pyarrow as pa
 
     n = len(results)
-    dims = next((len(v) for _, v in results if v is not None), 0)
+    # no point with a value: the published dimension count (a list type needs a size > 0)
+    dims = next((len(v) for _, v in results if v is not None), EMBEDDING_DIM)
     vectors = np.full((n, dims), np.nan, dtype=np.float32)
     valid = np.zeros(n, dtype=bool)
     cols: dict[str, list[Any]] = {

@@ -191,6 +191,14 @@ def test_batch_points_as_arrow_equal_the_json_bit_for_bit(
         assert pa.ipc.open_stream(got.content).read_all().num_rows == len(points)
         text = httpx.post(url + "/embeddings/positions", json=body, headers=plain)
         assert text.headers.get("content-encoding") == ("gzip" if encoding == "gzip" else None)
+    nowhere = {"points": [{"lon": 80.0, "lat": 10.0}] * 2, "year": 2024}  # no value at all
+    empty = httpx.post(url + "/embeddings/positions", json=nowhere, params={"f": "arrow"})
+    assert empty.status_code == 200, empty.text
+    table = pa.ipc.open_stream(empty.content).read_all()
+    assert table.column("embedding").null_count == 2 and table.column("status").to_pylist() == [
+        404,
+        404,
+    ]
     bad = httpx.post(url + "/embeddings/positions", json=body, params={"f": "xml"})
     assert bad.status_code == 400 and bad.json()["code"] == "InvalidParameter"
     json_anyway = httpx.post(url + "/embeddings/positions", json=body, params={"f": "json"})
