@@ -19,7 +19,7 @@ import asyncio
 import fnmatch
 import json
 import time
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
@@ -403,11 +403,13 @@ ARROW_STREAM = "application/vnd.apache.arrow.stream"
 POSITION_FORMATS = {"json": "application/json", "arrow": ARROW_STREAM}
 
 
-def positions_format(request: Request, f: str | None) -> str | None:
-    """``json`` or ``arrow``: the ``f`` parameter when given, else the ``Accept`` header (Arrow
-    only when it is asked for by name); None for an ``f`` we do not write (a 400)."""
+def positions_format(request: Request, f: str | None) -> str:
+    """``json`` or ``arrow``: the ``f`` parameter when given (one of :data:`POSITION_FORMATS`),
+    else the ``Accept`` header (Arrow only when it is asked for by name)."""
     if f is not None:
-        return f if f in POSITION_FORMATS else None
+        if f not in POSITION_FORMATS:
+            raise ValueError(f"f must be one of {sorted(POSITION_FORMATS)}, got {f!r}")
+        return f
     weights = _accepted(request.headers.get("accept", ""))
     arrow = weights.get(ARROW_STREAM, 0.0)
     json_ = max(weights.get("application/json", 0.0), weights.get("*/*", 0.0))
@@ -563,16 +565,15 @@ async def get_position(
             "fixed-size list of float32.",
             "content": {ARROW_STREAM: {}},
         },
-        400: {"model": ErrorBody, "description": "An unknown `f`."},
+        400: {"model": ErrorBody, "description": "An invalid request (e.g. an unknown `f`)."},
     },
     summary="Dequantised embeddings at a batch of points",
 )
 async def post_positions(
     request: Request,
     body: PositionsRequest,
-    f: str | None = Query(
+    f: Literal["json", "arrow"] | None = Query(
         default=None,
-        max_length=16,
         description="Answer format: `json` (default) or `arrow` (an Arrow IPC stream, also "
         f"chosen by `Accept: {ARROW_STREAM}`).",
     ),
@@ -583,11 +584,7 @@ async def post_positions(
     touched COG block is read once. As JSON or as an Arrow IPC stream (the same values: a script
     gets a float32 array without parsing text).
     """
-    fmt = positions_format(request, f)
-    if fmt is None:
-        return _error(
-            ReadError(400, "InvalidParameter", f"f must be one of {sorted(POSITION_FORMATS)}")
-        )
+    fmt = positions_format(request, f)  # f is one of them (checked by its type: 400 else)
     max_points = request.app.state.api_settings.max_points
     if len(body.points) > max_points:
         return _error(

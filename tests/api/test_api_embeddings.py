@@ -200,7 +200,8 @@ def test_batch_points_as_arrow_equal_the_json_bit_for_bit(
         404,
     ]
     bad = httpx.post(url + "/embeddings/positions", json=body, params={"f": "xml"})
-    assert bad.status_code == 400 and bad.json()["code"] == "InvalidParameter"
+    assert bad.status_code == 400 and bad.json()["code"] == "BadRequest"
+    assert "json" in bad.json()["description"] and "arrow" in bad.json()["description"]
     json_anyway = httpx.post(url + "/embeddings/positions", json=body, params={"f": "json"})
     assert json_anyway.headers["content-type"] == "application/json"
     assert json_anyway.json() == as_json.json()
@@ -355,7 +356,7 @@ def test_positions_format_follows_the_accept_header_qualities() -> None:
 
     arrow = "application/vnd.apache.arrow.stream"
 
-    def chosen(accept: str | None, f: str | None = None) -> str | None:
+    def chosen(accept: str | None, f: str | None = None) -> str:
         headers = [] if accept is None else [(b"accept", accept.encode())]
         return positions_format(Request({"type": "http", "headers": headers}), f)
 
@@ -369,4 +370,5 @@ def test_positions_format_follows_the_accept_header_qualities() -> None:
     assert chosen(f"text/html, {arrow.upper()};q=0.9") == "arrow"
     assert chosen(arrow, "json") == "json"  # f wins over the header
     assert chosen(None, "arrow") == "arrow"
-    assert chosen(None, "parquet") is None
+    with pytest.raises(ValueError, match="parquet"):
+        chosen(None, "parquet")
