@@ -399,8 +399,8 @@ def positions_json(results: list[tuple[PositionResult, Any]]) -> bytes:
 
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
-#: ``f`` values of ``POST /embeddings/positions`` and the media type each answers with.
-POSITION_FORMATS = {"json": "application/json", "arrow": ARROW_STREAM}
+#: ``f`` values of ``POST /embeddings/positions`` (JSON, or an Arrow IPC stream)
+POSITION_FORMATS = ("json", "arrow")
 
 
 def positions_format(request: Request, f: str | None) -> str:

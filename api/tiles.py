@@ -86,10 +86,7 @@ def dequantised(img: ImageData) -> tuple[np.ndarray, np.ndarray]:
     """(values (h, w, dims) float32 with NaN where invalid, valid (h, w)) of a 129-band image
     (the int8 codes, then the scale), dequantised with the published recipe."""
     _check_bands(img)
-    parts = packed_parts(img)
-    if parts is not None:  # the int8 codes and the scale as read (api.packed)
-        return dequantised_parts(*parts)
-    return _dequantised_stack(img.array)
+    return _dequantised_band(img, packed_parts(img), slice(None))
 
 
 #: rows of a tile the map algorithms (PCA, similarity) dequantise and reduce at a time: 32
@@ -109,11 +106,17 @@ def dequantised_rows(
     parts = packed_parts(img)
     for start in range(0, img.height, rows):
         band = slice(start, min(start + rows, img.height))
-        if parts is not None:
-            values, valid = dequantised_parts(parts[0][:, band], parts[1][:, band])
-        else:
-            values, valid = _dequantised_stack(img.array[:, band])
-        yield band, values, valid
+        yield band, *_dequantised_band(img, parts, band)
+
+
+def _dequantised_band(
+    img: ImageData, parts: tuple[Any, Any] | None, band: slice
+) -> tuple[np.ndarray, np.ndarray]:
+    """(values, valid) of rows ``band`` of ``img``: from its int8 codes and scales as read
+    (``parts``, api.packed) when it has them, else from rio-tiler's 129-band stack."""
+    if parts is not None:
+        return dequantised_parts(parts[0][:, band], parts[1][:, band])
+    return _dequantised_stack(img.array[:, band])
 
 
 def _check_bands(img: ImageData) -> None:
