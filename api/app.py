@@ -50,6 +50,7 @@ from tessera_stac.api.docs import serve_docs_locally
 from tessera_stac.api.errors import NO_ANSWER, add_error_handlers
 from tessera_stac.api.settings import ApiSettings
 from tessera_stac.catalog.errors import ConfigurationError
+from tessera_stac.catalog.reader import set_block_cache
 
 EMBEDDING_SCHEMA_PATH = "/embedding/v1.0.0/schema.json"
 
@@ -216,6 +217,7 @@ def create_app(api_settings: ApiSettings, dsn: str) -> FastAPI:
     # GDAL sizes its block cache once, at the first read: bound it before any (a worker's RSS
     # otherwise grows towards 5% of the machine's RAM under area and tile reads)
     os.environ.setdefault("GDAL_CACHEMAX", str(api_settings.gdal_cache_mb))
+    set_block_cache(api_settings.block_cache_mb * 2**20)  # the kernel's own, for local COGs
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

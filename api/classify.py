@@ -756,7 +756,7 @@ async def post_classify(request: Request, body: ClassifyRequest) -> dict[str, An
     bad = [i for i, (_, vector) in enumerate(results) if vector is None]
     if bad and not body.drop_invalid:
         first = results[bad[0]][0]
-        reason = first.error.description if first.error is not None else "no value"
+        reason = first.get("error", {}).get("description", "no value")
         raise HTTPException(
             422,
             f"{len(bad)} of {len(results)} labels have no valid embedding in {body.year} "
@@ -764,7 +764,7 @@ async def post_classify(request: Request, body: ClassifyRequest) -> dict[str, An
         )
     if len(good) < 4:
         raise HTTPException(422, f"{len(good)} labels with a valid embedding: at least 4 needed")
-    collections = {str(results[i][0].collection) for i in good}
+    collections = {str(results[i][0]["collection"]) for i in good}
     if len(collections) > 1:
         raise HTTPException(422, f"labels fall in several collections: {sorted(collections)}")
     collection = collections.pop()

@@ -29,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tessera_stac.api.bounds import BoundError, plan_area, split_antimeridian
 from tessera_stac.api.readers import (
+    Pixel,
     PointValue,
     ReadError,
     dataset_cache,
@@ -287,17 +288,9 @@ def _item_link(request: Request, item: dict[str, Any]) -> Link:
 
 
 def _result(
-    request: Request,
-    lon: float,
-    lat: float,
-    year: int,
-    item: dict[str, Any],
-    value: PointValue,
-    vector: bool = True,
-    links: list[Link] | None = None,
+    request: Request, lon: float, lat: float, year: int, item: dict[str, Any], value: PointValue
 ) -> PositionResult:
-    """The answer for one point; ``vector=False`` leaves ``embedding`` out (a batch writes the
-    float32 arrays itself); ``links``: the item's links, when already made (one per item)."""
+    """The answer for one point (``GET /embeddings/position``; a batch writes :func:`_row`)."""
     return PositionResult.model_construct(
         lon=lon,
         lat=lat,
@@ -310,22 +303,56 @@ def _result(
         pixel=PixelModel.model_construct(**value.pixel.__dict__),
         scale=value.scale,
         dimensions=int(value.vector.shape[0]),
-        embedding=value.vector.tolist() if vector else None,
-        links=[_item_link(request, item)] if links is None else links,
+        embedding=value.vector.tolist(),
+        links=[_item_link(request, item)],
         error=None,
         status=200,
     )
 
 
-def _failed(lon: float, lat: float, year: int, exc: ReadError) -> PositionResult:
-    return PositionResult.model_construct(
-        lon=lon,
-        lat=lat,
-        year=year,
-        error=ErrorBody(code=exc.code, description=exc.description),
-        status=exc.status,
-        links=[],
-    )
+def _row(
+    lon: float, lat: float, year: int, item: dict[str, Any], value: PointValue, links: list[Any]
+) -> dict[str, Any]:
+    """One point of a batch as its JSON object (:class:`PositionResult` dumped without its
+    ``None`` fields, ``embedding`` left to the writer): built directly, a thousand points in
+    about a millisecond rather than a model each (a test holds it equal to the model's dump)."""
+    pixel = value.pixel
+    row: dict[str, Any] = {
+        "lon": lon,
+        "lat": lat,
+        "year": year,
+        "collection": item["collection"],
+        "item": item["id"],
+        "asset": value.asset,
+    }
+    if value.scale_asset is not None:
+        row["scale_asset"] = value.scale_asset
+    row["href"] = value.href
+    row["pixel"] = {
+        "row": pixel.row,
+        "col": pixel.col,
+        "crs": pixel.crs,
+        "x": pixel.x,
+        "y": pixel.y,
+    }
+    if value.scale is not None:
+        row["scale"] = value.scale
+    row["dimensions"] = int(value.vector.shape[0])
+    row["links"] = links
+    row["status"] = 200
+    return row
+
+
+def _failed(lon: float, lat: float, year: int, exc: ReadError) -> dict[str, Any]:
+    """A point of a batch without a value, as its JSON object (see :func:`_row`)."""
+    return {
+        "lon": lon,
+        "lat": lat,
+        "year": year,
+        "links": [],
+        "error": {"code": exc.code, "description": exc.description},
+        "status": exc.status,
+    }
 
 
 async def position(
@@ -339,15 +366,16 @@ async def position(
 
 async def positions(
     request: Request, points: list[Point], year: int, collection: str | None
-) -> list[tuple[PositionResult, Any]]:
+) -> list[tuple[dict[str, Any], Any]]:
     """Results for a batch: one search for all cells, then per item one batched block read.
 
-    Each result comes with its float32 vector (None without a value) and without
-    ``embedding``: :func:`positions_json` writes both.
+    Each result is a point's JSON object (:func:`_row`, :func:`_failed`) without
+    ``embedding``, with its float32 vector (None without a value): :func:`positions_json`
+    and :func:`positions_arrow` write both.
     """
     cells = [GridCell.containing(p.lon, p.lat) for p in points]
     found = await items_for_cells(request, cells, year, collection)
-    results: list[tuple[PositionResult, Any] | None] = [None] * len(points)
+    results: list[tuple[dict[str, Any], Any] | None] = [None] * len(points)
     groups: dict[tuple[str, str], list[int]] = {}
     for i, cell in enumerate(cells):
         item = found[cell.name]
@@ -365,16 +393,13 @@ async def positions(
             values = await in_read_pool(read_many, cache, item, lons, lats)
         except ReadError as exc:
             values = [exc] * len(idx)
-        links = [_item_link(request, item)]  # the same for every point of the item
+        links = [_item_link(request, item).model_dump()]  # the same for every point of the item
         for i, value in zip(idx, values, strict=True):
             p = points[i]
             results[i] = (
                 (_failed(p.lon, p.lat, year, value), None)
                 if isinstance(value, ReadError)
-                else (
-                    _result(request, p.lon, p.lat, year, item, value, False, links),
-                    value.vector,
-                )
+                else (_row(p.lon, p.lat, year, item, value, links), value.vector)
             )
 
     # the items are read side by side by the read threads (opening a tile's COGs the first
@@ -383,7 +408,7 @@ async def positions(
     return [r for r in results if r is not None]
 
 
-def positions_json(results: list[tuple[PositionResult, Any]]) -> bytes:
+def positions_json(results: list[tuple[dict[str, Any], Any]]) -> bytes:
     """The ``PositionsResponse`` JSON of a batch, serialised in one go by orjson: float32
     vectors written in their shortest float32 form (each parses back to the same float32; half
     the bytes of float64 text), 10,000 x 128 values in a fraction of a second."""
@@ -391,7 +416,7 @@ def positions_json(results: list[tuple[PositionResult, Any]]) -> bytes:
 
     out = []
     for result, vector in results:
-        row = result.model_dump(exclude_none=True)
+        row = dict(result)
         if vector is not None:
             row["embedding"] = np.asarray(vector, dtype=np.float32)
         out.append(row)
@@ -435,7 +460,7 @@ def _accepted(header: str) -> dict[str, float]:
     return out
 
 
-def positions_arrow(results: list[tuple[PositionResult, Any]], year: int) -> bytes:
+def positions_arrow(results: list[tuple[dict[str, Any], Any]], year: int) -> bytes:
     """A batch as an Arrow IPC stream: one row per requested point, in order, the columns of
     the JSON results flattened (``row``/``col``/``crs`` of the pixel, ``error`` and
     ``error_description``) and ``embedding`` a ``fixed_size_list<float32>[dimensions]``, null
@@ -460,19 +485,19 @@ def positions_arrow(results: list[tuple[PositionResult, Any]], year: int) -> byt
         if vector is not None:
             vectors[k] = vector
             valid[k] = True
-        pixel = result.pixel
-        error = result.error
-        cols["lon"].append(result.lon)
-        cols["lat"].append(result.lat)
-        cols["status"].append(result.status)
-        cols["error"].append(error.code if error else None)
-        cols["error_description"].append(error.description if error else None)
-        cols["collection"].append(result.collection)
-        cols["item"].append(result.item)
-        cols["row"].append(pixel.row if pixel else None)
-        cols["col"].append(pixel.col if pixel else None)
-        cols["crs"].append(pixel.crs if pixel else None)
-        cols["scale"].append(result.scale)
+        pixel = result.get("pixel") or {}
+        error = result.get("error") or {}
+        cols["lon"].append(result["lon"])
+        cols["lat"].append(result["lat"])
+        cols["status"].append(result["status"])
+        cols["error"].append(error.get("code"))
+        cols["error_description"].append(error.get("description"))
+        cols["collection"].append(result.get("collection"))
+        cols["item"].append(result.get("item"))
+        cols["row"].append(pixel.get("row"))
+        cols["col"].append(pixel.get("col"))
+        cols["crs"].append(pixel.get("crs"))
+        cols["scale"].append(result.get("scale"))
     embedding = pa.FixedSizeListArray.from_arrays(
         pa.array(vectors.reshape(-1), type=pa.float32()), dims, mask=pa.array(~valid)
     )
@@ -505,12 +530,10 @@ def warm_up() -> None:
     from tessera_stac.api import readers as readers_module
 
     PositionsRequest.model_validate({"points": [{"lon": 0.0, "lat": 0.0}], "year": 2024})
-    pixel = PixelModel.model_construct(row=0, col=0, crs="EPSG:32643", x=0.5, y=0.5)
-    sample = PositionResult.model_construct(
-        lon=0.0, lat=0.0, year=2024, collection="c", item="i", asset="a", scale_asset="s",
-        href="h", pixel=pixel, scale=0.1, dimensions=1, embedding=None,
-        links=[Link(rel="item", href="h")], error=None, status=200,
-    )  # fmt: skip
+    value = PointValue(
+        Pixel(0, 0, "EPSG:32643", 0.5, 0.5), 0.1, np.zeros(1, dtype=np.float32), "a", "s", "h"
+    )
+    sample = _row(0.0, 0.0, 2024, {"collection": "c", "id": "i"}, value, [])
     failed = _failed(0.0, 0.0, 2024, ReadError(404, "OutsideCoverage", "warm-up"))
     positions_json([(sample, np.zeros(1, dtype=np.float32)), (failed, None)])
     positions_arrow([(sample, np.zeros(1, dtype=np.float32)), (failed, None)], 2024)

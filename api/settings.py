@@ -63,6 +63,13 @@ class ApiSettings(BaseSettings):
     reader_cache_size: int = Field(
         default=128, description="Open COG dataset handles kept per worker (LRU)."
     )
+    block_cache_mb: int = Field(
+        default=256,
+        ge=0,
+        le=65536,
+        description="Decompressed blocks of local COGs kept per worker, in MB (LRU; 0: none). "
+        "A repeated read of the same area (points, map tiles) skips the decompression.",
+    )
     zonal_max_pixels: int = Field(
         default=4_000_000,
         description="Most pixels one /embeddings/area request may read, summed over its tiles "
@@ -224,8 +231,9 @@ class ApiSettings(BaseSettings):
 
     def memory_bound_mb(self) -> int:
         """The declared bound of one worker's resident memory in MB: the process at rest
-        (~450 MB with GDAL, numpy, pyproj, the tiler), GDAL's block cache, the tile cache, the
-        kernel's kept tile plans, and ``heavy_concurrency`` requests each holding at most
+        (~450 MB with GDAL, numpy, pyproj, the tiler), GDAL's block cache, the kernel's block
+        cache, the tile cache, the kernel's kept tile plans, and ``heavy_concurrency`` requests
+        each holding at most
         ``tile_max_read_values`` values
         (int8 read + mask, then float32 vectors and their temporaries: 16 bytes a value)."""
         per_request = self.tile_max_read_values * 16 / 2**20
@@ -233,6 +241,7 @@ class ApiSettings(BaseSettings):
         return int(
             450
             + self.gdal_cache_mb
+            + self.block_cache_mb
             + self.tile_cache_mb
             + plans
             + self.heavy_concurrency * per_request

@@ -56,7 +56,13 @@ from tessera_stac.catalog.reader.item import (
     scale_validity,
     select_codes_asset,
 )
-from tessera_stac.catalog.reader.tiff import TiffBlocks, read_ahead, read_pixels, read_window
+from tessera_stac.catalog.reader.tiff import (
+    TiffBlocks,
+    read_ahead,
+    read_pixels,
+    read_window,
+    set_block_cache,
+)
 
 __all__ = [
     "GDAL_READ_OPTIONS",
@@ -91,6 +97,7 @@ __all__ = [
     "resolve_href",
     "scale_validity",
     "select_codes_asset",
+    "set_block_cache",
     "sum_dequantized",
     "valid_codes",
 ]

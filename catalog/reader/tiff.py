@@ -22,6 +22,7 @@ rasterio with :data:`~tessera_stac.catalog.reader.gdal.GDAL_READ_OPTIONS`
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import sys
 import threading
@@ -43,6 +44,94 @@ OPEN_FILES = 128
 
 _pool: ThreadPoolExecutor | None = None
 _local = threading.local()
+_tokens = itertools.count()
+
+
+class BlockCache:
+    """Decompressed blocks kept across reads, bounded by bytes (0: nothing is kept).
+
+    An entry is a block's first rows as decompressed (before the predictor is undone: reads
+    undo it on the rows they need, as without the cache), keyed by its open image (a
+    rewritten file is a new :class:`TiffBlocks`, so never a stale block) and block index; a
+    read that needs more rows than an entry holds decompresses the block again and replaces
+    it. Entries are read-only arrays shared by the threads that read them.
+
+    A block is kept the second time it is decompressed, not the first (the keys of the last
+    :data:`SEEN` blocks are remembered): a read that passes over an area once (an
+    ``/embeddings/area`` polygon, a request never repeated) neither pays for copying its
+    blocks nor pushes out the blocks that are read again and again (a web map's neighbouring
+    tiles, a script asking about the same places).
+    """
+
+    #: keys of blocks decompressed once and not kept (yet)
+    SEEN = 65536
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.used = 0
+        self._entries: OrderedDict[tuple[int, int], npt.NDArray[Any]] = OrderedDict()
+        self._seen: OrderedDict[tuple[int, int], None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[int, int], rows: int) -> npt.NDArray[Any] | None:
+        """The entry of ``key`` when it holds at least ``rows`` rows."""
+        with self._lock:
+            found = self._entries.get(key)
+            if found is None or found.shape[0] < rows:
+                return None
+            self._entries.move_to_end(key)
+            return found
+
+    def admits(self, key: tuple[int, int], nbytes: int) -> bool:
+        """Whether a block of ``nbytes`` just decompressed should be kept: the second time
+        it is decompressed (the first time its key is remembered), or to replace an entry
+        holding fewer rows; never past a quarter of the budget."""
+        if not self.budget or nbytes > self.budget // 4:
+            return False
+        with self._lock:
+            if key in self._entries:
+                return True
+            if key in self._seen:
+                del self._seen[key]
+                return True
+            self._seen[key] = None
+            while len(self._seen) > self.SEEN:
+                self._seen.popitem(last=False)
+            return False
+
+    def keep(self, key: tuple[int, int], block: npt.NDArray[Any]) -> None:
+        """Keep ``block`` (a fresh array, made read-only here) under ``key``, dropping the
+        least recently used entries past the budget."""
+        block.flags.writeable = False
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self.used -= old.nbytes
+            self._entries[key] = block
+            self.used += block.nbytes
+            self._trim()
+
+    def _trim(self) -> None:
+        while self.used > self.budget and self._entries:
+            _, dropped = self._entries.popitem(last=False)
+            self.used -= dropped.nbytes
+
+    def resize(self, budget: int) -> None:
+        """A new budget (entries past it dropped, least recently used first; 0 forgets all)."""
+        with self._lock:
+            self.budget = max(0, budget)
+            self._trim()
+            if not self.budget:
+                self._seen.clear()
+
+
+#: decompressed blocks kept per process (:func:`set_block_cache`; none until a caller sets it)
+BLOCKS = BlockCache(0)
+
+
+def set_block_cache(budget: int) -> None:
+    """Keep up to ``budget`` bytes of decompressed blocks per process (0: none)."""
+    BLOCKS.resize(budget)
 
 
 def _buffer(name: str, size: int) -> memoryview:
@@ -115,6 +204,7 @@ class TiffBlocks:
 
         self.path = path
         self.level = level
+        self._token = next(_tokens)  # this image's key in BLOCKS
         self._levels: tuple[tuple[int, int], ...] | None = None
         self._fh = open(path, "rb")  # noqa: SIM115 - kept open for pread, closed on release
         head = _first_ifd(self._fh.fileno()) if level == 0 else None
@@ -296,16 +386,25 @@ class TiffBlocks:
         count = self._counts[index]
         bh, bw = self.block
         size = bh * bw * self.bands
+        want = bh if rows is None else min(rows, bh)
+        key = (self._token, index)
+        if BLOCKS.budget:
+            kept = BLOCKS.get(key, want)
+            if kept is not None:
+                return kept
         # per-thread buffers: fresh 0.5-2 MB allocations cost as much as the decompression
         raw, plain = _buffer("raw", count), _buffer("plain", size)
         if os.preadv(self._fh.fileno(), [raw[:count]], self._offsets[index]) != count:
             raise OSError("truncated")
-        partial = _partial_zstd() if rows is not None and rows < bh else None
+        partial = _partial_zstd() if want < bh else None
         if partial is not None:
-            partial(raw[:count], plain[: rows * bw * self.bands])  # type: ignore[operator]
+            partial(raw[:count], plain[: want * bw * self.bands])
         else:
             self._diffs(raw[:count], out=plain[:size])
-        return np.frombuffer(plain, dtype=np.uint8, count=size).reshape(bh, bw, self.bands)
+        out = np.frombuffer(plain, dtype=np.uint8, count=size).reshape(bh, bw, self.bands)
+        if BLOCKS.admits(key, want * bw * self.bands):
+            BLOCKS.keep(key, out[:want].copy())
+        return out
 
     def _float_pixels(
         self, index: int, rows: npt.NDArray[np.int64], cols: npt.NDArray[np.int64]
@@ -319,11 +418,22 @@ class TiffBlocks:
         bh, bw = self.block
         row_bytes = bw * self.bands * self.dtype.itemsize
         size = bh * row_bytes
+        key = (self._token, index)
+        kept = BLOCKS.get(key, bh) if BLOCKS.budget else None
+        if kept is not None:
+            found: npt.NDArray[Any] = kept[rows, cols]
+            return found
         raw, plain = _buffer("raw", count), _buffer("plain", size)
         if os.preadv(self._fh.fileno(), [raw[:count]], self._offsets[index]) != count:
             raise OSError("truncated")
         imagecodecs.zstd_decode(raw[:count], out=plain[:size])  # type: ignore[arg-type]
         encoded = np.frombuffer(plain, dtype=np.uint8, count=size).reshape(bh, row_bytes)
+        if BLOCKS.admits(key, size):  # kept decoded whole: a later pick is an index
+            whole = encoded.view(self.dtype).reshape(bh, bw, self.bands)
+            decoded = imagecodecs.floatpred_decode(whole, axis=-2)
+            BLOCKS.keep(key, decoded)
+            picked_whole: npt.NDArray[Any] = decoded[rows, cols]
+            return picked_whole
         needed, which = np.unique(rows, return_inverse=True)
         part = encoded[needed].view(self.dtype).reshape(len(needed), bw, self.bands)
         decoded = imagecodecs.floatpred_decode(part, axis=-2)

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tessera_stac.api.app import create_app
 from tessera_stac.api.settings import ApiSettings
 from tessera_stac.catalog.pgstac.load import load
 from tests.api.test_api_hostile import Served
@@ -341,7 +342,6 @@ def test_items_never_carry_server_paths(
     """A local catalog loaded without ``--base-url``: served through the API's ``/data`` when
     its folder is the data dir (the hrefs resolve to the same bytes), withheld otherwise; no
     answer (item, items, search) ever holds the server's path."""
-    from tessera_stac.api.app import create_app
 
     root = str(Path(cog_catalog["root"]).resolve())
     load(pg_dsn, str(cog_catalog["catalog"]))
@@ -676,3 +676,20 @@ def test_keep_freed_heap_stops_each_request_faulting_its_arrays_in_again() -> No
 
     default, kept = faults("default"), faults("keep")
     assert kept * 10 < default, (kept, default)
+
+
+def test_block_cache_is_the_setting_and_inside_the_memory_bound() -> None:
+    """Building the app sizes the reader kernel's block cache from ``block_cache_mb`` (0: none),
+    and the declared memory bound of a worker counts it."""
+    from tessera_stac.catalog.reader import tiff
+
+    dsn = "postgresql://nobody@127.0.0.1:9/none"  # never connected: no lifespan runs
+    try:
+        create_app(ApiSettings(block_cache_mb=7), dsn)
+        assert tiff.BLOCKS.budget == 7 * 2**20
+        create_app(ApiSettings(block_cache_mb=0), dsn)
+        assert tiff.BLOCKS.budget == 0
+    finally:
+        tiff.set_block_cache(0)
+    with_cache = ApiSettings(block_cache_mb=300).memory_bound_mb()
+    assert with_cache - ApiSettings(block_cache_mb=0).memory_bound_mb() == 300

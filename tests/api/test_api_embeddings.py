@@ -372,3 +372,84 @@ def test_positions_format_follows_the_accept_header_qualities() -> None:
     assert chosen(None, "arrow") == "arrow"
     with pytest.raises(ValueError, match="parquet"):
         chosen(None, "parquet")
+
+
+@pytest.mark.parametrize("scale", [0.0421, None])
+def test_batch_rows_are_the_models_dump(scale: float | None) -> None:
+    """A batch writes each point's JSON object directly (no model per point): it must stay the
+    ``PositionResult`` dump, key for key and in the same order, with or without a value."""
+    from starlette.requests import Request
+
+    from tessera_stac.api.embeddings import (
+        ErrorBody,
+        PositionResult,
+        _failed,
+        _item_link,
+        _result,
+        _row,
+    )
+    from tessera_stac.api.readers import Pixel, PointValue, ReadError
+
+    request = Request(
+        {"type": "http", "scheme": "http", "server": ("h", 80), "path": "/", "headers": []}
+    )
+    item = {"collection": "tessera-embeddings-v1", "id": "grid_0.15_23.05_2024"}
+    value = PointValue(
+        Pixel(17, 901, "EPSG:32643", 605175.0, 2555825.0),
+        scale,
+        np.arange(128, dtype=np.float32) / 7,
+        "embeddings",
+        "scales" if scale is not None else None,
+        "http://h/data/x/embeddings.tif",
+    )
+    model = _result(request, 72.5, 23.05, 2024, item, value).model_dump(exclude_none=True)
+    model.pop("embedding")
+    row = _row(72.5, 23.05, 2024, item, value, [_item_link(request, item).model_dump()])
+    assert list(row.items()) == list(model.items())
+    exc = ReadError(404, "OutsideCoverage", "no tile covers the point")
+    failed = PositionResult.model_construct(
+        lon=1.0,
+        lat=2.0,
+        year=2024,
+        error=ErrorBody(code=exc.code, description=exc.description),
+        status=exc.status,
+        links=[],
+    ).model_dump(exclude_none=True)
+    assert list(_failed(1.0, 2.0, 2024, exc).items()) == list(failed.items())
+
+
+def test_json_depth_scan_equals_a_byte_by_byte_scan() -> None:
+    """The body depth check (strings cut out by a regular expression, brackets counted by
+    numpy) gives what a byte-by-byte scan gives on every text, valid JSON or not: escaped
+    quotes, backslashes at the end, unterminated strings, brackets inside strings."""
+    import random
+
+    from tessera_stac.api.bounds import json_text_depth
+
+    def scanned(data: bytes) -> int:
+        depth = deepest = 0
+        in_string = escaped = False
+        for byte in data:
+            if in_string:
+                if escaped:
+                    escaped = False
+                elif byte == 0x5C:
+                    escaped = True
+                elif byte == 0x22:
+                    in_string = False
+            elif byte == 0x22:
+                in_string = True
+            elif byte in (0x5B, 0x7B):
+                depth += 1
+                deepest = max(deepest, depth)
+            elif byte in (0x5D, 0x7D):
+                depth -= 1
+        return deepest
+
+    rng = random.Random(7)
+    texts = [b"", b"[]", b'{"a": "[[[", "b": [[1]]}', b'["\\"[["]', b'"\\', b'"abc\\"[[', b"]]]["]
+    texts += [bytes(rng.choice(b'[]{}"\\ax\n,:\x00\xff') for _ in range(rng.randint(0, 40)))
+              for _ in range(20000)]  # fmt: skip
+    for text in texts:
+        assert json_text_depth(text) == scanned(text), text
+        assert json_text_depth(text.decode("latin-1")) == scanned(text.decode("latin-1").encode())

@@ -38,6 +38,17 @@ CELL = GridCell.containing(
 )
 
 
+@pytest.fixture(autouse=True)
+def no_block_cache() -> Iterator[None]:
+    """Every test here reads the files themselves: no blocks kept by earlier tests of this
+    process (an app built in-process sets the API's budget), none left for later ones."""
+    from tessera_stac.catalog.reader import tiff
+
+    tiff.set_block_cache(0)
+    yield
+    tiff.set_block_cache(0)
+
+
 def _write(path: Path, data: np.ndarray, dtype: str, nodata: Any, profile: Any) -> None:
     with rasterio.open(
         path,
@@ -561,3 +572,104 @@ def test_fast_header_equals_tifffile(tmp_path: Path, bigtiff: str) -> None:
             assert np.array_equal(fast.decode(index), slow.decode(index))
         rows, cols = np.array([0, 3, 31]), np.array([1, 31, 7])
         assert np.array_equal(fast.pick(4, rows, cols), slow.decode(4)[rows, cols])
+
+
+@pytest.fixture
+def block_cache() -> Any:
+    """The kernel's module, its block cache empty (a test sets the budget it needs)."""
+    from tessera_stac.catalog.reader import tiff
+
+    return tiff
+
+
+def _counting_preads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every block the kernel fetches from a file (one ``os.preadv`` each), counted."""
+    import os
+
+    calls: list[int] = []
+    real = os.preadv
+
+    def counting(fd: int, buffers: Any, offset: int) -> int:
+        calls.append(offset)
+        return real(fd, buffers, offset)
+
+    monkeypatch.setattr(os, "preadv", counting)
+    return calls
+
+
+def test_block_cache_keeps_blocks_read_twice_same_bits(
+    tile: tuple[Path, np.ndarray, np.ndarray], block_cache: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A block is kept the second time it is decompressed: the third read of the same points
+    fetches nothing from the files, and every read gives the source values bit for bit; a point
+    lower in a kept block than the rows kept decompresses the block again."""
+    tiff = block_cache
+    tiff.set_block_cache(64 * 2**20)
+    root, codes, scales = tile
+    rng = np.random.default_rng(21)
+    rows, cols = rng.integers(0, 30, 200), rng.integers(0, 500, 200)  # top rows of blocks
+    lon, lat = _lonlat(rows, cols)
+    q = embeddings_quantization()
+    cds, sds = (tiff.local_raster(str(root / n)) for n in ("embeddings.tif", "scales.tif"))
+    preads = _counting_preads(monkeypatch)
+    answers, fetched = [], []
+    for _ in range(3):
+        before = len(preads)
+        answers.append(read_points(cds, sds, q, lon, lat))
+        fetched.append(len(preads) - before)
+    blocks = len({(r // 64, c // 64) for r, c in zip(rows, cols, strict=True)})
+    assert fetched[0] == fetched[1] == 2 * blocks and fetched[2] == 0, fetched
+    assert tiff.BLOCKS.used > 0
+    for batch in answers:
+        assert np.array_equal(batch.vectors, answers[0].vectors, equal_nan=True)
+        assert np.array_equal(batch.valid, answers[0].valid)
+    for i in range(len(rows)):
+        want = _expected(codes, scales, rows[i], cols[i])
+        assert bool(answers[2].valid[i]) == (want is not None)
+        if want is not None:
+            assert np.array_equal(answers[2].vectors[i].astype(np.float32), want)
+    # rows 30-63 of the kept blocks were never decompressed: read again, then right
+    deep_rows = rows + 30
+    lon2, lat2 = _lonlat(deep_rows, cols)
+    before = len(preads)
+    deep = read_points(cds, sds, q, lon2, lat2)
+    assert len(preads) - before == blocks  # codes blocks again; scales blocks are kept whole
+    for i in range(len(rows)):
+        want = _expected(codes, scales, deep_rows[i], cols[i])
+        if want is not None:
+            assert np.array_equal(deep.vectors[i].astype(np.float32), want)
+    # windows (map tiles, zonal reads) read kept whole blocks: same bits as the source
+    window = tiff.blocks_of(cds)
+    for _ in range(3):
+        got = window.read(5, 200, 3, 420)
+        assert np.array_equal(got, codes[:, 5:200, 3:420].transpose(1, 2, 0))
+
+
+def test_block_cache_stays_in_its_budget_and_never_serves_a_rewritten_file(
+    tmp_path: Path, block_cache: Any
+) -> None:
+    """The kept bytes never pass the budget (least recently used dropped first); a file
+    rewritten in place is read anew, never from the blocks kept for its old content; a budget
+    of 0 forgets everything."""
+    tiff = block_cache
+    rng = np.random.default_rng(3)
+    path = tmp_path / "embeddings.tif"
+    old = rng.integers(-127, 128, (EMBEDDINGS.count, 256, 256), dtype=np.int8)
+    _write(path, old, "int8", -128, EMBEDDINGS)
+    block = 64 * 64 * EMBEDDINGS.count
+    tiff.set_block_cache(5 * block)  # five whole blocks; the image has sixteen
+    for n in range(3):
+        ds = tiff.local_raster(str(path))
+        assert np.array_equal(ds.blocks.read(0, 256, 0, 256), old.transpose(1, 2, 0))
+        assert (0 if n == 0 else 5 * block) == tiff.BLOCKS.used  # kept from the second read
+    assert len(tiff.BLOCKS._entries) == 5
+    new = rng.integers(-127, 128, old.shape, dtype=np.int8)
+    replacement = tmp_path / "new.tif"
+    _write(replacement, new, "int8", -128, EMBEDDINGS)
+    replacement.replace(path)  # what a re-publish does: a new file under the same name
+    for _ in range(3):
+        ds = tiff.local_raster(str(path))
+        assert np.array_equal(ds.blocks.read(0, 256, 0, 256), new.transpose(1, 2, 0))
+        assert tiff.BLOCKS.used <= 5 * block
+    tiff.set_block_cache(0)
+    assert tiff.BLOCKS.used == 0 and not tiff.BLOCKS._entries and not tiff.BLOCKS._seen
