@@ -373,20 +373,28 @@ async def positions(
     ``embedding``, with its float32 vector (None without a value): :func:`positions_json`
     and :func:`positions_arrow` write both.
     """
-    cells = [GridCell.containing(p.lon, p.lat) for p in points]
+    # the points grouped by cell, each cell made and named once
+    by_key: dict[tuple[int, int], list[int]] = {}
+    for i, p in enumerate(points):
+        by_key.setdefault(GridCell.index_of(p.lon, p.lat), []).append(i)
+    cells = [GridCell.of_index(key) for key in by_key]
     found = await items_for_cells(request, cells, year, collection)
     results: list[tuple[dict[str, Any], Any] | None] = [None] * len(points)
     groups: dict[tuple[str, str], list[int]] = {}
-    for i, cell in enumerate(cells):
+    items: dict[tuple[str, str], dict[str, Any]] = {}
+    for cell, idx in zip(cells, by_key.values(), strict=True):
         item = found[cell.name]
         if isinstance(item, ReadError):
-            results[i] = (_failed(points[i].lon, points[i].lat, year, item), None)
+            for i in idx:
+                results[i] = (_failed(points[i].lon, points[i].lat, year, item), None)
         else:
-            groups.setdefault((item["collection"], item["id"]), []).append(i)
+            key = (item["collection"], item["id"])
+            groups.setdefault(key, []).extend(idx)
+            items[key] = item
     cache = readers(request)
 
-    async def read_item(idx: list[int]) -> None:
-        item = found[cells[idx[0]].name]
+    async def read_item(key: tuple[str, str], idx: list[int]) -> None:
+        item = items[key]
         lons = [points[i].lon for i in idx]
         lats = [points[i].lat for i in idx]
         try:
@@ -404,7 +412,7 @@ async def positions(
 
     # the items are read side by side by the read threads (opening a tile's COGs the first
     # time is mostly waiting on files and GDAL, which release the GIL)
-    await asyncio.gather(*(read_item(idx) for idx in groups.values()))
+    await asyncio.gather(*(read_item(key, sorted(idx)) for key, idx in groups.items()))
     return [r for r in results if r is not None]
 
 

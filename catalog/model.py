@@ -56,9 +56,18 @@ class GridCell:
     @classmethod
     def containing(cls, lon: float, lat: float) -> GridCell:
         """The cell whose bounds hold the point: ``floor(x*10)/10 + 0.05``."""
-        return cls(
-            round(math.floor(lon * 10) / 10 + 0.05, 2), round(math.floor(lat * 10) / 10 + 0.05, 2)
-        )
+        return cls.of_index(cls.index_of(lon, lat))
+
+    @staticmethod
+    def index_of(lon: float, lat: float) -> tuple[int, int]:
+        """``(floor(lon*10), floor(lat*10))``: the same for every point of a cell (a batch
+        groups its points by it and makes each cell once, :meth:`of_index`)."""
+        return math.floor(lon * 10), math.floor(lat * 10)
+
+    @classmethod
+    def of_index(cls, index: tuple[int, int]) -> GridCell:
+        """The cell of :meth:`index_of`'s ``index``."""
+        return cls(round(index[0] / 10 + 0.05, 2), round(index[1] / 10 + 0.05, 2))
 
 
 @dataclass(frozen=True)

@@ -50,11 +50,12 @@ _tokens = itertools.count()
 class BlockCache:
     """Decompressed blocks kept across reads, bounded by bytes (0: nothing is kept).
 
-    An entry is a block's first rows as decompressed (before the predictor is undone: reads
-    undo it on the rows they need, as without the cache), keyed by its open image (a
-    rewritten file is a new :class:`TiffBlocks`, so never a stale block) and block index; a
-    read that needs more rows than an entry holds decompresses the block again and replaces
-    it. Entries are read-only arrays shared by the threads that read them.
+    An entry is a block's pixels, decoded (decompressed, predictor undone), ``(rows, cols,
+    bands)``: all its rows, or for a point read the rows down to the lowest point (ZSTD stops
+    there); keyed by its open image (a rewritten file is a new :class:`TiffBlocks`, so never
+    a stale block) and block index. A read that needs more rows than an entry holds decodes
+    the block again and replaces it. Entries are read-only arrays shared by the threads that
+    read them: a kept pixel is an index, no decompression, no predictor.
 
     A block is kept the second time it is decompressed, not the first (the keys of the last
     :data:`SEEN` blocks are remembered): a read that passes over an area once (an
@@ -348,7 +349,8 @@ class TiffBlocks:
         """Block ``index`` decoded: ``(block rows, block cols, bands)`` (padding included).
 
         For the ZSTD + horizontal-differencing layout the result lives in this thread's buffer
-        (valid until the thread's next decode): use it at once or copy it.
+        (valid until the thread's next decode) or in :data:`BLOCKS` (read-only): use it at once
+        or copy it.
 
         Raises:
             InputError: the block is truncated or corrupt.
@@ -362,10 +364,16 @@ class TiffBlocks:
             if self._diffs is not None:
                 import imagecodecs
 
+                key = (self._token, index)
+                kept = BLOCKS.get(key, bh) if BLOCKS.budget else None
+                if kept is not None:
+                    return kept.view(self.dtype)
                 size = bh * bw * self.bands
                 block = np.frombuffer(_buffer("block", size), dtype=np.uint8, count=size)
                 block = block.reshape(bh, bw, self.bands)
                 imagecodecs.delta_decode(self._differences(index), axis=1, out=block)
+                if BLOCKS.admits(key, size):
+                    BLOCKS.keep(key, block.copy())
                 return block.view(self.dtype)
             data = os.pread(self._fh.fileno(), count, self._offsets[index])
             if len(data) != count:
@@ -387,11 +395,6 @@ class TiffBlocks:
         bh, bw = self.block
         size = bh * bw * self.bands
         want = bh if rows is None else min(rows, bh)
-        key = (self._token, index)
-        if BLOCKS.budget:
-            kept = BLOCKS.get(key, want)
-            if kept is not None:
-                return kept
         # per-thread buffers: fresh 0.5-2 MB allocations cost as much as the decompression
         raw, plain = _buffer("raw", count), _buffer("plain", size)
         if os.preadv(self._fh.fileno(), [raw[:count]], self._offsets[index]) != count:
@@ -401,10 +404,7 @@ class TiffBlocks:
             partial(raw[:count], plain[: want * bw * self.bands])
         else:
             self._diffs(raw[:count], out=plain[:size])
-        out = np.frombuffer(plain, dtype=np.uint8, count=size).reshape(bh, bw, self.bands)
-        if BLOCKS.admits(key, want * bw * self.bands):
-            BLOCKS.keep(key, out[:want].copy())
-        return out
+        return np.frombuffer(plain, dtype=np.uint8, count=size).reshape(bh, bw, self.bands)
 
     def _float_pixels(
         self, index: int, rows: npt.NDArray[np.int64], cols: npt.NDArray[np.int64]
@@ -419,10 +419,6 @@ class TiffBlocks:
         row_bytes = bw * self.bands * self.dtype.itemsize
         size = bh * row_bytes
         key = (self._token, index)
-        kept = BLOCKS.get(key, bh) if BLOCKS.budget else None
-        if kept is not None:
-            found: npt.NDArray[Any] = kept[rows, cols]
-            return found
         raw, plain = _buffer("raw", count), _buffer("plain", size)
         if os.preadv(self._fh.fileno(), [raw[:count]], self._offsets[index]) != count:
             raise OSError("truncated")
@@ -440,6 +436,28 @@ class TiffBlocks:
         picked: npt.NDArray[Any] = decoded[which, cols]
         return picked
 
+    def kept_pixels(
+        self,
+        index: int,
+        rows: npt.NDArray[np.int64],
+        cols: npt.NDArray[np.int64],
+        lowest: int | None = None,
+    ) -> npt.NDArray[Any] | None:
+        """:meth:`pick` from :data:`BLOCKS` when it keeps the block (down to the rows needed;
+        ``lowest``: ``rows.max()`` when the caller knows it), else None: an index, no file
+        read, no decompression, no predictor."""
+        if not BLOCKS.budget:
+            return None
+        if self._floats:
+            need = self.block[0]
+        else:
+            need = (int(rows.max()) if lowest is None else lowest) + 1
+        kept = BLOCKS.get((self._token, index), need)
+        if kept is None:
+            return None
+        picked: npt.NDArray[Any] = kept[rows, cols].view(self.dtype)
+        return picked
+
     def pick(
         self, index: int, rows: npt.NDArray[np.int64], cols: npt.NDArray[np.int64]
     ) -> npt.NDArray[Any]:
@@ -448,6 +466,9 @@ class TiffBlocks:
         Raises:
             InputError: the block is truncated or corrupt.
         """
+        found = self.kept_pixels(index, rows, cols)
+        if found is not None:
+            return found
         count = self._counts[index]
         if self._floats and count:
             try:
@@ -456,8 +477,19 @@ class TiffBlocks:
                 raise self._unreadable(index, exc) from exc
         if self._diffs is None or count == 0:
             return self.decode(index)[rows, cols]
+        want = int(rows.max()) + 1
+        key = (self._token, index)
         try:
-            diffs = self._differences(index, int(rows.max()) + 1)
+            diffs = self._differences(index, want)
+            bw = self.block[1]
+            if BLOCKS.admits(key, want * bw * self.bands):  # kept restored: a pick is an index
+                import imagecodecs
+
+                restored = np.empty((want, bw, self.bands), dtype=np.uint8)
+                imagecodecs.delta_decode(diffs[:want], axis=1, out=restored)
+                BLOCKS.keep(key, restored)
+                picked_kept: npt.NDArray[Any] = restored[rows, cols].view(self.dtype)
+                return picked_kept
         except Exception as exc:  # imagecodecs / zstandard raise their own types
             raise self._unreadable(index, exc) from exc
         # TIFF predictor 2: each sample minus the previous pixel's, modulo 2**8, along the row;
@@ -809,7 +841,7 @@ def read_pixels(
         which = (rows // bh) * found.across + cols // bw
         order = np.argsort(which, kind="stable")
         starts = np.flatnonzero(np.diff(which[order], prepend=-1))
-        groups = np.split(order, starts[1:])
+        groups = which_blocks = np.split(order, starts[1:])
 
         def pick(sel: npt.NDArray[np.int64]) -> npt.NDArray[Any]:
             i = int(which[sel[0]])
@@ -819,6 +851,21 @@ def read_pixels(
         def pick_run(run: list[npt.NDArray[np.int64]]) -> list[npt.NDArray[Any]]:
             return [pick(sel) for sel in run]
 
+        if BLOCKS.budget:  # the kept blocks first, here: an index each, not worth a thread
+            missing = []
+            in_rows, in_cols = rows % bh, cols % bw
+            lowest = np.maximum.reduceat(in_rows[order], starts).tolist()
+            indices = which[order[starts]].tolist()
+            for sel, i, low in zip(groups, indices, lowest, strict=True):
+                got = found.kept_pixels(i, in_rows[sel], in_cols[sel], low)
+                if got is None:
+                    missing.append(sel)
+                else:
+                    out[sel] = got
+            if not missing:
+                return out, len(which_blocks)
+            groups = missing
+
         # a few runs of neighbouring blocks per decode thread rather than a task per block
         # (a future per 64 px block cost more than the waiting saved; at most ~4 runs a thread
         # keeps the threads evenly busy)
@@ -827,7 +874,7 @@ def read_pixels(
         for run, values in zip(runs, picked, strict=True):
             for sel, got in zip(run, values, strict=True):
                 out[sel] = got
-        return out, len(groups)
+        return out, len(which_blocks)
     bh, bw = (int(v) for v in ds.block_shapes[0])
     reads = 0
     brow = rows // bh
