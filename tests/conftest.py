@@ -11,7 +11,7 @@ Fixtures other test modules reuse:
 * ``live_api``: serve a FastAPI app with uvicorn on a free loopback port, return its URL.
 * ``stac_validate``: validate a STAC dict offline against core + every declared extension.
 * ``build_once(name, build)``: session data built by one xdist worker for all of them (a
-  folder the controller makes and removes, a file lock, the result pickled).
+  folder the controller makes and removes, a file lock, the result as JSON).
 * ``SHARED``: the ``../shared`` folder beside the checkout.
 """
 
@@ -200,10 +200,10 @@ def build_once(
     request: pytest.FixtureRequest, open_tmp: Callable[[str], Path]
 ) -> Callable[[str, Callable[[Path], Any]], Any]:
     """``build_once(name, build)``: ``build(folder)``'s result, built by one worker of the run
-    for all of them (the others wait for it, then read the pickled result): for session data
+    for all of them (the others wait for it, then read the result, kept as JSON): for session data
     that tests only read. Without workers it is built in a folder of this session."""
     import fcntl
-    import pickle
+    import json
     import shutil
 
     workerinput = getattr(request.config, "workerinput", {})
@@ -217,7 +217,7 @@ def build_once(
             kept[name] = build(open_tmp(name))
             return kept[name]
         folder = Path(shared) / name
-        done = Path(shared) / f"{name}.pickle"
+        done = Path(shared) / f"{name}.json"
         with open(Path(shared) / f"{name}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker builds, the others wait here
             if not done.is_file():
@@ -226,12 +226,62 @@ def build_once(
                 os.chmod(folder, 0o755)
                 result = build(folder)
                 tmp = done.with_suffix(".tmp")
-                tmp.write_bytes(pickle.dumps(result))
+                tmp.write_text(json.dumps(_plain(result)))
                 tmp.replace(done)
-        kept[name] = pickle.loads(done.read_bytes())
+        kept[name] = _unplain(json.loads(done.read_text()))
         return kept[name]
 
     return get
+
+
+def _plain(value: Any) -> Any:
+    """A shared build's result as JSON data: dataclasses (tagged with their class), paths,
+    datetimes, tuples, dicts with string keys, lists and scalars; anything else is refused
+    (what the workers exchange stays plain data, never a pickle)."""
+    import dataclasses
+    from datetime import datetime
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        kind = f"{type(value).__module__}:{type(value).__qualname__}"
+        fields = {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {"__class__": kind, "fields": fields}
+    if isinstance(value, Path):
+        return {"__path__": str(value)}
+    if isinstance(value, datetime):
+        return {"__datetime__": value.isoformat()}
+    if isinstance(value, tuple):
+        return {"__tuple__": [_plain(v) for v in value]}
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {"__dict__": {k: _plain(v) for k, v in value.items()}}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise TypeError(f"a shared build holds a {type(value).__name__}: not plain data")
+
+
+def _unplain(value: Any) -> Any:
+    """:func:`_plain`'s data back as the objects it came from (classes of this project only)."""
+    import importlib
+    from datetime import datetime
+
+    if isinstance(value, list):
+        return [_unplain(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if "__path__" in value:
+        return Path(value["__path__"])
+    if "__datetime__" in value:
+        return datetime.fromisoformat(value["__datetime__"])
+    if "__tuple__" in value:
+        return tuple(_unplain(v) for v in value["__tuple__"])
+    if "__dict__" in value:
+        return {k: _unplain(v) for k, v in value["__dict__"].items()}
+    module, _, name = value["__class__"].partition(":")
+    if not module.startswith(("tessera_stac.", "tests.")):
+        raise TypeError(f"a shared build names {module}:{name}, not a class of this project")
+    kind = getattr(importlib.import_module(module), name)
+    return kind(**{k: _unplain(v) for k, v in value["fields"].items()})
 
 
 # --------------------------------------------------------------------------- PostgreSQL

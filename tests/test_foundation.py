@@ -221,3 +221,19 @@ def test_every_command_has_help() -> None:
         child = subprocess.run([*CLI, *path, "--help"], capture_output=True, text=True)
         assert child.returncode == 0, (path, child.stderr)
         assert "Usage" in child.stdout
+
+
+def test_shared_builds_cross_workers_as_json(published_sample: Any) -> None:
+    """What one worker builds for the others (``build_once``) goes through JSON and comes back
+    equal, field for field (tiles, assets, paths, datetimes); anything that is not plain data
+    is refused rather than pickled, and a tag naming a class outside the project is refused."""
+    import json
+
+    from tests.conftest import _plain, _unplain
+
+    text = json.dumps(_plain(published_sample))
+    assert _unplain(json.loads(text)) == published_sample
+    with pytest.raises(TypeError, match="not plain data"):
+        _plain({"x": object()})
+    with pytest.raises(TypeError, match="not a class of this project"):
+        _unplain({"__class__": "os:system", "fields": {}})

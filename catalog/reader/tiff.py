@@ -12,7 +12,8 @@ local COG is its first IFD read with ``pread`` (:func:`_first_ifd`; tifffile par
 unusual), GDAL never opens it (:class:`LocalRaster` carries GDAL's georeferencing, from the
 GeoTIFF tags), a codes block is decompressed only down to the lowest row a point needs
 (streaming ZSTD) and predictors are undone on the points' rows only. Parsed headers (offsets,
-byte counts, an open file) stay in a per-process LRU of :data:`OPEN_FILES` files.
+byte counts, an open file) stay in a per-process LRU of :data:`OPEN_FILES` files; decoded
+blocks read twice in :data:`BLOCKS` when a caller gives it a budget (the API does).
 
 Remote COGs (``/vsicurl/``, ``/vsis3/``) and anything tifffile cannot describe are read through
 rasterio with :data:`~tessera_stac.catalog.reader.gdal.GDAL_READ_OPTIONS`
@@ -841,7 +842,7 @@ def read_pixels(
         which = (rows // bh) * found.across + cols // bw
         order = np.argsort(which, kind="stable")
         starts = np.flatnonzero(np.diff(which[order], prepend=-1))
-        groups = which_blocks = np.split(order, starts[1:])
+        groups = touched = np.split(order, starts[1:])
 
         def pick(sel: npt.NDArray[np.int64]) -> npt.NDArray[Any]:
             i = int(which[sel[0]])
@@ -863,7 +864,7 @@ def read_pixels(
                 else:
                     out[sel] = got
             if not missing:
-                return out, len(which_blocks)
+                return out, len(touched)
             groups = missing
 
         # a few runs of neighbouring blocks per decode thread rather than a task per block
@@ -874,7 +875,7 @@ def read_pixels(
         for run, values in zip(runs, picked, strict=True):
             for sel, got in zip(run, values, strict=True):
                 out[sel] = got
-        return out, len(which_blocks)
+        return out, len(touched)
     bh, bw = (int(v) for v in ds.block_shapes[0])
     reads = 0
     brow = rows // bh
