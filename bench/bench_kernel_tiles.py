@@ -112,6 +112,11 @@ class Direct:
         # (the API's key is every input of the plan; an item and a tile fix them all here)
         self.tms = morecantile.tms.get("WebMercatorQuad")
         self.plans = LruCache(ApiSettings().tile_plan_cache_size)
+        # ... and the kernel's decoded blocks, with the API's default budget (the servers
+        # below keep them too: a tile asked again reads kept blocks on both paths)
+        from tessera_stac.catalog.reader import set_block_cache
+
+        set_block_cache(ApiSettings().block_cache_mb * 2**20)
 
     def close(self) -> None:
         for ds in self.open.values():
