@@ -90,8 +90,11 @@ def warm_up() -> None:
     import json
     from importlib.resources import files
 
-    import imagecodecs  # noqa: F401
     import tifffile  # noqa: F401
+
+    from tessera_stac.catalog.reader import tiff
+
+    tiff.warm_up()  # the decode threads, their buffers, imagecodecs' codecs
 
     # a recipe parsed once: pystac imports much of itself on the first Item.from_dict
     example = files("tessera_stac.schemas").joinpath("examples", "item.json").read_text()

@@ -22,6 +22,7 @@ rasterio with :data:`~tessera_stac.catalog.reader.gdal.GDAL_READ_OPTIONS`
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import os
@@ -154,6 +155,29 @@ def _executor() -> ThreadPoolExecutor:
         if _pool is None:
             _pool = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="tessera-decode")
         return _pool
+
+
+def warm_up(block_bytes: int = 64 * 64 * 128) -> None:
+    """Start the decode threads and give each what its first block would make (its buffers
+    for a ``block_bytes`` block, its ZSTD decompressor), and load imagecodecs' codecs: a
+    server's first request then decodes at once (imagecodecs imports a codec on first use)."""
+    import imagecodecs
+
+    for name in ("zstd_decode", "delta_decode", "floatpred_decode"):
+        getattr(imagecodecs, name)
+    barrier = threading.Barrier(DECODE_THREADS)
+
+    def prepare(_: int) -> None:
+        for name in ("raw", "plain", "block"):
+            _buffer(name, block_bytes)
+        if _partial_zstd() is not None:
+            import zstandard
+
+            _local.zstd = getattr(_local, "zstd", None) or zstandard.ZstdDecompressor()
+        with contextlib.suppress(threading.BrokenBarrierError):
+            barrier.wait(timeout=10)  # every thread takes one
+
+    list(_executor().map(prepare, range(DECODE_THREADS)))
 
 
 def _images(tif: Any) -> list[Any]:

@@ -673,3 +673,21 @@ def test_block_cache_stays_in_its_budget_and_never_serves_a_rewritten_file(
         assert tiff.BLOCKS.used <= 5 * block
     tiff.set_block_cache(0)
     assert tiff.BLOCKS.used == 0 and not tiff.BLOCKS._entries and not tiff.BLOCKS._seen
+
+
+def test_warm_up_readies_every_decode_thread() -> None:
+    """After ``warm_up`` every decode thread holds its buffers and ZSTD decompressor (a
+    server's first request decodes at once)."""
+    import threading
+
+    from tessera_stac.catalog.reader import tiff
+
+    tiff.warm_up(300_000)
+    barrier = threading.Barrier(tiff.DECODE_THREADS)
+
+    def look(_: int) -> tuple[int, bool]:
+        barrier.wait(timeout=10)  # one call per thread
+        return len(tiff._local.plain), getattr(tiff._local, "zstd", None) is not None
+
+    seen = list(tiff._executor().map(look, range(tiff.DECODE_THREADS)))
+    assert all(size >= 300_000 and zstd for size, zstd in seen), seen
