@@ -77,7 +77,7 @@ def main() -> None:
                         "runs_ms": runs,
                         "first_ms": first,
                         "second_ms": second,
-                        "warm_p50_ms": warm,
+                        "warm_p50_ms": round(warm, 1),
                         "first_over_warm": round(first / warm, 2),
                         "second_over_warm": round(second / warm, 2),
                     }
