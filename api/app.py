@@ -37,7 +37,11 @@ from stac_fastapi.pgstac.extensions.filter import FiltersClient
 from stac_fastapi.pgstac.models.extensions import Extensions
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES, GZipResponder
+from starlette.middleware.gzip import (
+    DEFAULT_EXCLUDED_CONTENT_TYPES,
+    GZipResponder,
+    IdentityResponder,
+)
 from starlette.types import Message, Receive, Scope, Send
 
 from tessera_stac.api import db, features, tiles
@@ -128,24 +132,78 @@ class _PassThroughResponder(BrotliResponder):
                 self.content_encoding_set = True
 
 
+#: ZSTD level of answers: a 1.76 MB JSON batch of points in ~9 ms to 577 kB, where brotli
+#: (quality 4) takes ~23 ms to 530 kB; a 2 MB window, inside what browsers accept (8 MB)
+ZSTD_LEVEL = 3
+#: bodies from this size are compressed in a worker thread (zstandard releases the GIL)
+ZSTD_THREAD_BYTES = 128 * 1024
+
+
+class _ZstdResponder(IdentityResponder):
+    """Starlette's compressing responder with ZSTD (``Content-Encoding: zstd``, RFC 8878):
+    one frame per answer, streamed answers flushed block by block."""
+
+    content_encoding = "zstd"
+
+    def __init__(self, app: Any, minimum_size: int, exclude: tuple[str, ...]) -> None:
+        super().__init__(app, minimum_size, exclude_content_types=exclude)
+        self._stream: Any = None
+
+    async def apply_compression(self, body: bytes, *, more_body: bool) -> bytes:
+        import zstandard
+
+        if self._stream is None:
+            self._stream = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compressobj()
+        stream = self._stream
+        end = zstandard.COMPRESSOBJ_FLUSH_BLOCK if more_body else zstandard.COMPRESSOBJ_FLUSH_FINISH
+
+        def compress() -> bytes:
+            return bytes(stream.compress(body) + stream.flush(end))
+
+        if len(body) >= ZSTD_THREAD_BYTES:
+            import anyio.to_thread
+
+            return await anyio.to_thread.run_sync(compress)
+        return compress()
+
+
+def _encodings(header: bytes) -> dict[str, float]:
+    """Content coding -> quality of an ``Accept-Encoding`` header (at most 16 entries looked
+    at; a malformed quality counts as 0)."""
+    out: dict[str, float] = {}
+    for entry in header.decode("latin-1").split(",")[:16]:
+        name, *params = (part.strip() for part in entry.split(";"))
+        quality = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if name:
+            out[name.lower()] = quality
+    return out
+
+
 class Compression(BrotliMiddleware):
-    """stac-fastapi's brotli middleware (gzip when brotli is not accepted), except for
-    ``UNCOMPRESSED_TYPES``."""
+    """stac-fastapi's brotli middleware, with ZSTD first when the client accepts it (as fast
+    browsers, httpx and urllib3 do: several times cheaper than brotli for the same size) and
+    gzip when neither is accepted; ``UNCOMPRESSED_TYPES`` are always sent as they are."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self._is_handler_excluded(scope):
             return await self.app(scope, receive, send)
-        accepted = dict(scope.get("headers", [])).get(b"accept-encoding", b"")
-        if b"br" in accepted:
-            responder: Any = _PassThroughResponder(
+        accepted = _encodings(dict(scope.get("headers", [])).get(b"accept-encoding", b""))
+        exclude = DEFAULT_EXCLUDED_CONTENT_TYPES + UNCOMPRESSED_TYPES
+        if accepted.get("zstd", 0) > 0:
+            responder: Any = _ZstdResponder(self.app, self.minimum_size, exclude)
+        elif accepted.get("br", 0) > 0:
+            responder = _PassThroughResponder(
                 self.app, self.quality, self.mode, self.lgwin, self.lgblock, self.minimum_size
             )
-        elif self.gzip_fallback and b"gzip" in accepted:
-            responder = GZipResponder(
-                self.app,
-                self.minimum_size,
-                exclude_content_types=DEFAULT_EXCLUDED_CONTENT_TYPES + UNCOMPRESSED_TYPES,
-            )
+        elif self.gzip_fallback and accepted.get("gzip", 0) > 0:
+            responder = GZipResponder(self.app, self.minimum_size, exclude_content_types=exclude)
         else:
             responder = self.app
         await responder(scope, receive, send)

@@ -182,7 +182,12 @@ def test_batch_points_as_arrow_equal_the_json_bit_for_bit(
             want = np.array(expected["embedding"], dtype=np.float32)
             assert values[k].tobytes() == want.tobytes()
         assert [r["status"] for r in rows] == [200, 404, 422, 200, 200]
-    for encoding in ("gzip", "identity"):  # the fallback compressor passes Arrow through too
+    for encoding, used in (
+        ("gzip", "gzip"),
+        ("identity", None),
+        ("zstd, br, gzip", "zstd"),  # ZSTD first when accepted
+        ("zstd;q=0, br", "br"),  # ... never when refused
+    ):  # every compressor passes Arrow through
         plain = {"Accept-Encoding": encoding}
         got = httpx.post(
             url + "/embeddings/positions", json=body, params={"f": "arrow"}, headers=plain
@@ -190,7 +195,8 @@ def test_batch_points_as_arrow_equal_the_json_bit_for_bit(
         assert "content-encoding" not in got.headers
         assert pa.ipc.open_stream(got.content).read_all().num_rows == len(points)
         text = httpx.post(url + "/embeddings/positions", json=body, headers=plain)
-        assert text.headers.get("content-encoding") == ("gzip" if encoding == "gzip" else None)
+        assert text.headers.get("content-encoding") == used
+        assert text.json() == as_json.json()  # decoded by httpx (zstandard installed)
     nowhere = {"points": [{"lon": 80.0, "lat": 10.0}] * 2, "year": 2024}  # no value at all
     empty = httpx.post(url + "/embeddings/positions", json=nowhere, params={"f": "arrow"})
     assert empty.status_code == 200, empty.text
@@ -453,3 +459,48 @@ def test_json_depth_scan_equals_a_byte_by_byte_scan() -> None:
     for text in texts:
         assert json_text_depth(text) == scanned(text), text
         assert json_text_depth(text.decode("latin-1")) == scanned(text.decode("latin-1").encode())
+
+
+def test_zstd_answers_stream_and_decode_to_the_body() -> None:
+    """The ZSTD responder: a whole body and a streamed one (several chunks, flushed block by
+    block) decode to what the app sent; small bodies go as they are; Accept-Encoding
+    qualities are read (q=0 refuses, a malformed q counts as 0)."""
+    import asyncio
+
+    import zstandard
+
+    from tessera_stac.api.app import _encodings, _ZstdResponder
+
+    chunks = [b'{"a": "' + bytes([65 + k]) * 200_000 + b'"}' for k in range(3)]
+
+    def app_sending(parts: list[bytes]) -> Any:
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json")]})  # fmt: skip
+            for k, part in enumerate(parts):
+                await send({"type": "http.response.body", "body": part,
+                            "more_body": k < len(parts) - 1})  # fmt: skip
+
+        return app
+
+    def run(parts: list[bytes]) -> tuple[dict[bytes, bytes], bytes]:
+        sent: list[Any] = []
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        responder = _ZstdResponder(app_sending(parts), 500, ())
+        asyncio.run(responder({"type": "http"}, None, send))  # type: ignore[arg-type]
+        headers = dict(sent[0]["headers"])
+        return headers, b"".join(m.get("body", b"") for m in sent[1:])
+
+    for parts in ([b"".join(chunks)], chunks):
+        headers, body = run(parts)
+        assert headers[b"content-encoding"] == b"zstd"
+        reader = zstandard.ZstdDecompressor().stream_reader(body)
+        assert reader.read() == b"".join(parts)
+    headers, body = run([b"{}"])
+    assert b"content-encoding" not in headers and body == b"{}"
+    assert _encodings(b"gzip, br;q=0.5, zstd;q=0, x;q=oops") == {
+        "gzip": 1.0, "br": 0.5, "zstd": 0.0, "x": 0.0,
+    }  # fmt: skip
