@@ -735,17 +735,37 @@ def collection_map_links(collection: dict[str, Any], base: str) -> list[dict[str
     return _links(urls, MOSAIC_LAYER)
 
 
+async def _has_projection(request: Request, collection_id: str) -> bool:
+    """Whether the Collection stores a projection (its items' maps are then in PCA colours),
+    kept per app for :data:`CACHE_SECONDS` like the tiles' other Collection fields (an item
+    GET then makes no query of its own for it)."""
+    state = request.app.state
+    kept: dict[str, tuple[float, bool]] | None = getattr(state, "projection_cache", None)
+    if kept is None:
+        kept = state.projection_cache = {}
+    hit = kept.get(collection_id)
+    if hit is not None and time.monotonic() - hit[0] < CACHE_SECONDS:
+        return hit[1]
+    async with state.get_connection(request, "r") as conn:
+        has = bool(
+            await conn.fetchval(
+                "SELECT content ? $2 FROM pgstac.collections WHERE id = $1",
+                collection_id,
+                PROJECTION_FIELD,
+            )
+        )
+    if len(kept) > 1_000:
+        kept.clear()
+    kept[collection_id] = (time.monotonic(), has)
+    return has
+
+
 async def add_item_links(item: dict[str, Any], request: Request) -> dict[str, Any]:
     """``item`` with its web-map-links (STAC Browser's Map view, QGIS) appended."""
     from stac_fastapi.types.requests import get_base_url
 
-    async with request.app.state.get_connection(request, "r") as conn:
-        has = await conn.fetchval(
-            "SELECT content ? $2 FROM pgstac.collections WHERE id = $1",
-            str(item.get("collection")),
-            PROJECTION_FIELD,
-        )
-    links = item_map_links(item, get_base_url(request), lambda _cid: bool(has))
+    has = await _has_projection(request, str(item.get("collection")))
+    links = item_map_links(item, get_base_url(request), lambda _cid: has)
     item.setdefault("links", []).extend(links)
     return item
 
