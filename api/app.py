@@ -46,7 +46,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from tessera_stac.api import db, features, tiles
 from tessera_stac.api.auth import BearerTokenMiddleware
-from tessera_stac.api.bounds import BoundsMiddleware
+from tessera_stac.api.bounds import BoundsMiddleware, header_qualities
 from tessera_stac.api.budget import HeavyRequestLimiter
 from tessera_stac.api.client import FullQueryExtension, StrictFieldsExtension, TesseraClient
 from tessera_stac.api.compat import TextFilterSearchExtension
@@ -167,25 +167,6 @@ class _ZstdResponder(IdentityResponder):
         return compress()
 
 
-def _encodings(header: bytes) -> dict[str, float]:
-    """Content coding -> quality of an ``Accept-Encoding`` header (at most 16 entries looked
-    at; a malformed quality counts as 0)."""
-    out: dict[str, float] = {}
-    for entry in header.decode("latin-1").split(",")[:16]:
-        name, *params = (part.strip() for part in entry.split(";"))
-        quality = 1.0
-        for param in params:
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0
-        if name:
-            out[name.lower()] = quality
-    return out
-
-
 class Compression(BrotliMiddleware):
     """stac-fastapi's brotli middleware, with ZSTD first when the client accepts it (as fast
     browsers, httpx and urllib3 do: several times cheaper than brotli for the same size) and
@@ -194,7 +175,8 @@ class Compression(BrotliMiddleware):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self._is_handler_excluded(scope):
             return await self.app(scope, receive, send)
-        accepted = _encodings(dict(scope.get("headers", [])).get(b"accept-encoding", b""))
+        header = dict(scope.get("headers", [])).get(b"accept-encoding", b"")
+        accepted = header_qualities(header.decode("latin-1"), 16)
         exclude = DEFAULT_EXCLUDED_CONTENT_TYPES + UNCOMPRESSED_TYPES
         if accepted.get("zstd", 0) > 0:
             responder: Any = _ZstdResponder(self.app, self.minimum_size, exclude)

@@ -75,6 +75,26 @@ def json_text_depth(text: str | bytes) -> int:
     return max(0, int(np.cumsum(steps).max(initial=0)))
 
 
+def header_qualities(header: str, limit: int = 32) -> dict[str, float]:
+    """Value -> quality of a header with ``q`` parameters (``Accept``, ``Accept-Encoding``;
+    RFC 9110 12.4.2): names lower-cased, qualities clamped to 0..1, a malformed one counts
+    as 0; at most ``limit`` entries are looked at."""
+    out: dict[str, float] = {}
+    for entry in header.split(",")[:limit]:
+        name, *params = (part.strip() for part in entry.split(";"))
+        quality = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    quality = min(max(float(value), 0.0), 1.0)
+                except ValueError:
+                    quality = 0.0
+        if name:
+            out[name.lower()] = max(out.get(name.lower(), 0.0), quality)
+    return out
+
+
 def _cql2_tokens(text: str) -> Iterable[str]:
     """Parentheses and bare words of a CQL2 text (string literals and quoted names skipped)."""
     word: list[str] = []

@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from tessera_stac.api.bounds import BoundError, plan_area, split_antimeridian
+from tessera_stac.api.bounds import BoundError, header_qualities, plan_area, split_antimeridian
 from tessera_stac.api.readers import (
     Pixel,
     PointValue,
@@ -443,29 +443,10 @@ def positions_format(request: Request, f: str | None) -> str:
         if f not in POSITION_FORMATS:
             raise ValueError(f"f must be one of {sorted(POSITION_FORMATS)}, got {f!r}")
         return f
-    weights = _accepted(request.headers.get("accept", ""))
+    weights = header_qualities(request.headers.get("accept", ""))
     arrow = weights.get(ARROW_STREAM, 0.0)
     json_ = max(weights.get("application/json", 0.0), weights.get("*/*", 0.0))
     return "arrow" if arrow > 0 and arrow >= json_ else "json"
-
-
-def _accepted(header: str) -> dict[str, float]:
-    """Media type -> quality of an ``Accept`` header (RFC 9110 12.5.1; at most 32 entries are
-    looked at, a malformed quality counts as 0)."""
-    out: dict[str, float] = {}
-    for entry in header.split(",")[:32]:
-        kind, *params = (part.strip() for part in entry.split(";"))
-        quality = 1.0
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    quality = min(max(float(value), 0.0), 1.0)
-                except ValueError:
-                    quality = 0.0
-        if kind:
-            out[kind.lower()] = max(out.get(kind.lower(), 0.0), quality)
-    return out
 
 
 def positions_arrow(results: list[tuple[dict[str, Any], Any]], year: int) -> bytes:

@@ -469,7 +469,8 @@ def test_zstd_answers_stream_and_decode_to_the_body() -> None:
 
     import zstandard
 
-    from tessera_stac.api.app import _encodings, _ZstdResponder
+    from tessera_stac.api.app import _ZstdResponder
+    from tessera_stac.api.bounds import header_qualities
 
     chunks = [b'{"a": "' + bytes([65 + k]) * 200_000 + b'"}' for k in range(3)]
 
@@ -501,6 +502,6 @@ def test_zstd_answers_stream_and_decode_to_the_body() -> None:
         assert reader.read() == b"".join(parts)
     headers, body = run([b"{}"])
     assert b"content-encoding" not in headers and body == b"{}"
-    assert _encodings(b"gzip, br;q=0.5, zstd;q=0, x;q=oops") == {
+    assert header_qualities("gzip, br;q=0.5, zstd;q=0, x;q=oops") == {
         "gzip": 1.0, "br": 0.5, "zstd": 0.0, "x": 0.0,
     }  # fmt: skip
