@@ -290,24 +290,10 @@ def _item_link(request: Request, item: dict[str, Any]) -> Link:
 def _result(
     request: Request, lon: float, lat: float, year: int, item: dict[str, Any], value: PointValue
 ) -> PositionResult:
-    """The answer for one point (``GET /embeddings/position``; a batch writes :func:`_row`)."""
-    return PositionResult.model_construct(
-        lon=lon,
-        lat=lat,
-        year=year,
-        collection=item["collection"],
-        item=item["id"],
-        asset=value.asset,
-        scale_asset=value.scale_asset,
-        href=value.href,
-        pixel=PixelModel.model_construct(**value.pixel.__dict__),
-        scale=value.scale,
-        dimensions=int(value.vector.shape[0]),
-        embedding=value.vector.tolist(),
-        links=[_item_link(request, item)],
-        error=None,
-        status=200,
-    )
+    """The answer for one point (``GET /embeddings/position``): the batch's :func:`_row` with
+    its embedding, as the model (one set of fields for both routes)."""
+    row = _row(lon, lat, year, item, value, [_item_link(request, item).model_dump()])
+    return PositionResult.model_validate({**row, "embedding": value.vector.tolist()})
 
 
 def _row(
