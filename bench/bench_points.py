@@ -212,19 +212,12 @@ def kernel(
     return out, reads
 
 
-def touched_blocks(
-    items: list[dict[str, Any]], points: list[tuple[float, float]], how: str
-) -> tuple[float, int]:
-    """Seconds to read + decompress every touched block once (codes + scales), and how many.
-
-    ``how``: ``decode`` - the floor: each touched block's bytes read and decoded (ZSTD +
-    predictor, imagecodecs) in one thread, nothing else; ``rasterio`` - each touched block read
-    with rasterio (GDAL's threads), the way a user of rasterio would.
-    """
+def block_plan(
+    items: list[dict[str, Any]], points: list[tuple[float, float]]
+) -> list[tuple[dict[str, Any], tuple[int, int], list[tuple[int, int]]]]:
+    """Per touched item: the item, its block shape and the (row, col) of every block the
+    points fall in (the codes' blocks; the scales have the same grid and block size)."""
     import rasterio
-    from rasterio.windows import Window
-
-    from tessera_stac.catalog.reader import TiffBlocks, rasterio_env
 
     lons = np.array([p[0] for p in points])
     lats = np.array([p[1] for p in points])
@@ -242,6 +235,24 @@ def touched_blocks(
                 sorted({(int(r) // bh, int(c) // bw) for r, c in zip(rows, cols, strict=True)}),
             )
         )
+    return plan
+
+
+def touched_blocks(
+    items: list[dict[str, Any]], points: list[tuple[float, float]], how: str
+) -> tuple[float, int]:
+    """Seconds to read + decompress every touched block once (codes + scales), and how many.
+
+    ``how``: ``decode`` - the floor: each touched block's bytes read and decoded (ZSTD +
+    predictor, imagecodecs) in one thread, nothing else; ``rasterio`` - each touched block read
+    with rasterio (GDAL's threads), the way a user of rasterio would.
+    """
+    import rasterio
+    from rasterio.windows import Window
+
+    from tessera_stac.catalog.reader import TiffBlocks, rasterio_env
+
+    plan = block_plan(items, points)
     start = time.perf_counter()
     if how == "decode":
         for item, _, blocks in plan:
@@ -282,20 +293,13 @@ def zstd_floor(items: list[dict[str, Any]], points: list[tuple[float, float]]) -
     from tessera_stac.catalog.reader import TiffBlocks
     from tessera_stac.catalog.reader.tiff import DECODE_THREADS
 
-    lons = np.array([p[0] for p in points])
-    lats = np.array([p[1] for p in points])
-    index = {i["id"]: i for i in items}
     frames: list[tuple[bytes, int]] = []
-    for item_id, idx in by_item(items, points).items():
-        item = index[item_id]
-        rows, cols = pixel_of(item, lons[idx], lats[idx])
+    for item, (bh, bw), touched in block_plan(items, points):
         for key in ("embeddings", "scales"):
             blocks = TiffBlocks(item["assets"][key]["href"])
-            bh, bw = blocks.block
             size = bh * bw * blocks.bands * blocks.dtype.itemsize
-            touched = {(int(r) // bh, int(c) // bw) for r, c in zip(rows, cols, strict=True)}
             with open(blocks.path, "rb") as fh:
-                for br, bc in sorted(touched):
+                for br, bc in touched:
                     i = blocks.index(br, bc)
                     fh.seek(blocks._offsets[i])
                     frames.append((fh.read(blocks.block_bytes[i]), size))
