@@ -24,6 +24,7 @@ from typing import Any
 from bench._support import (
     COLLECTION,
     collection,
+    md_table,
     percentile,
     synthetic_items,
     temp_cluster,
@@ -276,17 +277,18 @@ def markdown(results: dict[str, Any]) -> str:
         "batches per scenario (order flipped each batch), 1 uvicorn worker each, on a shared "
         "2-core machine (other jobs running: expect noise). Target: ours/bare p50 <= 1.1.",
         "",
-        "| scenario | conc | bare p50 / p99 ms | ours p50 / p99 ms | bare req/s | ours req/s "
-        "| p50 ratio |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name, per_conc in results["search"].items():
-        for conc, row in per_conc.items():
-            b, o = row["bare"], row["ours"]
-            lines.append(
-                f"| {name} | {conc[1:]} | {b['p50_ms']} / {b['p99_ms']} | {o['p50_ms']} / "
-                f"{o['p99_ms']} | {b['req_per_s']} | {o['req_per_s']} | {row['ratio_p50']} |"
-            )
+        *md_table(
+            ("scenario", "conc", "bare p50 / p99 ms", "ours p50 / p99 ms", "bare req/s",
+             "ours req/s", "p50 ratio"),
+            [
+                (name, conc[1:], f"{row['bare']['p50_ms']} / {row['bare']['p99_ms']}",
+                 f"{row['ours']['p50_ms']} / {row['ours']['p99_ms']}",
+                 row["bare"]["req_per_s"], row["ours"]["req_per_s"], row["ratio_p50"])
+                for name, per_conc in results["search"].items()
+                for conc, row in per_conc.items()
+            ],
+        ),
+    ]  # fmt: skip
     point = results["point_query"]
     lines += [
         "",

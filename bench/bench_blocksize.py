@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from bench._support import write_results
+from bench._support import md_table, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -233,17 +233,15 @@ def markdown(r: dict[str, Any]) -> str:
         f"{r['cpus']} cores, shared; load average before {r['load_average_before']}, after "
         f"{r['load_average_after']}.",
         "",
-        "| measure | "
-        + " | ".join(f"{s} px" for s in sizes)
-        + " | "
-        + " | ".join(f"{s} / {sizes[0]}" for s in sizes[1:])
-        + " |",
-        "|---|" + "---|" * (2 * len(sizes) - 1),
     ]
+    rows = []
     for key, label in keys:
         vals = [r["sizes"][s][key] for s in sizes]
-        ratios = [str(round(v / vals[0], 2)) if vals[0] else "-" for v in vals[1:]]
-        lines.append(f"| {label} | " + " | ".join(str(v) for v in vals + ratios) + " |")
+        rows.append([label, *vals, *(round(v / vals[0], 2) if vals[0] else "-" for v in vals[1:])])
+    lines += md_table(
+        ["measure", *(f"{s} px" for s in sizes), *(f"{s} / {sizes[0]}" for s in sizes[1:])],
+        rows,
+    )
     return "\n".join(lines) + "\n"
 
 

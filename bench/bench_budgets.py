@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench._support import COLLECTION, temp_cluster, uvicorn_server, write_results
+from bench._support import COLLECTION, md_table, temp_cluster, uvicorn_server, write_results
 from bench.bench_tiles import (
     CORNER,
     YEAR,
@@ -224,14 +224,16 @@ def markdown(report: dict[str, Any]) -> str:
         f"off; bare = rio-tiler in-process. {report['rounds']} rounds x "
         f"{report['tiles_per_round']} z14 tiles, order rotated each round.",
         "",
-        "| tiles | bare p50 ms | before p50 ms | after p50 ms | after / before | after / bare |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, s in report["tiles"].items():
-        lines.append(
-            f"| {name} | {s['bare']['p50_ms']} | {s['before']['p50_ms']} | "
-            f"{s['after']['p50_ms']} | {s['after_vs_before_p50']} | {s['after_vs_bare_p50']} |"
-        )
+        *md_table(
+            ("tiles", "bare p50 ms", "before p50 ms", "after p50 ms", "after / before",
+             "after / bare"),
+            [
+                (name, s["bare"]["p50_ms"], s["before"]["p50_ms"], s["after"]["p50_ms"],
+                 s["after_vs_before_p50"], s["after_vs_bare_p50"])
+                for name, s in report["tiles"].items()
+            ],
+        ),
+    ]  # fmt: skip
     c = report["corpus"]
     lines += [
         "",

@@ -33,7 +33,14 @@ from typing import Any
 
 import numpy as np
 
-from bench._support import COLLECTION, percentile, temp_cluster, uvicorn_server, write_ndjson
+from bench._support import (
+    COLLECTION,
+    md_table,
+    percentile,
+    temp_cluster,
+    uvicorn_server,
+    write_ndjson,
+)
 from bench.bench_tiles import CELLS, YEAR, inside, write_tile
 
 HERE = Path(__file__).resolve().parent
@@ -311,15 +318,16 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report['load_average_before']} / {report['load_average_after']} on "
         f"{report['cpus']} CPUs (shared machine).",
         "",
-        "| scenario | ours p50 ms | ours p99 ms | reference p50 ms | reference p99 ms "
-        "| ratio p50 |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, s in report["scenarios"].items():
-        lines.append(
-            f"| {name} | {s['ours']['p50_ms']} | {s['ours']['p99_ms']} | "
-            f"{s['reference']['p50_ms']} | {s['reference']['p99_ms']} | {s['ratio_p50']} |"
-        )
+        *md_table(
+            ("scenario", "ours p50 ms", "ours p99 ms", "reference p50 ms", "reference p99 ms",
+             "ratio p50"),
+            [
+                (name, s["ours"]["p50_ms"], s["ours"]["p99_ms"], s["reference"]["p50_ms"],
+                 s["reference"]["p99_ms"], s["ratio_p50"])
+                for name, s in report["scenarios"].items()
+            ],
+        ),
+    ]  # fmt: skip
     lines += [
         "",
         "References: `post_classify_500` = `POST /embeddings/positions` of the same points + "

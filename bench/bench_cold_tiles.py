@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._support import COLLECTION, temp_cluster, uvicorn_server, write_results
+from bench._support import COLLECTION, md_table, temp_cluster, uvicorn_server, write_results
 
 SERVERS = int(os.environ.get("TESSERA_STAC_BENCH_COLD_SERVERS", "3"))
 TILES = 8
@@ -103,14 +103,16 @@ def markdown(r: dict[str, Any]) -> str:
         f"others (warm). {r['cpus']} shared cores; load average before "
         f"{r['load_average_before']}, after {r['load_average_after']}.",
         "",
-        "| layer | zoom | first ms | second ms | warm p50 ms | first / warm | second / warm |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for row in r["rows"]:
-        lines.append(
-            f"| {row['layer']} | {row['zoom']} | {row['first_ms']} | {row['second_ms']} "
-            f"| {row['warm_p50_ms']} | {row['first_over_warm']} | {row['second_over_warm']} |"
-        )
+        *md_table(
+            ("layer", "zoom", "first ms", "second ms", "warm p50 ms", "first / warm",
+             "second / warm"),
+            [
+                (row["layer"], row["zoom"], row["first_ms"], row["second_ms"],
+                 row["warm_p50_ms"], row["first_over_warm"], row["second_over_warm"])
+                for row in r["rows"]
+            ],
+        ),
+    ]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

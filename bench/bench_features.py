@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench._support import percentile, temp_cluster, uvicorn_server, write_results
+from bench._support import md_table, percentile, temp_cluster, uvicorn_server, write_results
 
 BBOX = (71.5, 21.5, 72.6, 22.5)
 TARGET_HA = 1200.0
@@ -153,12 +153,14 @@ def markdown(report: dict[str, Any]) -> str:
         f"Load average before/after: {report['load_average_before']} / "
         f"{report['load_average_after']} on {report['cpus']} CPUs (shared machine).",
         "",
-        "| scenario | ours p50 ms | bare tipg p50 ms | ratio | ours p90 ms | bare p90 ms |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, r in report["results"].items():
-        lines.append(
-            f"| {name} | {r['ours_p50_ms']} | {r['bare_p50_ms']} | {r['ratio_p50']} | "
-            f"{r['ours_p90_ms']} | {r['bare_p90_ms']} |"
-        )
+        *md_table(
+            ("scenario", "ours p50 ms", "bare tipg p50 ms", "ratio", "ours p90 ms",
+             "bare p90 ms"),
+            [
+                (name, r["ours_p50_ms"], r["bare_p50_ms"], r["ratio_p50"], r["ours_p90_ms"],
+                 r["bare_p90_ms"])
+                for name, r in report["results"].items()
+            ],
+        ),
+    ]  # fmt: skip
     return "\n".join(lines) + "\n"

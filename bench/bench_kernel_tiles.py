@@ -48,6 +48,7 @@ import numpy as np
 
 from bench._support import (
     COLLECTION,
+    md_table,
     percentile,
     temp_cluster,
     uvicorn_server,
@@ -460,19 +461,21 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report['load_average_before']} / {report['load_average_after']} on "
         f"{report['cpus']} CPUs (shared machine).",
         "",
-        "| scenario | API p50 ms | API (GDAL) p50 ms | direct p50 ms | direct rows p50 ms "
-        "| bare p50 ms | API / direct | API / direct rows | API (GDAL) / direct | API / bare "
-        "| kernel speed-up | pixels differing | load (1 min) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, s in report["scenarios"].items():
-        lines.append(
-            f"| {name} | {s['api']['p50_ms']} | {s['api_gdal']['p50_ms']} | "
-            f"{s['direct']['p50_ms']} | {s['direct_rows']['p50_ms']} | {s['bare']['p50_ms']} | "
-            f"{s['api_over_direct']} | {s['api_over_direct_rows']} | "
-            f"{s['api_gdal_over_direct']} | {s['api_over_bare']} | {s['speed_up']}x | "
-            f"{s['pixels_differing']} / {s['pixels_compared']} | {s['load'][0]} |"
-        )
+        *md_table(
+            ("scenario", "API p50 ms", "API (GDAL) p50 ms", "direct p50 ms",
+             "direct rows p50 ms", "bare p50 ms", "API / direct", "API / direct rows",
+             "API (GDAL) / direct", "API / bare", "kernel speed-up", "pixels differing",
+             "load (1 min)"),
+            [
+                (name, s["api"]["p50_ms"], s["api_gdal"]["p50_ms"], s["direct"]["p50_ms"],
+                 s["direct_rows"]["p50_ms"], s["bare"]["p50_ms"], s["api_over_direct"],
+                 s["api_over_direct_rows"], s["api_gdal_over_direct"], s["api_over_bare"],
+                 f"{s['speed_up']}x", f"{s['pixels_differing']} / {s['pixels_compared']}",
+                 s["load"][0])
+                for name, s in report["scenarios"].items()
+            ],
+        ),
+    ]  # fmt: skip
     lines += ["", f"Target: {report['target']}.", ""]
     return "\n".join(lines)
 

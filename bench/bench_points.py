@@ -43,6 +43,7 @@ import numpy as np
 
 from bench._support import (
     collection,
+    md_table,
     temp_cluster,
     uvicorn_server,
     write_ndjson,
@@ -688,24 +689,24 @@ def cold_markdown(r: dict[str, Any]) -> str:
         f"{r['cpus']} shared cores; load average before "
         f"{r['load_average_before']}, after {r['load_average_after']}.",
         "",
-        "| case | answer | geotessera s | API first request s (median of "
-        f"{COLD_SERVERS} servers) | speed-up first | API repeat s "
-        "| speed-up repeat | kernel s | ZSTD alone s | cap on speed-up first | bit-identical |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for key in ("dense", "spread"):
-        c = r[key]
-        for label, sfx in (("JSON", ""), ("Arrow (`f=arrow`)", "_arrow")):
-            if f"api_cold{sfx}_s" not in c:
-                continue
-            lines.append(
-                f"| {c['case']} | {label} | {c['geotessera_s']} | {c[f'api_cold{sfx}_s']} "
-                f"({', '.join(str(v) for v in c[f'api_cold{sfx}_all_s'])}) "
-                f"| {c[f'speedup_api_cold{sfx}']}x | {c[f'api{sfx}_s']} "
-                f"| {c[f'speedup_api{sfx}']}x | {c['kernel_s']} "
-                f"| {c.get('zstd_floor_s', '-')} | {c.get('speedup_cap', '-')}x "
-                f"| {c['kernel_identical'] and c[f'api{sfx}_identical']} |"
-            )
+        *md_table(
+            ("case", "answer", "geotessera s",
+             f"API first request s (median of {COLD_SERVERS} servers)", "speed-up first",
+             "API repeat s", "speed-up repeat", "kernel s", "ZSTD alone s",
+             "cap on speed-up first", "bit-identical"),
+            [
+                (c["case"], label, c["geotessera_s"],
+                 f"{c[f'api_cold{sfx}_s']} ({', '.join(map(str, c[f'api_cold{sfx}_all_s']))})",
+                 f"{c[f'speedup_api_cold{sfx}']}x", c[f"api{sfx}_s"],
+                 f"{c[f'speedup_api{sfx}']}x", c["kernel_s"], c.get("zstd_floor_s", "-"),
+                 f"{c.get('speedup_cap', '-')}x",
+                 c["kernel_identical"] and c[f"api{sfx}_identical"])
+                for c in (r["dense"], r["spread"])
+                for label, sfx in (("JSON", ""), ("Arrow (`f=arrow`)", "_arrow"))
+                if f"api_cold{sfx}_s" in c
+            ],
+        ),
+    ]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -723,21 +724,21 @@ def markdown(r: dict[str, Any]) -> str:
         f"tiles: 1 run). Shared machine, {r['cpus']} cores; load average before "
         f"{r['load_average_before']}, after {r['load_average_after']}.",
         "",
-        "| case | tiles | touched blocks | geotessera-style s | kernel s | API s "
-        "| floor: decode touched blocks s | rasterio, touched blocks s | kernel / floor "
-        "| speed-up kernel | speed-up API (repeat) | API first request s | bit-identical |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for key in ("dense", "spread"):
-        c = r[key]
-        same = c["kernel_identical"] and c.get("api_identical", True)
-        lines.append(
-            f"| {c['case']} | {c['tiles']} | {c['touched_blocks']} | {c['geotessera_s']} "
-            f"| {c['kernel_s']} | {c.get('api_s', '-')} | {c['floor_decode_s']} "
-            f"| {c['rasterio_blocks_s']} | {c['kernel_vs_floor']} "
-            f"| {c['speedup_kernel']}x | {c.get('speedup_api', '-')}x "
-            f"| {c.get('api_cold_s', '-')} | {same} |"
-        )
+        *md_table(
+            ("case", "tiles", "touched blocks", "geotessera-style s", "kernel s", "API s",
+             "floor: decode touched blocks s", "rasterio, touched blocks s", "kernel / floor",
+             "speed-up kernel", "speed-up API (repeat)", "API first request s",
+             "bit-identical"),
+            [
+                (c["case"], c["tiles"], c["touched_blocks"], c["geotessera_s"], c["kernel_s"],
+                 c.get("api_s", "-"), c["floor_decode_s"], c["rasterio_blocks_s"],
+                 c["kernel_vs_floor"], f"{c['speedup_kernel']}x",
+                 f"{c.get('speedup_api', '-')}x", c.get("api_cold_s", "-"),
+                 c["kernel_identical"] and c.get("api_identical", True))
+                for c in (r["dense"], r["spread"])
+            ],
+        ),
+    ]  # fmt: skip
     b, a, j = r["big_batch"], r["area"], r["join"]
     lines += [
         "",

@@ -33,6 +33,7 @@ import numpy as np
 
 from bench._support import (
     COLLECTION,
+    md_table,
     percentile,
     temp_cluster,
     uvicorn_server,
@@ -319,15 +320,16 @@ def markdown(report: dict[str, Any]) -> str:
         f"Load average before/after: {report['load_average_before']} / "
         f"{report['load_average_after']} on {report['cpus']} CPUs (shared machine).",
         "",
-        "| scenario | API p50 ms | API p99 ms | bare p50 ms | bare p99 ms | ratio p50 "
-        "| ratio p99 |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name, s in report["scenarios"].items():
-        lines.append(
-            f"| {name} | {s['api']['p50_ms']} | {s['api']['p99_ms']} | {s['bare']['p50_ms']} | "
-            f"{s['bare']['p99_ms']} | {s['ratio_p50']} | {s['ratio_p99']} |"
-        )
+        *md_table(
+            ("scenario", "API p50 ms", "API p99 ms", "bare p50 ms", "bare p99 ms", "ratio p50",
+             "ratio p99"),
+            [
+                (name, s["api"]["p50_ms"], s["api"]["p99_ms"], s["bare"]["p50_ms"],
+                 s["bare"]["p99_ms"], s["ratio_p50"], s["ratio_p99"])
+                for name, s in report["scenarios"].items()
+            ],
+        ),
+    ]  # fmt: skip
     lines += ["", f"Target: {report['target']}.", ""]
     return "\n".join(lines)
 
