@@ -233,9 +233,8 @@ class ApiSettings(BaseSettings):
         """The declared bound of one worker's resident memory in MB: the process at rest
         (~450 MB with GDAL, numpy, pyproj, the tiler), GDAL's block cache, the kernel's block
         cache, the tile cache, the kernel's kept tile plans, and ``heavy_concurrency`` requests
-        each holding at most
-        ``tile_max_read_values`` values
-        (int8 read + mask, then float32 vectors and their temporaries: 16 bytes a value)."""
+        each holding at most ``tile_max_read_values`` values (int8 read + mask, then float32
+        vectors and their temporaries: 16 bytes a value)."""
         per_request = self.tile_max_read_values * 16 / 2**20
         plans = self.tile_plan_cache_size * 1.2  # a 256 px plan: rows, cols, inside
         return int(
